@@ -1,0 +1,1 @@
+//! libnvshare.so

@@ -1,0 +1,48 @@
+//! Messages and framing shared by `libnvshare.so`, `nvshare-scheduler` and
+//! `nvshare-ctl`.
+//!
+//! No sockets and no threads live here: only types and their encoding over
+//! byte streams, so that every side speaks exactly the same protocol.
+//!
+//! # Layout
+//! - [`gpu`]: [`GpuUuid`], the identity of one physical GPU (one scheduling
+//!   domain).
+//! - [`messages`]: every message of the three conversations: the [`Hello`]
+//!   handshake, hook client ⇄ scheduler ([`ClientMsg`], [`SchedulerMsg`]) and
+//!   operator ⇄ scheduler ([`ControlRequest`], [`ControlReply`]).
+//! - [`frame`]: the wire format. Each frame is a little-endian `u32` payload
+//!   length followed by a postcard payload of at most [`MAX_FRAME_LEN`] bytes;
+//!   blocking helpers ([`write_msg`], [`read_msg`]) and an incremental
+//!   [`FrameBuffer`] for non-blocking readers.
+//! - [`error`]: [`ProtoError`], the typed failures of decoding and framing.
+//!
+//! # The conversation
+//! 1. The connecting side sends [`Hello`] (magic, [`PROTOCOL_VERSION`], role).
+//!    The scheduler answers [`HelloReply`]; on a version mismatch it answers
+//!    [`HelloReply::Rejected`] and closes.
+//! 2. A hook client then attaches to each GPU it uses ([`ClientMsg::Attach`]
+//!    → [`SchedulerMsg::Welcome`]), reports its memory use, asks for the lock
+//!    and follows the scheduler's drop and evict requests.
+//! 3. A control client sends [`ControlRequest`]s, each answered by one
+//!    [`ControlReply`].
+
+pub mod error;
+pub mod frame;
+pub mod gpu;
+pub mod messages;
+
+pub use error::ProtoError;
+pub use frame::{
+    FrameBuffer, HEADER_LEN, MAX_FRAME_LEN, decode, decode_hello, encode, encode_frame, read_msg,
+    read_payload, write_msg,
+};
+pub use gpu::GpuUuid;
+pub use messages::*;
+
+/// The protocol version this build speaks. Peers must match exactly: the hook,
+/// the scheduler and `nvshare-ctl` are released together.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// First four bytes of every [`Hello`]: tells an nvshare peer from anything
+/// else that connects to the socket.
+pub const MAGIC: [u8; 4] = *b"NVSH";

@@ -1,0 +1,391 @@
+//! Every message nvshare peers exchange.
+//!
+//! Sizes are bytes, durations milliseconds or microseconds as the field name
+//! says. "Footprint" is every byte a client has allocated on a GPU (what it
+//! needs resident to run); "resident" is the part of it on the GPU right now.
+//! `footprint - resident` is swapped out to host memory.
+
+use crate::gpu::GpuUuid;
+use serde::{Deserialize, Serialize};
+
+/// A client id, unique for the lifetime of one scheduler process.
+pub type ClientId = u64;
+
+/// First frame of every connection, sent by the connecting side.
+///
+/// `magic` and `version` come first and keep their encoding in every
+/// protocol version, so a mismatch is reported as such rather than as garbage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Always [`crate::MAGIC`].
+    pub magic: [u8; 4],
+    /// The sender's [`crate::PROTOCOL_VERSION`].
+    pub version: u32,
+    /// What the connection is for.
+    pub role: Role,
+}
+
+impl Hello {
+    /// A hello of this build's version.
+    pub fn new(role: Role) -> Self {
+        Hello {
+            magic: crate::MAGIC,
+            version: crate::PROTOCOL_VERSION,
+            role,
+        }
+    }
+}
+
+/// The two kinds of peers of the scheduler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// A program running under `libnvshare.so`.
+    Client {
+        /// The job name: `NVSHARE_NAME`, else the program's name.
+        name: String,
+    },
+    /// An operator tool (`nvshare-ctl`).
+    Control,
+}
+
+/// The scheduler's answer to [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloReply {
+    /// The connection is accepted. For clients, `client_id` names it in logs
+    /// and status; control connections get an id too.
+    Accepted {
+        /// The id the scheduler gave this connection.
+        client_id: ClientId,
+        /// The scheduler's protocol version.
+        version: u32,
+    },
+    /// The connection is refused (version mismatch, bad magic); the scheduler
+    /// closes it after this frame.
+    Rejected(ErrorReply),
+}
+
+/// Messages from a hooked program to the scheduler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMsg {
+    /// The program started using a GPU. Answered by [`SchedulerMsg::Welcome`].
+    /// Sent once per GPU, before any other message naming that GPU.
+    Attach {
+        /// The GPU.
+        gpu: GpuUuid,
+        /// Its physical memory (`cuDeviceTotalMem`).
+        physical_memory: u64,
+        /// Bytes already allocated on it (non-zero after a reconnect).
+        footprint: u64,
+        /// Bytes of that on the GPU now.
+        resident: u64,
+        /// True if the program holds work on the GPU right now (a reconnect
+        /// in the middle of a grant): the scheduler grants it again first.
+        holding: bool,
+    },
+    /// The program's memory on `gpu` changed (allocation, free, swap).
+    Usage {
+        /// The GPU.
+        gpu: GpuUuid,
+        /// All bytes allocated.
+        footprint: u64,
+        /// Bytes on the GPU now.
+        resident: u64,
+    },
+    /// The program wants to submit work to `gpu`. Answered by
+    /// [`SchedulerMsg::LockGranted`] when it may.
+    RequestLock {
+        /// The GPU.
+        gpu: GpuUuid,
+    },
+    /// The program stopped using the lock on `gpu`: in answer to
+    /// [`SchedulerMsg::DropLock`] (after evicting what was asked), or of its
+    /// own accord.
+    LockReleased {
+        /// The GPU.
+        gpu: GpuUuid,
+        /// Bytes on the GPU after any eviction.
+        resident: u64,
+    },
+    /// The lock holder has submitted no GPU work for a while. It keeps the
+    /// lock; the scheduler may ask for it back early if others wait.
+    Idle {
+        /// The GPU.
+        gpu: GpuUuid,
+    },
+    /// Memory was moved to host memory, in answer to
+    /// [`SchedulerMsg::Evict`] or [`SchedulerMsg::DropLock`].
+    Evicted {
+        /// The GPU.
+        gpu: GpuUuid,
+        /// Bytes moved out.
+        bytes: u64,
+        /// Bytes still on the GPU.
+        resident: u64,
+        /// How long it took, in microseconds.
+        elapsed_us: u64,
+    },
+    /// Memory was moved back to the GPU before the program's work ran.
+    Restored {
+        /// The GPU.
+        gpu: GpuUuid,
+        /// Bytes moved in.
+        bytes: u64,
+        /// Bytes on the GPU now.
+        resident: u64,
+        /// How long it took, in microseconds.
+        elapsed_us: u64,
+    },
+    /// An eviction could not be done (host memory exhausted). Nothing was
+    /// lost: the memory stays on the GPU.
+    EvictFailed {
+        /// The GPU.
+        gpu: GpuUuid,
+        /// Bytes still on the GPU.
+        resident: u64,
+        /// What went wrong, for the operator.
+        reason: String,
+    },
+    /// The program stopped using `gpu` (context destroyed). Its memory there
+    /// is gone and any lock is released.
+    Detach {
+        /// The GPU.
+        gpu: GpuUuid,
+    },
+}
+
+/// Messages from the scheduler to a hooked program.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SchedulerMsg {
+    /// Answer to [`ClientMsg::Attach`].
+    Welcome {
+        /// The client's id.
+        client_id: ClientId,
+        /// The GPU.
+        gpu: GpuUuid,
+        /// The time-slice quantum in milliseconds.
+        quantum_ms: u64,
+        /// The memory the program may use on this GPU: the GPU's memory minus
+        /// a reserve, or the operator's `--memory-capacity`. Programs see it as
+        /// the GPU's total memory.
+        capacity: u64,
+    },
+    /// The program may submit work to `gpu`.
+    LockGranted {
+        /// The GPU.
+        gpu: GpuUuid,
+    },
+    /// Stop submitting work to `gpu`, wait for the work in flight, evict
+    /// `evict_bytes` (least recently used first; 0: keep everything) and
+    /// answer [`ClientMsg::LockReleased`].
+    DropLock {
+        /// The GPU.
+        gpu: GpuUuid,
+        /// Bytes to move to host memory before releasing.
+        evict_bytes: u64,
+    },
+    /// The program does not hold the lock; move `bytes` of its memory on
+    /// `gpu` to host memory and answer [`ClientMsg::Evicted`].
+    Evict {
+        /// The GPU.
+        gpu: GpuUuid,
+        /// Bytes to move out.
+        bytes: u64,
+    },
+    /// The quantum changed (operator `set-tq`).
+    QuantumChanged {
+        /// The new quantum in milliseconds.
+        quantum_ms: u64,
+    },
+    /// The last message was refused. Fatal codes are followed by a close.
+    Error(ErrorReply),
+    /// The scheduler is exiting; the program continues unscheduled until it
+    /// can reconnect.
+    ShuttingDown,
+}
+
+/// Requests of an operator tool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlRequest {
+    /// The state of every GPU and client.
+    Status,
+    /// Set the time-slice quantum (privileged).
+    SetQuantum {
+        /// The new quantum in milliseconds; at least 1.
+        quantum_ms: u64,
+    },
+    /// Set the scheduling policy of every GPU (privileged).
+    SetPolicy {
+        /// The new policy.
+        policy: Policy,
+    },
+}
+
+/// The scheduler's answer to one [`ControlRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlReply {
+    /// Answer to [`ControlRequest::Status`].
+    Status(StatusReport),
+    /// The setting was changed.
+    Done,
+    /// The request was refused.
+    Error(ErrorReply),
+}
+
+/// How the scheduler shares a GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum Policy {
+    /// Clients whose memory fits together run together; otherwise the GPU is
+    /// time-sliced and memory swapped.
+    #[default]
+    Auto,
+    /// One lock holder per GPU at any time (the original nvshare).
+    Exclusive,
+    /// Every request is granted at once; no time-slicing.
+    Off,
+}
+
+impl Policy {
+    /// The policy's name as the CLI spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Auto => "auto",
+            Policy::Exclusive => "exclusive",
+            Policy::Off => "off",
+        }
+    }
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Policy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Policy::Auto),
+            "exclusive" => Ok(Policy::Exclusive),
+            "off" => Ok(Policy::Off),
+            other => Err(format!(
+                "unknown policy {other:?}: expected auto, exclusive or off"
+            )),
+        }
+    }
+}
+
+/// A refusal, with a code for programs and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// What kind of refusal.
+    pub code: ErrorCode,
+    /// What happened and what to do, for a person.
+    pub message: String,
+}
+
+/// Kinds of refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The frame could not be decoded; the connection is closed.
+    BadFrame,
+    /// Protocol version or magic mismatch; the connection is closed.
+    BadVersion,
+    /// The message is not valid here (wrong role, unknown GPU, ...).
+    Protocol,
+    /// The peer may not do this (unprivileged settings change).
+    PermissionDenied,
+    /// A value is out of range.
+    InvalidArgument,
+    /// The scheduler failed internally.
+    Internal,
+}
+
+/// Answer to [`ControlRequest::Status`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The scheduler's pid.
+    pub scheduler_pid: u32,
+    /// The scheduler's version (Cargo package version).
+    pub scheduler_version: String,
+    /// Seconds since the scheduler started.
+    pub uptime_s: u64,
+    /// One entry per GPU (scheduling domain), in UUID order.
+    pub gpus: Vec<GpuStatus>,
+}
+
+/// The state of one GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuStatus {
+    /// The GPU.
+    pub uuid: GpuUuid,
+    /// Its physical memory, as the first client reported it.
+    pub physical_memory: u64,
+    /// The memory the scheduler shares out.
+    pub capacity: u64,
+    /// The policy in force.
+    pub policy: Policy,
+    /// The quantum in milliseconds.
+    pub quantum_ms: u64,
+    /// Sum of every client's resident bytes.
+    pub resident: u64,
+    /// Lock grants so far.
+    pub grants: u64,
+    /// Times the lock was taken from one client to give it to another.
+    pub switches: u64,
+    /// Bytes clients reported moving to host memory.
+    pub bytes_evicted: u64,
+    /// Bytes clients reported moving back.
+    pub bytes_restored: u64,
+    /// Microseconds clients reported spending on both.
+    pub swap_time_us: u64,
+    /// Every client attached to this GPU, by id.
+    pub clients: Vec<ClientStatus>,
+}
+
+/// The state of one client on one GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientStatus {
+    /// The client's id.
+    pub client_id: ClientId,
+    /// Its pid (from the socket's peer credentials).
+    pub pid: u32,
+    /// Its job name.
+    pub name: String,
+    /// What it is doing.
+    pub state: ClientState,
+    /// Bytes allocated.
+    pub footprint: u64,
+    /// Bytes on the GPU.
+    pub resident: u64,
+    /// Milliseconds it has held the lock in total.
+    pub held_ms: u64,
+    /// Times it was granted the lock.
+    pub grants: u64,
+}
+
+/// What a client is doing on one GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientState {
+    /// Holds the lock.
+    Running,
+    /// Asked for the lock and waits.
+    Waiting,
+    /// Neither holds nor wants the lock.
+    Idle,
+    /// Was asked to give the lock back and has not yet.
+    Releasing,
+}
+
+impl ClientState {
+    /// The state's name in status output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientState::Running => "running",
+            ClientState::Waiting => "waiting",
+            ClientState::Idle => "idle",
+            ClientState::Releasing => "releasing",
+        }
+    }
+}
