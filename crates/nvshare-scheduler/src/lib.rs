@@ -1,0 +1,6 @@
+//! The nvshare scheduler daemon.
+//!
+//! # Layout
+//! - [`policy`]: the pure scheduling state machine (events in, actions out).
+
+pub mod policy;
