@@ -1,1 +1,104 @@
-fn main() {}
+//! `nvshare-ctl`: the operator tool of the nvshare scheduler.
+//!
+//! # Layout
+//! - [`cli`]: the command line (subcommands and nvsharectl's `-T`/`-S`) and
+//!   the requests it stands for.
+//! - [`socket_path`]: where the scheduler's socket is (the rule the daemon
+//!   shares).
+//! - [`connection`]: the control conversation over the Unix socket.
+//! - [`table`]: `status` as tables; [`json`]: `status --json`;
+//!   [`units`]: human-readable sizes and durations.
+//! - [`error`]: [`error::CtlError`] and the exit code of each failure: 2 when
+//!   the scheduler cannot be reached, 1 when it refuses or misbehaves.
+
+mod cli;
+mod connection;
+mod error;
+mod json;
+mod socket_path;
+mod table;
+mod units;
+
+use clap::Parser;
+use cli::{Cli, Plan};
+use connection::Connection;
+use error::CtlError;
+use nvshare_proto::{ControlReply, ControlRequest};
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(output) => {
+            print!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("nvshare-ctl: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+/// Debug logs with `NVSHARE_DEBUG=1` (as the original nvshare), else as
+/// `NVSHARE_LOG` filters them (warnings by default), always to stderr.
+fn init_logging() {
+    let debug = std::env::var("NVSHARE_DEBUG").is_ok_and(|v| v == "1");
+    let filter = if debug {
+        EnvFilter::new("debug")
+    } else {
+        EnvFilter::try_from_env("NVSHARE_LOG").unwrap_or_else(|_| EnvFilter::new("warn"))
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Carries out the command line; returns what to print.
+fn run(cli: &Cli) -> Result<String, CtlError> {
+    let path = socket_path::resolve_socket_path(cli.socket.clone());
+    let mut conn = Connection::open(&path)?;
+    match cli.plan() {
+        Plan::Status { json } => match conn.call(&ControlRequest::Status)? {
+            ControlReply::Status(report) if json => Ok(json::status_json(&report)? + "\n"),
+            ControlReply::Status(report) => Ok(table::status_text(&report)),
+            other => Err(unexpected(&conn, other)),
+        },
+        Plan::Change(requests) => {
+            let mut out = String::new();
+            for request in &requests {
+                match conn.call(request)? {
+                    ControlReply::Done => out.push_str(&done_line(request)),
+                    other => return Err(unexpected(&conn, other)),
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// What was changed, for the operator.
+fn done_line(request: &ControlRequest) -> String {
+    match request {
+        ControlRequest::SetQuantum { quantum_ms } => format!(
+            "time quantum set to {}\n",
+            units::human_duration_ms(*quantum_ms)
+        ),
+        ControlRequest::SetPolicy { policy } => format!("policy set to {policy}\n"),
+        ControlRequest::Status => String::new(),
+    }
+}
+
+/// A refusal becomes its message; any other reply is a protocol mix-up.
+fn unexpected(conn: &Connection, reply: ControlReply) -> CtlError {
+    match reply {
+        ControlReply::Error(e) => CtlError::Refused(e.message),
+        other => CtlError::UnexpectedReply {
+            path: conn.path().to_owned(),
+            got: format!("{other:?}"),
+        },
+    }
+}

@@ -1,1 +1,41 @@
-//! libnvshare.so
+//! `libnvshare.so`: the hook preloaded into every CUDA program that shares a
+//! GPU through nvshare. It interposes the driver entry points through which
+//! programs reach the GPU, admits their work through a lock gate driven by
+//! the scheduler daemon, accounts and moves their memory, and virtualizes
+//! the memory they see. It stays dormant until the program calls into CUDA.
+//!
+//! # Layout
+//! - [`ffi`]: raw CUDA and NVML types and constants.
+//! - [`interpose`]: the exported `dlsym`, `cuGetProcAddress` and
+//!   `cuGetProcAddress_v2`, which hand out the hook's wrappers; the real
+//!   `dlsym`.
+//! - [`symbol_macro`]: the `intercepted!` macro that turns one line per
+//!   entry point into wrapper, real-function slot and lookup entry.
+//! - [`symbols`]: the table of intercepted entry points (the one place to
+//!   add one) and the allocation-free lookups by name and by
+//!   `cuGetProcAddress` version and flags.
+//! - [`driver`]: the real driver, loaded once, and safe calls into it.
+//! - [`guard`]: the panic guard of every `extern "C"` entry point.
+//! - [`logging`]: stderr logging (`NVSHARE_LOG`, `NVSHARE_DEBUG`), started
+//!   at the first CUDA call.
+//! - [`registry`]: the allocation registry and per-device footprint.
+//! - [`engine`]: memory engines (direct, uvm) behind the `MemoryEngine`
+//!   trait the gate calls to evict and restore.
+//! - [`wrappers`]: handlers of allocation, memory queries and NVML.
+//! - [`gate`]: the lock gate every work-submitting call passes.
+//! - [`client`]: the connection to the scheduler daemon.
+//! - [`config`]: the environment configuration.
+
+pub mod client;
+pub mod config;
+pub mod driver;
+pub mod engine;
+pub mod ffi;
+pub mod gate;
+pub mod guard;
+pub mod interpose;
+pub mod logging;
+pub mod registry;
+pub mod symbol_macro;
+pub mod symbols;
+pub mod wrappers;

@@ -92,7 +92,9 @@ pub enum ClientMsg {
         resident: u64,
     },
     /// The program wants to submit work to `gpu`. Answered by
-    /// [`SchedulerMsg::LockGranted`] when it may.
+    /// [`SchedulerMsg::LockGranted`] when it may. Sent by the holder after an
+    /// [`ClientMsg::Idle`] report, it means "busy again": the scheduler
+    /// forgets the idle hint and confirms the grant.
     RequestLock {
         /// The GPU.
         gpu: GpuUuid,

@@ -1,6 +1,33 @@
-//! The nvshare scheduler daemon.
+//! The nvshare scheduler daemon: decides which programs may use each GPU and
+//! how much of their memory stays on it.
+//!
+//! A pure policy (no I/O, no clock) wrapped by a single-threaded I/O shell.
 //!
 //! # Layout
 //! - [`policy`]: the pure scheduling state machine (events in, actions out).
+//! - [`server`]: the I/O shell: the epoll event loop ([`server::Server`]),
+//!   the listening socket's life ([`server::listener`]), one connection's
+//!   buffers and credentials ([`server::connection`]), the handshake's
+//!   checks and refusals ([`server::handshake`]) and operator requests
+//!   ([`server::control`]).
+//! - [`daemon`]: startup in order (signals, socket, metrics, readiness, loop).
+//! - [`config`]: the command line and environment, parsed once into
+//!   [`config::Config`].
+//! - [`units`]: human sizes (`16GiB`) and durations (`200ms`).
+//! - [`observe`]: the policy's records as log lines and metric updates.
+//! - [`metrics`]: the Prometheus metrics and their HTTP responder
+//!   ([`metrics::http`]).
+//! - [`signals`]: SIGTERM/SIGINT as a file descriptor for the loop.
+//! - [`notify`]: systemd readiness notification (`Type=notify`).
+//! - [`error`]: [`error::ServerError`], why the daemon could not run.
 
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod metrics;
+pub mod notify;
+pub mod observe;
 pub mod policy;
+pub mod server;
+pub mod signals;
+pub mod units;

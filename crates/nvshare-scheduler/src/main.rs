@@ -1,1 +1,42 @@
-fn main() {}
+//! `nvshare-scheduler`: parses the configuration, sets up logging, runs the
+//! daemon. Exit status: 0 after a clean shutdown, 1 when the daemon cannot
+//! run, 2 for a bad command line.
+
+use clap::Parser;
+use nvshare_scheduler::config::Cli;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let config = match Cli::parse().into_config() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("nvshare-scheduler: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = match EnvFilter::try_new(&config.log_filter) {
+        Ok(filter) => filter,
+        Err(err) => {
+            eprintln!(
+                "nvshare-scheduler: invalid log filter {:?}: {err} (try info, debug or \
+                 nvshare_scheduler=trace)",
+                config.log_filter
+            );
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match nvshare_scheduler::daemon::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("nvshare-scheduler: {err}");
+            ExitCode::from(1)
+        }
+    }
+}

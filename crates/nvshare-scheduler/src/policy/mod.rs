@@ -7,10 +7,32 @@
 //! since an arbitrary epoch chosen by the caller, so tests drive it with
 //! simulated time.
 //!
+//! # Layout
+//! - `mod.rs` (this file): the contract with the I/O shell and the facade
+//!   that routes each event to the GPU it concerns.
+//! - `domain`: one GPU's state and the transitions of its lock.
+//! - `member`: one client's standing on one GPU.
+//! - `messages`: what each client message changes on its GPU.
+//! - `grant`: the decisions: whom to grant, drop or ask to evict.
+//! - `tests`: behaviour tests with simulated time.
+//!
 //! INTERFACE CONTRACT (shared with the I/O shell in `server`): the types and
 //! method signatures in this file are what the shell calls. Keep them stable.
 
-use nvshare_proto::{ClientId, ClientMsg, GpuStatus, GpuUuid, Policy, SchedulerMsg};
+mod domain;
+mod grant;
+mod member;
+mod messages;
+#[cfg(test)]
+mod tests;
+
+use domain::{Domain, duration_ms};
+use member::Member;
+use nvshare_proto::{
+    ClientId, ClientMsg, ClientState, ErrorCode, ErrorReply, GpuStatus, GpuUuid, Policy,
+    SchedulerMsg,
+};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// How the scheduler sizes and shares every GPU.
@@ -142,52 +164,234 @@ pub enum Record {
 /// The whole scheduling state of one daemon: one domain per GPU UUID.
 #[derive(Debug)]
 pub struct Scheduler {
-    // private state
+    config: PolicyConfig,
+    clients: BTreeMap<ClientId, Client>,
+    domains: BTreeMap<GpuUuid, Domain>,
+}
+
+/// A connected hook client.
+#[derive(Debug)]
+struct Client {
+    pid: u32,
+    name: String,
+    gpus: BTreeSet<GpuUuid>,
 }
 
 impl Scheduler {
     /// A scheduler with no clients.
     pub fn new(config: PolicyConfig) -> Self {
-        let _ = config;
-        todo!()
+        Scheduler {
+            config,
+            clients: BTreeMap::new(),
+            domains: BTreeMap::new(),
+        }
     }
 
     /// Feeds one event at time `now`; returns what to do, in order.
     pub fn handle(&mut self, now: Duration, event: Event) -> Vec<Action> {
-        let _ = (now, event);
-        todo!()
+        let mut out = Vec::new();
+        match event {
+            Event::Connected { client, pid, name } => {
+                let gpus = BTreeSet::new();
+                self.clients
+                    .entry(client)
+                    .or_insert(Client { pid, name, gpus });
+            }
+            Event::Message { client, msg } => self.on_message(client, msg, now, &mut out),
+            Event::Disconnected { client } => {
+                if let Some(gone) = self.clients.remove(&client) {
+                    for gpu in gone.gpus {
+                        self.leave(client, gpu, now, &mut out);
+                    }
+                }
+            }
+            Event::Tick => {
+                for d in self.domains.values_mut() {
+                    grant::schedule(d, now, &mut out);
+                }
+            }
+        }
+        out
     }
 
     /// Sets the quantum of every GPU (operator `set-tq`); tells every client.
     pub fn set_quantum(&mut self, now: Duration, quantum: Duration) -> Vec<Action> {
-        let _ = (now, quantum);
-        todo!()
+        self.config.quantum = quantum;
+        let quantum_ms = duration_ms(quantum);
+        let mut out: Vec<Action> = self
+            .clients
+            .keys()
+            .map(|&client| Action::Send {
+                client,
+                msg: SchedulerMsg::QuantumChanged { quantum_ms },
+            })
+            .collect();
+        for d in self.domains.values_mut() {
+            d.quantum = quantum;
+            grant::schedule(d, now, &mut out);
+        }
+        out
     }
 
     /// Sets the policy of every GPU (operator `set-policy`).
     pub fn set_policy(&mut self, now: Duration, policy: Policy) -> Vec<Action> {
-        let _ = (now, policy);
-        todo!()
+        self.config.policy = policy;
+        let mut out = Vec::new();
+        for d in self.domains.values_mut() {
+            d.policy = policy;
+            if policy == Policy::Exclusive {
+                let mut running: Vec<_> = d
+                    .members
+                    .values()
+                    .filter(|m| m.state == ClientState::Running)
+                    .map(|m| (m.granted_at, m.client))
+                    .collect();
+                running.sort();
+                // The longest running keeps the lock; the others give it up.
+                for (_, client) in running.into_iter().skip(1) {
+                    d.drop_lock(client, 0, "policy change", now, &mut out);
+                }
+            }
+            grant::schedule(d, now, &mut out);
+        }
+        out
     }
 
     /// The earliest time at which [`Event::Tick`] has something to do, if any.
     pub fn next_deadline(&self) -> Option<Duration> {
-        todo!()
+        self.domains.values().filter_map(grant::next_deadline).min()
     }
 
     /// Every GPU's state, in UUID order.
     pub fn status(&self, now: Duration) -> Vec<GpuStatus> {
-        let _ = now;
-        todo!()
+        let who = |id: ClientId| {
+            self.clients
+                .get(&id)
+                .map(|c| (c.pid, c.name.clone()))
+                .unwrap_or_default()
+        };
+        self.domains.values().map(|d| d.status(now, who)).collect()
     }
 
     /// The number of connected clients.
     pub fn client_count(&self) -> usize {
-        todo!()
+        self.clients.len()
     }
 
     /// Clients waiting for a lock, summed over GPUs.
     pub fn queue_len(&self) -> usize {
-        todo!()
+        self.domains.values().map(|d| d.queue.len()).sum()
+    }
+
+    /// Handles one message of a connected client.
+    fn on_message(
+        &mut self,
+        client: ClientId,
+        msg: ClientMsg,
+        now: Duration,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(c) = self.clients.get_mut(&client) else {
+            return;
+        };
+        if let ClientMsg::Attach {
+            gpu,
+            physical_memory,
+            footprint,
+            resident,
+            holding,
+        } = msg
+        {
+            c.gpus.insert(gpu);
+            self.attach(
+                client,
+                gpu,
+                physical_memory,
+                footprint,
+                resident,
+                holding,
+                now,
+                out,
+            );
+            return;
+        }
+        let gpu = messages::gpu_of(&msg);
+        if !c.gpus.contains(&gpu) {
+            out.push(Action::Send {
+                client,
+                msg: SchedulerMsg::Error(ErrorReply {
+                    code: ErrorCode::Protocol,
+                    message: format!(
+                        "this program has not attached {gpu}: send Attach for a GPU before any other message about it"
+                    ),
+                }),
+            });
+            return;
+        }
+        if let ClientMsg::Detach { .. } = msg {
+            c.gpus.remove(&gpu);
+            self.leave(client, gpu, now, out);
+            return;
+        }
+        let Some(d) = self.domains.get_mut(&gpu) else {
+            return;
+        };
+        messages::apply(d, client, msg, now, out);
+        grant::schedule(d, now, out);
+    }
+
+    /// `client` attached `gpu` (again, after a reconnect, if `holding`).
+    #[allow(clippy::too_many_arguments)]
+    fn attach(
+        &mut self,
+        client: ClientId,
+        gpu: GpuUuid,
+        physical_memory: u64,
+        footprint: u64,
+        resident: u64,
+        holding: bool,
+        now: Duration,
+        out: &mut Vec<Action>,
+    ) {
+        let config = &self.config;
+        let d = self.domains.entry(gpu).or_insert_with(|| {
+            let capacity = config
+                .memory_capacity
+                .unwrap_or(physical_memory.saturating_sub(config.memory_reserve));
+            Domain::new(
+                gpu,
+                physical_memory,
+                capacity,
+                config.policy,
+                config.quantum,
+            )
+        });
+        let m = d
+            .members
+            .entry(client)
+            .or_insert_with(|| Member::new(client, footprint, resident));
+        m.footprint = footprint;
+        m.resident = resident;
+        out.push(Action::Send {
+            client,
+            msg: SchedulerMsg::Welcome {
+                client_id: client,
+                gpu,
+                quantum_ms: duration_ms(d.quantum),
+                capacity: d.capacity,
+            },
+        });
+        if holding {
+            d.request(client, now, true);
+        }
+        grant::schedule(d, now, out);
+    }
+
+    /// `client` leaves `gpu`: its lock and memory there are released now.
+    fn leave(&mut self, client: ClientId, gpu: GpuUuid, now: Duration, out: &mut Vec<Action>) {
+        if let Some(d) = self.domains.get_mut(&gpu) {
+            d.remove(client, now, out);
+            grant::schedule(d, now, out);
+        }
     }
 }

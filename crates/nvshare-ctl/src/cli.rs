@@ -1,0 +1,218 @@
+//! The command line: `nvshare-ctl`'s subcommands, and the original
+//! nvsharectl's `-T`/`-S` flags, turned into the requests to send.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use nvshare_proto::{ControlRequest, Policy};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Operator tool for the nvshare scheduler.
+///
+/// Without a command it shows the status. nvsharectl's flags are accepted:
+/// `-T/--set-tq=N` sets the time quantum to N seconds, `-S/--anti-thrash=on`
+/// selects the exclusive policy (one program on a GPU at a time) and `off`
+/// lets every program run at once.
+#[derive(Debug, Parser)]
+#[command(name = "nvshare-ctl", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// The scheduler's socket [default: /var/run/nvshare/scheduler.sock for
+    /// root, else $XDG_RUNTIME_DIR/nvshare/scheduler.sock, else
+    /// /tmp/nvshare-<uid>/scheduler.sock]
+    #[arg(long, global = true, env = "NVSHARE_SOCK", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Set the time quantum to SECONDS (nvsharectl compatible).
+    #[arg(short = 'T', long = "set-tq", value_name = "SECONDS", value_parser = parse_quantum)]
+    pub set_tq: Option<Duration>,
+
+    /// on: one program per GPU at a time (the exclusive policy); off: no
+    /// time-slicing (nvsharectl compatible).
+    #[arg(short = 'S', long = "anti-thrash", value_name = "on|off")]
+    pub anti_thrash: Option<Switch>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// `nvshare-ctl`'s subcommands.
+#[derive(Debug, Subcommand, PartialEq, Eq)]
+pub enum Command {
+    /// Show every GPU and the programs using it.
+    Status {
+        /// Print JSON for scripts instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the time quantum every GPU is sliced with.
+    #[command(name = "set-tq")]
+    SetTq {
+        /// The quantum in seconds (fractions allowed, at least 0.001).
+        #[arg(value_parser = parse_quantum)]
+        seconds: Duration,
+    },
+    /// Set the scheduling policy of every GPU.
+    #[command(name = "set-policy")]
+    SetPolicy {
+        /// auto: run together what fits, time-slice the rest; exclusive: one
+        /// program at a time; off: no scheduling.
+        #[arg(value_parser = parse_policy)]
+        policy: Policy,
+    },
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+/// What a command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Show the status, as tables or as JSON.
+    Status {
+        /// JSON instead of tables.
+        json: bool,
+    },
+    /// Change settings, in this order.
+    Change(Vec<ControlRequest>),
+}
+
+impl Cli {
+    /// The requests this command line stands for.
+    pub fn plan(&self) -> Plan {
+        match &self.command {
+            Some(Command::Status { json }) => Plan::Status { json: *json },
+            Some(Command::SetTq { seconds }) => Plan::Change(vec![set_quantum(*seconds)]),
+            Some(Command::SetPolicy { policy }) => {
+                Plan::Change(vec![ControlRequest::SetPolicy { policy: *policy }])
+            }
+            None => {
+                let mut changes = Vec::new();
+                if let Some(quantum) = self.set_tq {
+                    changes.push(set_quantum(quantum));
+                }
+                if let Some(switch) = self.anti_thrash {
+                    let policy = match switch {
+                        Switch::On => Policy::Exclusive,
+                        Switch::Off => Policy::Off,
+                    };
+                    changes.push(ControlRequest::SetPolicy { policy });
+                }
+                if changes.is_empty() {
+                    Plan::Status { json: false }
+                } else {
+                    Plan::Change(changes)
+                }
+            }
+        }
+    }
+}
+
+fn set_quantum(quantum: Duration) -> ControlRequest {
+    ControlRequest::SetQuantum {
+        quantum_ms: u64::try_from(quantum.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+/// Parses a quantum in seconds: a positive number, at least a millisecond.
+fn parse_quantum(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(0.001..=1e9).contains(&seconds) {
+        return Err(format!(
+            "a quantum of {text} seconds is out of range: give at least 0.001"
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn parse_policy(text: &str) -> Result<Policy, String> {
+    text.parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(args: &[&str]) -> Plan {
+        let mut argv = vec!["nvshare-ctl"];
+        argv.extend(args);
+        Cli::try_parse_from(argv)
+            .expect("valid command line")
+            .plan()
+    }
+
+    fn rejected(args: &[&str]) -> bool {
+        let mut argv = vec!["nvshare-ctl"];
+        argv.extend(args);
+        Cli::try_parse_from(argv).is_err()
+    }
+
+    #[test]
+    fn subcommands_map_to_requests() {
+        assert_eq!(plan(&["status"]), Plan::Status { json: false });
+        assert_eq!(plan(&["status", "--json"]), Plan::Status { json: true });
+        assert_eq!(plan(&[]), Plan::Status { json: false });
+        assert_eq!(
+            plan(&["set-tq", "30"]),
+            Plan::Change(vec![ControlRequest::SetQuantum { quantum_ms: 30_000 }])
+        );
+        assert_eq!(
+            plan(&["set-tq", "0.25"]),
+            Plan::Change(vec![ControlRequest::SetQuantum { quantum_ms: 250 }])
+        );
+        assert_eq!(
+            plan(&["set-policy", "exclusive"]),
+            Plan::Change(vec![ControlRequest::SetPolicy {
+                policy: Policy::Exclusive
+            }])
+        );
+    }
+
+    #[test]
+    fn nvsharectl_flags_are_accepted() {
+        let quantum = |s: u64| ControlRequest::SetQuantum {
+            quantum_ms: s * 1000,
+        };
+        let policy = |policy| ControlRequest::SetPolicy { policy };
+        assert_eq!(plan(&["-T", "10"]), Plan::Change(vec![quantum(10)]));
+        assert_eq!(plan(&["--set-tq=10"]), Plan::Change(vec![quantum(10)]));
+        assert_eq!(
+            plan(&["-S", "on"]),
+            Plan::Change(vec![policy(Policy::Exclusive)])
+        );
+        assert_eq!(
+            plan(&["--anti-thrash=off"]),
+            Plan::Change(vec![policy(Policy::Off)])
+        );
+        assert_eq!(
+            plan(&["-T", "5", "-S", "off"]),
+            Plan::Change(vec![quantum(5), policy(Policy::Off)])
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(rejected(&["set-tq", "0"]));
+        assert!(rejected(&["set-tq", "-3"]));
+        assert!(rejected(&["set-tq", "soon"]));
+        assert!(rejected(&["-T", "NaN"]));
+        assert!(rejected(&["set-policy", "fair"]));
+        assert!(rejected(&["-S", "maybe"]));
+        assert!(rejected(&["-T", "5", "status"]));
+    }
+
+    #[test]
+    fn the_socket_option_works_anywhere() {
+        let cli = Cli::try_parse_from(["nvshare-ctl", "status", "--socket", "/x.sock"]).unwrap();
+        assert_eq!(cli.socket, Some(PathBuf::from("/x.sock")));
+        let cli = Cli::try_parse_from(["nvshare-ctl", "--socket", "/y.sock", "-T", "3"]).unwrap();
+        assert_eq!(cli.socket, Some(PathBuf::from("/y.sock")));
+    }
+}

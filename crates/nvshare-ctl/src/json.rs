@@ -1,0 +1,145 @@
+//! The JSON shape of `status --json`, for scripts.
+//!
+//! A shape of its own rather than the wire types': UUIDs, policies and
+//! states are strings as people write them, and the wire format may change
+//! between releases while this must not.
+
+use nvshare_proto::{ClientStatus, GpuStatus, StatusReport};
+use serde::Serialize;
+
+/// The whole status.
+#[derive(Debug, Serialize)]
+pub struct JsonStatus {
+    /// The scheduler's pid.
+    pub scheduler_pid: u32,
+    /// The scheduler's version.
+    pub scheduler_version: String,
+    /// Seconds since it started.
+    pub uptime_s: u64,
+    /// One entry per GPU.
+    pub gpus: Vec<JsonGpu>,
+}
+
+/// One GPU.
+#[derive(Debug, Serialize)]
+pub struct JsonGpu {
+    /// `GPU-xxxxxxxx-...`, as nvidia-smi prints it.
+    pub uuid: String,
+    /// Physical memory in bytes.
+    pub physical_memory: u64,
+    /// Memory shared out, in bytes.
+    pub capacity: u64,
+    /// `auto`, `exclusive` or `off`.
+    pub policy: String,
+    /// The quantum in milliseconds.
+    pub quantum_ms: u64,
+    /// Bytes on the GPU now, all clients together.
+    pub resident: u64,
+    /// Lock grants so far.
+    pub grants: u64,
+    /// Lock switches so far.
+    pub switches: u64,
+    /// Bytes moved to host memory so far.
+    pub bytes_evicted: u64,
+    /// Bytes moved back so far.
+    pub bytes_restored: u64,
+    /// Microseconds spent moving them.
+    pub swap_time_us: u64,
+    /// The programs using it.
+    pub clients: Vec<JsonClient>,
+}
+
+/// One program on one GPU.
+#[derive(Debug, Serialize)]
+pub struct JsonClient {
+    /// The scheduler's id for it.
+    pub client_id: u64,
+    /// Its pid.
+    pub pid: u32,
+    /// Its job name.
+    pub name: String,
+    /// `running`, `waiting`, `idle` or `releasing`.
+    pub state: String,
+    /// Bytes allocated.
+    pub footprint: u64,
+    /// Bytes on the GPU.
+    pub resident: u64,
+    /// Bytes in host memory (footprint - resident).
+    pub swapped: u64,
+    /// Milliseconds it has held the lock.
+    pub held_ms: u64,
+    /// Times it was granted the lock.
+    pub grants: u64,
+}
+
+impl From<&StatusReport> for JsonStatus {
+    fn from(r: &StatusReport) -> Self {
+        JsonStatus {
+            scheduler_pid: r.scheduler_pid,
+            scheduler_version: r.scheduler_version.clone(),
+            uptime_s: r.uptime_s,
+            gpus: r.gpus.iter().map(JsonGpu::from).collect(),
+        }
+    }
+}
+
+impl From<&GpuStatus> for JsonGpu {
+    fn from(g: &GpuStatus) -> Self {
+        JsonGpu {
+            uuid: g.uuid.to_string(),
+            physical_memory: g.physical_memory,
+            capacity: g.capacity,
+            policy: g.policy.to_string(),
+            quantum_ms: g.quantum_ms,
+            resident: g.resident,
+            grants: g.grants,
+            switches: g.switches,
+            bytes_evicted: g.bytes_evicted,
+            bytes_restored: g.bytes_restored,
+            swap_time_us: g.swap_time_us,
+            clients: g.clients.iter().map(JsonClient::from).collect(),
+        }
+    }
+}
+
+impl From<&ClientStatus> for JsonClient {
+    fn from(c: &ClientStatus) -> Self {
+        JsonClient {
+            client_id: c.client_id,
+            pid: c.pid,
+            name: c.name.clone(),
+            state: c.state.as_str().to_owned(),
+            footprint: c.footprint,
+            resident: c.resident,
+            swapped: c.footprint.saturating_sub(c.resident),
+            held_ms: c.held_ms,
+            grants: c.grants,
+        }
+    }
+}
+
+/// The status as pretty-printed JSON.
+pub fn status_json(report: &StatusReport) -> Result<String, serde_json::Error> {
+    serde_json::to_string_pretty(&JsonStatus::from(report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::tests::sample_report;
+
+    #[test]
+    fn the_shape_uses_readable_strings() {
+        let text = status_json(&sample_report()).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let gpu = &value["gpus"][0];
+        assert_eq!(gpu["uuid"], "GPU-12345678-9abc-def0-0123-456789abcdef");
+        assert_eq!(gpu["policy"], "auto");
+        assert_eq!(gpu["capacity"], 16u64 << 30);
+        let client = &gpu["clients"][1];
+        assert_eq!(client["state"], "waiting");
+        assert_eq!(client["name"], "bert");
+        assert_eq!(client["swapped"], 8u64 << 30);
+        assert_eq!(value["scheduler_version"], "0.1.0");
+    }
+}

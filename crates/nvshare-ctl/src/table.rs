@@ -1,0 +1,183 @@
+//! `status` as tables for people: one block per GPU, one row per program.
+
+use crate::units::{human_bytes, human_duration_ms};
+use nvshare_proto::{GpuStatus, StatusReport};
+use std::fmt::Write;
+
+/// The whole status as text, ending with a newline.
+pub fn status_text(report: &StatusReport) -> String {
+    let mut out = format!(
+        "nvshare-scheduler {}, pid {}, up {}\n",
+        report.scheduler_version,
+        report.scheduler_pid,
+        human_duration_ms(report.uptime_s.saturating_mul(1000)),
+    );
+    if report.gpus.is_empty() {
+        out.push_str("no GPU in use: no program has attached one yet\n");
+    }
+    for gpu in &report.gpus {
+        out.push('\n');
+        out.push_str(&gpu_text(gpu));
+    }
+    out
+}
+
+/// One GPU's block: its settings and counters, then its programs.
+fn gpu_text(gpu: &GpuStatus) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}  capacity {} (physical {})  policy {}  quantum {}",
+        gpu.uuid,
+        human_bytes(gpu.capacity),
+        human_bytes(gpu.physical_memory),
+        gpu.policy,
+        human_duration_ms(gpu.quantum_ms),
+    );
+    let _ = writeln!(
+        out,
+        "  resident {}  grants {}  switches {}  swapped out {}, in {} ({})",
+        human_bytes(gpu.resident),
+        gpu.grants,
+        gpu.switches,
+        human_bytes(gpu.bytes_evicted),
+        human_bytes(gpu.bytes_restored),
+        human_duration_ms(gpu.swap_time_us / 1000),
+    );
+    if gpu.clients.is_empty() {
+        out.push_str("  no programs\n");
+        return out;
+    }
+    let header = [
+        "ID",
+        "PID",
+        "NAME",
+        "STATE",
+        "FOOTPRINT",
+        "RESIDENT",
+        "SWAPPED",
+        "HELD",
+        "GRANTS",
+    ];
+    let rows: Vec<Vec<String>> = gpu
+        .clients
+        .iter()
+        .map(|c| {
+            vec![
+                c.client_id.to_string(),
+                c.pid.to_string(),
+                c.name.clone(),
+                c.state.as_str().to_owned(),
+                human_bytes(c.footprint),
+                human_bytes(c.resident),
+                human_bytes(c.footprint.saturating_sub(c.resident)),
+                human_duration_ms(c.held_ms),
+                c.grants.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&render(&header, &rows));
+    out
+}
+
+/// Left-aligned columns two spaces apart, indented by two.
+fn render(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::from(" ");
+        for (cell, width) in row.iter().zip(&widths) {
+            let _ = write!(line, " {cell:<width$} ");
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use nvshare_proto::{ClientState, ClientStatus, GpuUuid, Policy};
+
+    /// A status with one GPU and two programs.
+    pub(crate) fn sample_report() -> StatusReport {
+        let client = |client_id, name: &str, state, footprint, resident| ClientStatus {
+            client_id,
+            pid: 4000 + client_id as u32,
+            name: name.into(),
+            state,
+            footprint,
+            resident,
+            held_ms: 303_000,
+            grants: 4,
+        };
+        StatusReport {
+            scheduler_pid: 77,
+            scheduler_version: "0.1.0".into(),
+            uptime_s: 7_500,
+            gpus: vec![GpuStatus {
+                uuid: "GPU-12345678-9abc-def0-0123-456789abcdef"
+                    .parse::<GpuUuid>()
+                    .unwrap(),
+                physical_memory: 80 << 30,
+                capacity: 16 << 30,
+                policy: Policy::Auto,
+                quantum_ms: 30_000,
+                resident: 16 << 30,
+                grants: 12,
+                switches: 3,
+                bytes_evicted: 4 << 30,
+                bytes_restored: 2 << 30,
+                swap_time_us: 1_200_000,
+                clients: vec![
+                    client(1, "train", ClientState::Running, 12 << 30, 12 << 30),
+                    client(2, "bert", ClientState::Waiting, 12 << 30, 4 << 30),
+                ],
+            }],
+        }
+    }
+
+    #[test]
+    fn a_gpu_block_shows_settings_counters_and_programs() {
+        let text = status_text(&sample_report());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "nvshare-scheduler 0.1.0, pid 77, up 2h 05m");
+        assert_eq!(
+            lines[2],
+            "GPU-12345678-9abc-def0-0123-456789abcdef  capacity 16.0 GiB (physical 80.0 GiB)  \
+             policy auto  quantum 30.0 s"
+        );
+        assert_eq!(
+            lines[3],
+            "  resident 16.0 GiB  grants 12  switches 3  swapped out 4.0 GiB, in 2.0 GiB (1.2 s)"
+        );
+        assert_eq!(
+            lines[4],
+            "  ID  PID   NAME   STATE    FOOTPRINT  RESIDENT  SWAPPED  HELD    GRANTS"
+        );
+        assert_eq!(
+            lines[5],
+            "  1   4001  train  running  12.0 GiB   12.0 GiB  0 B      5m 03s  4"
+        );
+        assert_eq!(
+            lines[6],
+            "  2   4002  bert   waiting  12.0 GiB   4.0 GiB   8.0 GiB  5m 03s  4"
+        );
+    }
+
+    #[test]
+    fn empty_states_say_so() {
+        let mut report = sample_report();
+        report.gpus[0].clients.clear();
+        assert!(status_text(&report).ends_with("  no programs\n"));
+        report.gpus.clear();
+        assert!(status_text(&report).contains("no GPU in use"));
+    }
+}

@@ -1,0 +1,226 @@
+//! The connection to the scheduler daemon.
+//!
+//! One Unix-socket connection per process, opened lazily the first time the
+//! program uses a GPU. Writes come from any thread through [`Connection::send`]
+//! (one frame per `write_all`, under a mutex); reads happen on one reader
+//! thread owned by the gate. If no scheduler answers and the configuration
+//! allows it, a per-user `nvshare-scheduler` is started next to
+//! `libnvshare.so` (or from `PATH`) and the connection retried.
+
+use crate::config::{HookConfig, SchedulerMode};
+use nvshare_proto::{
+    ClientId, ClientMsg, Hello, HelloReply, ProtoError, Role, SchedulerMsg, read_msg, write_msg,
+};
+use parking_lot::Mutex;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// How long to wait for an autostarted scheduler to open its socket.
+const AUTOSTART_WAIT: Duration = Duration::from_secs(5);
+
+/// Why the hook could not reach a scheduler.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// Nothing listens on the socket and starting a scheduler is disabled.
+    #[error(
+        "no nvshare scheduler at {path}: {source}; start nvshare-scheduler, or unset NVSHARE_SCHEDULER=external to let the hook start one"
+    )]
+    Unreachable {
+        /// The socket path.
+        path: PathBuf,
+        /// The connect error.
+        source: std::io::Error,
+    },
+    /// The `nvshare-scheduler` binary could not be found or started.
+    #[error(
+        "could not start nvshare-scheduler ({reason}); install it next to libnvshare.so or on PATH, or run it as a service"
+    )]
+    Autostart {
+        /// What failed.
+        reason: String,
+    },
+    /// The scheduler refused the handshake.
+    #[error("the nvshare scheduler at {path} refused this program: {message}")]
+    Rejected {
+        /// The socket path.
+        path: PathBuf,
+        /// The scheduler's reason.
+        message: String,
+    },
+    /// The conversation failed.
+    #[error("talking to the nvshare scheduler failed: {0}")]
+    Proto(#[from] ProtoError),
+}
+
+/// The write half of an open scheduler connection, shared by all threads.
+#[derive(Debug)]
+pub struct Connection {
+    writer: Mutex<UnixStream>,
+    client_id: ClientId,
+}
+
+impl Connection {
+    /// Connects (starting a scheduler if allowed and needed) and completes
+    /// the handshake. Returns the connection and the stream to read from.
+    pub fn open(config: &HookConfig) -> Result<(Connection, UnixStream), ClientError> {
+        let stream = match UnixStream::connect(&config.socket) {
+            Ok(stream) => stream,
+            Err(source) if config.scheduler == SchedulerMode::Auto => {
+                tracing::info!(socket = %config.socket.display(), error = %source,
+                    "no scheduler answers; starting one");
+                start_scheduler(&config.socket)?
+            }
+            Err(source) => {
+                return Err(ClientError::Unreachable {
+                    path: config.socket.clone(),
+                    source,
+                });
+            }
+        };
+        let mut reader = stream.try_clone().map_err(ProtoError::Io)?;
+        let mut writer = stream;
+        write_msg(
+            &mut writer,
+            &Hello::new(Role::Client {
+                name: config.name.clone(),
+            }),
+        )?;
+        match read_msg::<_, HelloReply>(&mut reader)? {
+            HelloReply::Accepted { client_id, .. } => Ok((
+                Connection {
+                    writer: Mutex::new(writer),
+                    client_id,
+                },
+                reader,
+            )),
+            HelloReply::Rejected(reply) => Err(ClientError::Rejected {
+                path: config.socket.clone(),
+                message: reply.message,
+            }),
+        }
+    }
+
+    /// The id the scheduler gave this process.
+    pub fn client_id(&self) -> ClientId {
+        self.client_id
+    }
+
+    /// Sends one message. Errors mean the scheduler went away; the reader
+    /// thread notices the same and reconnects.
+    pub fn send(&self, msg: &ClientMsg) -> Result<(), ProtoError> {
+        write_msg(&mut *self.writer.lock(), msg)
+    }
+
+    /// Shuts the socket down both ways, waking the reader thread.
+    pub fn shutdown(&self) {
+        let _ = self.writer.lock().shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Blocks for the next scheduler message.
+pub fn receive(reader: &mut UnixStream) -> Result<SchedulerMsg, ProtoError> {
+    read_msg(reader)
+}
+
+/// Starts `nvshare-scheduler` on `socket` in its own session (it outlives
+/// this program and serves the next ones) and waits for it to listen.
+fn start_scheduler(socket: &Path) -> Result<UnixStream, ClientError> {
+    let binary = scheduler_binary().ok_or_else(|| ClientError::Autostart {
+        reason: "nvshare-scheduler is neither next to libnvshare.so nor on PATH".into(),
+    })?;
+    let mut command = Command::new(&binary);
+    command
+        .arg("--socket")
+        .arg(socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // The daemon must not inherit the hook, nor be killed with the
+        // program's process group.
+        .env_remove("LD_PRELOAD")
+        .process_group(0);
+    let mut child = command.spawn().map_err(|e| ClientError::Autostart {
+        reason: format!("{}: {e}", binary.display()),
+    })?;
+    tracing::info!(binary = %binary.display(), pid = child.id(), "started nvshare-scheduler");
+    let deadline = Instant::now() + AUTOSTART_WAIT;
+    loop {
+        match UnixStream::connect(socket) {
+            Ok(stream) => {
+                // Reap the daemon if it ever exits while we live; it is
+                // reparented to init if we exit first.
+                std::thread::Builder::new()
+                    .name("nvshare-reap".into())
+                    .spawn(move || {
+                        let _ = child.wait();
+                    })
+                    .ok();
+                return Ok(stream);
+            }
+            Err(e) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    // Another program may have started one at the same time:
+                    // ours then exits because the socket is live.
+                    if let Ok(stream) = UnixStream::connect(socket) {
+                        return Ok(stream);
+                    }
+                    return Err(ClientError::Autostart {
+                        reason: format!(
+                            "it exited with {status} before listening on {}",
+                            socket.display()
+                        ),
+                    });
+                }
+                if Instant::now() >= deadline {
+                    return Err(ClientError::Autostart {
+                        reason: format!(
+                            "it did not listen on {} within {AUTOSTART_WAIT:?}: {e}",
+                            socket.display()
+                        ),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// `nvshare-scheduler` beside the loaded `libnvshare.so`, else on `PATH`.
+fn scheduler_binary() -> Option<PathBuf> {
+    let beside = own_library_path()
+        .and_then(|lib| lib.parent().map(|dir| dir.join("nvshare-scheduler")))
+        .filter(|path| path.is_file());
+    beside.or_else(|| {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("nvshare-scheduler"))
+                .find(|path| path.is_file())
+        })
+    })
+}
+
+/// The file this library was loaded from.
+fn own_library_path() -> Option<PathBuf> {
+    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    let here = own_library_path as *const ();
+    // SAFETY: dladdr only reads its address argument and fills `info`; a
+    // zero return means `info` is untouched and is not read.
+    let found = unsafe { libc::dladdr(here.cast(), info.as_mut_ptr()) };
+    if found == 0 {
+        return None;
+    }
+    // SAFETY: dladdr returned non-zero, so `info` is initialised and
+    // `dli_fname` is null or a NUL-terminated path owned by the loader.
+    let info = unsafe { info.assume_init() };
+    if info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: non-null, NUL-terminated, valid while the library is loaded.
+    let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
+    use std::os::unix::ffi::OsStrExt;
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes())))
+}

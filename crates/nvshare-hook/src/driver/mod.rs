@@ -1,0 +1,180 @@
+//! The real CUDA driver: `libcuda.so.1` loaded once, every function the hook
+//! wraps or uses resolved through the real `cuGetProcAddress` into one table,
+//! and safe calls over it for the gate, the client and the engines.
+//!
+//! The table is built lazily, at the first call a program makes into CUDA
+//! through the hook; that call also starts logging. Nothing here runs for a
+//! program that never touches CUDA.
+
+mod calls;
+mod error;
+mod helpers;
+
+pub use calls::*;
+pub use error::CudaError;
+pub use helpers::HelperFns;
+
+use crate::ffi::*;
+use crate::interpose::real_dlsym;
+use crate::symbols::{RealFns, SYMBOLS, Symbol};
+use std::ffi::{CStr, c_int, c_void};
+use std::sync::OnceLock;
+
+/// The library the hook loads (the name libcudart loads too).
+const LIBCUDA: &CStr = c"libcuda.so.1";
+
+/// Everything resolved from the real driver.
+pub struct Driver {
+    /// The real `cuGetProcAddress` (CUDA 11.3+).
+    pub get_proc_address_v1: Option<CuGetProcAddressV1>,
+    /// The real `cuGetProcAddress_v2` (CUDA 12+).
+    pub get_proc_address_v2: Option<CuGetProcAddressV2>,
+    /// The real functions behind the hook's wrappers.
+    pub intercepted: RealFns,
+    /// The addresses in `intercepted`, in [`SYMBOLS`] order, to recognize
+    /// what the real `cuGetProcAddress` returns.
+    real_addresses: Vec<usize>,
+    /// Driver functions the hook calls but does not wrap.
+    pub helpers: HelperFns,
+}
+
+static DRIVER: OnceLock<Result<Driver, CudaError>> = OnceLock::new();
+
+/// The driver table, built on first use. Also the hook's wake-up point:
+/// logging starts here.
+pub fn table() -> Result<&'static Driver, CudaError> {
+    DRIVER
+        .get_or_init(|| {
+            crate::logging::init();
+            let loaded = Driver::load();
+            match &loaded {
+                Ok(driver) => tracing::debug!(
+                    intercepted = SYMBOLS.len(),
+                    resolved = driver.real_addresses.iter().filter(|&&a| a != 0).count(),
+                    "nvshare hook attached to the CUDA driver"
+                ),
+                Err(err) => tracing::error!(%err, "nvshare hook cannot use the CUDA driver"),
+            }
+            loaded
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// The driver table if a program already called into CUDA; never builds it.
+pub fn table_if_loaded() -> Option<&'static Driver> {
+    DRIVER.get().and_then(|loaded| loaded.as_ref().ok())
+}
+
+/// What a wrapper returns when the driver lacks the function it wraps.
+pub fn missing(name: &'static str) -> CUresult {
+    tracing::error!(function = name, "the CUDA driver lacks this function");
+    CUresult::ERROR_NOT_FOUND
+}
+
+impl Driver {
+    fn load() -> Result<Driver, CudaError> {
+        let handle = open_libcuda()?;
+        let lookup = |name: &CStr| {
+            // SAFETY: `handle` is a live dlopen handle and `name` a C string.
+            unsafe { real_dlsym(handle, name.as_ptr()) }
+        };
+        let v2 = lookup(c"cuGetProcAddress_v2");
+        let v1 = lookup(c"cuGetProcAddress");
+        // SAFETY: these symbols of libcuda have exactly these signatures
+        // (cuda.h, CUDA 11.3 and 12.0).
+        let (get_proc_address_v2, get_proc_address_v1) = unsafe {
+            (
+                (!v2.is_null()).then(|| std::mem::transmute::<*mut c_void, CuGetProcAddressV2>(v2)),
+                (!v1.is_null()).then(|| std::mem::transmute::<*mut c_void, CuGetProcAddressV1>(v1)),
+            )
+        };
+        let resolve = |base: &CStr, name: &CStr, version: c_int, flags: u64| {
+            let found = proc_address(
+                get_proc_address_v1,
+                get_proc_address_v2,
+                base,
+                version,
+                flags,
+            );
+            if found.is_null() { lookup(name) } else { found }
+        };
+        let intercepted = RealFns::resolve(|symbol: &Symbol| {
+            let flags = if symbol.per_thread {
+                CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM
+            } else {
+                CU_GET_PROC_ADDRESS_LEGACY_STREAM
+            };
+            resolve(symbol.base, symbol.name, symbol.version, flags)
+        });
+        let real_addresses = intercepted.addresses();
+        let helpers = HelperFns::resolve(|base, name, version| {
+            resolve(base, name, version, CU_GET_PROC_ADDRESS_LEGACY_STREAM)
+        });
+        Ok(Driver {
+            get_proc_address_v1,
+            get_proc_address_v2,
+            intercepted,
+            real_addresses,
+            helpers,
+        })
+    }
+
+    /// The intercepted entry point whose real function is at `address`.
+    pub fn symbol_for_real(&self, address: *mut c_void) -> Option<&'static Symbol> {
+        let wanted = address as usize;
+        self.real_addresses
+            .iter()
+            .position(|&a| a == wanted && a != 0)
+            .map(|index| &SYMBOLS[index])
+    }
+}
+
+fn open_libcuda() -> Result<*mut c_void, CudaError> {
+    // A program that calls the driver has usually loaded it already.
+    for mode in [
+        libc::RTLD_NOW | libc::RTLD_NOLOAD,
+        libc::RTLD_NOW | libc::RTLD_GLOBAL,
+    ] {
+        // SAFETY: a literal library name and valid flags.
+        let handle = unsafe { libc::dlopen(LIBCUDA.as_ptr(), mode) };
+        if !handle.is_null() {
+            return Ok(handle);
+        }
+    }
+    // SAFETY: dlerror returns null or a C string valid until the next dl call.
+    let reason = unsafe {
+        let message = libc::dlerror();
+        if message.is_null() {
+            "unknown error".to_owned()
+        } else {
+            CStr::from_ptr(message).to_string_lossy().into_owned()
+        }
+    };
+    Err(CudaError::NoDriver { reason })
+}
+
+/// Asks the real `cuGetProcAddress` (the `_v2` one where present).
+fn proc_address(
+    v1: Option<CuGetProcAddressV1>,
+    v2: Option<CuGetProcAddressV2>,
+    base: &CStr,
+    version: c_int,
+    flags: u64,
+) -> *mut c_void {
+    let mut found: *mut c_void = std::ptr::null_mut();
+    let mut status: CUdriverProcAddressQueryResult = CU_GET_PROC_ADDRESS_SUCCESS;
+    // SAFETY: the real functions with valid out-pointers and a C string.
+    let result = unsafe {
+        match (v2, v1) {
+            (Some(v2), _) => v2(base.as_ptr(), &mut found, version, flags, &mut status),
+            (None, Some(v1)) => v1(base.as_ptr(), &mut found, version, flags),
+            (None, None) => return std::ptr::null_mut(),
+        }
+    };
+    if result.is_success() && status == CU_GET_PROC_ADDRESS_SUCCESS {
+        found
+    } else {
+        std::ptr::null_mut()
+    }
+}

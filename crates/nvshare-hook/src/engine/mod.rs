@@ -1,0 +1,107 @@
+//! Memory engines: how device allocations are backed, and how the gate
+//! moves them off the GPU for others and back on grant.
+//!
+//! - [`direct`]: swap mode until VMM swapping lands (`swap.rs` goes beside
+//!   it): real device memory, accounted, never moved.
+//! - [`uvm`]: `NVSHARE_MODE=uvm`, managed memory moved by prefetch.
+
+pub mod direct;
+pub mod uvm;
+
+use crate::config::{self, MemoryMode};
+use crate::driver::CudaError;
+use crate::ffi::{CUdevice, CUdeviceptr, CUresult};
+use crate::registry::{self, AllocKind, Usage};
+
+/// Why an engine could not move memory.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A driver call failed while moving memory.
+    #[error("moving memory of GPU {device} failed: {source}")]
+    Driver {
+        /// The device.
+        device: CUdevice,
+        /// The failed call.
+        #[source]
+        source: CudaError,
+    },
+    /// This engine keeps memory where it is.
+    #[error(
+        "the {engine} engine cannot evict memory from GPU {device}; run with NVSHARE_MODE=uvm to share an oversubscribed GPU"
+    )]
+    CannotEvict {
+        /// The engine's name.
+        engine: &'static str,
+        /// The device.
+        device: CUdevice,
+    },
+}
+
+/// What the wrappers and the gate ask of the memory mode.
+pub trait MemoryEngine: Send + Sync {
+    /// The mode's name, for logs.
+    fn name(&self) -> &'static str;
+
+    /// Backs a new device allocation of `bytes` on `device` (the current
+    /// context's device), returning its address and kind. The caller records
+    /// it in the registry.
+    fn alloc(&self, device: CUdevice, bytes: u64) -> Result<(CUdeviceptr, AllocKind), CudaError>;
+
+    /// `device`'s footprint and resident bytes.
+    fn usage(&self, device: CUdevice) -> Usage {
+        registry::lock().usage(device)
+    }
+
+    /// Moves at least `bytes` of the program's memory off `device` (least
+    /// recently used first) and returns how much moved. The gate calls it
+    /// with no work in flight and the contexts synchronized.
+    fn evict(&self, device: CUdevice, bytes: u64) -> Result<u64, EngineError>;
+
+    /// Brings the program's memory back onto `device` before its work is
+    /// released after a grant; returns how much moved.
+    fn restore(&self, device: CUdevice) -> Result<u64, EngineError>;
+
+    /// Forgets per-process driver state in a `fork()` child.
+    fn on_fork_child(&self) {}
+}
+
+static DIRECT: direct::DirectEngine = direct::DirectEngine;
+static UVM: uvm::UvmEngine = uvm::UvmEngine::new();
+
+/// The engine of the configured mode.
+pub fn current() -> &'static dyn MemoryEngine {
+    match config::get().mode {
+        MemoryMode::Swap => &DIRECT,
+        MemoryMode::Uvm => &UVM,
+    }
+}
+
+/// In a `fork()` child: resets the registry and the engine's driver state.
+pub fn on_fork_child() {
+    registry::reset_after_fork();
+    current().on_fork_child();
+}
+
+/// Whether a new allocation of `bytes` on `device` stays within the capacity
+/// the program may use; the OOM a program sees when it does not.
+pub fn admit(device: CUdevice, bytes: u64) -> Result<(), CUresult> {
+    let Some(capacity) = crate::gate::capacity(device) else {
+        return Ok(());
+    };
+    let footprint = current().usage(device).footprint;
+    if footprint.saturating_add(bytes) <= capacity {
+        return Ok(());
+    }
+    let config = config::get();
+    if config.mode == MemoryMode::Uvm && config.single_oversub {
+        return Ok(());
+    }
+    tracing::info!(
+        device,
+        bytes,
+        footprint,
+        capacity,
+        "allocation refused with CUDA_ERROR_OUT_OF_MEMORY: it exceeds the GPU capacity this program may use (NVSHARE_MODE=uvm with NVSHARE_ENABLE_SINGLE_OVERSUB=1 allows it)"
+    );
+    Err(CUresult::ERROR_OUT_OF_MEMORY)
+}

@@ -1,0 +1,227 @@
+//! One GPU's gate: whether this process may submit work to it now.
+//!
+//! Invariant (the drain handshake): a call is admitted only if it raised
+//! `in_flight` while `held` was true, checked after the raise. The drain
+//! lowers `held` first and then waits for `in_flight` to reach zero, so once
+//! it sees zero no admitted call is running and none can start. Both sides
+//! use `SeqCst`, so at least one of them sees the other's write.
+
+use crate::ffi::CUdevice;
+use nvshare_proto::GpuUuid;
+use parking_lot::{Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// The lock-free part read on every work submission, and the slow-path state.
+#[derive(Debug)]
+pub(crate) struct DeviceGate {
+    /// The device ordinal in this process.
+    pub ordinal: CUdevice,
+    /// The GPU's UUID (the scheduler's domain).
+    pub uuid: GpuUuid,
+    /// Its physical memory.
+    pub physical_memory: u64,
+    held: AtomicBool,
+    in_flight: AtomicUsize,
+    submissions: AtomicU64,
+    /// Slow-path state; never held across a blocking driver or socket call
+    /// except the short sends of the session.
+    pub state: Mutex<DeviceState>,
+    /// Signalled when `held` or `state` changes.
+    pub changed: Condvar,
+}
+
+/// What the slow path and the session agree on.
+#[derive(Debug)]
+pub(crate) struct DeviceState {
+    /// The scheduler welcomed this device (on the current connection).
+    pub attached: bool,
+    /// One thread is attaching this device now.
+    pub attaching: bool,
+    /// The capacity the scheduler granted; `None` while unscheduled.
+    pub capacity: Option<u64>,
+    /// A `RequestLock` is outstanding.
+    pub requested: bool,
+    /// Threads blocked waiting for the lock.
+    pub waiters: usize,
+    /// The process runs this device without a scheduler.
+    pub unscheduled: bool,
+    /// `Idle` was reported and no work came since.
+    pub idle_reported: bool,
+    /// `submissions` when the idle watcher last looked.
+    pub seen_submissions: u64,
+    /// When the idle watcher last saw work (or the grant).
+    pub last_activity: Instant,
+    /// When the current grant began.
+    pub granted_at: Option<Instant>,
+}
+
+impl DeviceGate {
+    /// A closed gate for a device that has not talked to the scheduler yet.
+    pub fn new(ordinal: CUdevice, uuid: GpuUuid, physical_memory: u64) -> Self {
+        DeviceGate {
+            ordinal,
+            uuid,
+            physical_memory,
+            held: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            submissions: AtomicU64::new(0),
+            state: Mutex::new(DeviceState {
+                attached: false,
+                attaching: false,
+                capacity: None,
+                requested: false,
+                waiters: 0,
+                unscheduled: false,
+                idle_reported: false,
+                seen_submissions: 0,
+                last_activity: Instant::now(),
+                granted_at: None,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// The fast path: admits a call if the lock is held. On `true` the caller
+    /// must call [`DeviceGate::leave`] when its driver call returns.
+    #[inline]
+    pub fn try_enter(&self) -> bool {
+        if !self.held.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if self.held.load(Ordering::SeqCst) {
+            self.submissions.fetch_add(1, Ordering::Relaxed);
+            true
+        } else {
+            self.leave();
+            false
+        }
+    }
+
+    /// Marks one admitted call finished.
+    #[inline]
+    pub fn leave(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether the process holds this GPU's lock now.
+    pub fn is_held(&self) -> bool {
+        self.held.load(Ordering::SeqCst)
+    }
+
+    /// Opens the gate (a grant, or unscheduled running) and wakes waiters.
+    pub fn open(&self, state: &mut DeviceState) {
+        state.requested = false;
+        state.idle_reported = false;
+        state.last_activity = Instant::now();
+        state.granted_at = Some(Instant::now());
+        self.held.store(true, Ordering::SeqCst);
+        self.changed.notify_all();
+    }
+
+    /// Closes the gate and waits until no admitted call is running. Calls
+    /// that arrive meanwhile block in the slow path.
+    pub fn close_and_drain(&self) {
+        self.held.store(false, Ordering::SeqCst);
+        let started = Instant::now();
+        let mut warned = false;
+        let mut spins = 0u32;
+        while self.in_flight.load(Ordering::SeqCst) != 0 {
+            spins += 1;
+            if spins < 100 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            if !warned && started.elapsed() > Duration::from_secs(1) {
+                warned = true;
+                tracing::warn!(
+                    device = self.ordinal,
+                    "a driver call is still running 1 s after the scheduler asked for the GPU back; waiting for it"
+                );
+            }
+        }
+    }
+
+    /// Work submissions admitted so far (for idle detection).
+    pub fn submissions(&self) -> u64 {
+        self.submissions.load(Ordering::Relaxed)
+    }
+
+    /// Calls admitted and not yet finished.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn closed_gate_admits_nothing_and_open_gate_counts_calls() {
+        let gate = DeviceGate::new(0, GpuUuid::default(), 1 << 30);
+        assert!(!gate.try_enter());
+        gate.open(&mut gate.state.lock());
+        assert!(gate.try_enter());
+        assert_eq!(gate.in_flight(), 1);
+        gate.leave();
+        assert_eq!(gate.submissions(), 1);
+    }
+
+    #[test]
+    fn drain_waits_for_admitted_calls_and_admits_none_after() {
+        let gate = Arc::new(DeviceGate::new(0, GpuUuid::default(), 1 << 30));
+        gate.open(&mut gate.state.lock());
+        assert!(gate.try_enter());
+        let finished = Arc::new(AtomicBool::new(false));
+        let worker = {
+            let (gate, finished) = (gate.clone(), finished.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                finished.store(true, Ordering::SeqCst);
+                gate.leave();
+            })
+        };
+        gate.close_and_drain();
+        assert!(
+            finished.load(Ordering::SeqCst),
+            "drain returned before the call finished"
+        );
+        assert!(!gate.try_enter());
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn concurrent_entries_never_overlap_a_completed_drain() {
+        let gate = Arc::new(DeviceGate::new(0, GpuUuid::default(), 1 << 30));
+        let inside_after_drain = Arc::new(AtomicBool::new(false));
+        let drained = Arc::new(AtomicBool::new(false));
+        gate.open(&mut gate.state.lock());
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let (gate, drained, bad) =
+                    (gate.clone(), drained.clone(), inside_after_drain.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        if gate.try_enter() {
+                            if drained.load(Ordering::SeqCst) {
+                                bad.store(true, Ordering::SeqCst);
+                            }
+                            gate.leave();
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(5));
+        gate.close_and_drain();
+        drained.store(true, Ordering::SeqCst);
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        assert!(!inside_after_drain.load(Ordering::SeqCst));
+    }
+}

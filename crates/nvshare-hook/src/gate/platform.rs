@@ -1,0 +1,60 @@
+//! The few real driver calls the gate makes for itself. They go straight to
+//! the real driver table, never through the hook's wrappers or the gate.
+
+use crate::driver;
+use crate::ffi::{CUdevice, CUresult};
+use nvshare_proto::GpuUuid;
+
+/// The device of the calling thread's current context.
+pub(super) fn current_device() -> Result<CUdevice, CUresult> {
+    driver::ctx_get_device().map_err(|e| e.code())
+}
+
+/// The UUID and physical memory of `device`.
+pub(super) fn identify(device: CUdevice) -> Result<(GpuUuid, u64), CUresult> {
+    let uuid = driver::device_uuid(device).map_err(|e| e.code())?;
+    let total = driver::device_total_mem(device).map_err(|e| e.code())?;
+    Ok((GpuUuid(uuid), total))
+}
+
+/// Waits for all of the process's work on `device`'s primary context.
+/// Failures are logged: the drop must still answer the scheduler.
+pub(super) fn synchronize(device: CUdevice) {
+    let _current = ContextGuard::enter(device);
+    if let Err(e) = driver::ctx_synchronize() {
+        tracing::warn!(device, error = %e, "synchronizing before giving the GPU back failed");
+    }
+}
+
+/// `device`'s primary context made current on the calling thread (the
+/// gate's own threads), undone on drop.
+pub(super) struct ContextGuard {
+    device: CUdevice,
+    pushed: Option<driver::PushedContext>,
+}
+
+impl ContextGuard {
+    /// Retains and pushes the primary context; on failure the guard is inert
+    /// and the engine's calls report the driver's error themselves.
+    pub(super) fn enter(device: CUdevice) -> Self {
+        let pushed = driver::primary_ctx_retain(device).and_then(|ctx| {
+            driver::PushedContext::push(ctx).inspect_err(|_| {
+                let _ = driver::primary_ctx_release(device);
+            })
+        });
+        let pushed = pushed
+            .map_err(
+                |e| tracing::warn!(device, error = %e, "cannot make the GPU's context current"),
+            )
+            .ok();
+        ContextGuard { device, pushed }
+    }
+}
+
+impl Drop for ContextGuard {
+    fn drop(&mut self) {
+        if self.pushed.take().is_some() {
+            let _ = driver::primary_ctx_release(self.device);
+        }
+    }
+}

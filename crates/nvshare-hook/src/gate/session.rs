@@ -1,0 +1,343 @@
+//! The gate's side of the scheduler conversation: attaching devices,
+//! following grants, drops and evictions, reporting idleness, and
+//! reconnecting when the daemon restarts.
+//!
+//! One reader thread per connection applies scheduler messages in order.
+//! Grants restore memory before the gate opens; drops close the gate, wait
+//! for calls in flight, synchronize the device and evict before answering.
+
+use super::Gate;
+use super::device::DeviceGate;
+use super::platform;
+use crate::client::{self, Connection};
+use crate::config;
+use crate::engine;
+use nvshare_proto::{ClientMsg, SchedulerMsg};
+use parking_lot::Mutex;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The live connection, if any. `None` while (re)connecting or unscheduled.
+#[derive(Debug)]
+pub(crate) struct Session {
+    connection: Mutex<Option<Arc<Connection>>>,
+    /// Set once the first connection attempt failed for good: the process
+    /// then runs unscheduled (logged once).
+    unscheduled: std::sync::atomic::AtomicBool,
+    started: std::sync::Once,
+}
+
+impl Session {
+    /// No connection yet; the first [`Session::connection`] opens it.
+    pub const fn new() -> Self {
+        Session {
+            connection: Mutex::new(None),
+            unscheduled: std::sync::atomic::AtomicBool::new(false),
+            started: std::sync::Once::new(),
+        }
+    }
+
+    /// The connection, opening it (and the reader and idle threads) on first
+    /// use. `None` means run unscheduled.
+    pub fn connection(&self, gate: &'static Gate) -> Option<Arc<Connection>> {
+        if self.unscheduled.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        self.started.call_once(|| {
+            let cfg = config::get();
+            if cfg.scheduler == config::SchedulerMode::Off {
+                tracing::warn!("NVSHARE_SCHEDULER=off: this program runs unshared, without a scheduler");
+                self.unscheduled.store(true, std::sync::atomic::Ordering::Release);
+                return;
+            }
+            match Connection::open(cfg) {
+                Ok((connection, reader)) => {
+                    tracing::debug!(client_id = connection.client_id(), socket = %cfg.socket.display(), "connected to the scheduler");
+                    *self.connection.lock() = Some(Arc::new(connection));
+                    spawn_reader(gate, reader);
+                    spawn_idle_watcher(gate);
+                }
+                Err(e) => {
+                    tracing::warn!("{e}; this program runs unshared");
+                    self.unscheduled.store(true, std::sync::atomic::Ordering::Release);
+                }
+            }
+        });
+        self.connection.lock().clone()
+    }
+
+    /// Sends `msg` if connected; a failure is left to the reader thread,
+    /// which sees the same broken socket and reconnects.
+    pub fn send(&self, msg: &ClientMsg) {
+        let connection = self.connection.lock().clone();
+        if let Some(connection) = connection
+            && let Err(e) = connection.send(msg)
+        {
+            tracing::debug!(error = %e, "send to the scheduler failed; reconnecting");
+        }
+    }
+}
+
+/// Sends `Attach` for `device` and waits for the scheduler's welcome.
+/// Returns false if the process must run this device unscheduled.
+pub(crate) fn attach(gate: &'static Gate, device: &DeviceGate) -> bool {
+    let Some(_connection) = gate.session.connection(gate) else {
+        return false;
+    };
+    send_attach(gate, device);
+    let mut state = device.state.lock();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !state.attached {
+        if device.changed.wait_until(&mut state, deadline).timed_out() {
+            tracing::warn!(gpu = %device.uuid, "the scheduler did not answer Attach within 10 s; running this GPU unshared");
+            return false;
+        }
+    }
+    true
+}
+
+fn send_attach(gate: &Gate, device: &DeviceGate) {
+    let usage = engine::current().usage(device.ordinal);
+    gate.session.send(&ClientMsg::Attach {
+        gpu: device.uuid,
+        physical_memory: device.physical_memory,
+        footprint: usage.footprint,
+        resident: usage.resident,
+        holding: device.is_held(),
+    });
+}
+
+fn spawn_reader(gate: &'static Gate, reader: UnixStream) {
+    let spawned = std::thread::Builder::new()
+        .name("nvshare-client".into())
+        .spawn(move || reader_loop(gate, reader));
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the scheduler reader thread");
+    }
+}
+
+fn reader_loop(gate: &'static Gate, mut reader: UnixStream) {
+    loop {
+        match client::receive(&mut reader) {
+            Ok(msg) => apply(gate, msg),
+            Err(e) => {
+                tracing::warn!(error = %e, "lost the connection to the scheduler; reconnecting");
+                reader = reconnect(gate);
+            }
+        }
+    }
+}
+
+/// Reopens the connection (starting a scheduler if allowed), then tells the
+/// new daemon what this process holds, uses and waits for.
+fn reconnect(gate: &'static Gate) -> UnixStream {
+    // Devices stay attached in our books: the new daemon learns them again
+    // from the Attach sent below, and its Welcome refreshes the capacity.
+    *gate.session.connection.lock() = None;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        std::thread::sleep(backoff);
+        match Connection::open(config::get()) {
+            Ok((connection, reader)) => {
+                tracing::info!(
+                    client_id = connection.client_id(),
+                    "reconnected to the scheduler"
+                );
+                *gate.session.connection.lock() = Some(Arc::new(connection));
+                for device in gate.devices() {
+                    if device.state.lock().unscheduled {
+                        continue;
+                    }
+                    send_attach(gate, device);
+                    let state = device.state.lock();
+                    if state.requested && !device.is_held() {
+                        gate.session
+                            .send(&ClientMsg::RequestLock { gpu: device.uuid });
+                    }
+                }
+                return reader;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "scheduler still unreachable");
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Applies one scheduler message.
+fn apply(gate: &'static Gate, msg: SchedulerMsg) {
+    match msg {
+        SchedulerMsg::Welcome {
+            gpu,
+            capacity,
+            quantum_ms,
+            client_id,
+        } => {
+            if let Some(device) = gate.device_by_uuid(&gpu) {
+                let mut state = device.state.lock();
+                state.attached = true;
+                state.capacity = Some(capacity);
+                device.changed.notify_all();
+                tracing::debug!(%gpu, client_id, capacity, quantum_ms, "attached");
+            }
+        }
+        SchedulerMsg::LockGranted { gpu } => {
+            if let Some(device) = gate.device_by_uuid(&gpu) {
+                grant(gate, device);
+            }
+        }
+        SchedulerMsg::DropLock { gpu, evict_bytes } => {
+            if let Some(device) = gate.device_by_uuid(&gpu) {
+                drop_lock(gate, device, evict_bytes);
+            }
+        }
+        SchedulerMsg::Evict { gpu, bytes } => {
+            if let Some(device) = gate.device_by_uuid(&gpu) {
+                let held = device.is_held();
+                if held {
+                    device.close_and_drain();
+                    platform::synchronize(device.ordinal);
+                }
+                evict(gate, device, bytes);
+                if held {
+                    device.open(&mut device.state.lock());
+                }
+            }
+        }
+        SchedulerMsg::QuantumChanged { quantum_ms } => {
+            tracing::debug!(quantum_ms, "the scheduler's quantum changed");
+        }
+        SchedulerMsg::Error(reply) => {
+            tracing::warn!(code = ?reply.code, "the scheduler refused a message: {}", reply.message);
+        }
+        SchedulerMsg::ShuttingDown => {
+            tracing::info!(
+                "the scheduler is shutting down; this program keeps what it holds and reconnects"
+            );
+        }
+    }
+}
+
+/// Restores the device's memory, then opens the gate.
+fn grant(gate: &Gate, device: &DeviceGate) {
+    if device.is_held() {
+        return;
+    }
+    let started = Instant::now();
+    let _current = platform::ContextGuard::enter(device.ordinal);
+    match engine::current().restore(device.ordinal) {
+        Ok(bytes) => {
+            let usage = engine::current().usage(device.ordinal);
+            if bytes > 0 {
+                gate.session.send(&ClientMsg::Restored {
+                    gpu: device.uuid,
+                    bytes,
+                    resident: usage.resident,
+                    elapsed_us: started.elapsed().as_micros() as u64,
+                });
+            }
+        }
+        Err(e) => tracing::error!(gpu = %device.uuid, error = %e,
+            "restoring memory on grant failed; the program's next access may fault or run slowly"),
+    }
+    device.open(&mut device.state.lock());
+}
+
+/// Stops new work, waits for work in flight, evicts what was asked and
+/// gives the lock back.
+fn drop_lock(gate: &Gate, device: &DeviceGate, evict_bytes: u64) {
+    let started = Instant::now();
+    device.close_and_drain();
+    platform::synchronize(device.ordinal);
+    evict(gate, device, evict_bytes);
+    let resident = engine::current().usage(device.ordinal).resident;
+    gate.session.send(&ClientMsg::LockReleased {
+        gpu: device.uuid,
+        resident,
+    });
+    let mut state = device.state.lock();
+    state.granted_at = None;
+    if state.waiters > 0 {
+        state.requested = true;
+        gate.session
+            .send(&ClientMsg::RequestLock { gpu: device.uuid });
+    } else {
+        state.requested = false;
+    }
+    device.changed.notify_all();
+    tracing::debug!(gpu = %device.uuid, evict_bytes, elapsed_us = started.elapsed().as_micros() as u64, "lock released");
+}
+
+fn evict(gate: &Gate, device: &DeviceGate, bytes: u64) {
+    if bytes == 0 {
+        return;
+    }
+    let started = Instant::now();
+    let _current = platform::ContextGuard::enter(device.ordinal);
+    match engine::current().evict(device.ordinal, bytes) {
+        Ok(moved) => {
+            let usage = engine::current().usage(device.ordinal);
+            gate.session.send(&ClientMsg::Evicted {
+                gpu: device.uuid,
+                bytes: moved,
+                resident: usage.resident,
+                elapsed_us: started.elapsed().as_micros() as u64,
+            });
+        }
+        Err(e) => {
+            tracing::warn!(gpu = %device.uuid, error = %e, "eviction failed; the memory stays on the GPU");
+            let usage = engine::current().usage(device.ordinal);
+            gate.session.send(&ClientMsg::EvictFailed {
+                gpu: device.uuid,
+                resident: usage.resident,
+                reason: e.to_string(),
+            });
+        }
+    }
+}
+
+/// Reports a holder with no work for `idle_after_ms` as idle, once per idle
+/// spell, so the scheduler can hand the GPU to a waiter early.
+fn spawn_idle_watcher(gate: &'static Gate) {
+    let idle_after = Duration::from_millis(config::get().idle_after_ms.max(1));
+    let period = (idle_after / 4).max(Duration::from_millis(10));
+    let spawned = std::thread::Builder::new()
+        .name("nvshare-idle".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(period);
+                for device in gate.devices() {
+                    watch_idle(gate, device, idle_after);
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the idle watcher; idle programs keep the GPU for their whole quantum");
+    }
+}
+
+fn watch_idle(gate: &Gate, device: &DeviceGate, idle_after: Duration) {
+    if !device.is_held() {
+        return;
+    }
+    let submissions = device.submissions();
+    let mut state = device.state.lock();
+    if state.unscheduled {
+        return;
+    }
+    if submissions != state.seen_submissions || device.in_flight() > 0 {
+        state.seen_submissions = submissions;
+        state.last_activity = Instant::now();
+        if state.idle_reported {
+            // Busy again: tell the scheduler we want the lock after all.
+            state.idle_reported = false;
+            gate.session
+                .send(&ClientMsg::RequestLock { gpu: device.uuid });
+        }
+    } else if !state.idle_reported && state.last_activity.elapsed() >= idle_after {
+        state.idle_reported = true;
+        gate.session.send(&ClientMsg::Idle { gpu: device.uuid });
+    }
+}

@@ -1,0 +1,12 @@
+//! The hand-written handlers behind the symbol table's non-`work` lines
+//! (work submission needs none: the table's `work` lines admit the call
+//! through the gate and forward it).
+//!
+//! - [`memory`]: allocation and free, accounted in the registry, backed by
+//!   the memory engine, refused beyond the capacity.
+//! - [`info`]: memory queries answered with the virtual GPU's capacity.
+//! - [`nvml`]: the NVML memory queries, answered the same way.
+
+pub mod info;
+pub mod memory;
+pub mod nvml;

@@ -1,0 +1,240 @@
+//! The daemon's configuration, parsed once from the command line and the
+//! environment into a plain [`Config`].
+
+use crate::policy::PolicyConfig;
+use crate::units::{parse_duration, parse_size};
+use clap::Parser;
+use nvshare_proto::Policy;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The memory kept back on each GPU when `--memory-capacity` is not given:
+/// room for the CUDA contexts (~300-500 MiB each on recent drivers) and
+/// library workspaces, which the hook does not count as footprint.
+pub const DEFAULT_MEMORY_RESERVE: &str = "512MiB";
+
+/// Everything the daemon needs to know, resolved (no options left open).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where to listen.
+    pub socket: PathBuf,
+    /// The group to give the socket, so its members may connect.
+    pub socket_group: Option<u32>,
+    /// How to share GPUs.
+    pub policy: PolicyConfig,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The `tracing` filter (`info`, `debug`, `nvshare_scheduler=trace`, ...).
+    pub log_filter: String,
+}
+
+/// The command line of `nvshare-scheduler`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "nvshare-scheduler",
+    version,
+    about = "The nvshare scheduler: lets several CUDA programs share each GPU"
+)]
+pub struct Cli {
+    /// The Unix socket to listen on. Default: /var/run/nvshare/scheduler.sock
+    /// for root, else $XDG_RUNTIME_DIR/nvshare/scheduler.sock, else
+    /// /tmp/nvshare-<uid>/scheduler.sock.
+    #[arg(long, env = "NVSHARE_SOCK", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Give the socket to this group (name or gid): with the socket's mode
+    /// 0660, the group's members may connect.
+    #[arg(long, env = "NVSHARE_SOCK_GROUP", value_name = "GROUP")]
+    pub socket_group: Option<String>,
+
+    /// The memory shared out on every GPU (a virtual GPU smaller than the
+    /// card), e.g. 16GiB. Default: each GPU's memory minus --memory-reserve.
+    #[arg(long, env = "NVSHARE_MEMORY_CAPACITY", value_name = "SIZE", value_parser = parse_size)]
+    pub memory_capacity: Option<u64>,
+
+    /// Memory of each GPU kept back for CUDA contexts and library workspaces
+    /// when --memory-capacity is not given.
+    #[arg(long, env = "NVSHARE_MEMORY_RESERVE", value_name = "SIZE",
+          default_value = DEFAULT_MEMORY_RESERVE, value_parser = parse_size)]
+    pub memory_reserve: u64,
+
+    /// The time-slice quantum: seconds (30, 0.5) or with a unit (200ms).
+    #[arg(long, env = "NVSHARE_TQ", value_name = "DURATION", default_value = "30",
+          value_parser = parse_duration)]
+    pub quantum: Duration,
+
+    /// How GPUs are shared: auto (co-run what fits, time-slice the rest),
+    /// exclusive (one holder at a time) or off (no scheduling).
+    #[arg(long, env = "NVSHARE_POLICY", default_value_t = Policy::Auto)]
+    pub policy: Policy,
+
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (off by default).
+    #[arg(long, env = "NVSHARE_METRICS_ADDR", value_name = "HOST:PORT")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Log filter in tracing's syntax (info, debug, nvshare_scheduler=trace).
+    /// Default: info, or debug when NVSHARE_DEBUG=1.
+    #[arg(long, env = "NVSHARE_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+/// A configuration value that parsed but makes no sense.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `--socket-group` names no group.
+    #[error("unknown group {0:?} for --socket-group: give an existing group name or a numeric gid")]
+    UnknownGroup(String),
+    /// `--memory-capacity 0`.
+    #[error("--memory-capacity must be more than 0 bytes")]
+    ZeroCapacity,
+}
+
+impl Cli {
+    /// Resolves defaults that depend on the process and its environment.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let socket = self.socket.unwrap_or_else(|| {
+            default_socket_path(
+                nix::unistd::geteuid().as_raw(),
+                std::env::var_os("XDG_RUNTIME_DIR"),
+            )
+        });
+        let socket_group = self.socket_group.map(|g| resolve_group(&g)).transpose()?;
+        if self.memory_capacity == Some(0) {
+            return Err(ConfigError::ZeroCapacity);
+        }
+        let log_filter = log_filter(self.log, std::env::var("NVSHARE_DEBUG").ok());
+        Ok(Config {
+            socket,
+            socket_group,
+            policy: PolicyConfig {
+                policy: self.policy,
+                quantum: self.quantum,
+                memory_capacity: self.memory_capacity,
+                memory_reserve: self.memory_reserve,
+            },
+            metrics_addr: self.metrics_addr,
+            log_filter,
+        })
+    }
+}
+
+/// The socket path when none is given: the system path for root (where the
+/// original nvshare listens), the user's runtime directory otherwise.
+pub fn default_socket_path(euid: u32, xdg_runtime_dir: Option<OsString>) -> PathBuf {
+    if euid == 0 {
+        return PathBuf::from("/var/run/nvshare/scheduler.sock");
+    }
+    match xdg_runtime_dir.filter(|dir| !dir.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("nvshare/scheduler.sock"),
+        None => PathBuf::from(format!("/tmp/nvshare-{euid}/scheduler.sock")),
+    }
+}
+
+/// `--log` wins; else `NVSHARE_DEBUG=1` means debug; else info.
+fn log_filter(flag: Option<String>, debug_env: Option<String>) -> String {
+    match (flag, debug_env.as_deref()) {
+        (Some(filter), _) => filter,
+        (None, Some("1")) => "debug".to_owned(),
+        (None, _) => "info".to_owned(),
+    }
+}
+
+fn resolve_group(group: &str) -> Result<u32, ConfigError> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(found)) => Ok(found.gid.as_raw()),
+        _ => Err(ConfigError::UnknownGroup(group.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("nvshare-scheduler").chain(args.iter().copied()))
+            .unwrap()
+    }
+
+    #[test]
+    fn default_socket_follows_the_user() {
+        assert_eq!(
+            default_socket_path(0, Some("/run/user/0".into())),
+            PathBuf::from("/var/run/nvshare/scheduler.sock")
+        );
+        assert_eq!(
+            default_socket_path(1000, Some("/run/user/1000".into())),
+            PathBuf::from("/run/user/1000/nvshare/scheduler.sock")
+        );
+        assert_eq!(
+            default_socket_path(1000, None),
+            PathBuf::from("/tmp/nvshare-1000/scheduler.sock")
+        );
+        assert_eq!(
+            default_socket_path(1000, Some("".into())),
+            PathBuf::from("/tmp/nvshare-1000/scheduler.sock")
+        );
+    }
+
+    #[test]
+    fn flags_parse_into_the_policy_config() {
+        let config = parse(&[
+            "--socket",
+            "/tmp/x.sock",
+            "--memory-capacity",
+            "16GiB",
+            "--quantum",
+            "200ms",
+            "--policy",
+            "exclusive",
+            "--metrics-addr",
+            "127.0.0.1:9400",
+            "--log",
+            "trace",
+            "--socket-group",
+            "0",
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(config.socket, PathBuf::from("/tmp/x.sock"));
+        assert_eq!(config.policy.memory_capacity, Some(16 << 30));
+        assert_eq!(config.policy.memory_reserve, 512 << 20);
+        assert_eq!(config.policy.quantum, Duration::from_millis(200));
+        assert_eq!(config.policy.policy, Policy::Exclusive);
+        assert_eq!(config.metrics_addr, Some("127.0.0.1:9400".parse().unwrap()));
+        assert_eq!(config.log_filter, "trace");
+        assert_eq!(config.socket_group, Some(0));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let parse_err = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("nvshare-scheduler").chain(args.iter().copied()))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(parse_err(&["--policy", "fair"]).contains("expected auto, exclusive or off"));
+        assert!(parse_err(&["--memory-capacity", "lots"]).contains("e.g. 16GiB"));
+        assert!(parse_err(&["--quantum", "0"]).contains("too short"));
+        assert_eq!(
+            parse(&["--memory-capacity", "0"]).into_config(),
+            Err(ConfigError::ZeroCapacity)
+        );
+        assert_eq!(
+            parse(&["--socket-group", "no-such-group-here"]).into_config(),
+            Err(ConfigError::UnknownGroup("no-such-group-here".into()))
+        );
+    }
+
+    #[test]
+    fn debug_env_raises_the_default_log_level() {
+        assert_eq!(log_filter(None, None), "info");
+        assert_eq!(log_filter(None, Some("1".into())), "debug");
+        assert_eq!(log_filter(None, Some("0".into())), "info");
+        assert_eq!(log_filter(Some("warn".into()), Some("1".into())), "warn");
+    }
+}

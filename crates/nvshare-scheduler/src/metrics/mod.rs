@@ -1,0 +1,197 @@
+//! Prometheus metrics: what the event loop counts, and (in [`http`]) the
+//! tiny HTTP responder that serves them.
+//!
+//! Every metric is an atomic inside `prometheus-client`; the loop updates
+//! them, the HTTP thread only reads, so neither ever waits for the other.
+
+pub mod http;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+/// Labels of per-GPU metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GpuLabels {
+    /// The GPU's UUID, as `nvidia-smi -L` prints it.
+    pub gpu: String,
+}
+
+/// Labels of per-client metrics (the job name, so series survive restarts
+/// of the same job and stay few).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientLabels {
+    /// The GPU.
+    pub gpu: String,
+    /// The client's job name.
+    pub client: String,
+}
+
+/// Labels of drop requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    /// The GPU.
+    pub gpu: String,
+    /// Why the lock was asked back.
+    pub reason: String,
+}
+
+type SecondsCounter = Counter<f64, AtomicU64>;
+type HistogramFamily = Family<GpuLabels, Histogram, fn() -> Histogram>;
+
+/// The daemon's metrics and the registry that encodes them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Connected hook clients.
+    pub clients: Gauge,
+    /// Clients waiting for a lock, over all GPUs.
+    pub queue_length: Gauge,
+    /// Lock grants.
+    pub grants: Family<GpuLabels, Counter>,
+    /// Lock moves from one client to another.
+    pub switches: Family<GpuLabels, Counter>,
+    /// Requests to give a lock back.
+    pub drop_requests: Family<DropLabels, Counter>,
+    /// Seconds each job held each GPU's lock.
+    pub held_seconds: Family<ClientLabels, SecondsCounter>,
+    /// Bytes clients moved to host memory.
+    pub evicted_bytes: Family<GpuLabels, Counter>,
+    /// Bytes clients moved back to the GPU.
+    pub restored_bytes: Family<GpuLabels, Counter>,
+    /// Time from a drop request to the next grant.
+    pub switch_latency: HistogramFamily,
+    /// Time from a lock request to its grant.
+    pub grant_wait: HistogramFamily,
+    /// Connections closed for sending something invalid.
+    pub rejected_connections: Counter,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 us .. ~52 s: from a lock handoff between idle clients to a full
+    // swap of a large job.
+    Histogram::new(exponential_buckets(50e-6, 4.0, 11))
+}
+
+impl Metrics {
+    /// Every metric at zero, registered under the `nvshare_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("nvshare");
+        let metrics = Metrics {
+            clients: Gauge::default(),
+            queue_length: Gauge::default(),
+            grants: Family::default(),
+            switches: Family::default(),
+            drop_requests: Family::default(),
+            held_seconds: Family::default(),
+            evicted_bytes: Family::default(),
+            restored_bytes: Family::default(),
+            switch_latency: HistogramFamily::new_with_constructor(latency_histogram),
+            grant_wait: HistogramFamily::new_with_constructor(latency_histogram),
+            rejected_connections: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register("clients", "Connected hook clients", metrics.clients.clone());
+        registry.register(
+            "queue_length",
+            "Clients waiting for a GPU lock",
+            metrics.queue_length.clone(),
+        );
+        registry.register("grants", "GPU lock grants", metrics.grants.clone());
+        registry.register(
+            "switches",
+            "Times a GPU lock moved from one client to another",
+            metrics.switches.clone(),
+        );
+        registry.register(
+            "drop_requests",
+            "Requests to a holder to give a GPU lock back, by reason",
+            metrics.drop_requests.clone(),
+        );
+        registry.register(
+            "lock_held_seconds",
+            "Seconds each job held each GPU lock",
+            metrics.held_seconds.clone(),
+        );
+        registry.register(
+            "evicted_bytes",
+            "Bytes clients moved from the GPU to host memory",
+            metrics.evicted_bytes.clone(),
+        );
+        registry.register(
+            "restored_bytes",
+            "Bytes clients moved from host memory back to the GPU",
+            metrics.restored_bytes.clone(),
+        );
+        registry.register(
+            "switch_latency_seconds",
+            "Time from asking a holder to drop a GPU lock to granting it to the next client",
+            metrics.switch_latency.clone(),
+        );
+        registry.register(
+            "grant_wait_seconds",
+            "Time from a lock request to its grant",
+            metrics.grant_wait.clone(),
+        );
+        registry.register(
+            "rejected_connections",
+            "Connections closed for invalid frames, versions or messages",
+            metrics.rejected_connections.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_exported_under_its_name() {
+        let metrics = Metrics::new();
+        let gpu = GpuLabels { gpu: "GPU-1".into() };
+        metrics.clients.set(3);
+        metrics.grants.get_or_create(&gpu).inc();
+        metrics.switch_latency.get_or_create(&gpu).observe(0.002);
+        metrics
+            .held_seconds
+            .get_or_create(&ClientLabels {
+                gpu: "GPU-1".into(),
+                client: "train".into(),
+            })
+            .inc_by(1.5);
+        let text = metrics.encode();
+        for line in [
+            "nvshare_clients 3",
+            "nvshare_grants_total{gpu=\"GPU-1\"} 1",
+            "nvshare_lock_held_seconds_total{gpu=\"GPU-1\",client=\"train\"} 1.5",
+            "nvshare_switch_latency_seconds_count{gpu=\"GPU-1\"} 1",
+            "# TYPE nvshare_queue_length gauge",
+            "# TYPE nvshare_evicted_bytes counter",
+            "# TYPE nvshare_restored_bytes counter",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+}

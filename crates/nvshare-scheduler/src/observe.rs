@@ -1,0 +1,197 @@
+//! Turns the policy's [`Record`]s into one log line each and metric updates.
+
+use crate::metrics::{ClientLabels, DropLabels, GpuLabels, Metrics};
+use crate::policy::Record;
+use crate::units::format_bytes;
+use nvshare_proto::{ClientId, GpuUuid};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::info;
+
+/// Logs and counts what the policy reports; knows each client's name.
+#[derive(Debug)]
+pub struct Observer {
+    metrics: Arc<Metrics>,
+    names: HashMap<ClientId, String>,
+}
+
+impl Observer {
+    /// An observer updating `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Observer {
+            metrics,
+            names: HashMap::new(),
+        }
+    }
+
+    /// The metrics this observer updates.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Remembers a client's name for later lines.
+    pub fn client_connected(&mut self, client: ClientId, pid: u32, uid: u32, name: &str) {
+        info!(client, name, pid, uid, "client connected");
+        self.names.insert(client, name.to_owned());
+    }
+
+    /// Forgets a client (after its disconnection's records were observed).
+    pub fn client_gone(&mut self, client: ClientId, why: &str) {
+        let name = self.names.remove(&client).unwrap_or_default();
+        info!(client, name, why, "client disconnected");
+    }
+
+    /// Updates the gauges that mirror the policy's state.
+    pub fn set_load(&self, clients: usize, queue_length: usize) {
+        self.metrics.clients.set(clients as i64);
+        self.metrics.queue_length.set(queue_length as i64);
+    }
+
+    fn name(&self, client: ClientId) -> &str {
+        self.names.get(&client).map_or("?", String::as_str)
+    }
+
+    /// One log line and the metric updates for `record`.
+    pub fn record(&self, record: &Record) {
+        let m = &*self.metrics;
+        match record {
+            Record::Granted {
+                client,
+                gpu,
+                waited,
+            } => {
+                info!(client, name = self.name(*client), %gpu, waited_ms = ms(*waited), "lock granted");
+                m.grants.get_or_create(&gpu_labels(gpu)).inc();
+                m.grant_wait
+                    .get_or_create(&gpu_labels(gpu))
+                    .observe(waited.as_secs_f64());
+            }
+            Record::DropRequested {
+                client,
+                gpu,
+                evict_bytes,
+                reason,
+            } => {
+                info!(client, name = self.name(*client), %gpu, evict = %format_bytes(*evict_bytes),
+                      reason, "lock drop requested");
+                m.drop_requests
+                    .get_or_create(&DropLabels {
+                        gpu: gpu.to_string(),
+                        reason: (*reason).to_owned(),
+                    })
+                    .inc();
+            }
+            Record::Released { client, gpu, held } => {
+                let name = self.name(*client);
+                info!(client, name, %gpu, held_ms = ms(*held), "lock released");
+                m.held_seconds
+                    .get_or_create(&ClientLabels {
+                        gpu: gpu.to_string(),
+                        client: name.to_owned(),
+                    })
+                    .inc_by(held.as_secs_f64());
+            }
+            Record::Switched { gpu, latency } => {
+                info!(%gpu, latency_ms = ms(*latency), "lock switched");
+                m.switches.get_or_create(&gpu_labels(gpu)).inc();
+                m.switch_latency
+                    .get_or_create(&gpu_labels(gpu))
+                    .observe(latency.as_secs_f64());
+            }
+            Record::Evicted {
+                client,
+                gpu,
+                bytes,
+                elapsed,
+            } => {
+                info!(client, name = self.name(*client), %gpu, bytes = %format_bytes(*bytes),
+                      elapsed_ms = ms(*elapsed), gb_per_s = rate(*bytes, *elapsed), "memory evicted");
+                m.evicted_bytes.get_or_create(&gpu_labels(gpu)).inc_by(*bytes);
+            }
+            Record::Restored {
+                client,
+                gpu,
+                bytes,
+                elapsed,
+            } => {
+                info!(client, name = self.name(*client), %gpu, bytes = %format_bytes(*bytes),
+                      elapsed_ms = ms(*elapsed), gb_per_s = rate(*bytes, *elapsed), "memory restored");
+                m.restored_bytes.get_or_create(&gpu_labels(gpu)).inc_by(*bytes);
+            }
+        }
+    }
+}
+
+fn gpu_labels(gpu: &GpuUuid) -> GpuLabels {
+    GpuLabels {
+        gpu: gpu.to_string(),
+    }
+}
+
+/// Milliseconds with microsecond resolution, for log fields.
+fn ms(duration: Duration) -> f64 {
+    (duration.as_micros() as f64) / 1_000.0
+}
+
+/// GB/s, rounded to 0.1 (0 for an instant transfer).
+fn rate(bytes: u64, elapsed: Duration) -> f64 {
+    let seconds = elapsed.as_secs_f64();
+    if seconds == 0.0 {
+        return 0.0;
+    }
+    (bytes as f64 / seconds / 1e8).round() / 10.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_update_the_metrics_under_the_clients_name() {
+        let metrics = Arc::new(Metrics::new());
+        let mut observer = Observer::new(metrics.clone());
+        let gpu = GpuUuid([1; 16]);
+        observer.client_connected(4, 100, 0, "train");
+        observer.record(&Record::Granted {
+            client: 4,
+            gpu,
+            waited: Duration::from_millis(3),
+        });
+        observer.record(&Record::Released {
+            client: 4,
+            gpu,
+            held: Duration::from_millis(2500),
+        });
+        observer.record(&Record::Evicted {
+            client: 4,
+            gpu,
+            bytes: 1 << 30,
+            elapsed: Duration::from_millis(20),
+        });
+        observer.record(&Record::Switched {
+            gpu,
+            latency: Duration::from_millis(30),
+        });
+        observer.client_gone(4, "closed");
+        observer.set_load(1, 0);
+        let text = metrics.encode();
+        let uuid = gpu.to_string();
+        for line in [
+            format!("nvshare_grants_total{{gpu=\"{uuid}\"}} 1"),
+            format!("nvshare_lock_held_seconds_total{{gpu=\"{uuid}\",client=\"train\"}} 2.5"),
+            format!("nvshare_evicted_bytes_total{{gpu=\"{uuid}\"}} 1073741824"),
+            format!("nvshare_switches_total{{gpu=\"{uuid}\"}} 1"),
+            "nvshare_clients 1".to_owned(),
+        ] {
+            assert!(text.contains(&line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn rates_and_durations_for_logs() {
+        assert_eq!(rate(50_000_000_000, Duration::from_secs(1)), 50.0);
+        assert_eq!(rate(1, Duration::ZERO), 0.0);
+        assert_eq!(ms(Duration::from_micros(1500)), 1.5);
+    }
+}

@@ -1,0 +1,262 @@
+//! One GPU's scheduling state: its members, wait queue and counters, and the
+//! state transitions of a lock (request, grant, drop, release, leave).
+
+use super::member::Member;
+use super::{Action, Record};
+use nvshare_proto::{
+    ClientId, ClientState, ClientStatus, GpuStatus, GpuUuid, Policy, SchedulerMsg,
+};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+/// One GPU (one scheduling domain).
+#[derive(Debug)]
+pub(super) struct Domain {
+    /// The GPU.
+    pub uuid: GpuUuid,
+    /// Physical memory, as the first client reported it.
+    pub physical_memory: u64,
+    /// Memory shared out.
+    pub capacity: u64,
+    /// Policy in force.
+    pub policy: Policy,
+    /// Time-slice quantum.
+    pub quantum: Duration,
+    /// Every attached client.
+    pub members: BTreeMap<ClientId, Member>,
+    /// Waiting clients, first come first.
+    pub queue: VecDeque<ClientId>,
+    /// When the first drop request of the switch in progress was sent.
+    pub drop_started: Option<Duration>,
+    /// Grants so far.
+    pub grants: u64,
+    /// Switches so far.
+    pub switches: u64,
+    /// Bytes reported evicted.
+    pub bytes_evicted: u64,
+    /// Bytes reported restored.
+    pub bytes_restored: u64,
+    /// Microseconds reported swapping.
+    pub swap_time_us: u64,
+}
+
+impl Domain {
+    /// A GPU with no clients.
+    pub fn new(
+        uuid: GpuUuid,
+        physical_memory: u64,
+        capacity: u64,
+        policy: Policy,
+        quantum: Duration,
+    ) -> Self {
+        Domain {
+            uuid,
+            physical_memory,
+            capacity,
+            policy,
+            quantum,
+            members: BTreeMap::new(),
+            queue: VecDeque::new(),
+            drop_started: None,
+            grants: 0,
+            switches: 0,
+            bytes_evicted: 0,
+            bytes_restored: 0,
+            swap_time_us: 0,
+        }
+    }
+
+    /// Ids of the clients holding the lock (running or releasing).
+    pub fn holders(&self) -> impl Iterator<Item = &Member> {
+        self.members.values().filter(|m| m.is_holder())
+    }
+
+    /// `client` wants the lock: an idle client joins the queue's tail (or
+    /// head, for a client that held it before a daemon restart).
+    pub fn request(&mut self, client: ClientId, now: Duration, at_head: bool) {
+        let Some(m) = self.members.get_mut(&client) else {
+            return;
+        };
+        match m.state {
+            ClientState::Idle => {
+                m.set_state(ClientState::Waiting);
+                m.requested_at = now;
+                if at_head {
+                    self.queue.push_front(client);
+                } else {
+                    self.queue.push_back(client);
+                }
+            }
+            ClientState::Releasing => m.requeue_on_release = true,
+            ClientState::Waiting | ClientState::Running => {}
+        }
+    }
+
+    /// Gives `client` the lock.
+    pub fn grant(&mut self, client: ClientId, now: Duration, out: &mut Vec<Action>) {
+        self.queue.retain(|&c| c != client);
+        let Some(m) = self.members.get_mut(&client) else {
+            return;
+        };
+        m.set_state(ClientState::Running);
+        m.granted_at = now;
+        m.last_ran = now;
+        m.grants += 1;
+        m.idle_hint = false;
+        m.requeue_on_release = false;
+        self.grants += 1;
+        out.push(Action::Send {
+            client,
+            msg: SchedulerMsg::LockGranted { gpu: self.uuid },
+        });
+        out.push(Action::Record(Record::Granted {
+            client,
+            gpu: self.uuid,
+            waited: now.saturating_sub(m.requested_at),
+        }));
+        if let Some(started) = self.drop_started.take() {
+            self.switches += 1;
+            out.push(Action::Record(Record::Switched {
+                gpu: self.uuid,
+                latency: now.saturating_sub(started),
+            }));
+        }
+    }
+
+    /// Asks the running `client` to give the lock back after evicting
+    /// `evict_bytes`.
+    pub fn drop_lock(
+        &mut self,
+        client: ClientId,
+        evict_bytes: u64,
+        reason: &'static str,
+        now: Duration,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(m) = self.members.get_mut(&client) else {
+            return;
+        };
+        if m.state != ClientState::Running {
+            return;
+        }
+        m.set_state(ClientState::Releasing);
+        m.drop_evict = evict_bytes;
+        self.drop_started.get_or_insert(now);
+        out.push(Action::Send {
+            client,
+            msg: SchedulerMsg::DropLock {
+                gpu: self.uuid,
+                evict_bytes,
+            },
+        });
+        out.push(Action::Record(Record::DropRequested {
+            client,
+            gpu: self.uuid,
+            evict_bytes,
+            reason,
+        }));
+    }
+
+    /// Asks the non-holding `client` to move `bytes` to host memory.
+    pub fn evict(&mut self, client: ClientId, bytes: u64, out: &mut Vec<Action>) {
+        let Some(m) = self.members.get_mut(&client) else {
+            return;
+        };
+        m.pending_evicts.push_back(bytes);
+        out.push(Action::Send {
+            client,
+            msg: SchedulerMsg::Evict {
+                gpu: self.uuid,
+                bytes,
+            },
+        });
+    }
+
+    /// `client` stopped using the lock, keeping `resident` bytes on the GPU.
+    pub fn released(
+        &mut self,
+        client: ClientId,
+        resident: u64,
+        now: Duration,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(m) = self.members.get_mut(&client) else {
+            return;
+        };
+        m.resident = resident;
+        if !m.is_holder() {
+            return;
+        }
+        let held = now.saturating_sub(m.granted_at);
+        m.held_total += held;
+        m.last_ran = now;
+        m.drop_evict = 0;
+        m.idle_hint = false;
+        m.set_state(ClientState::Idle);
+        out.push(Action::Record(Record::Released {
+            client,
+            gpu: self.uuid,
+            held,
+        }));
+        if std::mem::take(&mut m.requeue_on_release) {
+            self.request(client, now, false);
+        }
+    }
+
+    /// `client` left the GPU (detach or disconnect): its lock and memory are
+    /// gone at once.
+    pub fn remove(&mut self, client: ClientId, now: Duration, out: &mut Vec<Action>) {
+        self.queue.retain(|&c| c != client);
+        if let Some(m) = self.members.remove(&client)
+            && m.is_holder()
+        {
+            out.push(Action::Record(Record::Released {
+                client,
+                gpu: self.uuid,
+                held: now.saturating_sub(m.granted_at),
+            }));
+        }
+    }
+
+    /// This GPU's state for `status`; `who` gives a client's pid and name.
+    pub fn status(&self, now: Duration, who: impl Fn(ClientId) -> (u32, String)) -> GpuStatus {
+        GpuStatus {
+            uuid: self.uuid,
+            physical_memory: self.physical_memory,
+            capacity: self.capacity,
+            policy: self.policy,
+            quantum_ms: duration_ms(self.quantum),
+            resident: self
+                .members
+                .values()
+                .fold(0, |a, m| a.saturating_add(m.resident)),
+            grants: self.grants,
+            switches: self.switches,
+            bytes_evicted: self.bytes_evicted,
+            bytes_restored: self.bytes_restored,
+            swap_time_us: self.swap_time_us,
+            clients: self
+                .members
+                .values()
+                .map(|m| {
+                    let (pid, name) = who(m.client);
+                    ClientStatus {
+                        client_id: m.client,
+                        pid,
+                        name,
+                        state: m.state,
+                        footprint: m.footprint,
+                        resident: m.resident,
+                        held_ms: duration_ms(m.held(now)),
+                        grants: m.grants,
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Milliseconds of `d`, saturating.
+pub(super) fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

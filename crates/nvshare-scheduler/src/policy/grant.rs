@@ -1,0 +1,222 @@
+//! The decisions: whom to grant next on a GPU, whom to drop for it, and how
+//! many bytes to ask each client to evict.
+//!
+//! The queue is strictly first come first served: nobody is granted past a
+//! head that does not fit, so nobody starves. The head is granted once its
+//! footprint fits beside the holders' (auto), or nobody holds (exclusive),
+//! and the memory it needs is free on the GPU. Holders in its way are
+//! dropped when their quantum ends (at once if they said they are idle), and
+//! evictions are asked of the least recently run non-holders first, then of
+//! the dropped holders, only as many bytes as the head needs.
+
+use super::Action;
+use super::domain::Domain;
+use nvshare_proto::{ClientId, ClientState, Policy};
+use std::time::Duration;
+
+/// Grants, drops and evicts on `d` as far as the state allows at `now`.
+pub(super) fn schedule(d: &mut Domain, now: Duration, out: &mut Vec<Action>) {
+    if d.policy == Policy::Off {
+        while let Some(&head) = d.queue.front() {
+            d.grant(head, now, out);
+        }
+    }
+    while let Some(&head) = d.queue.front() {
+        let leaving = plan_leaving(d, head);
+        if leaving.is_empty() {
+            if shortage(d, head, &[], Credit::Settled) == 0 {
+                d.grant(head, now, out);
+                continue;
+            }
+            let wanted = shortage(d, head, &[], Credit::Pending);
+            let uncovered = ask_evictions(d, head, wanted, out);
+            let nothing_coming = d
+                .members
+                .values()
+                .all(|m| m.resident_after_evictions() == m.resident);
+            if uncovered > 0 && nothing_coming && d.holders().next().is_none() {
+                // Nobody can free the memory (evictions failed): letting the
+                // head run oversubscribed beats a GPU left idle forever.
+                d.grant(head, now, out);
+                continue;
+            }
+            break;
+        }
+        let running: Vec<ClientId> = leaving
+            .iter()
+            .copied()
+            .filter(|id| d.members[id].state == ClientState::Running)
+            .collect();
+        let quantum = d.quantum;
+        if !running
+            .iter()
+            .all(|id| d.members[id].droppable(now, quantum))
+        {
+            // Some holder in the way still has quantum left: idle ones give
+            // way now, the rest together when the last quantum ends.
+            let idle: Vec<ClientId> = running
+                .into_iter()
+                .filter(|id| d.members[id].idle_hint)
+                .collect();
+            for id in idle {
+                d.drop_lock(id, 0, "idle holder", now, out);
+            }
+            break;
+        }
+        let mut wanted = shortage(d, head, &leaving, Credit::Pending);
+        wanted = ask_evictions(d, head, wanted, out);
+        for id in running {
+            let m = &d.members[&id];
+            let evict = wanted.min(m.resident);
+            wanted -= evict;
+            let reason = if m.idle_hint {
+                "idle holder"
+            } else {
+                "quantum expired"
+            };
+            d.drop_lock(id, evict, reason, now, out);
+        }
+        break;
+    }
+    if d.queue.is_empty() {
+        d.drop_started = None;
+    }
+}
+
+/// The earliest time at which a holder's quantum ending lets the head of
+/// `d`'s queue move on.
+pub(super) fn next_deadline(d: &Domain) -> Option<Duration> {
+    if d.policy == Policy::Off {
+        return None;
+    }
+    let head = *d.queue.front()?;
+    let leaving = plan_leaving(d, head);
+    let waiting_on: Vec<Duration> = leaving
+        .iter()
+        .map(|id| &d.members[id])
+        .filter(|m| m.state == ClientState::Running && !m.idle_hint)
+        .map(|m| m.granted_at.saturating_add(d.quantum))
+        .collect();
+    // Drops happen together once every quantum in the way has ended.
+    waiting_on.into_iter().max()
+}
+
+/// Whether outstanding evictions count as already done.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Credit {
+    /// Only what clients reported: whether the head may run now.
+    Settled,
+    /// Also what they were asked: how much more to ask.
+    Pending,
+}
+
+/// The holders that must give the lock back before `head` can run, in the
+/// order they should go: those already releasing, then idle ones, then the
+/// longest running.
+fn plan_leaving(d: &Domain, head: ClientId) -> Vec<ClientId> {
+    let mut order: Vec<_> = d.holders().collect();
+    order.sort_by_key(|m| {
+        (
+            m.state != ClientState::Releasing,
+            !m.idle_hint,
+            m.granted_at,
+            m.client,
+        )
+    });
+    let head_footprint = d.members[&head].footprint.min(d.capacity);
+    let mut staying_footprint = order
+        .iter()
+        .fold(0u64, |a, m| a.saturating_add(m.footprint));
+    let mut staying = order.len();
+    let mut leaving = Vec::new();
+    let mut rest = order.into_iter();
+    let fits = |footprint: u64, holders: usize| match d.policy {
+        Policy::Exclusive => holders == 0,
+        Policy::Auto => footprint.saturating_add(head_footprint) <= d.capacity,
+        Policy::Off => true,
+    };
+    while !fits(staying_footprint, staying) {
+        let Some(m) = rest.next() else { break };
+        staying_footprint = staying_footprint.saturating_sub(m.footprint);
+        staying -= 1;
+        leaving.push(m.client);
+    }
+    // The footprints fit, but if the memory cannot be freed from the
+    // non-holders, more holders must go.
+    while shortage(d, head, &leaving, Credit::Pending) > evictable(d, head, &leaving) {
+        let Some(m) = rest.next() else { break };
+        leaving.push(m.client);
+    }
+    leaving
+}
+
+/// Bytes that must still leave the GPU before `head` can be fully resident,
+/// once `leaving` have given the lock back.
+fn shortage(d: &Domain, head: ClientId, leaving: &[ClientId], credit: Credit) -> u64 {
+    let capacity = d.capacity;
+    let mut used = 0u64;
+    for (id, m) in &d.members {
+        if *id == head {
+            continue;
+        }
+        let occupies = if m.is_holder() && !leaving.contains(id) {
+            m.holder_claim(capacity)
+        } else if credit == Credit::Pending {
+            m.resident_after_evictions()
+        } else {
+            m.resident
+        };
+        used = used.saturating_add(occupies);
+    }
+    let head_claim = d.members[&head].holder_claim(capacity);
+    used.saturating_add(head_claim).saturating_sub(capacity)
+}
+
+/// Bytes that could still be asked out: non-holders that have not refused,
+/// and running holders that are leaving.
+fn evictable(d: &Domain, head: ClientId, leaving: &[ClientId]) -> u64 {
+    d.members
+        .values()
+        .filter(|m| m.client != head)
+        .map(|m| match m.state {
+            ClientState::Idle | ClientState::Waiting if !m.evict_failed => {
+                m.resident_after_evictions()
+            }
+            ClientState::Running if leaving.contains(&m.client) => m.resident,
+            _ => 0,
+        })
+        .fold(0, u64::saturating_add)
+}
+
+/// Asks non-holders other than `head`, least recently run first (idle
+/// before waiting), to evict up to `wanted` bytes; returns what is left.
+fn ask_evictions(d: &mut Domain, head: ClientId, mut wanted: u64, out: &mut Vec<Action>) -> u64 {
+    let mut candidates: Vec<_> = d
+        .members
+        .values()
+        .filter(|m| {
+            m.client != head
+                && matches!(m.state, ClientState::Idle | ClientState::Waiting)
+                && !m.evict_failed
+                && m.resident_after_evictions() > 0
+        })
+        .map(|m| {
+            (
+                m.state == ClientState::Waiting,
+                m.last_ran,
+                m.client,
+                m.resident_after_evictions(),
+            )
+        })
+        .collect();
+    candidates.sort();
+    for (_, _, client, available) in candidates {
+        if wanted == 0 {
+            break;
+        }
+        let bytes = wanted.min(available);
+        wanted -= bytes;
+        d.evict(client, bytes, out);
+    }
+    wanted
+}

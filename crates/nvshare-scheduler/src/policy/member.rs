@@ -1,0 +1,156 @@
+//! One client's standing on one GPU: memory, lock state and history.
+
+use nvshare_proto::{ClientId, ClientState};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// One client on one GPU.
+#[derive(Debug, Clone)]
+pub(super) struct Member {
+    /// Who.
+    pub client: ClientId,
+    /// Every byte it has allocated on the GPU.
+    pub footprint: u64,
+    /// The part of it on the GPU now, as last reported.
+    pub resident: u64,
+    /// Idle, waiting, running or releasing.
+    pub state: ClientState,
+    /// When it last asked for the lock.
+    pub requested_at: Duration,
+    /// When it was last granted the lock.
+    pub granted_at: Duration,
+    /// Lock time of finished holds.
+    pub held_total: Duration,
+    /// Grants so far.
+    pub grants: u64,
+    /// When it last held the lock (grant or release): eviction goes to the
+    /// least recently run first.
+    pub last_ran: Duration,
+    /// Bytes asked by outstanding `Evict` requests, oldest first: one entry
+    /// per request, so each answer settles exactly its own request.
+    pub pending_evicts: VecDeque<u64>,
+    /// Bytes the outstanding `DropLock` asked it to evict.
+    pub drop_evict: u64,
+    /// It reported having no GPU work while holding the lock.
+    pub idle_hint: bool,
+    /// Its last eviction failed; not asked again until its state changes.
+    pub evict_failed: bool,
+    /// It asked for the lock again while releasing it: queue it on release.
+    pub requeue_on_release: bool,
+}
+
+impl Member {
+    /// A client that just attached, holding nothing.
+    pub fn new(client: ClientId, footprint: u64, resident: u64) -> Self {
+        Member {
+            client,
+            footprint,
+            resident,
+            state: ClientState::Idle,
+            requested_at: Duration::ZERO,
+            granted_at: Duration::ZERO,
+            held_total: Duration::ZERO,
+            grants: 0,
+            last_ran: Duration::ZERO,
+            pending_evicts: VecDeque::new(),
+            drop_evict: 0,
+            idle_hint: false,
+            evict_failed: false,
+            requeue_on_release: false,
+        }
+    }
+
+    /// True while it holds the lock (running, or asked to give it back).
+    pub fn is_holder(&self) -> bool {
+        matches!(self.state, ClientState::Running | ClientState::Releasing)
+    }
+
+    /// Moves to `state`; a new state makes it worth asking to evict again.
+    pub fn set_state(&mut self, state: ClientState) {
+        self.state = state;
+        self.evict_failed = false;
+    }
+
+    /// Bytes asked by `Evict` requests not yet answered.
+    pub fn pending_evict(&self) -> u64 {
+        self.pending_evicts
+            .iter()
+            .fold(0, |a, &b| a.saturating_add(b))
+    }
+
+    /// Total lock time, including the current hold.
+    pub fn held(&self, now: Duration) -> Duration {
+        if self.is_holder() {
+            self.held_total + now.saturating_sub(self.granted_at)
+        } else {
+            self.held_total
+        }
+    }
+
+    /// The most GPU memory it may occupy while it holds the lock: a holder
+    /// may bring its whole footprint back at any time.
+    pub fn holder_claim(&self, capacity: u64) -> u64 {
+        self.footprint.min(capacity).max(self.resident)
+    }
+
+    /// Memory it will occupy once its outstanding evictions are done.
+    pub fn resident_after_evictions(&self) -> u64 {
+        self.resident
+            .saturating_sub(self.pending_evict())
+            .saturating_sub(self.drop_evict)
+    }
+
+    /// Whether a drop may be asked of it now: it said it is idle, or its
+    /// quantum ran out.
+    pub fn droppable(&self, now: Duration, quantum: Duration) -> bool {
+        self.state == ClientState::Running
+            && (self.idle_hint || now >= self.granted_at.saturating_add(quantum))
+    }
+
+    /// Settles the oldest outstanding eviction request (an `Evicted` or
+    /// `EvictFailed` answer).
+    pub fn settle_eviction(&mut self) {
+        if self.state == ClientState::Releasing && self.drop_evict > 0 {
+            self.drop_evict = 0;
+        } else {
+            self.pending_evicts.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_counts_the_current_hold() {
+        let mut m = Member::new(1, 0, 0);
+        m.held_total = Duration::from_secs(5);
+        assert_eq!(m.held(Duration::from_secs(100)), Duration::from_secs(5));
+        m.state = ClientState::Running;
+        m.granted_at = Duration::from_secs(90);
+        assert_eq!(m.held(Duration::from_secs(100)), Duration::from_secs(15));
+    }
+
+    #[test]
+    fn each_answer_settles_one_request() {
+        let mut m = Member::new(1, 100, 100);
+        m.pending_evicts.extend([10, 20]);
+        assert_eq!(m.resident_after_evictions(), 70);
+        m.settle_eviction();
+        assert_eq!(m.pending_evict(), 20);
+        m.state = ClientState::Releasing;
+        m.drop_evict = 5;
+        m.settle_eviction();
+        assert_eq!((m.drop_evict, m.pending_evict()), (0, 20));
+    }
+
+    #[test]
+    fn claim_of_a_holder_is_its_footprint_up_to_capacity() {
+        let mut m = Member::new(1, 80, 10);
+        assert_eq!(m.holder_claim(100), 80);
+        assert_eq!(m.holder_claim(50), 50);
+        m.resident = 60;
+        assert_eq!(m.holder_claim(50), 60);
+    }
+}

@@ -1,0 +1,113 @@
+//! What each client message (other than `Attach` and `Detach`, which the
+//! facade handles) changes in the state of its GPU.
+
+use super::domain::Domain;
+use super::{Action, Record};
+use nvshare_proto::{ClientId, ClientMsg, ClientState, GpuUuid, SchedulerMsg};
+use std::time::Duration;
+
+/// The GPU a message (other than `Attach`, handled apart) is about.
+pub(super) fn gpu_of(msg: &ClientMsg) -> GpuUuid {
+    match msg {
+        ClientMsg::Attach { gpu, .. }
+        | ClientMsg::Usage { gpu, .. }
+        | ClientMsg::RequestLock { gpu }
+        | ClientMsg::LockReleased { gpu, .. }
+        | ClientMsg::Idle { gpu }
+        | ClientMsg::Evicted { gpu, .. }
+        | ClientMsg::Restored { gpu, .. }
+        | ClientMsg::EvictFailed { gpu, .. }
+        | ClientMsg::Detach { gpu } => *gpu,
+    }
+}
+
+/// Applies a message about `d` from its member `client`.
+pub(super) fn apply(
+    d: &mut Domain,
+    client: ClientId,
+    msg: ClientMsg,
+    now: Duration,
+    out: &mut Vec<Action>,
+) {
+    let gpu = d.uuid;
+    match msg {
+        ClientMsg::RequestLock { .. } => {
+            if let Some(m) = d.members.get_mut(&client)
+                && m.state == ClientState::Running
+            {
+                // A request while holding means "busy again" after an Idle
+                // report: forget the hint, confirm, never queue twice.
+                m.idle_hint = false;
+                out.push(Action::Send {
+                    client,
+                    msg: SchedulerMsg::LockGranted { gpu },
+                });
+            } else {
+                d.request(client, now, false);
+            }
+        }
+        ClientMsg::LockReleased { resident, .. } => d.released(client, resident, now, out),
+        ClientMsg::Idle { .. } => {
+            if let Some(m) = d.members.get_mut(&client)
+                && m.state == ClientState::Running
+            {
+                m.idle_hint = true;
+            }
+        }
+        ClientMsg::Usage {
+            footprint,
+            resident,
+            ..
+        } => {
+            if let Some(m) = d.members.get_mut(&client) {
+                m.footprint = footprint;
+                m.resident = resident;
+            }
+        }
+        ClientMsg::Evicted {
+            bytes,
+            resident,
+            elapsed_us,
+            ..
+        } => {
+            if let Some(m) = d.members.get_mut(&client) {
+                m.resident = resident;
+                m.settle_eviction();
+            }
+            d.bytes_evicted = d.bytes_evicted.saturating_add(bytes);
+            d.swap_time_us = d.swap_time_us.saturating_add(elapsed_us);
+            out.push(Action::Record(Record::Evicted {
+                client,
+                gpu,
+                bytes,
+                elapsed: Duration::from_micros(elapsed_us),
+            }));
+        }
+        ClientMsg::Restored {
+            bytes,
+            resident,
+            elapsed_us,
+            ..
+        } => {
+            if let Some(m) = d.members.get_mut(&client) {
+                m.resident = resident;
+            }
+            d.bytes_restored = d.bytes_restored.saturating_add(bytes);
+            d.swap_time_us = d.swap_time_us.saturating_add(elapsed_us);
+            out.push(Action::Record(Record::Restored {
+                client,
+                gpu,
+                bytes,
+                elapsed: Duration::from_micros(elapsed_us),
+            }));
+        }
+        ClientMsg::EvictFailed { resident, .. } => {
+            if let Some(m) = d.members.get_mut(&client) {
+                m.resident = resident;
+                m.settle_eviction();
+                m.evict_failed = true;
+            }
+        }
+        ClientMsg::Attach { .. } | ClientMsg::Detach { .. } => {}
+    }
+}

@@ -1,0 +1,203 @@
+//! Attaching, leaving, refusals and status.
+
+use super::*;
+
+#[test]
+fn welcome_reports_the_configured_or_physical_capacity() {
+    let mut sim = Sim::new(Policy::Auto, 10 * GIB);
+    let out = sim.join(1, 0);
+    assert_eq!(
+        sends(&out),
+        vec![(
+            1,
+            SchedulerMsg::Welcome {
+                client_id: 1,
+                gpu: GPU,
+                quantum_ms: 30_000,
+                capacity: 10 * GIB
+            }
+        )]
+    );
+    let mut sched = Scheduler::new(PolicyConfig {
+        policy: Policy::Auto,
+        quantum: QUANTUM,
+        memory_capacity: None,
+        memory_reserve: 2 * GIB,
+    });
+    sched.handle(
+        Duration::ZERO,
+        Event::Connected {
+            client: 1,
+            pid: 1,
+            name: "a".into(),
+        },
+    );
+    let out = sched.handle(
+        Duration::ZERO,
+        Event::Message {
+            client: 1,
+            msg: attach(GPU, 0, 0, false),
+        },
+    );
+    assert!(
+        matches!(sends(&out)[0].1, SchedulerMsg::Welcome { capacity, .. } if capacity == 78 * GIB)
+    );
+}
+
+#[test]
+fn messages_for_unattached_gpus_are_refused_and_unknown_clients_ignored() {
+    let mut sim = Sim::new(Policy::Auto, 10 * GIB);
+    sim.join(1, GIB);
+    let out = sim.msg(1, ClientMsg::RequestLock { gpu: OTHER_GPU });
+    assert!(matches!(
+        &sends(&out)[..],
+        [(
+            1,
+            SchedulerMsg::Error(ErrorReply {
+                code: ErrorCode::Protocol,
+                ..
+            })
+        )]
+    ));
+    assert!(sim.msg(42, ClientMsg::RequestLock { gpu: GPU }).is_empty());
+    assert!(sim.msg(42, attach(GPU, 1, 1, true)).is_empty());
+    assert_eq!(sim.sched.client_count(), 1);
+    // The refused client keeps working.
+    assert_eq!(granted(&sim.request(1)), vec![1]);
+}
+
+#[test]
+fn a_reconnecting_holder_goes_first() {
+    let mut sim = Sim::new(Policy::Exclusive, 10 * GIB);
+    sim.join(1, GIB);
+    sim.request(1);
+    sim.event(Event::Connected {
+        client: 2,
+        pid: 2,
+        name: "b".into(),
+    });
+    let out = sim.msg(2, attach(GPU, GIB, GIB, true));
+    assert!(matches!(sends(&out)[0].1, SchedulerMsg::Welcome { .. }));
+    assert!(granted(&out).is_empty());
+    sim.join(3, GIB);
+    sim.request(3);
+    sim.at(30.0);
+    sim.tick();
+    assert_eq!(granted(&sim.release(1, GIB)), vec![2]);
+
+    let mut fresh = Sim::new(Policy::Auto, 10 * GIB);
+    fresh.event(Event::Connected {
+        client: 5,
+        pid: 5,
+        name: "e".into(),
+    });
+    let out = fresh.msg(5, attach(GPU, GIB, GIB, true));
+    assert_eq!(granted(&out), vec![5]);
+}
+
+#[test]
+fn a_disconnect_releases_everything_and_grants_waiters_at_once() {
+    let mut sim = Sim::new(Policy::Exclusive, 10 * GIB);
+    sim.join(1, 9 * GIB);
+    sim.msg(1, attach(OTHER_GPU, GIB, GIB, false));
+    sim.msg(1, ClientMsg::RequestLock { gpu: OTHER_GPU });
+    sim.join(2, 9 * GIB);
+    sim.request(1);
+    sim.request(2);
+    sim.at(3.0);
+    let out = sim.event(Event::Disconnected { client: 1 });
+    assert_eq!(granted(&out), vec![2]);
+    assert!(sends(&out).iter().all(|(c, _)| *c != 1));
+    assert!(out.contains(&Action::Record(Record::Released {
+        client: 1,
+        gpu: OTHER_GPU,
+        held: Duration::from_secs(3)
+    })));
+    assert_eq!(sim.sched.client_count(), 1);
+    // Messages after the disconnect are ignored.
+    assert!(sim.request(1).is_empty());
+}
+
+#[test]
+fn detach_releases_one_gpu_only() {
+    let mut sim = Sim::new(Policy::Exclusive, 10 * GIB);
+    sim.join(1, GIB);
+    sim.msg(1, attach(OTHER_GPU, GIB, GIB, false));
+    sim.join(2, GIB);
+    sim.request(1);
+    sim.request(2);
+    let out = sim.msg(1, ClientMsg::Detach { gpu: GPU });
+    assert_eq!(granted(&out), vec![2]);
+    assert!(matches!(
+        &sends(&sim.request(1))[..],
+        [(
+            1,
+            SchedulerMsg::Error(ErrorReply {
+                code: ErrorCode::Protocol,
+                ..
+            })
+        )]
+    ));
+    assert_eq!(
+        granted(&sim.msg(1, ClientMsg::RequestLock { gpu: OTHER_GPU })),
+        vec![1]
+    );
+}
+
+#[test]
+fn nonsense_is_harmless() {
+    let mut sim = Sim::new(Policy::Auto, 10 * GIB);
+    sim.join(1, GIB);
+    assert!(sim.release(1, 0).is_empty());
+    sim.request(1);
+    assert_eq!(granted(&sim.request(1)), vec![1]);
+    assert_eq!(sim.sched.queue_len(), 0);
+    sim.msg(
+        1,
+        ClientMsg::Evicted {
+            gpu: GPU,
+            bytes: 5,
+            resident: 0,
+            elapsed_us: 0,
+        },
+    );
+    sim.msg(
+        1,
+        ClientMsg::EvictFailed {
+            gpu: GPU,
+            resident: 0,
+            reason: String::new(),
+        },
+    );
+    sim.event(Event::Disconnected { client: 77 });
+    assert_eq!(sim.state(1), ClientState::Running);
+}
+
+#[test]
+fn status_reports_time_held_and_swap_counters() {
+    let mut sim = Sim::new(Policy::Auto, 10 * GIB);
+    sim.join(1, 2 * GIB);
+    sim.request(1);
+    sim.at(2.0);
+    sim.release(1, 2 * GIB);
+    sim.request(1);
+    sim.at(3.5);
+    sim.msg(
+        1,
+        ClientMsg::Restored {
+            gpu: GPU,
+            bytes: GIB,
+            resident: 2 * GIB,
+            elapsed_us: 7,
+        },
+    );
+    let status = &sim.sched.status(sim.now)[0];
+    assert_eq!(status.bytes_restored, GIB);
+    assert_eq!(status.resident, 2 * GIB);
+    let client = &status.clients[0];
+    assert_eq!(
+        (client.held_ms, client.grants, client.pid),
+        (3_500, 2, 1001)
+    );
+    assert_eq!(client.name, "job1");
+}

@@ -1,0 +1,129 @@
+//! Evictions: who is asked, how much, and what happens when one fails.
+
+use super::*;
+
+#[test]
+fn idle_clients_are_asked_to_evict_least_recently_run_first_and_only_what_is_needed() {
+    let mut sim = Sim::new(Policy::Auto, 10 * GIB);
+    sim.join(1, 3 * GIB);
+    sim.join(2, 3 * GIB);
+    sim.at(1.0);
+    sim.request(2);
+    sim.release(2, 3 * GIB);
+    sim.at(2.0);
+    sim.request(1);
+    sim.release(1, 3 * GIB);
+    // 6 GiB resident in idle clients; client 3 needs 6 of the 4 free.
+    sim.msg(3, ClientMsg::RequestLock { gpu: GPU });
+    sim.event(Event::Connected {
+        client: 3,
+        pid: 3,
+        name: "c".into(),
+    });
+    sim.msg(3, attach(GPU, 6 * GIB, 0, false));
+    let out = sim.msg(3, ClientMsg::RequestLock { gpu: GPU });
+    assert_eq!(evicts(&out), vec![(2, 2 * GIB)]);
+    assert!(granted(&out).is_empty());
+    // Nothing more is asked while that eviction is pending.
+    assert!(evicts(&sim.tick()).is_empty());
+    let out = sim.msg(
+        2,
+        ClientMsg::Evicted {
+            gpu: GPU,
+            bytes: 2 * GIB,
+            resident: GIB,
+            elapsed_us: 40_000,
+        },
+    );
+    assert_eq!(granted(&out), vec![3]);
+    let status = &sim.sched.status(sim.now)[0];
+    assert_eq!(
+        (status.bytes_evicted, status.swap_time_us),
+        (2 * GIB, 40_000)
+    );
+}
+
+#[test]
+fn a_failed_eviction_is_not_asked_again_and_others_are_tried() {
+    let mut sim = Sim::new(Policy::Auto, 10 * GIB);
+    sim.join(1, 4 * GIB);
+    sim.join(2, 4 * GIB);
+    sim.at(1.0);
+    sim.request(1);
+    sim.release(1, 4 * GIB);
+    sim.at(2.0);
+    sim.request(2);
+    sim.release(2, 4 * GIB);
+    sim.event(Event::Connected {
+        client: 3,
+        pid: 3,
+        name: "c".into(),
+    });
+    sim.msg(3, attach(GPU, 6 * GIB, 0, false));
+    assert_eq!(
+        evicts(&sim.msg(3, ClientMsg::RequestLock { gpu: GPU })),
+        vec![(1, 4 * GIB)]
+    );
+    let out = sim.msg(
+        1,
+        ClientMsg::EvictFailed {
+            gpu: GPU,
+            resident: 4 * GIB,
+            reason: "no host memory".into(),
+        },
+    );
+    assert_eq!(evicts(&out), vec![(2, 4 * GIB)]);
+    let out = sim.msg(
+        2,
+        ClientMsg::Evicted {
+            gpu: GPU,
+            bytes: 4 * GIB,
+            resident: 0,
+            elapsed_us: 1,
+        },
+    );
+    assert_eq!(granted(&out), vec![3]);
+}
+
+#[test]
+fn a_releasing_holder_keeps_its_memory_until_it_answers() {
+    let mut sim = Sim::new(Policy::Auto, 10 * GIB);
+    sim.join(1, 8 * GIB);
+    sim.join(2, 8 * GIB);
+    sim.request(1);
+    sim.fully_resident(1, 8 * GIB);
+    sim.request(2);
+    sim.at(30.0);
+    assert_eq!(drops(&sim.tick()), vec![(1, 6 * GIB)]);
+    // A kernel longer than the quantum: nothing happens until it answers.
+    sim.at(300.0);
+    assert!(sim.tick().is_empty());
+    assert_eq!(sim.sched.next_deadline(), None);
+    assert_eq!(sim.state(1), ClientState::Releasing);
+    assert_eq!(sim.client_status(1).held_ms, 300_000);
+    assert_eq!(granted(&sim.release(1, 2 * GIB)), vec![2]);
+}
+
+#[test]
+fn when_idle_clients_cannot_evict_a_holder_is_dropped_for_memory() {
+    let mut sim = Sim::new(Policy::Auto, 10 * GIB);
+    sim.join(1, 5 * GIB);
+    sim.request(1);
+    sim.release(1, 5 * GIB);
+    sim.join(2, 4 * GIB);
+    sim.request(2);
+    sim.fully_resident(2, 4 * GIB);
+    sim.join(3, 5 * GIB);
+    // The footprints fit (4 + 5), the memory does not: client 1 idles on 5.
+    assert_eq!(evicts(&sim.request(3)), vec![(1, 4 * GIB)]);
+    let failed = ClientMsg::EvictFailed {
+        gpu: GPU,
+        resident: 5 * GIB,
+        reason: "host memory exhausted".into(),
+    };
+    assert!(sim.msg(1, failed).is_empty());
+    assert_eq!(sim.sched.next_deadline(), Some(QUANTUM));
+    sim.at(30.0);
+    assert_eq!(drops(&sim.tick()), vec![(2, 4 * GIB)]);
+    assert_eq!(granted(&sim.release(2, 0)), vec![3]);
+}

@@ -1,0 +1,144 @@
+//! Behaviour tests of the policy with simulated time: a small harness here,
+//! the tests by theme in the submodules.
+
+mod lifecycle;
+mod memory;
+mod time_slicing;
+
+use super::*;
+use nvshare_proto::{ClientState, ClientStatus};
+
+pub(super) const GIB: u64 = 1 << 30;
+pub(super) const GPU: GpuUuid = GpuUuid([7; 16]);
+pub(super) const OTHER_GPU: GpuUuid = GpuUuid([9; 16]);
+pub(super) const QUANTUM: Duration = Duration::from_secs(30);
+
+/// A scheduler driven with simulated time.
+pub(super) struct Sim {
+    sched: Scheduler,
+    now: Duration,
+}
+
+impl Sim {
+    fn new(policy: Policy, capacity: u64) -> Self {
+        Sim {
+            sched: Scheduler::new(PolicyConfig {
+                policy,
+                quantum: QUANTUM,
+                memory_capacity: Some(capacity),
+                memory_reserve: 0,
+            }),
+            now: Duration::ZERO,
+        }
+    }
+
+    fn at(&mut self, secs: f64) -> &mut Self {
+        self.now = Duration::from_secs_f64(secs);
+        self
+    }
+
+    fn event(&mut self, event: Event) -> Vec<Action> {
+        self.sched.handle(self.now, event)
+    }
+
+    fn msg(&mut self, client: ClientId, msg: ClientMsg) -> Vec<Action> {
+        self.event(Event::Message { client, msg })
+    }
+
+    /// Connects `client` and attaches it to [`GPU`] with `footprint` bytes,
+    /// none of it resident yet.
+    fn join(&mut self, client: ClientId, footprint: u64) -> Vec<Action> {
+        self.event(Event::Connected {
+            client,
+            pid: 1000 + client as u32,
+            name: format!("job{client}"),
+        });
+        self.msg(client, attach(GPU, footprint, 0, false))
+    }
+
+    fn request(&mut self, client: ClientId) -> Vec<Action> {
+        self.msg(client, ClientMsg::RequestLock { gpu: GPU })
+    }
+
+    fn release(&mut self, client: ClientId, resident: u64) -> Vec<Action> {
+        self.msg(client, ClientMsg::LockReleased { gpu: GPU, resident })
+    }
+
+    /// `client` reports `footprint` bytes allocated, all resident (as a
+    /// granted client does once it has restored its memory).
+    fn fully_resident(&mut self, client: ClientId, footprint: u64) -> Vec<Action> {
+        self.msg(
+            client,
+            ClientMsg::Usage {
+                gpu: GPU,
+                footprint,
+                resident: footprint,
+            },
+        )
+    }
+
+    fn tick(&mut self) -> Vec<Action> {
+        self.event(Event::Tick)
+    }
+
+    fn state(&self, client: ClientId) -> ClientState {
+        self.client_status(client).state
+    }
+
+    fn client_status(&self, client: ClientId) -> ClientStatus {
+        self.sched.status(self.now)[0]
+            .clients
+            .iter()
+            .find(|c| c.client_id == client)
+            .cloned()
+            .expect("client attached")
+    }
+}
+
+pub(super) fn attach(gpu: GpuUuid, footprint: u64, resident: u64, holding: bool) -> ClientMsg {
+    ClientMsg::Attach {
+        gpu,
+        physical_memory: 80 * GIB,
+        footprint,
+        resident,
+        holding,
+    }
+}
+
+pub(super) fn sends(actions: &[Action]) -> Vec<(ClientId, SchedulerMsg)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { client, msg } => Some((*client, msg.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+pub(super) fn granted(actions: &[Action]) -> Vec<ClientId> {
+    sends(actions)
+        .into_iter()
+        .filter(|(_, m)| matches!(m, SchedulerMsg::LockGranted { .. }))
+        .map(|(c, _)| c)
+        .collect()
+}
+
+pub(super) fn drops(actions: &[Action]) -> Vec<(ClientId, u64)> {
+    sends(actions)
+        .into_iter()
+        .filter_map(|(c, m)| match m {
+            SchedulerMsg::DropLock { evict_bytes, .. } => Some((c, evict_bytes)),
+            _ => None,
+        })
+        .collect()
+}
+
+pub(super) fn evicts(actions: &[Action]) -> Vec<(ClientId, u64)> {
+    sends(actions)
+        .into_iter()
+        .filter_map(|(c, m)| match m {
+            SchedulerMsg::Evict { bytes, .. } => Some((c, bytes)),
+            _ => None,
+        })
+        .collect()
+}

@@ -1,0 +1,88 @@
+//! The Prometheus endpoint of the real daemon serves the named metrics with
+//! the values that the clients' traffic produced.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use support::{Daemon, HookClient, MIB, PATIENCE};
+
+fn scrape(daemon: &Daemon) -> String {
+    let mut stream = TcpStream::connect(daemon.metrics_addr()).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+    reply
+}
+
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn metrics_count_clients_grants_switches_and_swaps() {
+    let daemon = Daemon::start(&[
+        "--memory-capacity",
+        "1GiB",
+        "--quantum",
+        "100ms",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    let mut a = HookClient::connect_attached(&daemon.socket, "alpha", 800 * MIB);
+    let mut b = HookClient::connect_attached(&daemon.socket, "beta", 800 * MIB);
+    a.request();
+    a.wait_grant(PATIENCE).unwrap();
+    b.request();
+    // alpha is preempted after its quantum, evicts for beta, beta restores.
+    a.wait_drop(PATIENCE).unwrap();
+    b.wait_grant(PATIENCE).unwrap();
+    b.release();
+
+    let gpu = support::GPU.to_string();
+    let label = format!("{{gpu=\"{gpu}\"}}");
+    // The loop updates the metrics right after the messages it handles;
+    // scrape until the release has been counted.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let text = loop {
+        let text = scrape(&daemon);
+        if text.contains("client=\"beta\"") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(value(&text, "nvshare_clients"), 2.0);
+    assert_eq!(value(&text, "nvshare_queue_length"), 0.0);
+    assert_eq!(value(&text, &format!("nvshare_grants_total{label}")), 2.0);
+    assert_eq!(value(&text, &format!("nvshare_switches_total{label}")), 1.0);
+    assert_eq!(
+        value(&text, &format!("nvshare_switch_latency_seconds_count{label}")),
+        1.0
+    );
+    assert!(value(&text, &format!("nvshare_evicted_bytes_total{label}")) > 0.0);
+    assert_eq!(
+        value(&text, &format!("nvshare_restored_bytes_total{label}")),
+        (1600 * MIB) as f64
+    );
+    let held = value(
+        &text,
+        &format!("nvshare_lock_held_seconds_total{{gpu=\"{gpu}\",client=\"alpha\"}}"),
+    );
+    assert!(held >= 0.09, "alpha held the lock {held} s");
+    assert_eq!(
+        value(
+            &text,
+            &format!("nvshare_drop_requests_total{{gpu=\"{gpu}\",reason=\"quantum expired\"}}")
+        ),
+        1.0
+    );
+    assert!(text.contains("# TYPE nvshare_grant_wait_seconds histogram"));
+    assert!(text.contains("# TYPE nvshare_rejected_connections counter"));
+}

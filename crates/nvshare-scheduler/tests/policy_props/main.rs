@@ -1,0 +1,208 @@
+//! Property tests of the scheduling policy over random event sequences,
+//! driven by a simulated client model that obeys the scheduler: it restores
+//! its memory when granted, evicts exactly what it is asked, and answers
+//! every drop request with a release.
+//!
+//! `world` holds the model and the invariant checks, `ops` the random steps.
+
+mod ops;
+mod world;
+
+use nvshare_proto::{ClientMsg, Policy};
+use nvshare_scheduler::policy::{Action, Event, PolicyConfig, Record, Scheduler};
+use ops::{Op, nonsense, op, play};
+use proptest::prelude::*;
+use std::time::Duration;
+use world::{CAPACITY, GPUS, Mem, World};
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Invariants (1), (2) and (4) with obeying clients and changes of
+    /// policy and quantum.
+    #[test]
+    fn obeying_clients_keep_every_invariant(
+        ops in proptest::collection::vec(op(vec![Policy::Auto, Policy::Exclusive]), 1..200),
+        start_exclusive in any::<bool>(),
+    ) {
+        let policy = if start_exclusive { Policy::Exclusive } else { Policy::Auto };
+        let mut world = World::new(policy, 500, false);
+        for op in ops {
+            play(&mut world, op);
+        }
+        let waiting = world.sched.queue_len();
+        prop_assert!(waiting <= world.clients.values().map(|g| g.len()).sum::<usize>());
+    }
+
+    /// Invariant (3): with clients that always have work and obey, every
+    /// request is granted within (clients x quantum) of simulated time
+    /// (switches take no simulated time here).
+    #[test]
+    fn every_waiting_client_is_granted_in_time(
+        footprints in proptest::collection::vec(1..=CAPACITY, 1..7),
+        idles in proptest::collection::vec((0usize..8, 0u64..3_000), 0..20),
+        exclusive in any::<bool>(),
+    ) {
+        let policy = if exclusive { Policy::Exclusive } else { Policy::Auto };
+        let quantum_ms = 1_000;
+        let mut world = World::new(policy, quantum_ms, true);
+        for &footprint in &footprints {
+            let id = world.connect();
+            world.clients.get_mut(&id).unwrap().insert(GPUS[0], Mem { footprint, ..Mem::default() });
+            let attach = ClientMsg::Attach {
+                gpu: GPUS[0], physical_memory: CAPACITY, footprint, resident: 0, holding: false,
+            };
+            world.send(id, attach);
+            play(&mut world, Op::Request { who: id as usize - 1, gpu: 0 });
+        }
+        for (who, ms) in idles {
+            play(&mut world, Op::Idle { who, gpu: 0 });
+            play(&mut world, Op::Advance { ms });
+        }
+        play(&mut world, Op::Advance { ms: 20_000 });
+        let bound = Duration::from_millis(quantum_ms * footprints.len() as u64);
+        prop_assert!(world.longest_wait <= bound, "waited {:?} > {bound:?}", world.longest_wait);
+        for gpus in world.clients.values() {
+            if let Some(since) = gpus[&GPUS[0]].waiting_since {
+                prop_assert!(world.now - since <= bound, "still waiting since {since:?}");
+            }
+        }
+    }
+
+    /// Invariants (2), (4) and (5) whatever clients send, `off` included.
+    #[test]
+    fn nonsense_never_panics_or_breaks_exclusion(
+        steps in proptest::collection::vec(
+            prop_oneof![
+                3 => op(vec![Policy::Auto, Policy::Exclusive, Policy::Off]).prop_map(Ok),
+                2 => (0usize..8, nonsense()).prop_map(Err),
+            ],
+            1..200,
+        ),
+    ) {
+        let mut world = World::new(Policy::Auto, 500, false);
+        world.check_memory = false;
+        for step in steps {
+            match step {
+                Ok(op) => play(&mut world, op),
+                Err((who, msg)) => {
+                    let Some(id) = world.pick(who) else { continue };
+                    // Keep the model's view of locks in step with what the
+                    // scheduler was told.
+                    let now = world.now;
+                    let gpus = world.clients.get_mut(&id).unwrap();
+                    match &msg {
+                        ClientMsg::Attach { gpu, footprint, resident, holding, .. } => {
+                            let mem = gpus.entry(*gpu).or_insert(Mem {
+                                footprint: *footprint,
+                                resident: *resident,
+                                ..Mem::default()
+                            });
+                            if *holding && !mem.holding {
+                                mem.waiting_since.get_or_insert(now);
+                            }
+                        }
+                        ClientMsg::RequestLock { gpu } => {
+                            if let Some(m) = gpus.get_mut(gpu).filter(|m| !m.holding) {
+                                m.waiting_since.get_or_insert(now);
+                            }
+                        }
+                        ClientMsg::LockReleased { gpu, .. } => {
+                            if let Some(m) = gpus.get_mut(gpu).filter(|m| m.holding) {
+                                m.holding = false;
+                            }
+                        }
+                        ClientMsg::Detach { gpu } => {
+                            gpus.remove(gpu);
+                        }
+                        _ => {}
+                    }
+                    world.feed(Event::Message { client: id, msg });
+                    world.drain();
+                }
+            }
+            let _ = (world.sched.status(world.now), world.sched.next_deadline());
+        }
+    }
+}
+
+#[test]
+fn records_name_every_grant_and_switch() {
+    let mut sched = Scheduler::new(PolicyConfig {
+        policy: Policy::Exclusive,
+        quantum: Duration::from_millis(100),
+        memory_capacity: Some(CAPACITY),
+        memory_reserve: 0,
+    });
+    let gpu = GPUS[0];
+    let mut records = Vec::new();
+    let mut step = |sched: &mut Scheduler, at: u64, event: Event| {
+        for action in sched.handle(Duration::from_millis(at), event) {
+            if let Action::Record(r) = action {
+                records.push(r);
+            }
+        }
+    };
+    for c in 1..=2 {
+        step(
+            &mut sched,
+            0,
+            Event::Connected {
+                client: c,
+                pid: 1,
+                name: "x".into(),
+            },
+        );
+        let attach = ClientMsg::Attach {
+            gpu,
+            physical_memory: CAPACITY,
+            footprint: 10,
+            resident: 0,
+            holding: false,
+        };
+        step(
+            &mut sched,
+            0,
+            Event::Message {
+                client: c,
+                msg: attach,
+            },
+        );
+        step(
+            &mut sched,
+            0,
+            Event::Message {
+                client: c,
+                msg: ClientMsg::RequestLock { gpu },
+            },
+        );
+    }
+    step(&mut sched, 100, Event::Tick);
+    step(
+        &mut sched,
+        130,
+        Event::Message {
+            client: 1,
+            msg: ClientMsg::LockReleased { gpu, resident: 10 },
+        },
+    );
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| match r {
+            Record::Granted { .. } => "granted",
+            Record::DropRequested { .. } => "drop",
+            Record::Released { .. } => "released",
+            Record::Switched { .. } => "switched",
+            Record::Evicted { .. } => "evicted",
+            Record::Restored { .. } => "restored",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["granted", "drop", "released", "granted", "switched"]
+    );
+    assert!(records.contains(&Record::Switched {
+        gpu,
+        latency: Duration::from_millis(30)
+    }));
+}

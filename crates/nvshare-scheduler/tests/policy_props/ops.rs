@@ -1,0 +1,250 @@
+//! Random scenario steps and how an obeying client plays each.
+
+use crate::world::{CAPACITY, GPUS, Mem, World};
+use nvshare_proto::{ClientMsg, GpuUuid, Policy};
+use nvshare_scheduler::policy::Event;
+use proptest::prelude::*;
+use std::time::Duration;
+
+/// One step of a random scenario.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Connect,
+    Attach {
+        who: usize,
+        gpu: usize,
+        footprint: u64,
+    },
+    Request {
+        who: usize,
+        gpu: usize,
+    },
+    Release {
+        who: usize,
+        gpu: usize,
+    },
+    Idle {
+        who: usize,
+        gpu: usize,
+    },
+    Resize {
+        who: usize,
+        gpu: usize,
+        footprint: u64,
+    },
+    Detach {
+        who: usize,
+        gpu: usize,
+    },
+    Disconnect {
+        who: usize,
+    },
+    Advance {
+        ms: u64,
+    },
+    SetPolicy(Policy),
+    SetQuantum {
+        ms: u64,
+    },
+}
+
+pub fn op(policies: Vec<Policy>) -> impl Strategy<Value = Op> {
+    let who = 0usize..8;
+    let gpu = 0usize..GPUS.len();
+    prop_oneof![
+        2 => Just(Op::Connect),
+        3 => (who.clone(), gpu.clone(), 0..=CAPACITY)
+            .prop_map(|(who, gpu, footprint)| Op::Attach { who, gpu, footprint }),
+        6 => (who.clone(), gpu.clone()).prop_map(|(who, gpu)| Op::Request { who, gpu }),
+        2 => (who.clone(), gpu.clone()).prop_map(|(who, gpu)| Op::Release { who, gpu }),
+        2 => (who.clone(), gpu.clone()).prop_map(|(who, gpu)| Op::Idle { who, gpu }),
+        2 => (who.clone(), gpu.clone(), 0..=CAPACITY)
+            .prop_map(|(who, gpu, footprint)| Op::Resize { who, gpu, footprint }),
+        1 => (who.clone(), gpu).prop_map(|(who, gpu)| Op::Detach { who, gpu }),
+        1 => who.prop_map(|who| Op::Disconnect { who }),
+        5 => (0u64..2_000).prop_map(|ms| Op::Advance { ms }),
+        1 => proptest::sample::select(policies).prop_map(Op::SetPolicy),
+        1 => (1u64..1_500).prop_map(|ms| Op::SetQuantum { ms }),
+    ]
+}
+
+/// Plays `op` the way an obeying client would.
+pub fn play(world: &mut World, op: Op) {
+    match op {
+        Op::Connect => {
+            world.connect();
+        }
+        Op::Attach {
+            who,
+            gpu,
+            footprint,
+        } => {
+            let (Some(id), gpu) = (world.pick(who), GPUS[gpu]) else {
+                return;
+            };
+            if world.clients[&id].contains_key(&gpu) {
+                return;
+            }
+            let mem = Mem {
+                footprint,
+                ..Mem::default()
+            };
+            world.clients.get_mut(&id).unwrap().insert(gpu, mem);
+            let physical_memory = CAPACITY;
+            let attach = ClientMsg::Attach {
+                gpu,
+                physical_memory,
+                footprint,
+                resident: 0,
+                holding: false,
+            };
+            world.send(id, attach);
+        }
+        Op::Request { who, gpu } => {
+            let (Some(id), gpu) = (world.pick(who), GPUS[gpu]) else {
+                return;
+            };
+            let now = world.now;
+            let Some(mem) = world.clients.get_mut(&id).unwrap().get_mut(&gpu) else {
+                return;
+            };
+            if mem.holding || mem.waiting_since.is_some() {
+                return;
+            }
+            mem.waiting_since = Some(now);
+            world.send(id, ClientMsg::RequestLock { gpu });
+        }
+        Op::Release { who, gpu } => {
+            let (Some(id), gpu) = (world.pick(who), GPUS[gpu]) else {
+                return;
+            };
+            let Some(mem) = world.clients.get_mut(&id).unwrap().get_mut(&gpu) else {
+                return;
+            };
+            if !mem.holding || world.always_busy {
+                return;
+            }
+            mem.holding = false;
+            let resident = mem.resident;
+            world.send(id, ClientMsg::LockReleased { gpu, resident });
+        }
+        Op::Idle { who, gpu } => {
+            let (Some(id), gpu) = (world.pick(who), GPUS[gpu]) else {
+                return;
+            };
+            if world.clients[&id].get(&gpu).is_some_and(|m| m.holding) {
+                world.send(id, ClientMsg::Idle { gpu });
+            }
+        }
+        Op::Resize {
+            who,
+            gpu,
+            footprint,
+        } => {
+            // A client changes its allocations only while it holds nothing
+            // and waits for nothing (so a grant's check sees them).
+            let (Some(id), gpu) = (world.pick(who), GPUS[gpu]) else {
+                return;
+            };
+            let Some(mem) = world.clients.get_mut(&id).unwrap().get_mut(&gpu) else {
+                return;
+            };
+            if mem.holding || mem.waiting_since.is_some() {
+                return;
+            }
+            mem.footprint = footprint;
+            mem.resident = mem.resident.min(footprint);
+            let resident = mem.resident;
+            world.send(
+                id,
+                ClientMsg::Usage {
+                    gpu,
+                    footprint,
+                    resident,
+                },
+            );
+        }
+        Op::Detach { who, gpu } => {
+            let (Some(id), gpu) = (world.pick(who), GPUS[gpu]) else {
+                return;
+            };
+            if world.clients.get_mut(&id).unwrap().remove(&gpu).is_some() {
+                world.send(id, ClientMsg::Detach { gpu });
+            }
+        }
+        Op::Disconnect { who } => {
+            let Some(id) = world.pick(who) else { return };
+            world.clients.remove(&id);
+            world.gone.insert(id);
+            world.feed(Event::Disconnected { client: id });
+            world.drain();
+        }
+        Op::Advance { ms } => {
+            let target = world.now + Duration::from_millis(ms);
+            world.advance_to(target);
+        }
+        Op::SetPolicy(policy) => {
+            world.policy = policy;
+            if policy == Policy::Off {
+                world.check_memory = false;
+            }
+            let actions = world.sched.set_policy(world.now, policy);
+            world.apply(actions);
+            world.drain();
+        }
+        Op::SetQuantum { ms } => {
+            world.quantum = Duration::from_millis(ms);
+            let actions = world.sched.set_quantum(world.now, world.quantum);
+            world.apply(actions);
+            world.drain();
+        }
+    }
+}
+
+/// A message a confused or hostile client might send.
+pub fn nonsense() -> impl Strategy<Value = ClientMsg> {
+    let gpu = prop_oneof![Just(GPUS[0]), Just(GPUS[1]), Just(GpuUuid([3; 16]))];
+    let n = 0..=2 * CAPACITY;
+    prop_oneof![
+        (gpu.clone(), n.clone(), n.clone(), n.clone(), any::<bool>()).prop_map(
+            |(gpu, physical_memory, footprint, resident, holding)| ClientMsg::Attach {
+                gpu,
+                physical_memory,
+                footprint,
+                resident,
+                holding
+            }
+        ),
+        (gpu.clone(), n.clone(), n.clone()).prop_map(|(gpu, footprint, resident)| {
+            ClientMsg::Usage {
+                gpu,
+                footprint,
+                resident,
+            }
+        }),
+        gpu.clone().prop_map(|gpu| ClientMsg::RequestLock { gpu }),
+        (gpu.clone(), n.clone())
+            .prop_map(|(gpu, resident)| ClientMsg::LockReleased { gpu, resident }),
+        gpu.clone().prop_map(|gpu| ClientMsg::Idle { gpu }),
+        (gpu.clone(), n.clone(), n.clone()).prop_map(|(gpu, bytes, resident)| ClientMsg::Evicted {
+            gpu,
+            bytes,
+            resident,
+            elapsed_us: 1
+        }),
+        (gpu.clone(), n.clone(), n.clone()).prop_map(|(gpu, bytes, resident)| {
+            ClientMsg::Restored {
+                gpu,
+                bytes,
+                resident,
+                elapsed_us: 1,
+            }
+        }),
+        (gpu.clone(), n).prop_map(|(gpu, resident)| ClientMsg::EvictFailed {
+            gpu,
+            resident,
+            reason: "no host memory".into()
+        }),
+        gpu.prop_map(|gpu| ClientMsg::Detach { gpu }),
+    ]
+}

@@ -1,0 +1,259 @@
+//! The simulated world: the scheduler, clients that obey it, and the
+//! invariants checked on every message it sends.
+
+use nvshare_proto::{ClientId, ClientMsg, GpuUuid, Policy, SchedulerMsg};
+use nvshare_scheduler::policy::{Action, Event, PolicyConfig, Scheduler};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+/// The capacity of every simulated GPU.
+pub const CAPACITY: u64 = 100;
+/// The simulated GPUs.
+pub const GPUS: [GpuUuid; 2] = [GpuUuid([1; 16]), GpuUuid([2; 16])];
+
+/// One simulated client's memory and lock on one GPU.
+#[derive(Debug, Default, Clone)]
+pub struct Mem {
+    pub footprint: u64,
+    pub resident: u64,
+    /// Granted and the release not yet delivered to the scheduler.
+    pub holding: bool,
+    /// Asked for the lock and not yet granted.
+    pub waiting_since: Option<Duration>,
+}
+
+/// The scheduler, the clients around it and the checks on what it does.
+pub struct World {
+    pub sched: Scheduler,
+    pub now: Duration,
+    pub policy: Policy,
+    pub quantum: Duration,
+    /// Clients connected now, by id, with their GPUs.
+    pub clients: BTreeMap<ClientId, BTreeMap<GpuUuid, Mem>>,
+    pub gone: BTreeSet<ClientId>,
+    pub next_id: ClientId,
+    /// Client answers not yet delivered, in order.
+    pub replies: VecDeque<(ClientId, ClientMsg)>,
+    /// Whether clients re-request the lock as soon as they release it.
+    pub always_busy: bool,
+    /// Whether memory invariants are checked (clients obey, no `off`).
+    pub check_memory: bool,
+    /// The longest a request has waited for its grant.
+    pub longest_wait: Duration,
+}
+
+impl World {
+    pub fn new(policy: Policy, quantum_ms: u64, always_busy: bool) -> Self {
+        let quantum = Duration::from_millis(quantum_ms);
+        World {
+            sched: Scheduler::new(PolicyConfig {
+                policy,
+                quantum,
+                memory_capacity: Some(CAPACITY),
+                memory_reserve: 0,
+            }),
+            now: Duration::ZERO,
+            policy,
+            quantum,
+            clients: BTreeMap::new(),
+            gone: BTreeSet::new(),
+            next_id: 1,
+            replies: VecDeque::new(),
+            always_busy,
+            check_memory: policy != Policy::Off,
+            longest_wait: Duration::ZERO,
+        }
+    }
+
+    pub fn pick(&self, index: usize) -> Option<ClientId> {
+        let ids: Vec<_> = self.clients.keys().copied().collect();
+        (!ids.is_empty()).then(|| ids[index % ids.len()])
+    }
+
+    pub fn connect(&mut self) -> ClientId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.clients.insert(id, BTreeMap::new());
+        let name = format!("job{id}");
+        self.feed(Event::Connected {
+            client: id,
+            pid: id as u32,
+            name,
+        });
+        id
+    }
+
+    pub fn send(&mut self, client: ClientId, msg: ClientMsg) {
+        self.feed(Event::Message { client, msg });
+        self.drain();
+    }
+
+    pub fn feed(&mut self, event: Event) {
+        let actions = self.sched.handle(self.now, event);
+        self.apply(actions);
+    }
+
+    pub fn drain(&mut self) {
+        for _ in 0..10_000 {
+            let Some((client, msg)) = self.replies.pop_front() else {
+                return;
+            };
+            if !self.clients.contains_key(&client) {
+                continue;
+            }
+            if let ClientMsg::LockReleased { gpu, .. } = msg {
+                let mem = self
+                    .clients
+                    .get_mut(&client)
+                    .unwrap()
+                    .get_mut(&gpu)
+                    .unwrap();
+                mem.holding = false;
+                if self.always_busy {
+                    mem.waiting_since = Some(self.now);
+                    self.replies
+                        .push_back((client, ClientMsg::RequestLock { gpu }));
+                }
+            }
+            self.feed(Event::Message { client, msg });
+        }
+        panic!("the scheduler and its clients never settle");
+    }
+
+    /// Lets simulated time reach `target`, ticking at every deadline on the
+    /// way as the daemon's shell does.
+    pub fn advance_to(&mut self, target: Duration) {
+        while let Some(deadline) = self.sched.next_deadline() {
+            if deadline > target {
+                break;
+            }
+            self.now = self.now.max(deadline);
+            let before = self.sched.next_deadline();
+            self.feed(Event::Tick);
+            self.drain();
+            if self.sched.next_deadline() == before && before.is_some_and(|d| d <= self.now) {
+                panic!("a tick at {:?} left deadline {before:?} in place", self.now);
+            }
+        }
+        self.now = self.now.max(target);
+        self.feed(Event::Tick);
+        self.drain();
+    }
+
+    pub fn apply(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            let Action::Send { client, msg } = action else {
+                continue;
+            };
+            assert!(
+                !self.gone.contains(&client),
+                "{msg:?} sent to disconnected client {client}"
+            );
+            let Some(gpus) = self.clients.get_mut(&client) else {
+                panic!("{msg:?} sent to client {client} that never connected");
+            };
+            match msg {
+                SchedulerMsg::LockGranted { gpu } => {
+                    let others: Vec<Mem> = self
+                        .clients
+                        .iter()
+                        .filter(|(id, _)| **id != client)
+                        .filter_map(|(_, g)| g.get(&gpu))
+                        .filter(|m| m.holding)
+                        .cloned()
+                        .collect();
+                    let mem = self
+                        .clients
+                        .get_mut(&client)
+                        .unwrap()
+                        .get_mut(&gpu)
+                        .unwrap();
+                    if mem.holding {
+                        continue; // A repeated grant confirms a hold.
+                    }
+                    check_grant(self.policy, self.check_memory, mem, &others);
+                    let since = mem.waiting_since.take().expect("granted without asking");
+                    self.longest_wait = self.longest_wait.max(self.now - since);
+                    mem.holding = true;
+                    let restored = mem.footprint.min(CAPACITY).saturating_sub(mem.resident);
+                    if restored > 0 {
+                        mem.resident += restored;
+                        let resident = mem.resident;
+                        self.replies.push_back((
+                            client,
+                            ClientMsg::Restored {
+                                gpu,
+                                bytes: restored,
+                                resident,
+                                elapsed_us: 10,
+                            },
+                        ));
+                    }
+                }
+                SchedulerMsg::DropLock { gpu, evict_bytes } => {
+                    let mem = gpus.get_mut(&gpu).expect("dropped on an attached GPU");
+                    assert!(mem.holding, "drop of a client that does not hold the lock");
+                    let moved = evict_bytes.min(mem.resident);
+                    mem.resident -= moved;
+                    let resident = mem.resident;
+                    if moved > 0 {
+                        self.replies.push_back((
+                            client,
+                            ClientMsg::Evicted {
+                                gpu,
+                                bytes: moved,
+                                resident,
+                                elapsed_us: 10,
+                            },
+                        ));
+                    }
+                    self.replies
+                        .push_back((client, ClientMsg::LockReleased { gpu, resident }));
+                }
+                SchedulerMsg::Evict { gpu, bytes } => {
+                    let mem = gpus.get_mut(&gpu).expect("evict on an attached GPU");
+                    let moved = bytes.min(mem.resident);
+                    mem.resident -= moved;
+                    let resident = mem.resident;
+                    self.replies.push_back((
+                        client,
+                        ClientMsg::Evicted {
+                            gpu,
+                            bytes: moved,
+                            resident,
+                            elapsed_us: 10,
+                        },
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if self.check_memory {
+            for gpu in GPUS {
+                let mems = self.clients.values().filter_map(|g| g.get(&gpu));
+                let running: u64 = mems.clone().filter(|m| m.holding).map(|m| m.resident).sum();
+                let all: u64 = mems.map(|m| m.resident).sum();
+                assert!(running <= CAPACITY, "running clients hold {running} bytes");
+                assert!(
+                    all <= CAPACITY,
+                    "clients hold {all} bytes on a {CAPACITY}-byte GPU"
+                );
+            }
+        }
+    }
+}
+
+/// Invariants (1) and (2) at a grant.
+fn check_grant(policy: Policy, check_memory: bool, grantee: &Mem, others: &[Mem]) {
+    match policy {
+        Policy::Exclusive => assert!(others.is_empty(), "exclusive grant beside {others:?}"),
+        Policy::Auto if check_memory => {
+            let together: u64 = others.iter().map(|m| m.footprint).sum();
+            assert!(
+                others.is_empty() || together + grantee.footprint.min(CAPACITY) <= CAPACITY,
+                "grant of {grantee:?} beside {others:?} exceeds the capacity"
+            );
+        }
+        _ => {}
+    }
+}

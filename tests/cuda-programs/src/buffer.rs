@@ -1,0 +1,154 @@
+//! A device buffer allocated the way a framework would: `cuMemAlloc_v2`
+//! (PyTorch's default allocator, CuPy), managed memory (nvshare's uvm
+//! world), or VMM reserve/create/map/set-access (PyTorch expandable segments).
+
+use std::ffi::c_void;
+
+use crate::error::{Error, check};
+use crate::ffi::*;
+use crate::session::Cuda;
+
+/// How a buffer's memory is obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllocMode {
+    Device,
+    Managed,
+    Vmm,
+}
+
+/// A VMM handle mapped at `address`.
+#[derive(Debug)]
+pub struct Chunk {
+    pub address: u64,
+    pub size: u64,
+    pub handle: CUmemGenericAllocationHandle,
+}
+
+/// An allocated buffer of `bytes` at `ptr`.
+#[derive(Debug)]
+pub struct Buffer {
+    pub ptr: u64,
+    pub bytes: u64,
+    pub mode: AllocMode,
+    /// For VMM: the reservation size and the mapped chunks.
+    pub reserved: u64,
+    pub chunks: Vec<Chunk>,
+}
+
+impl Buffer {
+    /// Allocates `bytes`; for VMM in handles of `chunk` bytes (rounded to the
+    /// granularity; 0 means one handle for everything).
+    pub fn alloc(cuda: &Cuda, mode: AllocMode, bytes: u64, chunk: u64) -> Result<Buffer, Error> {
+        let mut ptr = 0;
+        match mode {
+            AllocMode::Device => {
+                // SAFETY: valid out-pointer.
+                check("cuMemAlloc_v2", unsafe { (cuda.api.mem_alloc)(&mut ptr, bytes as usize) })?;
+                Ok(Buffer { ptr, bytes, mode, reserved: 0, chunks: Vec::new() })
+            }
+            AllocMode::Managed => {
+                // SAFETY: valid out-pointer.
+                check("cuMemAllocManaged", unsafe {
+                    (cuda.api.mem_alloc_managed)(&mut ptr, bytes as usize, CU_MEM_ATTACH_GLOBAL)
+                })?;
+                let location = CUmemLocation { type_: CU_MEM_LOCATION_TYPE_DEVICE, id: cuda.device };
+                // SAFETY: a managed range just allocated; NULL stream.
+                check("cuMemPrefetchAsync", unsafe {
+                    (cuda.api.mem_prefetch)(ptr, bytes as usize, location, 0, std::ptr::null_mut())
+                })?;
+                Ok(Buffer { ptr, bytes, mode, reserved: 0, chunks: Vec::new() })
+            }
+            AllocMode::Vmm => Buffer::alloc_vmm(cuda, bytes, chunk),
+        }
+    }
+
+    fn alloc_vmm(cuda: &Cuda, bytes: u64, chunk: u64) -> Result<Buffer, Error> {
+        let prop = CUmemAllocationProp::device(cuda.device);
+        let mut granularity = 0usize;
+        // SAFETY: valid pointers.
+        check("cuMemGetAllocationGranularity", unsafe {
+            (cuda.api.mem_get_granularity)(&mut granularity, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM)
+        })?;
+        let granularity = granularity as u64;
+        let round = |n: u64| n.div_ceil(granularity).max(1) * granularity;
+        let reserved = round(bytes);
+        let chunk = if chunk == 0 { reserved } else { round(chunk).min(reserved) };
+        let mut ptr = 0;
+        // SAFETY: valid out-pointer.
+        check("cuMemAddressReserve", unsafe {
+            (cuda.api.mem_address_reserve)(&mut ptr, reserved as usize, 0, 0, 0)
+        })?;
+        let mut buffer = Buffer { ptr, bytes, mode: AllocMode::Vmm, reserved, chunks: Vec::new() };
+        buffer.map(cuda, chunk)?;
+        Ok(buffer)
+    }
+
+    /// (Re)creates and maps the whole VMM range in `chunk`-byte handles and
+    /// grants read-write access once for the range.
+    pub fn map(&mut self, cuda: &Cuda, chunk: u64) -> Result<(), Error> {
+        let prop = CUmemAllocationProp::device(cuda.device);
+        let mut offset = 0;
+        while offset < self.reserved {
+            let size = chunk.min(self.reserved - offset);
+            let mut handle = 0;
+            // SAFETY: valid pointers.
+            check("cuMemCreate", unsafe { (cuda.api.mem_create)(&mut handle, size as usize, &prop, 0) })?;
+            let address = self.ptr + offset;
+            // SAFETY: `address` lies in our reservation; `handle` is live.
+            check("cuMemMap", unsafe { (cuda.api.mem_map)(address, size as usize, 0, handle, 0) })?;
+            self.chunks.push(Chunk { address, size, handle });
+            offset += size;
+        }
+        let access = CUmemAccessDesc {
+            location: CUmemLocation { type_: CU_MEM_LOCATION_TYPE_DEVICE, id: cuda.device },
+            flags: CU_MEM_ACCESS_FLAGS_PROT_READWRITE,
+        };
+        // SAFETY: the range is mapped; one valid descriptor.
+        check("cuMemSetAccess", unsafe {
+            (cuda.api.mem_set_access)(self.ptr, self.reserved as usize, &access, 1)
+        })
+    }
+
+    /// Unmaps and releases every VMM chunk; the VA stays reserved.
+    pub fn unmap(&mut self, cuda: &Cuda) -> Result<(), Error> {
+        for chunk in self.chunks.drain(..) {
+            // SAFETY: the chunk was mapped by `map`.
+            check("cuMemUnmap", unsafe { (cuda.api.mem_unmap)(chunk.address, chunk.size as usize) })?;
+            // SAFETY: a handle we created and still own.
+            check("cuMemRelease", unsafe { (cuda.api.mem_release)(chunk.handle) })?;
+        }
+        Ok(())
+    }
+
+    /// Copies `data` to the start of the buffer.
+    pub fn upload(&self, cuda: &Cuda, data: &[u8]) -> Result<(), Error> {
+        // SAFETY: `data` is valid for its length; the buffer is at least as big.
+        check("cuMemcpyHtoD", unsafe {
+            (cuda.api.memcpy_htod)(self.ptr, data.as_ptr().cast::<c_void>(), data.len())
+        })
+    }
+
+    /// Copies the start of the buffer into `data`.
+    pub fn download(&self, cuda: &Cuda, data: &mut [u8]) -> Result<(), Error> {
+        // SAFETY: `data` is writable for its length.
+        check("cuMemcpyDtoH", unsafe {
+            (cuda.api.memcpy_dtoh)(data.as_mut_ptr().cast::<c_void>(), self.ptr, data.len())
+        })
+    }
+
+    /// Frees the buffer (VMM: unmaps, releases, frees the reservation).
+    pub fn free(mut self, cuda: &Cuda) -> Result<(), Error> {
+        match self.mode {
+            // SAFETY: our own allocation, freed once.
+            AllocMode::Device | AllocMode::Managed => check("cuMemFree", unsafe { (cuda.api.mem_free)(self.ptr) }),
+            AllocMode::Vmm => {
+                self.unmap(cuda)?;
+                // SAFETY: our reservation, now empty.
+                check("cuMemAddressFree", unsafe {
+                    (cuda.api.mem_address_free)(self.ptr, self.reserved as usize)
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,235 @@
+# shellcheck shell=bash
+# Helpers shared by the GPU suite (tests/gpu/run.sh) and the GPU benchmarks
+# (benches/gpu/run.sh). Sourced, never run.
+#
+# Layout of a run:
+#   $WORK            a private temporary directory (short path: sockets live here)
+#   $WORK/build      compiled CUDA programs
+#   $OUTDIR          only the log and the JSON summary (few files come back)
+#
+# Every process these helpers start is waited for by its PID; the scheduler
+# is stopped by PID on exit. Nothing is killed by name.
+
+GIB=1073741824
+
+# Paths. The artifacts are built on a machine with Rust and carried here.
+GPU_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$GPU_LIB_DIR/../../.." && pwd)
+ART=${NVSHARE_ARTIFACTS:-$REPO/target/release}
+HOOK=$ART/libnvshare.so
+SCHED=$ART/nvshare-scheduler
+CTL=$ART/nvshare-ctl
+PY=${PYTHON:-python3}
+REPORT_PY=$GPU_LIB_DIR/report.py
+RESULTS_PY=$GPU_LIB_DIR/results.py
+STATUS_PY=$GPU_LIB_DIR/status.py
+export GIB GPU_LIB_DIR REPO ART HOOK SCHED CTL PY REPORT_PY RESULTS_PY STATUS_PY
+
+# Every environment variable the hook or the daemon reads: cleared for native
+# runs and for the daemon (which takes its settings as flags only).
+NVSHARE_VARS=(LD_PRELOAD NVSHARE_SOCK NVSHARE_MODE NVSHARE_NAME NVSHARE_SCHEDULER
+  NVSHARE_LOG NVSHARE_DEBUG NVSHARE_TQ NVSHARE_POLICY NVSHARE_MEMORY_CAPACITY
+  NVSHARE_MEMORY_RESERVE NVSHARE_METRICS_ADDR NVSHARE_SOCK_GROUP
+  NVSHARE_ENABLE_SINGLE_OVERSUB NVSHARE_IDLE_MS)
+
+now() { date +%s.%N; }
+
+# elapsed START -> seconds since START with millisecond precision.
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
+
+# The environment for a program that must not see the hook.
+unhooked_env() {
+  local args=() v
+  for v in "${NVSHARE_VARS[@]}"; do args+=(-u "$v"); done
+  printf '%s\n' "${args[@]}"
+}
+
+# native CMD... : runs CMD without the hook and without any nvshare setting.
+native() {
+  local unset_args
+  mapfile -t unset_args < <(unhooked_env)
+  env "${unset_args[@]}" "$@"
+}
+
+# hooked MODE NAME CMD... : runs CMD under the hook, on $SOCK, never starting
+# a scheduler of its own (a missing daemon is then an error, not a surprise).
+# Extra variables go before the call: `FOO=1 hooked uvm a prog`.
+hooked() {
+  local mode=$1 name=$2
+  shift 2
+  env LD_PRELOAD="$HOOK" NVSHARE_SOCK="$SOCK" NVSHARE_MODE="$mode" \
+    NVSHARE_NAME="$name" NVSHARE_SCHEDULER="${NVSHARE_SCHEDULER:-external}" \
+    NO_COLOR=1 "$@"
+}
+
+# ---------------------------------------------------------------- scheduler
+
+# start_scheduler SOCK LOGFILE [FLAGS...] : starts the daemon in the
+# background, sets SCHED_PID and waits (10 s at most) for its socket.
+start_scheduler() {
+  local sock=$1 log=$2
+  shift 2
+  rm -f "$sock"
+  local unset_args
+  mapfile -t unset_args < <(unhooked_env)
+  env "${unset_args[@]}" NO_COLOR=1 NVSHARE_LOG="${SCHED_LOG_FILTER:-info}" \
+    "$SCHED" --socket "$sock" "$@" >"$log" 2>&1 </dev/null &
+  SCHED_PID=$!
+  local i
+  for ((i = 0; i < 100; i++)); do
+    [[ -S $sock ]] && return 0
+    if ! kill -0 "$SCHED_PID" 2>/dev/null; then
+      echo "scheduler exited before its socket appeared; its log:"
+      tail -n 40 "$log"
+      wait "$SCHED_PID" 2>/dev/null
+      SCHED_PID=
+      return 1
+    fi
+    sleep 0.1
+  done
+  echo "scheduler socket $sock did not appear within 10 s"
+  return 1
+}
+
+# stop_pid PID : TERM, then KILL after 5 s; reaps it.
+stop_pid() {
+  local pid=$1 i
+  [[ -n $pid ]] || return 0
+  kill -TERM "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
+  for ((i = 0; i < 50; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  return 0
+}
+
+stop_scheduler() {
+  stop_pid "${SCHED_PID:-}"
+  SCHED_PID=
+}
+
+# ctl_status SOCK OUTFILE : `nvshare-ctl status --json` into OUTFILE.
+ctl_status() {
+  native timeout -k 2 10 "$CTL" --socket "$1" status --json >"$2" 2>"$2.err"
+}
+
+# ---------------------------------------------------------------- processes
+
+# run_limited LIMIT_S OUTFILE CMD... : runs CMD in its own session with
+# output to OUTFILE; after LIMIT_S kills the whole session (every process the
+# command started) and returns 124. Otherwise returns CMD's status.
+run_limited() {
+  local limit=$1 out=$2
+  shift 2
+  setsid "$@" >"$out" 2>&1 </dev/null &
+  local pid=$! deadline
+  deadline=$(awk -v n="$(now)" -v l="$limit" 'BEGIN { printf "%.1f", n + l }')
+  while kill -0 "$pid" 2>/dev/null; do
+    if awk -v n="$(now)" -v d="$deadline" 'BEGIN { exit !(n >= d) }'; then
+      kill -TERM -- "-$pid" 2>/dev/null
+      sleep 3
+      kill -KILL -- "-$pid" 2>/dev/null
+      kill -KILL "$pid" 2>/dev/null
+      wait "$pid" 2>/dev/null
+      return 124
+    fi
+    sleep 0.2
+  done
+  wait "$pid"
+}
+
+# capped FILE : the file, at most its first 80 and last 250 lines.
+capped() {
+  local n
+  n=$(wc -l <"$1")
+  if ((n <= 330)); then
+    cat "$1"
+  else
+    head -n 80 "$1"
+    echo "... [$((n - 330)) lines cut] ..."
+    tail -n 250 "$1"
+  fi
+}
+
+# result_of FILE KEY : KEY's value on the last `RESULT k=v ...` line of FILE.
+result_of() { "$PY" "$RESULTS_PY" get "$1" "$2"; }
+
+# ---------------------------------------------------------------- GPU facts
+
+# gpu_free_gib : free memory of GPU 0 in GiB (integer), from nvidia-smi.
+gpu_free_gib() {
+  local mib
+  mib=$(nvidia-smi --query-gpu=memory.free --format=csv,noheader,nounits -i 0 2>/dev/null | head -n1 | tr -d ' ')
+  [[ $mib =~ ^[0-9]+$ ]] || mib=0
+  echo $((mib / 1024))
+}
+
+# gpu_used_mib : used memory of GPU 0 in MiB, from nvidia-smi.
+gpu_used_mib() {
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0 2>/dev/null | head -n1 | tr -d ' '
+}
+
+# write_facts FILE : device, driver, kernel, CUDA and library versions as JSON.
+write_facts() { "$PY" "$REPORT_PY" facts >"$1"; }
+
+# check_artifacts : the release artifacts exist; prints what is missing.
+check_artifacts() {
+  local f missing=0
+  for f in "$HOOK" "$SCHED" "$CTL"; do
+    if [[ ! -e $f ]]; then
+      echo "missing artifact: $f (build with cargo build --release here and carry target/release)"
+      missing=1
+    fi
+  done
+  return $missing
+}
+
+# ---------------------------------------------------------------- building
+
+# cuda_arch : the compute capability of GPU 0 as NN (e.g. 90), or empty.
+cuda_arch() {
+  nvidia-smi --query-gpu=compute_cap --format=csv,noheader -i 0 2>/dev/null | head -n1 | tr -d ' .'
+}
+
+NVCC=${NVCC:-nvcc}
+
+# nvcc_build OUT SRC [EXTRA...] : compiles SRC for this GPU (falls back to
+# -arch=native, then to nvcc's default target).
+nvcc_build() {
+  local out=$1 src=$2
+  shift 2
+  local arch
+  arch=$(cuda_arch)
+  if [[ -n $arch ]] && "$NVCC" -O2 -std=c++17 -arch="sm_$arch" -o "$out" "$src" "$@"; then
+    return 0
+  fi
+  "$NVCC" -O2 -std=c++17 -arch=native -o "$out" "$src" "$@" && return 0
+  "$NVCC" -O2 -std=c++17 -o "$out" "$src" "$@"
+}
+
+# nvcc_ptx OUT SRC : PTX for this GPU's compute capability.
+nvcc_ptx() {
+  local arch
+  arch=$(cuda_arch)
+  if [[ -n $arch ]] && "$NVCC" -ptx -arch="compute_$arch" -o "$1" "$2"; then
+    return 0
+  fi
+  "$NVCC" -ptx -o "$1" "$2"
+}
+
+# libcuda_link_args : how to link a program against the driver API: the
+# toolkit's stub if nvcc finds one, else the installed libcuda.so.1.
+libcuda_link_args() {
+  local probe=$WORK/build/.probe
+  mkdir -p "$WORK/build"
+  printf '#include <cuda.h>\nint main(){return (int)cuInit(0);}\n' >"$probe.cu"
+  if "$NVCC" -o "$probe" "$probe.cu" -lcuda >/dev/null 2>&1; then
+    echo "-lcuda"
+    return 0
+  fi
+  local lib
+  lib=$(ldconfig -p 2>/dev/null | awk '/libcuda\.so\.1 / { print $NF; exit }')
+  [[ -n $lib ]] && echo "$lib"
+}
