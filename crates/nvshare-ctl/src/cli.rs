@@ -13,7 +13,7 @@ use std::time::Duration;
 /// selects the exclusive policy (one program on a GPU at a time) and `off`
 /// lets every program run at once.
 #[derive(Debug, Parser)]
-#[command(name = "nvshare-ctl", version, args_conflicts_with_subcommands = true)]
+#[command(name = "nvshare-ctl", version)]
 pub struct Cli {
     /// The scheduler's socket [default: /var/run/nvshare/scheduler.sock for
     /// root, else $XDG_RUNTIME_DIR/nvshare/scheduler.sock, else
@@ -83,6 +83,26 @@ pub enum Plan {
 }
 
 impl Cli {
+    /// Parses a command line. nvsharectl's flags stand alone: they may not be
+    /// mixed with a subcommand (clap cannot declare a conflict between
+    /// top-level flags and subcommands while global options such as
+    /// `--socket` are accepted before the subcommand).
+    pub fn parse_args<I, T>(argv: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let cli = Cli::try_parse_from(argv)?;
+        if cli.command.is_some() && (cli.set_tq.is_some() || cli.anti_thrash.is_some()) {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            return Err(command.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "-T/--set-tq and -S/--anti-thrash cannot be combined with a subcommand",
+            ));
+        }
+        Ok(cli)
+    }
+
     /// The requests this command line stands for.
     pub fn plan(&self) -> Plan {
         match &self.command {
@@ -143,15 +163,13 @@ mod tests {
     fn plan(args: &[&str]) -> Plan {
         let mut argv = vec!["nvshare-ctl"];
         argv.extend(args);
-        Cli::try_parse_from(argv)
-            .expect("valid command line")
-            .plan()
+        Cli::parse_args(argv).expect("valid command line").plan()
     }
 
     fn rejected(args: &[&str]) -> bool {
         let mut argv = vec!["nvshare-ctl"];
         argv.extend(args);
-        Cli::try_parse_from(argv).is_err()
+        Cli::parse_args(argv).is_err()
     }
 
     #[test]
@@ -212,7 +230,11 @@ mod tests {
     fn the_socket_option_works_anywhere() {
         let cli = Cli::try_parse_from(["nvshare-ctl", "status", "--socket", "/x.sock"]).unwrap();
         assert_eq!(cli.socket, Some(PathBuf::from("/x.sock")));
-        let cli = Cli::try_parse_from(["nvshare-ctl", "--socket", "/y.sock", "-T", "3"]).unwrap();
+        let cli = Cli::parse_args(["nvshare-ctl", "--socket", "/y.sock", "-T", "3"]).unwrap();
         assert_eq!(cli.socket, Some(PathBuf::from("/y.sock")));
+        let cli =
+            Cli::parse_args(["nvshare-ctl", "--socket", "/z.sock", "status", "--json"]).unwrap();
+        assert_eq!(cli.socket, Some(PathBuf::from("/z.sock")));
+        assert_eq!(cli.plan(), Plan::Status { json: true });
     }
 }

@@ -19,7 +19,6 @@ mod socket_path;
 mod table;
 mod units;
 
-use clap::Parser;
 use cli::{Cli, Plan};
 use connection::Connection;
 use error::CtlError;
@@ -29,7 +28,7 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     init_logging();
-    let cli = Cli::parse();
+    let cli = Cli::parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
     match run(&cli) {
         Ok(output) => {
             print!("{output}");

@@ -87,14 +87,91 @@ fn replacement(name: &CStr) -> Option<*mut c_void> {
     None
 }
 
-/// The exported `dlsym`: the real lookup, then the hook's wrapper if the
-/// name is intercepted and the real lookup found it (so that a program
-/// probing for a function the driver lacks still sees it missing).
+/// The exported `dlsym` (x86_64). glibc's `dlsym` takes its caller's
+/// return address to find "the next object" for `RTLD_NEXT` and the lookup
+/// scope of a library opened with `RTLD_LOCAL`; a wrapper that called it
+/// would make every lookup in the process look as if libnvshare.so asked.
+/// So this entry point jumps (not calls) to the real `dlsym` for
+/// `RTLD_NEXT` and for every name the hook does not intercept, leaving the
+/// program's return address in place, and only intercepted names take the
+/// hook's path ([`dlsym_intercepted`]).
 ///
 /// # Safety
 /// As `dlsym(3)`.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(naked)]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlsym(handle: *mut c_void, name: *const c_char) -> *mut c_void {
+    // On entry rsp is 8 mod 16; two pushes and 8 bytes keep calls aligned.
+    core::arch::naked_asm!(
+        "cmp rdi, -1", // RTLD_NEXT
+        "je 2f",
+        "push rdi",
+        "push rsi",
+        "sub rsp, 8",
+        "mov rdi, rsi",
+        "call {is_intercepted}",
+        "add rsp, 8",
+        "pop rsi",
+        "pop rdi",
+        "test al, al",
+        "jz 2f",
+        "jmp {intercepted}",
+        "2:",
+        "push rdi",
+        "push rsi",
+        "sub rsp, 8",
+        "call {real_address}",
+        "add rsp, 8",
+        "pop rsi",
+        "pop rdi",
+        "test rax, rax",
+        "jz 3f",
+        "jmp rax",
+        "3:",
+        "xor eax, eax",
+        "ret",
+        is_intercepted = sym dlsym_name_is_intercepted,
+        intercepted = sym dlsym_intercepted,
+        real_address = sym real_dlsym_address,
+    )
+}
+
+/// The exported `dlsym` elsewhere: the hook's path for every name (exact
+/// `RTLD_NEXT` semantics need the x86_64 tail jump).
+///
+/// # Safety
+/// As `dlsym(3)`.
+#[cfg(not(target_arch = "x86_64"))]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlsym(handle: *mut c_void, name: *const c_char) -> *mut c_void {
+    // SAFETY: forwarded under the caller's contract.
+    unsafe { dlsym_intercepted(handle, name) }
+}
+
+/// Whether `dlsym` must take the hook's path for `name`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+extern "C" fn dlsym_name_is_intercepted(name: *const c_char) -> bool {
+    if name.is_null() {
+        return false;
+    }
+    // SAFETY: dlsym's contract makes a non-null `name` a C string.
+    replacement(unsafe { CStr::from_ptr(name) }).is_some()
+}
+
+/// The real `dlsym`'s address, or null if glibc has none (never in practice).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+extern "C" fn real_dlsym_address() -> *mut c_void {
+    real_dlsym_fn().map_or(std::ptr::null_mut(), |f| f as *mut c_void)
+}
+
+/// The hook's path: the real lookup, then the hook's wrapper if the name is
+/// intercepted and the real lookup found it (so that a program probing for
+/// a function the driver lacks still sees it missing).
+///
+/// # Safety
+/// As `dlsym(3)`.
+unsafe extern "C" fn dlsym_intercepted(handle: *mut c_void, name: *const c_char) -> *mut c_void {
     // SAFETY: forwarded under the caller's contract.
     let found = unsafe { real_dlsym(handle, name) };
     if found.is_null() || name.is_null() {
@@ -117,23 +194,57 @@ fn substitute(symbol: *const c_char, pfn: *mut *mut c_void, cuda_version: c_int,
     if found.is_null() || name.is_empty() {
         return;
     }
-    if let Some(own) = own_entry_point(name.to_bytes()) {
+    let Ok(table) = driver::table() else { return };
+    // `cuGetProcAddress` at 12000+ means the `_v2` signature: match the
+    // lookup functions by the real address too.
+    let own = if table
+        .get_proc_address_v2
+        .is_some_and(|f| f as *mut c_void == found)
+    {
+        Some(cuGetProcAddress_v2 as *const () as *mut c_void)
+    } else if table
+        .get_proc_address_v1
+        .is_some_and(|f| f as *mut c_void == found)
+    {
+        Some(cuGetProcAddress as *const () as *mut c_void)
+    } else if name == c"cuGetProcAddress" {
+        // A driver handing out addresses other than its exports: the
+        // signature follows the version (`_v2` since CUDA 12.0).
+        Some(if cuda_version >= 12000 {
+            cuGetProcAddress_v2 as *const () as *mut c_void
+        } else {
+            cuGetProcAddress as *const () as *mut c_void
+        })
+    } else {
+        None
+    };
+    if let Some(own) = own {
         // SAFETY: as above.
         unsafe { *pfn = own };
         return;
     }
-    let Ok(table) = driver::table() else { return };
-    if let Some(wrapped) = table.symbol_for_real(found) {
+    // Recognize the function by address: exact whatever version boundaries
+    // this driver draws. Failing that (a driver handing out addresses other
+    // than its exports), by name, version and flags.
+    let wrapped = table.symbol_for_real(found).or_else(|| {
+        if symbols::is_own_wrapper(found) {
+            return None;
+        }
+        let by_name = symbols::for_proc_address(name, cuda_version, flags);
+        if let Some(symbol) = by_name {
+            tracing::debug!(
+                symbol = ?name,
+                cuda_version,
+                flags,
+                chosen = ?symbol.name,
+                "driver address unknown; wrapper chosen by version and flags"
+            );
+        }
+        by_name
+    });
+    if let Some(wrapped) = wrapped {
         // SAFETY: as above.
         unsafe { *pfn = (wrapped.wrapper)() };
-    } else if let Some(expected) = symbols::for_proc_address(name, cuda_version, flags) {
-        tracing::warn!(
-            symbol = ?name,
-            cuda_version,
-            flags,
-            expected = ?expected.name,
-            "the driver returned a variant of an intercepted function that the hook does not know; it runs unshared"
-        );
     }
 }
 
@@ -222,6 +333,30 @@ mod tests {
             )
         };
         assert_eq!(ours, real);
+    }
+
+    #[test]
+    fn exported_dlsym_hands_out_wrappers_only_where_the_name_exists() {
+        // SAFETY: RTLD_DEFAULT and literal names. No driver is loaded in
+        // unit tests, so even intercepted names are not found.
+        let (missing, next) = unsafe {
+            (
+                dlsym(libc::RTLD_DEFAULT, c"cuMemAlloc_v2".as_ptr()),
+                dlsym(libc::RTLD_NEXT, c"getpid".as_ptr()),
+            )
+        };
+        assert!(missing.is_null());
+        assert!(!next.is_null());
+    }
+
+    #[test]
+    fn interception_is_decided_by_name() {
+        assert!(dlsym_name_is_intercepted(c"cuLaunchKernel_ptsz".as_ptr()));
+        assert!(dlsym_name_is_intercepted(
+            c"nvmlDeviceGetMemoryInfo_v2".as_ptr()
+        ));
+        assert!(!dlsym_name_is_intercepted(c"cuInit".as_ptr()));
+        assert!(!dlsym_name_is_intercepted(std::ptr::null()));
     }
 
     #[test]

@@ -61,8 +61,8 @@ intercepted! {
     cuLaunchGridAsync = "cuLaunchGridAsync" @ 2000 legacy => work (f: CUfunction, width: c_int, height: c_int, stream: CUstream);
     cuLaunchKernel = "cuLaunchKernel" @ 4000 legacy => work (f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void);
     cuLaunchKernel_ptsz = "cuLaunchKernel" @ 7000 per_thread => work (f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void);
-    cuLaunchKernelEx = "cuLaunchKernelEx" @ 11080 legacy => work (config: OpaqueParams, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void);
-    cuLaunchKernelEx_ptsz = "cuLaunchKernelEx" @ 11080 per_thread => work (config: OpaqueParams, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void);
+    cuLaunchKernelEx = "cuLaunchKernelEx" @ 11060 legacy => work (config: OpaqueParams, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void);
+    cuLaunchKernelEx_ptsz = "cuLaunchKernelEx" @ 11060 per_thread => work (config: OpaqueParams, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void);
     cuLaunchCooperativeKernel = "cuLaunchCooperativeKernel" @ 9000 legacy => work (f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void);
     cuLaunchCooperativeKernel_ptsz = "cuLaunchCooperativeKernel" @ 9000 per_thread => work (f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void);
     cuGraphLaunch = "cuGraphLaunch" @ 10000 legacy => work (graph: CUgraphExec, stream: CUstream);
@@ -247,14 +247,32 @@ pub fn by_name(name: &CStr) -> Option<&'static Symbol> {
 
 /// The variant `cuGetProcAddress(base, cuda_version, flags)` means, if the
 /// base name is intercepted: the highest version not above `cuda_version`,
-/// per-thread variants first when `flags` asks for them.
+/// per-thread variants first when `flags` asks for them (and not also for
+/// the legacy ones).
 pub fn for_proc_address(base: &CStr, cuda_version: c_int, flags: u64) -> Option<&'static Symbol> {
-    let per_thread = flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM != 0;
+    // Legacy wins when both stream flags are set.
+    let per_thread = flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM != 0
+        && flags & CU_GET_PROC_ADDRESS_LEGACY_STREAM == 0;
     SYMBOLS
         .iter()
         .filter(|s| s.base == base && s.version <= cuda_version)
         .filter(|s| per_thread || !s.per_thread)
         .max_by_key(|s| (s.per_thread == per_thread, s.version))
+}
+
+/// Whether `symbol` is the only variant of its base with its stream kind,
+/// so that `cuGetProcAddress(base, version, flags)` cannot mean another.
+pub fn is_unambiguous(symbol: &Symbol) -> bool {
+    SYMBOLS
+        .iter()
+        .filter(|s| s.base == symbol.base && s.per_thread == symbol.per_thread)
+        .count()
+        == 1
+}
+
+/// Whether `address` is one of the hook's own wrappers.
+pub fn is_own_wrapper(address: *mut c_void) -> bool {
+    !address.is_null() && SYMBOLS.iter().any(|s| (s.wrapper)() == address)
 }
 
 #[cfg(test)]

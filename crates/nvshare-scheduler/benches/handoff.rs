@@ -48,6 +48,21 @@ fn wait_grant(wire: &mut Wire) {
 struct Summary {
     samples: Vec<u64>,
     elapsed: Duration,
+    /// The daemon's CPU time (user + system) over the measured period.
+    daemon_cpu: Duration,
+}
+
+/// CPU time used so far by process `pid` (user + system), from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_nanos(ticks * 1_000_000_000 / per_second)
 }
 
 impl Summary {
@@ -58,7 +73,8 @@ impl Summary {
 
     fn line(&self, what: &str) -> String {
         format!(
-            "{what}: {} samples in {:.2} s = {:.0}/s; p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us",
+            "{what}: {} samples in {:.2} s = {:.0}/s; p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, \
+             max {:.1} us; daemon CPU {:.1} us each",
             self.samples.len(),
             self.elapsed.as_secs_f64(),
             self.samples.len() as f64 / self.elapsed.as_secs_f64(),
@@ -66,6 +82,7 @@ impl Summary {
             self.percentile_us(0.99),
             self.percentile_us(0.999),
             *self.samples.last().unwrap() as f64 / 1_000.0,
+            self.daemon_cpu.as_secs_f64() * 1e6 / self.samples.len() as f64,
         )
     }
 }
@@ -92,28 +109,40 @@ fn contended(daemon: &Daemon, measure: Duration) -> Summary {
                         samples.push(granted - released);
                     }
                     if stop.load(Ordering::Relaxed) {
-                        wire.send(&ClientMsg::LockReleased { gpu: GPU, resident: 0 });
+                        wire.send(&ClientMsg::LockReleased {
+                            gpu: GPU,
+                            resident: 0,
+                        });
                         return samples;
                     }
                     last_release.store(base.elapsed().as_nanos() as u64, Ordering::Release);
-                    wire.send(&ClientMsg::LockReleased { gpu: GPU, resident: 0 });
+                    wire.send(&ClientMsg::LockReleased {
+                        gpu: GPU,
+                        resident: 0,
+                    });
                 }
             })
         })
         .collect();
     std::thread::sleep(WARMUP);
+    let cpu_before = cpu_time(daemon.pid());
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     std::thread::sleep(measure);
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
+    let daemon_cpu = cpu_time(daemon.pid()) - cpu_before;
     stop.store(true, Ordering::Relaxed);
     let mut samples: Vec<u64> = workers
         .into_iter()
         .flat_map(|w| w.join().unwrap())
         .collect();
     samples.sort_unstable();
-    Summary { samples, elapsed }
+    Summary {
+        samples,
+        elapsed,
+        daemon_cpu,
+    }
 }
 
 /// One client alone: request → grant round trips.
@@ -123,11 +152,13 @@ fn uncontended(daemon: &Daemon, measure: Duration) -> Summary {
     let warm_until = Instant::now() + WARMUP;
     let mut started = Instant::now();
     let mut measuring = false;
+    let mut cpu_before = Duration::ZERO;
     loop {
         let asked = Instant::now();
         if !measuring && asked >= warm_until {
             measuring = true;
             started = asked;
+            cpu_before = cpu_time(daemon.pid());
         }
         if measuring && asked.duration_since(started) >= measure {
             break;
@@ -137,11 +168,19 @@ fn uncontended(daemon: &Daemon, measure: Duration) -> Summary {
         if measuring {
             samples.push(asked.elapsed().as_nanos() as u64);
         }
-        wire.send(&ClientMsg::LockReleased { gpu: GPU, resident: 0 });
+        wire.send(&ClientMsg::LockReleased {
+            gpu: GPU,
+            resident: 0,
+        });
     }
     let elapsed = started.elapsed();
+    let daemon_cpu = cpu_time(daemon.pid()) - cpu_before;
     samples.sort_unstable();
-    Summary { samples, elapsed }
+    Summary {
+        samples,
+        elapsed,
+        daemon_cpu,
+    }
 }
 
 fn main() {

@@ -16,7 +16,9 @@ pub enum ServerError {
     #[error("{0} exists and is not a socket: remove it or choose another --socket")]
     NotASocket(PathBuf),
     /// The socket's directory could not be created.
-    #[error("cannot create the socket directory {path}: {source} (check permissions or choose another --socket)")]
+    #[error(
+        "cannot create the socket directory {path}: {source} (check permissions or choose another --socket)"
+    )]
     SocketDir {
         /// The directory.
         path: PathBuf,
@@ -24,7 +26,9 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// The socket could not be created, probed or configured.
-    #[error("cannot set up the socket {path}: {source} (check permissions or choose another --socket)")]
+    #[error(
+        "cannot set up the socket {path}: {source} (check permissions or choose another --socket)"
+    )]
     Socket {
         /// The socket path.
         path: PathBuf,

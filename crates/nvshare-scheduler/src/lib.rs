@@ -15,6 +15,8 @@
 //!   [`config::Config`].
 //! - [`units`]: human sizes (`16GiB`) and durations (`200ms`).
 //! - [`observe`]: the policy's records as log lines and metric updates.
+//! - [`logging`]: log output batched by a background thread, so the loop
+//!   never waits on stderr.
 //! - [`metrics`]: the Prometheus metrics and their HTTP responder
 //!   ([`metrics::http`]).
 //! - [`signals`]: SIGTERM/SIGINT as a file descriptor for the loop.
@@ -24,6 +26,7 @@
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod observe;

@@ -4,6 +4,7 @@
 
 use clap::Parser;
 use nvshare_scheduler::config::Cli;
+use nvshare_scheduler::logging::BatchedWriter;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
@@ -27,12 +28,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let (writer, flush_on_exit) = match BatchedWriter::start(std::io::stderr()) {
+        Ok(started) => started,
+        Err(err) => {
+            eprintln!("nvshare-scheduler: cannot start the log writer thread: {err}");
+            return ExitCode::from(1);
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    match nvshare_scheduler::daemon::run(config) {
+    let outcome = nvshare_scheduler::daemon::run(config);
+    drop(flush_on_exit);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("nvshare-scheduler: {err}");

@@ -14,6 +14,9 @@ use tracing::info;
 pub struct Observer {
     metrics: Arc<Metrics>,
     names: HashMap<ClientId, String>,
+    /// Each GPU's label, formatted once: formatting a UUID costs more than
+    /// the rest of a lock handoff.
+    gpus: HashMap<GpuUuid, GpuLabels>,
 }
 
 impl Observer {
@@ -22,6 +25,7 @@ impl Observer {
         Observer {
             metrics,
             names: HashMap::new(),
+            gpus: HashMap::new(),
         }
     }
 
@@ -53,79 +57,103 @@ impl Observer {
     }
 
     /// One log line and the metric updates for `record`.
-    pub fn record(&self, record: &Record) {
+    pub fn record(&mut self, record: &Record) {
+        let gpu = match record {
+            Record::Granted { gpu, .. }
+            | Record::DropRequested { gpu, .. }
+            | Record::Released { gpu, .. }
+            | Record::Switched { gpu, .. }
+            | Record::Evicted { gpu, .. }
+            | Record::Restored { gpu, .. } => *gpu,
+        };
+        self.gpus.entry(gpu).or_insert_with(|| GpuLabels {
+            gpu: gpu.to_string(),
+        });
+        let labels = &self.gpus[&gpu];
         let m = &*self.metrics;
         match record {
             Record::Granted {
                 client,
-                gpu,
+                gpu: _,
                 waited,
             } => {
-                info!(client, name = self.name(*client), %gpu, waited_ms = ms(*waited), "lock granted");
-                m.grants.get_or_create(&gpu_labels(gpu)).inc();
+                info!(
+                    client,
+                    name = self.name(*client),
+                    gpu = labels.gpu.as_str(),
+                    waited_ms = ms(*waited),
+                    "lock granted"
+                );
+                m.grants.get_or_create(labels).inc();
                 m.grant_wait
-                    .get_or_create(&gpu_labels(gpu))
+                    .get_or_create(labels)
                     .observe(waited.as_secs_f64());
             }
             Record::DropRequested {
                 client,
-                gpu,
+                gpu: _,
                 evict_bytes,
                 reason,
             } => {
-                info!(client, name = self.name(*client), %gpu, evict = %format_bytes(*evict_bytes),
-                      reason, "lock drop requested");
+                info!(client, name = self.name(*client), gpu = labels.gpu.as_str(),
+                      evict = %format_bytes(*evict_bytes), reason, "lock drop requested");
                 m.drop_requests
                     .get_or_create(&DropLabels {
-                        gpu: gpu.to_string(),
+                        gpu: labels.gpu.clone(),
                         reason: (*reason).to_owned(),
                     })
                     .inc();
             }
-            Record::Released { client, gpu, held } => {
+            Record::Released { client, held, .. } => {
                 let name = self.name(*client);
-                info!(client, name, %gpu, held_ms = ms(*held), "lock released");
+                info!(
+                    client,
+                    name,
+                    gpu = labels.gpu.as_str(),
+                    held_ms = ms(*held),
+                    "lock released"
+                );
                 m.held_seconds
                     .get_or_create(&ClientLabels {
-                        gpu: gpu.to_string(),
                         client: name.to_owned(),
+                        gpu: labels.gpu.clone(),
                     })
                     .inc_by(held.as_secs_f64());
             }
-            Record::Switched { gpu, latency } => {
-                info!(%gpu, latency_ms = ms(*latency), "lock switched");
-                m.switches.get_or_create(&gpu_labels(gpu)).inc();
+            Record::Switched { latency, .. } => {
+                info!(
+                    gpu = labels.gpu.as_str(),
+                    latency_ms = ms(*latency),
+                    "lock switched"
+                );
+                m.switches.get_or_create(labels).inc();
                 m.switch_latency
-                    .get_or_create(&gpu_labels(gpu))
+                    .get_or_create(labels)
                     .observe(latency.as_secs_f64());
             }
             Record::Evicted {
                 client,
-                gpu,
+                gpu: _,
                 bytes,
                 elapsed,
             } => {
-                info!(client, name = self.name(*client), %gpu, bytes = %format_bytes(*bytes),
-                      elapsed_ms = ms(*elapsed), gb_per_s = rate(*bytes, *elapsed), "memory evicted");
-                m.evicted_bytes.get_or_create(&gpu_labels(gpu)).inc_by(*bytes);
+                info!(client, name = self.name(*client), gpu = labels.gpu.as_str(),
+                      bytes = %format_bytes(*bytes), elapsed_ms = ms(*elapsed),
+                      gb_per_s = rate(*bytes, *elapsed), "memory evicted");
+                m.evicted_bytes.get_or_create(labels).inc_by(*bytes);
             }
             Record::Restored {
                 client,
-                gpu,
+                gpu: _,
                 bytes,
                 elapsed,
             } => {
-                info!(client, name = self.name(*client), %gpu, bytes = %format_bytes(*bytes),
-                      elapsed_ms = ms(*elapsed), gb_per_s = rate(*bytes, *elapsed), "memory restored");
-                m.restored_bytes.get_or_create(&gpu_labels(gpu)).inc_by(*bytes);
+                info!(client, name = self.name(*client), gpu = labels.gpu.as_str(),
+                      bytes = %format_bytes(*bytes), elapsed_ms = ms(*elapsed),
+                      gb_per_s = rate(*bytes, *elapsed), "memory restored");
+                m.restored_bytes.get_or_create(labels).inc_by(*bytes);
             }
         }
-    }
-}
-
-fn gpu_labels(gpu: &GpuUuid) -> GpuLabels {
-    GpuLabels {
-        gpu: gpu.to_string(),
     }
 }
 

@@ -106,7 +106,11 @@ mod tests {
             let err = parse_size(bad).unwrap_err();
             assert!(err.contains("e.g. 16GiB"), "{bad}: {err}");
         }
-        assert!(parse_size("99999999999TiB").unwrap_err().contains("too large"));
+        assert!(
+            parse_size("99999999999TiB")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]

@@ -11,7 +11,10 @@ use support::{Daemon, HookClient, MIB, Notice, PATIENCE, spawn_daemon, wait_exit
 #[test]
 fn the_socket_is_created_0660_in_a_new_directory() {
     let daemon = Daemon::start(&[]);
-    let mode = std::fs::metadata(&daemon.socket).unwrap().permissions().mode();
+    let mode = std::fs::metadata(&daemon.socket)
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o660);
     let dir = daemon.socket.parent().unwrap();
     let dir_mode = std::fs::metadata(dir).unwrap().permissions().mode();
@@ -28,7 +31,7 @@ fn a_stale_socket_is_replaced() {
 
     let daemon = Daemon::start_at(dir, socket, &[]);
     let _client = HookClient::connect_attached(&daemon.socket, "after-crash", MIB);
-    assert!(daemon.logs().contains("replacing the stale socket"));
+    assert!(daemon.logged("replacing the stale socket"));
 }
 
 #[test]
@@ -74,7 +77,7 @@ fn sigterm_tells_clients_removes_the_socket_and_exits_0() {
         );
     }
     assert!(!daemon.socket.exists(), "the socket file was left behind");
-    assert!(daemon.logs().contains("shutting down"));
+    assert!(daemon.logged("shutting down"));
 }
 
 #[test]
@@ -97,5 +100,9 @@ fn a_bad_command_line_exits_2_with_a_message() {
     );
     let status = wait_exit(&mut child, PATIENCE).unwrap();
     assert_eq!(status.code(), Some(2));
-    assert!(std::fs::read_to_string(&log).unwrap().contains("invalid size"));
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("invalid size")
+    );
 }

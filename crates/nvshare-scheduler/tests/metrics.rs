@@ -63,7 +63,10 @@ fn metrics_count_clients_grants_switches_and_swaps() {
     assert_eq!(value(&text, &format!("nvshare_grants_total{label}")), 2.0);
     assert_eq!(value(&text, &format!("nvshare_switches_total{label}")), 1.0);
     assert_eq!(
-        value(&text, &format!("nvshare_switch_latency_seconds_count{label}")),
+        value(
+            &text,
+            &format!("nvshare_switch_latency_seconds_count{label}")
+        ),
         1.0
     );
     assert!(value(&text, &format!("nvshare_evicted_bytes_total{label}")) > 0.0);

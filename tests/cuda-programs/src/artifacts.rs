@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 /// `target/<profile>` of the running test executable.
 pub fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable has a path");
-    let deps = exe.parent().expect("the test executable lies in a directory");
+    let deps = exe
+        .parent()
+        .expect("the test executable lies in a directory");
     let dir = if deps.file_name().is_some_and(|n| n == "deps") {
         deps.parent().expect("deps/ lies in target/<profile>")
     } else {
@@ -65,7 +67,10 @@ pub fn fake_cuda_command(program: &Path) -> Command {
     let mut command = Command::new(program);
     for (key, _) in std::env::vars_os() {
         let key_text = key.to_string_lossy();
-        if key_text.starts_with("FAKE_CUDA_") || key_text.starts_with("NVSHARE_") || key_text == "LD_PRELOAD" {
+        if key_text.starts_with("FAKE_CUDA_")
+            || key_text.starts_with("NVSHARE_")
+            || key_text == "LD_PRELOAD"
+        {
             command.env_remove(&key);
         }
     }
@@ -79,10 +84,16 @@ pub fn wait_with_timeout(mut child: Child, limit: Duration) -> Output {
     let deadline = Instant::now() + limit;
     loop {
         match child.try_wait().expect("poll a test program") {
-            Some(_) => return child.wait_with_output().expect("collect a test program's output"),
+            Some(_) => {
+                return child
+                    .wait_with_output()
+                    .expect("collect a test program's output");
+            }
             None if Instant::now() >= deadline => {
                 let _ = child.kill();
-                let output = child.wait_with_output().expect("reap a killed test program");
+                let output = child
+                    .wait_with_output()
+                    .expect("reap a killed test program");
                 panic!(
                     "a test program ran longer than {limit:?} and was killed; stderr:\n{}",
                     String::from_utf8_lossy(&output.stderr)

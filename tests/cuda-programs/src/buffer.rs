@@ -44,20 +44,37 @@ impl Buffer {
         match mode {
             AllocMode::Device => {
                 // SAFETY: valid out-pointer.
-                check("cuMemAlloc_v2", unsafe { (cuda.api.mem_alloc)(&mut ptr, bytes as usize) })?;
-                Ok(Buffer { ptr, bytes, mode, reserved: 0, chunks: Vec::new() })
+                check("cuMemAlloc_v2", unsafe {
+                    (cuda.api.mem_alloc)(&mut ptr, bytes as usize)
+                })?;
+                Ok(Buffer {
+                    ptr,
+                    bytes,
+                    mode,
+                    reserved: 0,
+                    chunks: Vec::new(),
+                })
             }
             AllocMode::Managed => {
                 // SAFETY: valid out-pointer.
                 check("cuMemAllocManaged", unsafe {
                     (cuda.api.mem_alloc_managed)(&mut ptr, bytes as usize, CU_MEM_ATTACH_GLOBAL)
                 })?;
-                let location = CUmemLocation { type_: CU_MEM_LOCATION_TYPE_DEVICE, id: cuda.device };
+                let location = CUmemLocation {
+                    type_: CU_MEM_LOCATION_TYPE_DEVICE,
+                    id: cuda.device,
+                };
                 // SAFETY: a managed range just allocated; NULL stream.
                 check("cuMemPrefetchAsync", unsafe {
                     (cuda.api.mem_prefetch)(ptr, bytes as usize, location, 0, std::ptr::null_mut())
                 })?;
-                Ok(Buffer { ptr, bytes, mode, reserved: 0, chunks: Vec::new() })
+                Ok(Buffer {
+                    ptr,
+                    bytes,
+                    mode,
+                    reserved: 0,
+                    chunks: Vec::new(),
+                })
             }
             AllocMode::Vmm => Buffer::alloc_vmm(cuda, bytes, chunk),
         }
@@ -68,18 +85,32 @@ impl Buffer {
         let mut granularity = 0usize;
         // SAFETY: valid pointers.
         check("cuMemGetAllocationGranularity", unsafe {
-            (cuda.api.mem_get_granularity)(&mut granularity, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM)
+            (cuda.api.mem_get_granularity)(
+                &mut granularity,
+                &prop,
+                CU_MEM_ALLOC_GRANULARITY_MINIMUM,
+            )
         })?;
         let granularity = granularity as u64;
         let round = |n: u64| n.div_ceil(granularity).max(1) * granularity;
         let reserved = round(bytes);
-        let chunk = if chunk == 0 { reserved } else { round(chunk).min(reserved) };
+        let chunk = if chunk == 0 {
+            reserved
+        } else {
+            round(chunk).min(reserved)
+        };
         let mut ptr = 0;
         // SAFETY: valid out-pointer.
         check("cuMemAddressReserve", unsafe {
             (cuda.api.mem_address_reserve)(&mut ptr, reserved as usize, 0, 0, 0)
         })?;
-        let mut buffer = Buffer { ptr, bytes, mode: AllocMode::Vmm, reserved, chunks: Vec::new() };
+        let mut buffer = Buffer {
+            ptr,
+            bytes,
+            mode: AllocMode::Vmm,
+            reserved,
+            chunks: Vec::new(),
+        };
         buffer.map(cuda, chunk)?;
         Ok(buffer)
     }
@@ -93,15 +124,26 @@ impl Buffer {
             let size = chunk.min(self.reserved - offset);
             let mut handle = 0;
             // SAFETY: valid pointers.
-            check("cuMemCreate", unsafe { (cuda.api.mem_create)(&mut handle, size as usize, &prop, 0) })?;
+            check("cuMemCreate", unsafe {
+                (cuda.api.mem_create)(&mut handle, size as usize, &prop, 0)
+            })?;
             let address = self.ptr + offset;
             // SAFETY: `address` lies in our reservation; `handle` is live.
-            check("cuMemMap", unsafe { (cuda.api.mem_map)(address, size as usize, 0, handle, 0) })?;
-            self.chunks.push(Chunk { address, size, handle });
+            check("cuMemMap", unsafe {
+                (cuda.api.mem_map)(address, size as usize, 0, handle, 0)
+            })?;
+            self.chunks.push(Chunk {
+                address,
+                size,
+                handle,
+            });
             offset += size;
         }
         let access = CUmemAccessDesc {
-            location: CUmemLocation { type_: CU_MEM_LOCATION_TYPE_DEVICE, id: cuda.device },
+            location: CUmemLocation {
+                type_: CU_MEM_LOCATION_TYPE_DEVICE,
+                id: cuda.device,
+            },
             flags: CU_MEM_ACCESS_FLAGS_PROT_READWRITE,
         };
         // SAFETY: the range is mapped; one valid descriptor.
@@ -114,9 +156,13 @@ impl Buffer {
     pub fn unmap(&mut self, cuda: &Cuda) -> Result<(), Error> {
         for chunk in self.chunks.drain(..) {
             // SAFETY: the chunk was mapped by `map`.
-            check("cuMemUnmap", unsafe { (cuda.api.mem_unmap)(chunk.address, chunk.size as usize) })?;
+            check("cuMemUnmap", unsafe {
+                (cuda.api.mem_unmap)(chunk.address, chunk.size as usize)
+            })?;
             // SAFETY: a handle we created and still own.
-            check("cuMemRelease", unsafe { (cuda.api.mem_release)(chunk.handle) })?;
+            check("cuMemRelease", unsafe {
+                (cuda.api.mem_release)(chunk.handle)
+            })?;
         }
         Ok(())
     }
@@ -141,7 +187,9 @@ impl Buffer {
     pub fn free(mut self, cuda: &Cuda) -> Result<(), Error> {
         match self.mode {
             // SAFETY: our own allocation, freed once.
-            AllocMode::Device | AllocMode::Managed => check("cuMemFree", unsafe { (cuda.api.mem_free)(self.ptr) }),
+            AllocMode::Device | AllocMode::Managed => {
+                check("cuMemFree", unsafe { (cuda.api.mem_free)(self.ptr) })
+            }
             AllocMode::Vmm => {
                 self.unmap(cuda)?;
                 // SAFETY: our reservation, now empty.

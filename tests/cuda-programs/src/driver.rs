@@ -45,12 +45,14 @@ impl Loader {
         if handle.is_null() {
             return Err(load_error(dl_error()));
         }
-        let get_proc_address = raw_dlsym(handle, "cuGetProcAddress_v2").ok_or_else(|| Error::Missing {
-            name: "cuGetProcAddress_v2".into(),
-            how: "dlsym".into(),
-        })?;
+        let get_proc_address =
+            raw_dlsym(handle, "cuGetProcAddress_v2").ok_or_else(|| Error::Missing {
+                name: "cuGetProcAddress_v2".into(),
+                how: "dlsym".into(),
+            })?;
         // SAFETY: the driver exports cuGetProcAddress_v2 with this signature.
-        let get_proc_address = unsafe { std::mem::transmute::<*mut c_void, GetProcAddressV2>(get_proc_address) };
+        let get_proc_address =
+            unsafe { std::mem::transmute::<*mut c_void, GetProcAddressV2>(get_proc_address) };
         let mut loader = Loader {
             handle,
             get_proc_address,
@@ -77,8 +79,20 @@ impl Loader {
         let mut pointer = std::ptr::null_mut();
         let mut status: c_int = -1;
         // SAFETY: valid C string and out-pointers, as the API requires.
-        let result = unsafe { (self.get_proc_address)(name.as_ptr(), &mut pointer, self.cuda_version, flags, &mut status) };
-        Lookup { result, status, pointer }
+        let result = unsafe {
+            (self.get_proc_address)(
+                name.as_ptr(),
+                &mut pointer,
+                self.cuda_version,
+                flags,
+                &mut status,
+            )
+        };
+        Lookup {
+            result,
+            status,
+            pointer,
+        }
     }
 
     fn by_proc_address(&self, name: &str) -> Result<*mut c_void, Error> {
@@ -117,20 +131,31 @@ fn dl_error() -> String {
         "unknown dlopen error".into()
     } else {
         // SAFETY: non-NULL C string from dlerror.
-        unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(text) }
+            .to_string_lossy()
+            .into_owned()
     }
 }
 
-/// The file of the shared object that contains `pointer` (`dladdr`).
+/// The file of the shared object that contains the address `pointer`
+/// (`dladdr`; the address is only compared, never dereferenced).
 pub fn library_of(pointer: *mut c_void) -> Option<String> {
+    let pointer = pointer as *const c_void;
     // SAFETY: an all-zero Dl_info is a valid value to be overwritten.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
     // SAFETY: dladdr only reads the address value and writes `info`.
-    if pointer.is_null() || unsafe { libc::dladdr(pointer, &mut info) } == 0 || info.dli_fname.is_null() {
+    if pointer.is_null()
+        || unsafe { libc::dladdr(pointer, &mut info) } == 0
+        || info.dli_fname.is_null()
+    {
         return None;
     }
     // SAFETY: dli_fname is a valid C string when dladdr succeeds.
-    Some(unsafe { CStr::from_ptr(info.dli_fname) }.to_string_lossy().into_owned())
+    Some(
+        unsafe { CStr::from_ptr(info.dli_fname) }
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 macro_rules! api {
@@ -178,6 +203,20 @@ api! {
     mem_map = by_proc_address("cuMemMap"): (CUdeviceptr, usize, usize, CUmemGenericAllocationHandle, u64);
     mem_unmap = by_proc_address("cuMemUnmap"): (CUdeviceptr, usize);
     mem_set_access = by_proc_address("cuMemSetAccess"): (CUdeviceptr, usize, *const CUmemAccessDesc, usize);
+    mem_export = by_proc_address("cuMemExportToShareableHandle"): (*mut c_void, CUmemGenericAllocationHandle, c_int, u64);
+    mem_import = by_proc_address("cuMemImportFromShareableHandle"): (*mut CUmemGenericAllocationHandle, *mut c_void, c_int);
+    ipc_get_mem_handle = by_proc_address("cuIpcGetMemHandle"): (*mut [u8; 64], CUdeviceptr);
+    mem_host_alloc = by_proc_address("cuMemHostAlloc"): (*mut *mut c_void, usize, c_uint);
+    mem_free_host = by_proc_address("cuMemFreeHost"): (*mut c_void);
+    mem_host_register = by_proc_address("cuMemHostRegister"): (*mut c_void, usize, c_uint);
+    mem_host_unregister = by_proc_address("cuMemHostUnregister"): (*mut c_void);
+    device_get_name = by_proc_address("cuDeviceGetName"): (*mut c_char, c_int, CUdevice);
+    stream_begin_capture = by_proc_address("cuStreamBeginCapture"): (CUstream, c_int);
+    stream_end_capture = by_proc_address("cuStreamEndCapture"): (CUstream, *mut *mut c_void);
+    graph_instantiate = by_proc_address("cuGraphInstantiate"): (*mut *mut c_void, *mut c_void, u64);
+    graph_launch = by_proc_address("cuGraphLaunch"): (*mut c_void, CUstream);
+    graph_exec_destroy = by_proc_address("cuGraphExecDestroy"): (*mut c_void);
+    graph_destroy = by_proc_address("cuGraphDestroy"): (*mut c_void);
     memcpy_htod = by_proc_address("cuMemcpyHtoD"): (CUdeviceptr, *const c_void, usize);
     memcpy_dtoh = by_proc_address("cuMemcpyDtoH"): (*mut c_void, CUdeviceptr, usize);
     memset_d8 = by_proc_address("cuMemsetD8"): (CUdeviceptr, u8, usize);

@@ -6,7 +6,9 @@ use crate::ffi::{CUresult, error_name};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// `libcuda.so.1` could not be loaded.
-    #[error("cannot load {library}: {reason}; put a libcuda.so.1 on LD_LIBRARY_PATH (or pass --library)")]
+    #[error(
+        "cannot load {library}: {reason}; put a libcuda.so.1 on LD_LIBRARY_PATH (or pass --library)"
+    )]
     Load { library: String, reason: String },
     /// A driver function could not be resolved.
     #[error("cannot resolve {name} ({how}); the driver does not offer it")]
@@ -15,7 +17,9 @@ pub enum Error {
     #[error("{call} failed: {} ({code})", error_name(*.code))]
     Cuda { call: &'static str, code: CUresult },
     /// The result computed on the device differs from the host's.
-    #[error("wrong result: device checksum {device} != host checksum {host}; device memory was corrupted")]
+    #[error(
+        "wrong result: device checksum {device} != host checksum {host}; device memory was corrupted"
+    )]
     Mismatch { device: u64, host: u64 },
 }
 

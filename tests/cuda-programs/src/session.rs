@@ -37,15 +37,23 @@ impl Cuda {
         };
         let loader = Loader::open(library, CUDA_VERSION, flags)?;
         let api = Api::resolve(&loader)?;
-        let mut cuda = Cuda { loader, api, device: 0 };
+        let mut cuda = Cuda {
+            loader,
+            api,
+            device: 0,
+        };
         // SAFETY (all calls below): valid out-pointers, per cuda.h.
         check("cuInit", unsafe { (cuda.api.init)(0) })?;
-        check("cuDeviceGet", unsafe { (cuda.api.device_get)(&mut cuda.device, device) })?;
+        check("cuDeviceGet", unsafe {
+            (cuda.api.device_get)(&mut cuda.device, device)
+        })?;
         let mut ctx = std::ptr::null_mut();
         check("cuDevicePrimaryCtxRetain", unsafe {
             (cuda.api.primary_ctx_retain)(&mut ctx, cuda.device)
         })?;
-        check("cuCtxSetCurrent", unsafe { (cuda.api.ctx_set_current)(ctx) })?;
+        check("cuCtxSetCurrent", unsafe {
+            (cuda.api.ctx_set_current)(ctx)
+        })?;
         Ok(cuda)
     }
 
@@ -53,7 +61,9 @@ impl Cuda {
     pub fn mem_info(&self) -> Result<(u64, u64), Error> {
         let (mut free, mut total) = (0usize, 0usize);
         // SAFETY: valid out-pointers.
-        check("cuMemGetInfo_v2", unsafe { (self.api.mem_get_info)(&mut free, &mut total) })?;
+        check("cuMemGetInfo_v2", unsafe {
+            (self.api.mem_get_info)(&mut free, &mut total)
+        })?;
         Ok((free as u64, total as u64))
     }
 
@@ -84,33 +94,73 @@ impl Cuda {
 
     /// Launches `function` on `stream` (1 block of 1 thread: the fake's
     /// kernels loop themselves) with `args`, each a pointer to a value.
-    pub fn launch(&self, function: CUfunction, stream: CUstream, args: &[*mut c_void]) -> Result<(), Error> {
+    #[allow(
+        clippy::not_unsafe_ptr_arg_deref,
+        reason = "CUDA handles are opaque ids the driver checks; never dereferenced here"
+    )]
+    pub fn launch(
+        &self,
+        function: CUfunction,
+        stream: CUstream,
+        args: &[*mut c_void],
+    ) -> Result<(), Error> {
         let mut args = args.to_vec();
         // SAFETY: `args` holds one valid pointer per kernel argument, and
         // the driver copies them before returning.
         check("cuLaunchKernel", unsafe {
-            (self.api.launch_kernel)(function, 1, 1, 1, 1, 1, 1, 0, stream, args.as_mut_ptr(), std::ptr::null_mut())
+            (self.api.launch_kernel)(
+                function,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                0,
+                stream,
+                args.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
         })
     }
 
     /// Launches `fill_u32`/`add_u32`-style kernels: (ptr, value, count).
-    pub fn launch_u32_op(&self, function: CUfunction, stream: CUstream, ptr: u64, value: u32, count: u64) -> Result<(), Error> {
+    pub fn launch_u32_op(
+        &self,
+        function: CUfunction,
+        stream: CUstream,
+        ptr: u64,
+        value: u32,
+        count: u64,
+    ) -> Result<(), Error> {
         let (mut ptr, mut value, mut count) = (ptr, value, count);
-        self.launch(function, stream, &[arg(&mut ptr), arg(&mut value), arg(&mut count)])
+        self.launch(
+            function,
+            stream,
+            &[arg(&mut ptr), arg(&mut value), arg(&mut count)],
+        )
     }
 
     /// A new stream.
     pub fn stream(&self) -> Result<CUstream, Error> {
         let mut stream = std::ptr::null_mut();
         // SAFETY: valid out-pointer.
-        check("cuStreamCreate", unsafe { (self.api.stream_create)(&mut stream, 0 as c_uint) })?;
+        check("cuStreamCreate", unsafe {
+            (self.api.stream_create)(&mut stream, 0 as c_uint)
+        })?;
         Ok(stream)
     }
 
     /// Waits for `stream`.
+    #[allow(
+        clippy::not_unsafe_ptr_arg_deref,
+        reason = "CUDA handles are opaque ids the driver checks; never dereferenced here"
+    )]
     pub fn synchronize(&self, stream: CUstream) -> Result<(), Error> {
         // SAFETY: a stream handle from this driver (or NULL).
-        check("cuStreamSynchronize", unsafe { (self.api.stream_synchronize)(stream) })
+        check("cuStreamSynchronize", unsafe {
+            (self.api.stream_synchronize)(stream)
+        })
     }
 }
 

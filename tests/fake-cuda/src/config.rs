@@ -19,6 +19,9 @@ pub struct Config {
     pub trace_path: Option<PathBuf>,
     /// `FAKE_CUDA_STATE_DIR`: where the cross-process memory table lives.
     pub state_dir: Option<PathBuf>,
+    /// `FAKE_CUDA_PINNED_LIMIT`: bytes of host memory one process may pin
+    /// (allocate pinned or register); unlimited when unset.
+    pub pinned_limit: Option<u64>,
 }
 
 impl Config {
@@ -45,7 +48,14 @@ impl Config {
                 )
             })?,
         };
+        let pinned_limit = match var("FAKE_CUDA_PINNED_LIMIT") {
+            None => None,
+            Some(text) => Some(parse_bytes(&text).ok_or_else(|| {
+                format!("FAKE_CUDA_PINNED_LIMIT={text:?} is not a size; use bytes or a suffix such as 256MiB")
+            })?),
+        };
         Ok(Config {
+            pinned_limit,
             devices,
             memory_per_device,
             trace_path: var("FAKE_CUDA_TRACE").map(PathBuf::from),

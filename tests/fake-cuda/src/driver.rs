@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::context::Contexts;
 use crate::event::Events;
 use crate::ffi::{CUDA_ERROR_INVALID_DEVICE, CUDA_ERROR_NOT_INITIALIZED, CUdevice};
+use crate::graph::Graphs;
 use crate::guard::CuResult;
 use crate::registry::Registry;
 use crate::stream::Streams;
@@ -21,11 +22,14 @@ pub struct Driver {
     pub config: Config,
     pub trace: Trace,
     pub accounting: Accounting,
+    /// Pinned host memory of this process (counted as "device" 0).
+    pub pinned: Accounting,
     /// Device allocations, host registrations, reservations and VMM handles.
     pub memory: Mutex<Registry>,
     pub contexts: Contexts,
     pub streams: Streams,
     pub events: Events,
+    pub graphs: Graphs,
     /// Loaded module handles.
     pub modules: Mutex<HashSet<usize>>,
     next_handle: AtomicUsize,
@@ -64,7 +68,9 @@ impl Driver {
             Some(dir) => Accounting::shared(config.memory_per_device, dir)?,
             None => Accounting::local(config.memory_per_device),
         };
+        let pinned = Accounting::local(config.pinned_limit.unwrap_or(u64::MAX));
         Ok(Driver {
+            pinned,
             config,
             trace,
             accounting,
@@ -72,6 +78,7 @@ impl Driver {
             contexts: Contexts::default(),
             streams: Streams::default(),
             events: Events::default(),
+            graphs: Graphs::default(),
             modules: Mutex::new(HashSet::new()),
             next_handle: AtomicUsize::new(0x1000),
         })

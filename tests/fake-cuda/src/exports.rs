@@ -66,6 +66,12 @@ exports! {
     cuGetExportTable,
     cuGetProcAddress,
     cuGetProcAddress_v2,
+    cuGraphDestroy,
+    cuGraphExecDestroy,
+    cuGraphInstantiateWithFlags,
+    cuGraphInstantiate_v2,
+    cuGraphLaunch,
+    cuGraphLaunch_ptsz,
     cuInit,
     cuIpcGetMemHandle,
     cuLaunchCooperativeKernel,
@@ -155,14 +161,82 @@ exports! {
     cuModuleUnload,
     cuPointerGetAttribute,
     cuPointerGetAttributes,
+    cuStreamBeginCapture,
+    cuStreamBeginCapture_ptsz,
+    cuStreamBeginCapture_v2,
+    cuStreamBeginCapture_v2_ptsz,
     cuStreamCreate,
     cuStreamCreateWithPriority,
     cuStreamDestroy,
     cuStreamDestroy_v2,
+    cuStreamEndCapture,
+    cuStreamEndCapture_ptsz,
+    cuStreamIsCapturing,
+    cuStreamIsCapturing_ptsz,
     cuStreamQuery,
     cuStreamQuery_ptsz,
     cuStreamSynchronize,
     cuStreamSynchronize_ptsz,
     cuStreamWaitEvent,
     cuStreamWaitEvent_ptsz,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NAMES;
+
+    /// Every entry point defined in `api/` (directly or through one of its
+    /// macros) is in the table, so `cuGetProcAddress` can hand it out.
+    #[test]
+    fn every_defined_entry_point_is_exported() {
+        let sources = [
+            include_str!("api/context.rs"),
+            include_str!("api/copy.rs"),
+            include_str!("api/device.rs"),
+            include_str!("api/graph.rs"),
+            include_str!("api/host.rs"),
+            include_str!("api/init.rs"),
+            include_str!("api/managed.rs"),
+            include_str!("api/memory.rs"),
+            include_str!("api/module.rs"),
+            include_str!("api/query.rs"),
+            include_str!("api/sharing.rs"),
+            include_str!("api/stream.rs"),
+            include_str!("api/vmm.rs"),
+            include_str!("proc_address.rs"),
+        ];
+        let mut defined = Vec::new();
+        for source in sources {
+            for line in source.lines().map(str::trim) {
+                let name = if let Some(rest) = line.split("extern \"C\" fn ").nth(1) {
+                    rest.split('(').next()
+                } else if line.starts_with("cu") {
+                    // A macro invocation line: `cuName: ...` or `cuName => ...`.
+                    let end = line
+                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .unwrap_or(line.len());
+                    let rest = &line[end..];
+                    (rest.starts_with(':') || rest.starts_with(" =>")).then(|| &line[..end])
+                } else {
+                    None
+                };
+                if let Some(name) = name.filter(|n| {
+                    n.len() > 2 && n.starts_with("cu") && n.as_bytes()[2].is_ascii_uppercase()
+                }) {
+                    defined.push(name.to_string());
+                }
+            }
+        }
+        assert!(
+            defined.len() > 150,
+            "the scan found the entry points: {}",
+            defined.len()
+        );
+        for name in &defined {
+            assert!(
+                NAMES.contains(&name.as_str()),
+                "{name} is defined but not in exports!"
+            );
+        }
+    }
 }

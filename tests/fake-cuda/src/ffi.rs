@@ -19,6 +19,9 @@ pub type CUevent = *mut c_void;
 pub type CUmodule = *mut c_void;
 /// `CUfunction`: an opaque kernel handle (here an id, never dereferenced).
 pub type CUfunction = *mut c_void;
+/// `CUgraph` / `CUgraphExec`: opaque graph handles (ids here).
+pub type CUgraph = *mut c_void;
+pub type CUgraphExec = *mut c_void;
 /// `CUmemGenericAllocationHandle`: a VMM physical allocation.
 pub type CUmemGenericAllocationHandle = u64;
 /// `CUhostFn`: a host function enqueued with `cuLaunchHostFunc`.
@@ -37,12 +40,14 @@ pub const CUDA_ERROR_ALREADY_MAPPED: CUresult = 208;
 pub const CUDA_ERROR_NOT_MAPPED: CUresult = 211;
 pub const CUDA_ERROR_FILE_NOT_FOUND: CUresult = 301;
 pub const CUDA_ERROR_INVALID_HANDLE: CUresult = 400;
+pub const CUDA_ERROR_ILLEGAL_STATE: CUresult = 401;
 pub const CUDA_ERROR_NOT_FOUND: CUresult = 500;
 pub const CUDA_ERROR_NOT_READY: CUresult = 600;
 pub const CUDA_ERROR_ILLEGAL_ADDRESS: CUresult = 700;
 pub const CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED: CUresult = 712;
 pub const CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED: CUresult = 713;
 pub const CUDA_ERROR_NOT_SUPPORTED: CUresult = 801;
+pub const CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED: CUresult = 900;
 pub const CUDA_ERROR_UNKNOWN: CUresult = 999;
 
 /// `cuGetProcAddress` flags.

@@ -16,6 +16,7 @@
 //! - `context`: contexts and each thread's current-context stack.
 //! - `stream`: streams as worker threads, with legacy-stream implicit sync.
 //! - `event`: events recorded into streams.
+//! - `graph`: graphs as recorded stream captures, replayed by `cuGraphLaunch`.
 //! - `os`: the mmap/memfd operations that play device memory.
 //! - `registry`: what lies at each address (allocations, reservations, VMM handles).
 //! - `kernels`: the built-in host "kernels" modules hand out by name.
@@ -31,6 +32,7 @@ mod driver;
 mod event;
 mod exports;
 mod ffi;
+mod graph;
 mod guard;
 mod kernels;
 mod os;

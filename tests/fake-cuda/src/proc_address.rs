@@ -25,6 +25,10 @@ const VERSIONED: &[(&str, &[(&str, c_int)])] = &[
     ("cuEventDestroy", &[("_v2", 4000)]),
     ("cuEventElapsedTime", &[("_v2", 12080)]),
     ("cuGetProcAddress", &[("_v2", 12000)]),
+    (
+        "cuGraphInstantiate",
+        &[("_v2", 11000), ("WithFlags", 12000)],
+    ),
     ("cuMemAdvise", &[("_v2", 13000)]),
     ("cuMemAlloc", &[("_v2", 3020)]),
     ("cuMemAllocHost", &[("_v2", 3020)]),
@@ -42,6 +46,7 @@ const VERSIONED: &[(&str, &[(&str, c_int)])] = &[
     ("cuMemcpyHtoDAsync", &[("_v2", 3020)]),
     ("cuMemsetD32", &[("_v2", 3020)]),
     ("cuMemsetD8", &[("_v2", 3020)]),
+    ("cuStreamBeginCapture", &[("_v2", 10010)]),
     ("cuStreamDestroy", &[("_v2", 4000)]),
 ];
 
@@ -51,6 +56,11 @@ const INTRODUCED: &[(&str, c_int)] = &[
     ("cuDeviceGetUuid", 9020),
     ("cuDevicePrimaryCtxRetain", 7000),
     ("cuGetProcAddress", 11030),
+    ("cuGraphDestroy", 10000),
+    ("cuGraphExecDestroy", 10000),
+    ("cuGraphInstantiate", 10000),
+    ("cuGraphInstantiateWithFlags", 11040),
+    ("cuGraphLaunch", 10000),
     ("cuLaunchCooperativeKernel", 9000),
     ("cuLaunchHostFunc", 10000),
     ("cuLaunchKernel", 4000),
@@ -72,7 +82,10 @@ const INTRODUCED: &[(&str, c_int)] = &[
     ("cuMemRetainAllocationHandle", 11000),
     ("cuMemSetAccess", 10020),
     ("cuMemUnmap", 10020),
+    ("cuStreamBeginCapture", 10000),
     ("cuStreamCreateWithPriority", 5050),
+    ("cuStreamEndCapture", 10000),
+    ("cuStreamIsCapturing", 10000),
 ];
 
 /// Whether `name` carries a version or stream-semantics suffix.

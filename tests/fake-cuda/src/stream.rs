@@ -14,11 +14,17 @@ use std::sync::mpsc;
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::MAX_DEVICES;
-use crate::ffi::{CU_STREAM_LEGACY, CU_STREAM_PER_THREAD, CUDA_ERROR_INVALID_HANDLE, CUstream};
+use crate::ffi::{
+    CU_STREAM_LEGACY, CU_STREAM_PER_THREAD, CUDA_ERROR_ILLEGAL_STATE, CUDA_ERROR_INVALID_HANDLE,
+    CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, CUstream,
+};
 use crate::guard::CuResult;
 
 /// One unit of queued GPU work.
 pub type Op = Box<dyn FnOnce() + Send + 'static>;
+/// Work that can run again and again: what a stream capture records
+/// (kernels, copies, memsets) and a graph launch replays.
+pub type Replay = Arc<dyn Fn() + Send + Sync + 'static>;
 
 /// Which default stream a NULL stream handle means: the legacy one, or the
 /// calling thread's own (the `_ptsz`/`_ptds` entry points).
@@ -37,6 +43,8 @@ pub struct Stream {
     queue: mpsc::Sender<Op>,
     /// (submitted, completed) operation counts.
     progress: Arc<(Mutex<(u64, u64)>, Condvar)>,
+    /// The operations recorded while the stream is being captured.
+    capture: Mutex<Option<Vec<Replay>>>,
 }
 
 impl Stream {
@@ -62,6 +70,7 @@ impl Stream {
             legacy,
             queue,
             progress,
+            capture: Mutex::new(None),
         })
     }
 
@@ -94,6 +103,11 @@ impl Stream {
     pub fn is_idle(&self) -> bool {
         let counts = self.progress.0.lock();
         counts.0 == counts.1
+    }
+
+    /// Whether a capture is recording this stream's work.
+    pub fn is_capturing(&self) -> bool {
+        self.capture.lock().is_some()
     }
 
     fn submitted(&self) -> u64 {
@@ -184,7 +198,11 @@ impl Streams {
     /// Queues `op` on `stream`, after the work it implicitly depends on:
     /// legacy-stream work waits for the device's blocking streams, and
     /// blocking-stream work waits for the legacy stream. Returns the ticket.
-    pub fn submit(&self, stream: &Arc<Stream>, op: Op) -> u64 {
+    /// Work that cannot be captured is refused on a capturing stream.
+    pub fn submit(&self, stream: &Arc<Stream>, op: Op) -> CuResult<u64> {
+        if stream.is_capturing() {
+            return Err(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+        }
         let _order = self.submit_order.lock();
         let mut after: Vec<(Arc<Stream>, u64)> = Vec::new();
         if stream.legacy {
@@ -201,20 +219,50 @@ impl Streams {
             }
         }
         if after.is_empty() {
-            return stream.enqueue(op);
+            return Ok(stream.enqueue(op));
         }
-        stream.enqueue(Box::new(move || {
+        Ok(stream.enqueue(Box::new(move || {
             for (other, ticket) in &after {
                 other.wait_for(*ticket);
             }
             op()
-        }))
+        })))
+    }
+
+    /// Queues capturable work: recorded if `stream` is being captured,
+    /// otherwise submitted.
+    pub fn submit_replayable(&self, stream: &Arc<Stream>, op: Replay) -> CuResult {
+        if let Some(recorded) = stream.capture.lock().as_mut() {
+            recorded.push(op);
+            return Ok(());
+        }
+        self.submit(stream, Box::new(move || op())).map(drop)
     }
 
     /// Queues `op` on `stream` and waits for it (synchronous calls).
-    pub fn run_sync(&self, stream: &Arc<Stream>, op: Op) {
-        let ticket = self.submit(stream, op);
+    pub fn run_sync(&self, stream: &Arc<Stream>, op: Op) -> CuResult {
+        let ticket = self.submit(stream, op)?;
         stream.wait_for(ticket);
+        Ok(())
+    }
+
+    /// Starts recording `stream`'s work instead of running it. The legacy
+    /// stream cannot be captured.
+    pub fn begin_capture(&self, stream: &Arc<Stream>) -> CuResult {
+        if stream.legacy {
+            return Err(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+        }
+        let mut capture = stream.capture.lock();
+        if capture.is_some() {
+            return Err(CUDA_ERROR_ILLEGAL_STATE);
+        }
+        *capture = Some(Vec::new());
+        Ok(())
+    }
+
+    /// Stops recording and returns what was recorded.
+    pub fn end_capture(&self, stream: &Arc<Stream>) -> CuResult<Vec<Replay>> {
+        stream.capture.lock().take().ok_or(CUDA_ERROR_ILLEGAL_STATE)
     }
 
     /// Waits for every stream of `device` (`cuCtxSynchronize`).

@@ -31,15 +31,15 @@ share_uvm() {
       failed+=("$(why_failed "w$i" "$rc") bad=$(value "w$i" bad)")
     fi
   done
-  local summary clients switches
-  summary=$("$PY" "$STATUS_PY" summarize "$CHECK_DIR"/status.*.json)
-  echo "status over $k snapshots: $summary"
+  local clients switches summary=$CHECK_DIR/status-summary.json
+  "$PY" "$STATUS_PY" summarize "$CHECK_DIR"/status.*.json >"$summary"
+  echo "status over $k snapshots: $(cat "$summary")"
   echo "last snapshot:"
-  cat "$CHECK_DIR/status.$((k - 1)).json" 2>/dev/null | head -c 4000
+  head -c 4000 "$CHECK_DIR/status.$((k - 1)).json" 2>/dev/null
   echo
   ((${#failed[@]} == 0)) || fail "${failed[*]}"
-  clients=$(SUMMARY=$summary "$PY" -c 'import json,os; print(json.loads(os.environ["SUMMARY"])["max_clients"])')
-  switches=$(SUMMARY=$summary "$PY" -c 'import json,os; print(json.loads(os.environ["SUMMARY"])["max_switches"])')
+  clients=$("$PY" "$STATUS_PY" get "$summary" max_clients)
+  switches=$("$PY" "$STATUS_PY" get "$summary" max_switches)
   ((clients >= n)) || fail "status never showed $n clients at once (most: $clients; $k snapshots)"
   ((switches > 0)) || fail "no switch between programs in the status (capacity ${cap} GiB < $n x $gib GiB should force time-slicing)"
   local times=""

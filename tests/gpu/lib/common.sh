@@ -14,6 +14,7 @@ GIB=1073741824
 
 # Paths. The artifacts are built on a machine with Rust and carried here.
 GPU_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TESTS_GPU_DIR=$(cd "$GPU_LIB_DIR/.." && pwd)
 REPO=$(cd "$GPU_LIB_DIR/../../.." && pwd)
 ART=${NVSHARE_ARTIFACTS:-$REPO/target/release}
 HOOK=$ART/libnvshare.so
@@ -23,44 +24,18 @@ PY=${PYTHON:-python3}
 REPORT_PY=$GPU_LIB_DIR/report.py
 RESULTS_PY=$GPU_LIB_DIR/results.py
 STATUS_PY=$GPU_LIB_DIR/status.py
-export GIB GPU_LIB_DIR REPO ART HOOK SCHED CTL PY REPORT_PY RESULTS_PY STATUS_PY
+export GIB GPU_LIB_DIR TESTS_GPU_DIR REPO ART HOOK SCHED CTL PY REPORT_PY RESULTS_PY STATUS_PY
 
-# Every environment variable the hook or the daemon reads: cleared for native
-# runs and for the daemon (which takes its settings as flags only).
-NVSHARE_VARS=(LD_PRELOAD NVSHARE_SOCK NVSHARE_MODE NVSHARE_NAME NVSHARE_SCHEDULER
-  NVSHARE_LOG NVSHARE_DEBUG NVSHARE_TQ NVSHARE_POLICY NVSHARE_MEMORY_CAPACITY
-  NVSHARE_MEMORY_RESERVE NVSHARE_METRICS_ADDR NVSHARE_SOCK_GROUP
-  NVSHARE_ENABLE_SINGLE_OVERSUB NVSHARE_IDLE_MS)
+# `native CMD...` and `hooked MODE NAME CMD...` are executables (so timeout,
+# setsid and env can run them): see lib/bin.
+chmod +x "$GPU_LIB_DIR/bin/native" "$GPU_LIB_DIR/bin/hooked" 2>/dev/null || true
+PATH=$GPU_LIB_DIR/bin:$PATH
+export PATH
 
 now() { date +%s.%N; }
 
 # elapsed START -> seconds since START with millisecond precision.
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
-
-# The environment for a program that must not see the hook.
-unhooked_env() {
-  local args=() v
-  for v in "${NVSHARE_VARS[@]}"; do args+=(-u "$v"); done
-  printf '%s\n' "${args[@]}"
-}
-
-# native CMD... : runs CMD without the hook and without any nvshare setting.
-native() {
-  local unset_args
-  mapfile -t unset_args < <(unhooked_env)
-  env "${unset_args[@]}" "$@"
-}
-
-# hooked MODE NAME CMD... : runs CMD under the hook, on $SOCK, never starting
-# a scheduler of its own (a missing daemon is then an error, not a surprise).
-# Extra variables go before the call: `FOO=1 hooked uvm a prog`.
-hooked() {
-  local mode=$1 name=$2
-  shift 2
-  env LD_PRELOAD="$HOOK" NVSHARE_SOCK="$SOCK" NVSHARE_MODE="$mode" \
-    NVSHARE_NAME="$name" NVSHARE_SCHEDULER="${NVSHARE_SCHEDULER:-external}" \
-    NO_COLOR=1 "$@"
-}
 
 # ---------------------------------------------------------------- scheduler
 
@@ -70,9 +45,7 @@ start_scheduler() {
   local sock=$1 log=$2
   shift 2
   rm -f "$sock"
-  local unset_args
-  mapfile -t unset_args < <(unhooked_env)
-  env "${unset_args[@]}" NO_COLOR=1 NVSHARE_LOG="${SCHED_LOG_FILTER:-info}" \
+  native env NO_COLOR=1 NVSHARE_LOG="${SCHED_LOG_FILTER:-info}" \
     "$SCHED" --socket "$sock" "$@" >"$log" 2>&1 </dev/null &
   SCHED_PID=$!
   local i
@@ -110,12 +83,27 @@ stop_scheduler() {
   SCHED_PID=
 }
 
-# ctl_status SOCK OUTFILE : `nvshare-ctl status --json` into OUTFILE.
+# ctl_status SOCK OUTFILE : `nvshare-ctl --socket SOCK status --json` into
+# OUTFILE (or `status --socket SOCK --json`, for a ctl whose --socket is an
+# option of the subcommand only).
 ctl_status() {
-  native timeout -k 2 10 "$CTL" --socket "$1" status --json >"$2" 2>"$2.err"
+  native timeout -k 2 10 "$CTL" --socket "$1" status --json >"$2" 2>"$2.err" ||
+    native timeout -k 2 10 "$CTL" status --socket "$1" --json >"$2" 2>>"$2.err"
 }
 
 # ---------------------------------------------------------------- processes
+
+# kill_session SID SIGNAL : signals every process of session SID (the
+# session run_limited made; `timeout` moves its child to a process group of
+# its own, so a group kill would miss it).
+kill_session() {
+  local sid=$1 signal=$2 pids
+  pids=$(ps -e -o pid=,sid= 2>/dev/null | awk -v s="$sid" '$2 == s { print $1 }')
+  # shellcheck disable=SC2086  # one PID per word
+  [[ -n $pids ]] && kill -"$signal" $pids 2>/dev/null
+  kill -"$signal" "$sid" 2>/dev/null
+  return 0
+}
 
 # run_limited LIMIT_S OUTFILE CMD... : runs CMD in its own session with
 # output to OUTFILE; after LIMIT_S kills the whole session (every process the
@@ -128,10 +116,9 @@ run_limited() {
   deadline=$(awk -v n="$(now)" -v l="$limit" 'BEGIN { printf "%.1f", n + l }')
   while kill -0 "$pid" 2>/dev/null; do
     if awk -v n="$(now)" -v d="$deadline" 'BEGIN { exit !(n >= d) }'; then
-      kill -TERM -- "-$pid" 2>/dev/null
+      kill_session "$pid" TERM
       sleep 3
-      kill -KILL -- "-$pid" 2>/dev/null
-      kill -KILL "$pid" 2>/dev/null
+      kill_session "$pid" KILL
       wait "$pid" 2>/dev/null
       return 124
     fi
@@ -140,16 +127,17 @@ run_limited() {
   wait "$pid"
 }
 
-# capped FILE : the file, at most its first 80 and last 250 lines.
+# capped FILE [HEAD TAIL] : the file, at most its first HEAD (80) and last
+# TAIL (250) lines.
 capped() {
-  local n
+  local head=${2:-80} tail=${3:-250} n
   n=$(wc -l <"$1")
-  if ((n <= 330)); then
+  if ((n <= head + tail)); then
     cat "$1"
   else
-    head -n 80 "$1"
-    echo "... [$((n - 330)) lines cut] ..."
-    tail -n 250 "$1"
+    head -n "$head" "$1"
+    echo "... [$((n - head - tail)) lines cut] ..."
+    tail -n "$tail" "$1"
   fi
 }
 

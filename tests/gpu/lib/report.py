@@ -3,13 +3,16 @@
 
 Subcommands (stdlib only, so it runs before anything else is importable):
   facts                                   JSON facts about GPU 0 and the host
+  facts-line FACTS                        those facts in one line, for people
   check-add JSONL NAME STATUS SECONDS DETAIL
                                           append one check record
   suite-summary FACTS JSONL MODE OUT      write the suite's JSON summary
   bench-add JSONL --what W --value V --unit U [--baseline B --baseline-value BV]
             [--ratio R] [--target T] [--samples S] [--note N]
                                           append one benchmark result
-  bench-summary FACTS JSONL OUT           write the benchmarks' JSON summary
+  bench-summary FACTS JSONL OUT [RUNS]    write the benchmarks' JSON summary
+                                          (RUNS: the benchmarks' own verdicts)
+  bench-table JSONL                       one line per result, for people
 """
 
 import argparse
@@ -120,6 +123,13 @@ def load_facts(path):
         return json.load(f)
 
 
+def facts_line(args):
+    f = load_facts(args.facts)
+    print(f"{f['device']}, driver {f['driver']} (CUDA {f['driver_cuda_version']}), "
+          f"{f['memory_free_mib']} of {f['memory_total_mib']} MiB free, {f['pcie']}, "
+          f"kernel {f['uname']}, {f['nvcc'] or 'no nvcc'}, torch {f['torch']}")
+
+
 def check_add(args):
     status = args.status.upper()
     append(args.jsonl, {
@@ -187,22 +197,43 @@ def bench_add(args):
         "note": args.note if value is not None else (args.note or "not measured"),
     }
     append(args.jsonl, record)
-    shown = "not measured" if value is None else f"{value:.6g} {args.unit}"
-    extra = "" if record["ratio"] is None else f"  ratio {record['ratio']} ({args.target or 'no target'})"
-    print(f"BENCH {args.what}: {shown}{extra}")
+    print("BENCH " + bench_line(record))
+
+
+def bench_line(record):
+    value = record["value"]
+    shown = "not measured" if value is None else f"{value:.4g} {record['unit']}"
+    line = f"{record['what']}: {shown}"
+    if record.get("baseline_value") is not None:
+        line += f" vs {record['baseline_value']:.4g} ({record['baseline']})"
+    if record.get("ratio") is not None:
+        line += f", ratio {record['ratio']}"
+    if record.get("target"):
+        line += f", target {record['target']}"
+    if value is None and record.get("note"):
+        line += f" [{record['note']}]"
+    return line
+
+
+def bench_table(args):
+    for record in read_jsonl(args.jsonl):
+        print(bench_line(record))
 
 
 def bench_summary(args):
     f = load_facts(args.facts)
     stamp = {k: f[k] for k in ("device", "driver", "uname", "date")}
     results = [dict(r, **stamp) for r in read_jsonl(args.jsonl)]
-    write_json(args.out, dict(stamp, suite="nvshare GPU benchmarks", results=results, facts=f))
+    runs = read_jsonl(args.runs) if args.runs else []
+    write_json(args.out, dict(stamp, suite="nvshare GPU benchmarks", results=results,
+                              benchmarks=runs, facts=f))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("facts")
+    sub.add_parser("facts-line").add_argument("facts")
     p = sub.add_parser("check-add")
     for name in ("jsonl", "name", "status", "seconds", "detail"):
         p.add_argument(name)
@@ -220,19 +251,25 @@ def main():
     p.add_argument("--target", default=None)
     p.add_argument("--samples", default=None)
     p.add_argument("--note", default=None)
+    sub.add_parser("bench-table").add_argument("jsonl")
     p = sub.add_parser("bench-summary")
     for name in ("facts", "jsonl", "out"):
         p.add_argument(name)
+    p.add_argument("runs", nargs="?")
     args = parser.parse_args()
     if args.cmd == "facts":
         json.dump(facts(), sys.stdout, indent=2)
         sys.stdout.write("\n")
+    elif args.cmd == "facts-line":
+        facts_line(args)
     elif args.cmd == "check-add":
         check_add(args)
     elif args.cmd == "suite-summary":
         suite_summary(args)
     elif args.cmd == "bench-add":
         bench_add(args)
+    elif args.cmd == "bench-table":
+        bench_table(args)
     elif args.cmd == "bench-summary":
         bench_summary(args)
 

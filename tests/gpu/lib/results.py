@@ -4,7 +4,8 @@
 Subcommands:
   get FILE KEY         KEY's value on the last RESULT line that has it (exit 1 if none)
   all FILE KEY         every value of KEY, one per line, in order
-  median V...          the median of the numbers given (exit 1 if none is a number)
+  median V...          the median of the numbers given, each argument a number or
+                       a comma list of numbers (exit 1 if none is a number)
 """
 
 import statistics
@@ -48,7 +49,7 @@ def main():
             print(value)
     elif cmd == "median":
         numbers = []
-        for text in args:
+        for text in (item for arg in args for item in arg.split(",")):
             try:
                 numbers.append(float(text))
             except ValueError:

@@ -1,6 +1,7 @@
 //! The real CUDA driver: `libcuda.so.1` loaded once, every function the hook
-//! wraps or uses resolved through the real `cuGetProcAddress` into one table,
-//! and safe calls over it for the gate, the client and the engines.
+//! wraps or uses resolved into one table (by exact export name through the
+//! real `dlsym`, else through the real `cuGetProcAddress`), and safe calls
+//! over it for the gate, the client and the engines.
 //!
 //! The table is built lazily, at the first call a program makes into CUDA
 //! through the hook; that call also starts logging. Nothing here runs for a
@@ -16,14 +17,17 @@ pub use helpers::HelperFns;
 
 use crate::ffi::*;
 use crate::interpose::real_dlsym;
-use crate::symbols::{RealFns, SYMBOLS, Symbol};
+use crate::symbols::{self, RealFns, SYMBOLS, Symbol};
 use std::ffi::{CStr, c_int, c_void};
 use std::sync::OnceLock;
 
 /// The library the hook loads (the name libcudart loads too).
 const LIBCUDA: &CStr = c"libcuda.so.1";
 
-/// Everything resolved from the real driver.
+/// Everything resolved from the real driver. Intercepted functions are
+/// taken by their exact exported names through the real `dlsym` on the
+/// `libcuda.so.1` handle (falling back to the real `cuGetProcAddress`);
+/// the hook's own overrides are never consulted.
 pub struct Driver {
     /// The real `cuGetProcAddress` (CUDA 11.3+).
     pub get_proc_address_v1: Option<CuGetProcAddressV1>,
@@ -89,27 +93,46 @@ impl Driver {
                 (!v1.is_null()).then(|| std::mem::transmute::<*mut c_void, CuGetProcAddressV1>(v1)),
             )
         };
-        let resolve = |base: &CStr, name: &CStr, version: c_int, flags: u64| {
-            let found = proc_address(
+        let proc = |base: &CStr, version: c_int, flags: u64| {
+            proc_address(
                 get_proc_address_v1,
                 get_proc_address_v2,
                 base,
                 version,
                 flags,
-            );
-            if found.is_null() { lookup(name) } else { found }
+            )
         };
+        // The exact export first: a name means one signature, where a
+        // (base, version) pair depends on where each driver draws the line
+        // between variants. cuGetProcAddress serves functions the driver
+        // does not export, where the base has one variant of this kind.
         let intercepted = RealFns::resolve(|symbol: &Symbol| {
-            let flags = if symbol.per_thread {
-                CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM
+            let exact = lookup(symbol.name);
+            let found = if !exact.is_null() || !symbols::is_unambiguous(symbol) {
+                exact
             } else {
-                CU_GET_PROC_ADDRESS_LEGACY_STREAM
+                let flags = if symbol.per_thread {
+                    CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM
+                } else {
+                    CU_GET_PROC_ADDRESS_LEGACY_STREAM
+                };
+                proc(symbol.base, symbol.version, flags)
             };
-            resolve(symbol.base, symbol.name, symbol.version, flags)
+            // Never resolve to the hook itself: that would recurse forever.
+            if symbols::is_own_wrapper(found) {
+                std::ptr::null_mut()
+            } else {
+                found
+            }
         });
         let real_addresses = intercepted.addresses();
         let helpers = HelperFns::resolve(|base, name, version| {
-            resolve(base, name, version, CU_GET_PROC_ADDRESS_LEGACY_STREAM)
+            let exact = lookup(name);
+            if exact.is_null() {
+                proc(base, version, CU_GET_PROC_ADDRESS_LEGACY_STREAM)
+            } else {
+                exact
+            }
         });
         Ok(Driver {
             get_proc_address_v1,

@@ -136,3 +136,24 @@ fn unknown_names_are_not_intercepted() {
     assert!(for_proc_address(c"cuInit", 13000, 0).is_none());
     assert!(for_proc_address(c"", 13000, 0).is_none());
 }
+
+#[test]
+fn ambiguity_is_per_base_and_stream_kind() {
+    let entry = |name: &CStr| by_name(name).expect("intercepted");
+    assert!(is_unambiguous(entry(c"cuLaunchKernel")));
+    assert!(is_unambiguous(entry(c"cuLaunchKernel_ptsz")));
+    assert!(!is_unambiguous(entry(c"cuMemAlloc_v2")));
+    assert!(!is_unambiguous(entry(c"cuMemPrefetchAsync_v2_ptsz")));
+}
+
+#[test]
+fn own_wrappers_are_recognized() {
+    let wrapper = (entry_wrapper(c"cuMemAlloc_v2"))();
+    assert!(is_own_wrapper(wrapper));
+    assert!(!is_own_wrapper(std::ptr::null_mut()));
+    assert!(!is_own_wrapper(libc::getpid as *const () as *mut c_void));
+}
+
+fn entry_wrapper(name: &CStr) -> fn() -> *mut c_void {
+    by_name(name).expect("intercepted").wrapper
+}

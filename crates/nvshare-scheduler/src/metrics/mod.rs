@@ -170,7 +170,9 @@ mod tests {
     #[test]
     fn every_metric_is_exported_under_its_name() {
         let metrics = Metrics::new();
-        let gpu = GpuLabels { gpu: "GPU-1".into() };
+        let gpu = GpuLabels {
+            gpu: "GPU-1".into(),
+        };
         metrics.clients.set(3);
         metrics.grants.get_or_create(&gpu).inc();
         metrics.switch_latency.get_or_create(&gpu).observe(0.002);

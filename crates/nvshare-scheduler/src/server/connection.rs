@@ -198,7 +198,10 @@ mod tests {
             conn.queue(&msg).unwrap();
         }
         conn.flush().unwrap();
-        assert!(conn.pending_output() > 0, "the socket buffer cannot hold 4 MiB");
+        assert!(
+            conn.pending_output() > 0,
+            "the socket buffer cannot hold 4 MiB"
+        );
         drop(theirs);
         assert!(conn.flush().is_err());
     }

@@ -188,7 +188,10 @@ mod tests {
         let listener = SocketListener::bind(&path, None).unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, SOCKET_MODE);
-        let dir_mode = fs::metadata(path.parent().unwrap()).unwrap().permissions().mode();
+        let dir_mode = fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(dir_mode & 0o777, DIR_MODE);
         drop(listener);
         assert!(!path.exists());

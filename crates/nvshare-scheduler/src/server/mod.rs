@@ -103,7 +103,18 @@ impl Server {
     pub fn run(&mut self) -> Result<Signal, ServerError> {
         let mut events = vec![EpollEvent::empty(); 256];
         loop {
-            let ready = match self.epoll.wait(&mut events, self.timeout()) {
+            // The deadline is computed once per round: events that move it
+            // earlier (a request behind a holder whose quantum is over) just
+            // make the next wait return at once.
+            let mut deadline = self.scheduler.next_deadline();
+            let now = self.now();
+            if deadline.is_some_and(|d| d <= now) {
+                let actions = self.scheduler.handle(now, Event::Tick);
+                self.apply(actions);
+                self.flush_dirty();
+                deadline = self.scheduler.next_deadline();
+            }
+            let ready = match self.epoll.wait(&mut events, self.timeout(deadline)) {
                 Ok(ready) => ready,
                 Err(Errno::EINTR) => 0,
                 Err(errno) => return Err(ServerError::system("waiting for events")(errno)),
@@ -124,7 +135,6 @@ impl Server {
                     id => self.serve(id, event.events()),
                 }
             }
-            self.tick_if_due();
             self.flush_dirty();
             self.observer
                 .set_load(self.scheduler.client_count(), self.scheduler.queue_len());
@@ -136,10 +146,10 @@ impl Server {
         self.started.elapsed()
     }
 
-    /// Until the policy's next deadline (rounded up to whole milliseconds,
-    /// epoll's resolution), or forever.
-    fn timeout(&self) -> EpollTimeout {
-        let Some(deadline) = self.scheduler.next_deadline() else {
+    /// Until `deadline` (rounded up to whole milliseconds, epoll's
+    /// resolution), or forever.
+    fn timeout(&self, deadline: Option<Duration>) -> EpollTimeout {
+        let Some(deadline) = deadline else {
             return EpollTimeout::NONE;
         };
         let wait = deadline.saturating_sub(self.now());
@@ -148,14 +158,6 @@ impl Server {
             .ok()
             .and_then(|ms| EpollTimeout::try_from(ms).ok())
             .unwrap_or(EpollTimeout::MAX)
-    }
-
-    fn tick_if_due(&mut self) {
-        let now = self.now();
-        if self.scheduler.next_deadline().is_some_and(|d| d <= now) {
-            let actions = self.scheduler.handle(now, Event::Tick);
-            self.apply(actions);
-        }
     }
 
     fn accept_all(&mut self) {
@@ -181,7 +183,12 @@ impl Server {
                 warn!(%err, "watching a new connection failed; dropping it");
                 continue;
             }
-            debug!(conn = id, pid = conn.peer.pid, uid = conn.peer.uid, "accepted");
+            debug!(
+                conn = id,
+                pid = conn.peer.pid,
+                uid = conn.peer.uid,
+                "accepted"
+            );
             self.connections.insert(id, conn);
         }
     }
@@ -283,7 +290,12 @@ impl Server {
                 let actions = self.scheduler.handle(self.now(), event);
                 self.apply(actions);
             }
-            None => debug!(conn = id, pid = peer.pid, uid = peer.uid, "control connection"),
+            None => debug!(
+                conn = id,
+                pid = peer.pid,
+                uid = peer.uid,
+                "control connection"
+            ),
         }
     }
 

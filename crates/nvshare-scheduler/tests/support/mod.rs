@@ -78,6 +78,19 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Whether `text` shows up in the log within [`PATIENCE`] (the daemon
+    /// writes its log in batches).
+    pub fn logged(&self, text: &str) -> bool {
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if self.logs().contains(text) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
     /// Sends `signal` and waits for the exit.
     pub fn stop_with(&mut self, signal: nix::sys::signal::Signal) -> ExitStatus {
         let child = self.child.as_mut().unwrap();
@@ -140,7 +153,7 @@ pub fn spawn_daemon(socket: &Path, args: &[&str], log: &Path, notify: Option<&Pa
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(if std::env::var_os("EXP_NULL").is_some() { Stdio::null() } else { std::fs::File::create(log).unwrap().into() });
+        .stderr(std::fs::File::create(log).unwrap());
     if let Some(notify) = notify {
         command.env("NOTIFY_SOCKET", notify);
     }
@@ -260,11 +273,17 @@ pub fn handshake(socket: &Path, role: Role) -> (Wire, u64) {
 /// What a [`HookClient`]'s reader saw, in order.
 #[derive(Debug, Clone)]
 pub enum Notice {
-    Welcome { quantum_ms: u64, capacity: u64 },
+    Welcome {
+        quantum_ms: u64,
+        capacity: u64,
+    },
     /// The lock was granted (and the memory restored).
     Granted(Instant),
     /// A drop was asked for and answered (evicted, released).
-    Dropped { evict_bytes: u64, at: Instant },
+    Dropped {
+        evict_bytes: u64,
+        at: Instant,
+    },
     QuantumChanged(u64),
     ShuttingDown,
     Error(ErrorReply),

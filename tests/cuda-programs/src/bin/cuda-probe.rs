@@ -51,11 +51,81 @@ fn memory(library: &str) -> Result<Value, Error> {
     cuda_programs::error::check("cuDeviceTotalMem", unsafe {
         (cuda.api.device_total_mem)(&mut device_total, cuda.device)
     })?;
-    Ok(json!({ "free": free, "total": total, "device_total": device_total }))
+    let mut count = 0;
+    // SAFETY: valid out-pointer.
+    cuda_programs::error::check("cuDeviceGetCount", unsafe {
+        (cuda.api.device_get_count)(&mut count)
+    })?;
+    let mut devices = Vec::new();
+    for ordinal in 0..count {
+        let mut name = [0 as std::ffi::c_char; 128];
+        let mut uuid = CUuuid::default();
+        // SAFETY: valid buffers of the stated sizes.
+        cuda_programs::error::check("cuDeviceGetName", unsafe {
+            (cuda.api.device_get_name)(name.as_mut_ptr(), name.len() as i32, ordinal)
+        })?;
+        // SAFETY: valid out-pointer.
+        cuda_programs::error::check("cuDeviceGetUuid", unsafe {
+            (cuda.api.device_get_uuid)(&mut uuid, ordinal)
+        })?;
+        // SAFETY: the driver NUL-terminated the name within the buffer.
+        let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        let uuid: String = uuid.bytes.iter().map(|b| format!("{b:02x}")).collect();
+        devices.push(json!({ "ordinal": ordinal, "name": name, "uuid": uuid }));
+    }
+    Ok(json!({ "free": free, "total": total, "device_total": device_total, "devices": devices }))
+}
+
+/// What `cuMemGetInfo_v2` says before `cuInit`, and after it but with no
+/// current context (a fresh thread, where no context is current).
+fn early_calls(loader: &Loader) -> Result<Value, Error> {
+    type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> CUresult;
+    type Init = unsafe extern "C" fn(std::ffi::c_uint) -> CUresult;
+    let missing = |name: &str| Error::Missing {
+        name: name.into(),
+        how: "dlsym".into(),
+    };
+    let mem_get_info = loader
+        .dlsym("cuMemGetInfo_v2")
+        .ok_or_else(|| missing("cuMemGetInfo_v2"))?;
+    let init = loader.dlsym("cuInit").ok_or_else(|| missing("cuInit"))?;
+    // SAFETY: the driver exports these names with these signatures.
+    let (mem_get_info, init) = unsafe {
+        (
+            std::mem::transmute::<*mut std::ffi::c_void, MemGetInfo>(mem_get_info),
+            std::mem::transmute::<*mut std::ffi::c_void, Init>(init),
+        )
+    };
+    let (mut free, mut total) = (0usize, 0usize);
+    // SAFETY: valid out-pointers.
+    let before_init = unsafe { mem_get_info(&mut free, &mut total) };
+    // SAFETY: no preconditions.
+    let init_result = unsafe { init(0) };
+    let without_context = std::thread::spawn(move || {
+        let (mut free, mut total) = (0usize, 0usize);
+        // SAFETY: valid out-pointers.
+        unsafe { mem_get_info(&mut free, &mut total) }
+    })
+    .join()
+    .expect("the query thread does not panic");
+    Ok(
+        json!({ "before_init": before_init, "init": init_result, "without_context": without_context }),
+    )
 }
 
 fn probe(args: &Args) -> Result<Value, Error> {
-    let loader = Loader::open(&args.library, args.cuda_version, CU_GET_PROC_ADDRESS_DEFAULT)?;
+    let loader = Loader::open(
+        &args.library,
+        args.cuda_version,
+        CU_GET_PROC_ADDRESS_DEFAULT,
+    )?;
+    let early = if args.no_init {
+        Value::Null
+    } else {
+        early_calls(&loader)?
+    };
     let mut dlsym = BTreeMap::new();
     let mut lookups: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
     for name in &args.names {
@@ -75,10 +145,17 @@ fn probe(args: &Args) -> Result<Value, Error> {
                     .iter()
                     .find(|n| loader.dlsym(n) == Some(found.pointer))
             );
-            lookups.entry(label.to_string()).or_default().insert(name.clone(), entry);
+            lookups
+                .entry(label.to_string())
+                .or_default()
+                .insert(name.clone(), entry);
         }
     }
-    let memory = if args.no_init { Value::Null } else { memory(&args.library)? };
+    let memory = if args.no_init {
+        Value::Null
+    } else {
+        memory(&args.library)?
+    };
     Ok(json!({
         "pid": std::process::id(),
         "cuda_version": args.cuda_version,
@@ -86,6 +163,7 @@ fn probe(args: &Args) -> Result<Value, Error> {
         "dlsym": dlsym,
         "get_proc_address": lookups,
         "memory": memory,
+        "early": early,
     }))
 }
 
@@ -105,7 +183,10 @@ fn main() {
     match probe(&args) {
         Ok(report) => println!("{report}"),
         Err(e) => {
-            println!("{}", json!({ "ok": false, "error": e.to_string(), "code": e.code() }));
+            println!(
+                "{}",
+                json!({ "ok": false, "error": e.to_string(), "code": e.code() })
+            );
             std::process::exit(1);
         }
     }

@@ -22,6 +22,9 @@ struct Args {
     /// How the memory is allocated.
     #[arg(long, value_enum, default_value_t = AllocMode::Device)]
     alloc: AllocMode,
+    /// How many buffers of `bytes` each to allocate and work on.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    buffers: u32,
     /// VMM only: bytes per cuMemCreate handle (0: one handle).
     #[arg(long, default_value_t = 0)]
     chunk: u64,
@@ -65,9 +68,15 @@ fn run(args: &Args) -> Result<Outcome, Error> {
     let cuda = Cuda::open(&args.library, args.per_thread, args.device)?;
     let kernels = cuda.kernels()?;
     let count = args.bytes / 4;
-    let buffer = Buffer::alloc(&cuda, args.alloc, count * 4, args.chunk)?;
-    let streams: Vec<CUstream> = (0..args.streams).map(|_| cuda.stream()).collect::<Result<_, _>>()?;
-    cuda.launch_u32_op(kernels.fill_u32, streams[0], buffer.ptr, args.seed, count)?;
+    let buffers: Vec<Buffer> = (0..args.buffers)
+        .map(|_| Buffer::alloc(&cuda, args.alloc, count * 4, args.chunk))
+        .collect::<Result<_, _>>()?;
+    let streams: Vec<CUstream> = (0..args.streams)
+        .map(|_| cuda.stream())
+        .collect::<Result<_, _>>()?;
+    for buffer in &buffers {
+        cuda.launch_u32_op(kernels.fill_u32, streams[0], buffer.ptr, args.seed, count)?;
+    }
     if streams.len() > 1 {
         // The other stream's first add must not overtake the fill.
         cuda.synchronize(streams[0])?;
@@ -75,13 +84,25 @@ fn run(args: &Args) -> Result<Outcome, Error> {
     let share = count / streams.len() as u64;
     for iteration in 0..args.iterations {
         for (index, stream) in streams.iter().enumerate() {
-            let start = share * index as u64;
-            let len = if index + 1 == streams.len() { count - start } else { share };
             if args.sleep_us > 0 {
                 let mut us = args.sleep_us;
                 cuda.launch(kernels.sleep_us, *stream, &[arg(&mut us)])?;
             }
-            cuda.launch_u32_op(kernels.add_u32, *stream, buffer.ptr + start * 4, iteration + 1, len)?;
+            let start = share * index as u64;
+            let len = if index + 1 == streams.len() {
+                count - start
+            } else {
+                share
+            };
+            for buffer in &buffers {
+                cuda.launch_u32_op(
+                    kernels.add_u32,
+                    *stream,
+                    buffer.ptr + start * 4,
+                    iteration + 1,
+                    len,
+                )?;
+            }
         }
         if args.pause_ms > 0 {
             for stream in &streams {
@@ -94,21 +115,32 @@ fn run(args: &Args) -> Result<Outcome, Error> {
         cuda.synchronize(*stream)?;
     }
     let result = Buffer::alloc(&cuda, AllocMode::Device, 8, 0)?;
-    let (mut ptr, mut n, mut out) = (buffer.ptr, count, result.ptr);
-    cuda.launch(kernels.checksum_u32, streams[0], &[arg(&mut ptr), arg(&mut n), arg(&mut out)])?;
-    let mut bytes = [0u8; 8];
-    // The synchronous copy on the default stream waits for the checksum.
-    cuda.synchronize(streams[0])?;
-    result.download(&cuda, &mut bytes)?;
+    let mut checksum = 0u64;
+    for buffer in &buffers {
+        let (mut ptr, mut n, mut out) = (buffer.ptr, count, result.ptr);
+        cuda.launch(
+            kernels.checksum_u32,
+            streams[0],
+            &[arg(&mut ptr), arg(&mut n), arg(&mut out)],
+        )?;
+        cuda.synchronize(streams[0])?;
+        let mut bytes = [0u8; 8];
+        result.download(&cuda, &mut bytes)?;
+        checksum = checksum.wrapping_add(u64::from_le_bytes(bytes));
+    }
     for stream in streams {
         // SAFETY: a stream we created.
-        check("cuStreamDestroy", unsafe { (cuda.api.stream_destroy)(stream) })?;
+        check("cuStreamDestroy", unsafe {
+            (cuda.api.stream_destroy)(stream)
+        })?;
     }
     result.free(&cuda)?;
-    buffer.free(&cuda)?;
+    for buffer in buffers {
+        buffer.free(&cuda)?;
+    }
     Ok(Outcome {
-        checksum: u64::from_le_bytes(bytes),
-        expected: host_checksum(args, count),
+        checksum,
+        expected: host_checksum(args, count).wrapping_mul(u64::from(args.buffers)),
     })
 }
 
@@ -119,7 +151,10 @@ fn main() {
         if o.checksum == o.expected {
             Ok(o)
         } else {
-            Err(Error::Mismatch { device: o.checksum, host: o.expected })
+            Err(Error::Mismatch {
+                device: o.checksum,
+                host: o.expected,
+            })
         }
     });
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -129,7 +164,7 @@ fn main() {
             json!({
                 "ok": true, "checksum": o.checksum, "iterations": args.iterations,
                 "elapsed_ms": elapsed_ms, "pid": std::process::id(), "bytes": args.bytes,
-                "alloc": args.alloc, "device": args.device,
+                "buffers": args.buffers, "alloc": args.alloc, "device": args.device,
             }),
         ),
         Err(e) => (

@@ -4,11 +4,12 @@
 //! range) is refused with CUDA_ERROR_INVALID_VALUE, as the real driver does.
 
 use std::ffi::{c_uchar, c_uint, c_void};
+use std::sync::Arc;
 
 use super::current;
 use crate::ffi::*;
 use crate::guard::{CuResult, entry};
-use crate::stream::DefaultStream;
+use crate::stream::{DefaultStream, Replay};
 
 /// What one side of a copy must be.
 #[derive(Clone, Copy)]
@@ -38,21 +39,21 @@ fn check(side: Side, ptr: u64, bytes: u64) -> CuResult {
     }
 }
 
-fn submit(mode: Mode, op: Box<dyn FnOnce() + Send>) -> CuResult {
+/// Synchronous work runs now; async work can be captured into a graph.
+fn submit(mode: Mode, op: Replay) -> CuResult {
     let (driver, device) = current()?;
     match mode {
         Mode::Sync(default) => {
             let stream = driver
                 .streams
                 .resolve(std::ptr::null_mut(), device, default)?;
-            driver.streams.run_sync(&stream, op);
+            driver.streams.run_sync(&stream, Box::new(move || op()))
         }
         Mode::Async(stream, default) => {
             let stream = driver.streams.resolve(stream, device, default)?;
-            driver.streams.submit(&stream, op);
+            driver.streams.submit_replayable(&stream, op)
         }
     }
-    Ok(())
 }
 
 fn copy(
@@ -71,7 +72,7 @@ fn copy(
     let (dst, src) = (dst.0, src.0);
     submit(
         mode,
-        Box::new(move || {
+        Arc::new(move || {
             if driver.trace.enabled() {
                 driver.trace.event(
                     "memcpy",
@@ -97,7 +98,7 @@ fn memset(dst: u64, value: u32, width: u64, count: u64, mode: Mode) -> CuResult 
     check(Side::Device, dst, bytes)?;
     submit(
         mode,
-        Box::new(move || {
+        Arc::new(move || {
             if driver.trace.enabled() {
                 driver.trace.event(
                     "memset",

@@ -64,6 +64,14 @@ fn describe(code: CUresult) -> Option<(&'static std::ffi::CStr, &'static std::ff
             c"pointer does not correspond to a registered memory region",
         ),
         CUDA_ERROR_NOT_SUPPORTED => (c"CUDA_ERROR_NOT_SUPPORTED", c"operation not supported"),
+        CUDA_ERROR_ILLEGAL_STATE => (
+            c"CUDA_ERROR_ILLEGAL_STATE",
+            c"the operation is not permitted in this state",
+        ),
+        CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED => (
+            c"CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED",
+            c"operation not permitted when stream is capturing",
+        ),
         CUDA_ERROR_UNKNOWN => (c"CUDA_ERROR_UNKNOWN", c"unknown error"),
         _ => return None,
     })

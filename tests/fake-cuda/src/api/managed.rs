@@ -103,7 +103,7 @@ fn prefetch(
             }
             migrate(driver, base, bytes, place);
         }),
-    );
+    )?;
     Ok(())
 }
 

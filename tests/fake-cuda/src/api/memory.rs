@@ -2,7 +2,7 @@
 //! `cuMemGetInfo`. Device memory is anonymous host memory charged to the
 //! current device (rounded up to whole pages).
 
-use std::ffi::{c_uint, c_void};
+use std::ffi::c_uint;
 
 use super::{current, trace_region};
 use crate::driver::{Driver, driver};
@@ -298,7 +298,7 @@ fn free_async(dptr: CUdeviceptr, stream: CUstream, default: DefaultStream) -> Cu
         Box::new(move || {
             let _ = release_allocation(driver, dptr);
         }),
-    );
+    )?;
     Ok(())
 }
 
@@ -310,134 +310,4 @@ pub extern "C" fn cuMemFreeAsync(dptr: CUdeviceptr, stream: CUstream) -> CUresul
 #[unsafe(no_mangle)]
 pub extern "C" fn cuMemFreeAsync_ptsz(dptr: CUdeviceptr, stream: CUstream) -> CUresult {
     entry(|| free_async(dptr, stream, DefaultStream::PerThread))
-}
-
-/// Pinned host memory: not charged to any device.
-fn alloc_host(bytes: u64) -> CuResult<u64> {
-    let driver = driver()?;
-    if bytes == 0 {
-        return Err(CUDA_ERROR_INVALID_VALUE);
-    }
-    let mapped = os::round_up(bytes, os::page_size()).ok_or(CUDA_ERROR_OUT_OF_MEMORY)?;
-    let base = os::alloc(mapped)?;
-    let region = Region {
-        size: bytes,
-        mapped_bytes: mapped,
-        kind: Kind::Host { owned: true },
-    };
-    driver.memory.lock().insert(base, region);
-    trace_region(driver, "alloc", "host", base, bytes, 0);
-    Ok(base)
-}
-
-/// # Safety
-/// `host` is NULL or writable.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemHostAlloc(
-    host: *mut *mut c_void,
-    bytes: usize,
-    _flags: c_uint,
-) -> CUresult {
-    entry(|| {
-        let base = alloc_host(bytes as u64)?;
-        // SAFETY: forwarded caller contract.
-        unsafe { write_out(host, base as *mut c_void) }
-    })
-}
-
-/// # Safety
-/// `host` is NULL or writable.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemAllocHost_v2(host: *mut *mut c_void, bytes: usize) -> CUresult {
-    // SAFETY: forwarded caller contract.
-    unsafe { cuMemHostAlloc(host, bytes, 0) }
-}
-
-/// # Safety
-/// `host` is NULL or writable.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemAllocHost(host: *mut *mut c_void, bytes: c_uint) -> CUresult {
-    // SAFETY: forwarded caller contract.
-    unsafe { cuMemHostAlloc(host, bytes as usize, 0) }
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn cuMemFreeHost(host: *mut c_void) -> CUresult {
-    entry(|| {
-        let driver = driver()?;
-        let ptr = host as u64;
-        let mut memory = driver.memory.lock();
-        match memory.containing(ptr) {
-            Some((base, region))
-                if base == ptr && matches!(region.kind, Kind::Host { owned: true }) => {}
-            _ => return Err(CUDA_ERROR_INVALID_VALUE),
-        }
-        let region = memory.remove(ptr).ok_or(CUDA_ERROR_INVALID_VALUE)?;
-        drop(memory);
-        os::release(ptr, region.mapped_bytes);
-        trace_region(driver, "free", "host", ptr, region.size, 0);
-        Ok(())
-    })
-}
-
-/// # Safety
-/// `host` points to `bytes` of the caller's memory, as CUDA requires.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemHostRegister_v2(
-    host: *mut c_void,
-    bytes: usize,
-    _flags: c_uint,
-) -> CUresult {
-    entry(|| {
-        let driver = driver()?;
-        let ptr = host as u64;
-        if host.is_null() || bytes == 0 {
-            return Err(CUDA_ERROR_INVALID_VALUE);
-        }
-        let mut memory = driver.memory.lock();
-        if memory.overlaps(ptr, bytes as u64) {
-            return Err(CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED);
-        }
-        let region = Region {
-            size: bytes as u64,
-            mapped_bytes: bytes as u64,
-            kind: Kind::Host { owned: false },
-        };
-        memory.insert(ptr, region);
-        drop(memory);
-        trace_region(driver, "register", "host", ptr, bytes as u64, 0);
-        Ok(())
-    })
-}
-
-/// # Safety
-/// As for [`cuMemHostRegister_v2`].
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemHostRegister(
-    host: *mut c_void,
-    bytes: usize,
-    flags: c_uint,
-) -> CUresult {
-    // SAFETY: forwarded caller contract.
-    unsafe { cuMemHostRegister_v2(host, bytes, flags) }
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn cuMemHostUnregister(host: *mut c_void) -> CUresult {
-    entry(|| {
-        let driver = driver()?;
-        let ptr = host as u64;
-        let mut memory = driver.memory.lock();
-        match memory.containing(ptr) {
-            Some((base, region))
-                if base == ptr && matches!(region.kind, Kind::Host { owned: false }) => {}
-            _ => return Err(CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED),
-        }
-        let region = memory
-            .remove(ptr)
-            .ok_or(CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED)?;
-        drop(memory);
-        trace_region(driver, "unregister", "host", ptr, region.size, 0);
-        Ok(())
-    })
 }

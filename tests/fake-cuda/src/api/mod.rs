@@ -7,11 +7,14 @@
 mod context;
 mod copy;
 mod device;
+mod graph;
+mod host;
 mod init;
 mod managed;
 mod memory;
 mod module;
 mod query;
+mod sharing;
 mod stream;
 mod vmm;
 
@@ -19,11 +22,14 @@ pub use crate::proc_address::{cuGetProcAddress, cuGetProcAddress_v2};
 pub use context::*;
 pub use copy::*;
 pub use device::*;
+pub use graph::*;
+pub use host::*;
 pub use init::*;
 pub use managed::*;
 pub use memory::*;
 pub use module::*;
 pub use query::*;
+pub use sharing::*;
 pub use stream::*;
 pub use vmm::*;
 

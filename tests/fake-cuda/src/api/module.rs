@@ -4,6 +4,7 @@
 //! `kernel_begin`/`kernel_end`.
 
 use std::ffi::{c_char, c_uint, c_void};
+use std::sync::Arc;
 
 use super::current;
 use crate::driver::driver;
@@ -123,9 +124,9 @@ unsafe fn launch(
     let args = unsafe { kernels::read_args(kernel, params) }?;
     let stream_handle = stream as usize;
     let stream = driver.streams.resolve(stream, device, default)?;
-    driver.streams.submit(
+    driver.streams.submit_replayable(
         &stream,
-        Box::new(move || {
+        Arc::new(move || {
             let name = kernel.name;
             if driver.trace.enabled() {
                 driver.trace.event(
@@ -141,8 +142,7 @@ unsafe fn launch(
                 );
             }
         }),
-    );
-    Ok(())
+    )
 }
 
 macro_rules! launch_kernel {

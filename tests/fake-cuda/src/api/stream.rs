@@ -100,7 +100,11 @@ pub extern "C" fn cuStreamSynchronize_ptsz(stream: CUstream) -> CUresult {
 
 fn query(stream: CUstream, default: DefaultStream) -> CuResult {
     let (driver, device) = current()?;
-    if driver.streams.resolve(stream, device, default)?.is_idle() {
+    let stream = driver.streams.resolve(stream, device, default)?;
+    if stream.is_capturing() {
+        return Err(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+    }
+    if stream.is_idle() {
         Ok(())
     } else {
         Err(CUDA_ERROR_NOT_READY)
@@ -121,7 +125,7 @@ fn wait_event(stream: CUstream, event: CUevent, default: DefaultStream) -> CuRes
     let (driver, device) = current()?;
     let stream = driver.streams.resolve(stream, device, default)?;
     let event = driver.events.get(event)?;
-    driver.streams.submit(&stream, event.waiter());
+    driver.streams.submit(&stream, event.waiter())?;
     Ok(())
 }
 
@@ -158,7 +162,7 @@ fn record(event: CUevent, stream: CUstream, default: DefaultStream) -> CuResult 
     let (driver, device) = current()?;
     let event = driver.events.get(event)?;
     let stream = driver.streams.resolve(stream, device, default)?;
-    driver.streams.submit(&stream, event.record());
+    driver.streams.submit(&stream, event.record())?;
     Ok(())
 }
 
@@ -252,7 +256,7 @@ fn launch_host_func(
             // once with its data pointer, from another thread.
             unsafe { func(data as *mut c_void) }
         }),
-    );
+    )?;
     Ok(())
 }
 

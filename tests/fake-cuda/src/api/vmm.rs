@@ -5,15 +5,14 @@
 //! `cuMemSetAccess`). `cuMemUnmap` does not wait for queued work: a kernel
 //! still using an unmapped range faults, so callers must synchronize first.
 
-use std::ffi::{c_int, c_ulonglong, c_void};
-use std::os::fd::{IntoRawFd, OwnedFd};
+use std::ffi::{c_int, c_ulonglong};
 
 use super::trace_region;
 use crate::driver::driver;
 use crate::ffi::*;
 use crate::guard::{CuResult, entry, read_in, write_out};
 use crate::os;
-use crate::registry::{Handle, Kind, Mapping, Region, Target};
+use crate::registry::{Handle, Kind, Mapping, Region};
 
 /// The allocation granularity of every device (as measured on the H100).
 pub const GRANULARITY: u64 = 2 << 20;
@@ -356,112 +355,5 @@ pub extern "C" fn cuMemUnmap(ptr: CUdeviceptr, size: usize) -> CUresult {
                 .event("unmap", format_args!("ptr=0x{ptr:x} bytes={size}"));
         }
         Ok(())
-    })
-}
-
-/// # Safety
-/// `shareable` is NULL or writable for an `int`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemExportToShareableHandle(
-    shareable: *mut c_void,
-    handle: CUmemGenericAllocationHandle,
-    handle_type: c_int,
-    flags: c_ulonglong,
-) -> CUresult {
-    entry(|| {
-        let driver = driver()?;
-        let memory = driver.memory.lock();
-        let h = memory.handle(handle)?;
-        if handle_type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR
-            || h.handle_types & CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR == 0
-            || flags != 0
-        {
-            return Err(CUDA_ERROR_INVALID_VALUE);
-        }
-        let fd = os::dup(std::os::fd::AsRawFd::as_raw_fd(&h.fd))?;
-        drop(memory);
-        // SAFETY: forwarded caller contract.
-        unsafe { write_out(shareable.cast::<c_int>(), fd.into_raw_fd()) }
-    })
-}
-
-/// Imports a descriptor exported by this or another process; the memory
-/// stays charged to the exporter.
-///
-/// # Safety
-/// `handle` is NULL or writable.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemImportFromShareableHandle(
-    handle: *mut CUmemGenericAllocationHandle,
-    os_handle: *mut c_void,
-    handle_type: c_int,
-) -> CUresult {
-    entry(|| {
-        let driver = driver()?;
-        if handle_type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR || handle.is_null() {
-            return Err(CUDA_ERROR_INVALID_VALUE);
-        }
-        let fd: OwnedFd = os::dup(os_handle as usize as c_int)?;
-        let device = os::memfd_device(&fd).ok_or(CUDA_ERROR_INVALID_VALUE)?;
-        let size = os::file_size(&fd)?;
-        let id = driver.memory.lock().add_handle(Handle {
-            fd,
-            size,
-            device,
-            handle_types: CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
-            charged: 0,
-            refs: 1,
-            maps: 0,
-        });
-        // SAFETY: forwarded caller contract.
-        unsafe { write_out(handle, id) }
-    })
-}
-
-/// # Safety
-/// `handle` is NULL or writable.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemRetainAllocationHandle(
-    handle: *mut CUmemGenericAllocationHandle,
-    addr: *mut c_void,
-) -> CUresult {
-    entry(|| {
-        let driver = driver()?;
-        let mut memory = driver.memory.lock();
-        let Target::Mapped { handle: id, .. } = memory.target(addr as u64) else {
-            return Err(CUDA_ERROR_INVALID_VALUE);
-        };
-        if handle.is_null() {
-            return Err(CUDA_ERROR_INVALID_VALUE);
-        }
-        memory.handle_mut(id)?.refs += 1;
-        // SAFETY: non-NULL and writable per the caller contract.
-        unsafe { write_out(handle, id) }
-    })
-}
-
-/// # Safety
-/// `prop` is NULL or writable.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemGetAllocationPropertiesFromHandle(
-    prop: *mut CUmemAllocationProp,
-    handle: CUmemGenericAllocationHandle,
-) -> CUresult {
-    entry(|| {
-        let driver = driver()?;
-        let memory = driver.memory.lock();
-        let h = memory.handle(handle)?;
-        let answer = CUmemAllocationProp {
-            type_: CU_MEM_ALLOCATION_TYPE_PINNED,
-            requested_handle_types: h.handle_types,
-            location: CUmemLocation {
-                type_: CU_MEM_LOCATION_TYPE_DEVICE,
-                id: h.device as c_int,
-            },
-            win32_handle_meta_data: std::ptr::null_mut(),
-            alloc_flags: Default::default(),
-        };
-        // SAFETY: forwarded caller contract.
-        unsafe { write_out(prop, answer) }
     })
 }

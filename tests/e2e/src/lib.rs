@@ -1,0 +1,215 @@
+//! Support for the end-to-end tests: each test is a real process tree made of
+//! the `nvshare-scheduler` daemon and test programs (`cuda-worker`,
+//! `cuda-probe`) running under `LD_PRELOAD=libnvshare.so` against the fake
+//! driver (`tests/fake-cuda`).
+//!
+//! # Layout
+//! - [`Sandbox`]: one test's temp dir: socket, trace file, shared fake-GPU
+//!   state, and builders for the daemon and the programs.
+//! - [`Daemon`]: a running scheduler, killed when dropped.
+//! - [`trace`]: parsing the fake driver's event trace.
+//!
+//! Artifacts are found in `target/<profile>` (see
+//! `cuda_programs::artifacts`); `cargo build --workspace` builds them.
+
+pub mod trace;
+
+use cuda_programs::artifacts::{artifact, fake_cuda_command, wait_with_timeout};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long any single test program may run before the test fails.
+pub const PROGRAM_LIMIT: Duration = Duration::from_secs(60);
+
+/// One test's private world.
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    /// A fresh temp dir.
+    pub fn new() -> Self {
+        Sandbox {
+            dir: tempfile::Builder::new()
+                .prefix("nvshare-e2e-")
+                .tempdir()
+                .expect("create a temp dir"),
+        }
+    }
+
+    /// The temp dir.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The scheduler socket of this sandbox.
+    pub fn socket(&self) -> PathBuf {
+        self.path().join("scheduler.sock")
+    }
+
+    /// The fake driver's event trace shared by every program.
+    pub fn trace_path(&self) -> PathBuf {
+        self.path().join("trace.log")
+    }
+
+    /// Starts the daemon with `args` on this sandbox's socket.
+    pub fn daemon(&self, args: &[&str]) -> Daemon {
+        Daemon::start(&self.socket(), args, &self.path().join("daemon.log"))
+    }
+
+    /// A command for a test program under the hook, talking to this
+    /// sandbox's scheduler, tracing into the shared trace, with the fake GPU
+    /// state shared between the programs like one real GPU.
+    pub fn hooked(&self, program: &str) -> Command {
+        let mut command = fake_cuda_command(&artifact(program));
+        command
+            .env("LD_PRELOAD", artifact("libnvshare.so"))
+            .env("NVSHARE_SOCK", self.socket())
+            .env("NVSHARE_SCHEDULER", "external")
+            .env("NVSHARE_LOG", "info")
+            .env("FAKE_CUDA_TRACE", self.trace_path())
+            .env("FAKE_CUDA_STATE_DIR", self.path());
+        command
+    }
+
+    /// Starts `command` with its output captured.
+    pub fn spawn(&self, command: &mut Command) -> Child {
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start a test program")
+    }
+
+    /// Runs `nvshare-ctl status --json` against this sandbox's daemon.
+    pub fn status(&self) -> serde_json::Value {
+        let output = Command::new(artifact("nvshare-ctl"))
+            .arg("--socket")
+            .arg(self.socket())
+            .args(["status", "--json"])
+            .output()
+            .expect("run nvshare-ctl");
+        assert!(
+            output.status.success(),
+            "nvshare-ctl status failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("nvshare-ctl prints JSON")
+    }
+
+    /// The parsed trace so far.
+    pub fn trace(&self) -> trace::Trace {
+        trace::Trace::read(&self.trace_path())
+    }
+}
+
+/// Waits for a test program and returns its output, failing the test with
+/// its stderr if it does not exit successfully within [`PROGRAM_LIMIT`].
+pub fn finish_ok(child: Child, what: &str) -> Output {
+    let output = wait_with_timeout(child, PROGRAM_LIMIT);
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The last JSON line a test program printed.
+pub fn json_result(output: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON line in the program's output: {stdout}"));
+    serde_json::from_str(line).expect("the program prints valid JSON")
+}
+
+/// A running `nvshare-scheduler`, killed (and reaped) when dropped.
+pub struct Daemon {
+    child: Option<Child>,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon and waits until its socket accepts connections.
+    pub fn start(socket: &Path, args: &[&str], log: &Path) -> Daemon {
+        let log = std::fs::File::create(log).expect("create the daemon log");
+        let child = Command::new(artifact("nvshare-scheduler"))
+            .arg("--socket")
+            .arg(socket)
+            .args(args)
+            .env("NVSHARE_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone the log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start nvshare-scheduler");
+        let daemon = Daemon {
+            child: Some(child),
+            socket: socket.to_path_buf(),
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nvshare-scheduler did not listen on {} within 20 s",
+                self.socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Kills the daemon at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Kills a child by pid with SIGKILL (a crash, as far as everyone else can
+/// tell).
+pub fn kill_hard(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Polls `condition` every 10 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    condition()
+}

@@ -1,0 +1,295 @@
+//! Programs under the hook sharing one fake GPU through the real daemon.
+
+use nvshare_e2e::{Sandbox, finish_ok, json_result, kill_hard, wait_until};
+use std::time::Duration;
+
+const MIB: u64 = 1 << 20;
+
+/// A worker whose kernels take `kernel_ms` each, `iterations` times.
+fn worker_args(bytes: u64, iterations: u32, kernel_ms: u64) -> Vec<String> {
+    vec![
+        "--bytes".into(),
+        bytes.to_string(),
+        "--iterations".into(),
+        iterations.to_string(),
+        "--sleep-us".into(),
+        (kernel_ms * 1000).to_string(),
+    ]
+}
+
+#[test]
+fn oversubscribed_programs_never_run_kernels_at_once_and_both_finish() {
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.daemon(&["--memory-capacity", "64MiB", "--quantum", "300ms"]);
+    let workers: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            sandbox.spawn(
+                sandbox
+                    .hooked("cuda-worker")
+                    .env("NVSHARE_MODE", "uvm")
+                    .env("NVSHARE_NAME", name)
+                    .args(worker_args(40 * MIB, 30, 20)),
+            )
+        })
+        .collect();
+    for worker in workers {
+        let result = json_result(&finish_ok(worker, "an oversubscribed worker"));
+        assert_eq!(result["ok"], true, "{result}");
+    }
+    let trace = sandbox.trace();
+    let runs = trace.kernel_runs();
+    assert!(
+        runs.len() >= 60,
+        "expected every kernel traced, got {}",
+        runs.len()
+    );
+    let overlaps = trace.cross_process_overlaps();
+    assert!(
+        overlaps.is_empty(),
+        "kernels of two oversubscribed programs ran at once: {overlaps:?}"
+    );
+}
+
+/// The control for the test above: the same programs under `--policy off`
+/// do overlap, so the trace would show it if the gate let them.
+#[test]
+fn without_scheduling_the_same_programs_overlap() {
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.daemon(&["--memory-capacity", "64MiB", "--policy", "off"]);
+    let workers: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            sandbox.spawn(
+                sandbox
+                    .hooked("cuda-worker")
+                    .env("NVSHARE_MODE", "uvm")
+                    .env("NVSHARE_NAME", name)
+                    .args(worker_args(40 * MIB, 15, 40)),
+            )
+        })
+        .collect();
+    for worker in workers {
+        finish_ok(worker, "an unscheduled worker");
+    }
+    assert!(!sandbox.trace().cross_process_overlaps().is_empty());
+}
+
+#[test]
+fn programs_that_fit_run_together() {
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.daemon(&["--memory-capacity", "64MiB", "--quantum", "30"]);
+    let workers: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            sandbox.spawn(
+                sandbox
+                    .hooked("cuda-worker")
+                    .env("NVSHARE_NAME", name)
+                    .args(worker_args(16 * MIB, 15, 40)),
+            )
+        })
+        .collect();
+    for worker in workers {
+        finish_ok(worker, "a fitting worker");
+    }
+    // With a 30 s quantum and no co-running, the second program could only
+    // start after the first finished: overlapping kernels prove co-running.
+    assert!(
+        !sandbox.trace().cross_process_overlaps().is_empty(),
+        "two programs that fit together never ran kernels at the same time"
+    );
+}
+
+#[test]
+fn grant_prefetches_every_tracked_allocation_in_uvm_mode() {
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.daemon(&["--memory-capacity", "64MiB", "--quantum", "200ms"]);
+    let workers: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            sandbox.spawn(
+                sandbox
+                    .hooked("cuda-worker")
+                    .env("NVSHARE_MODE", "uvm")
+                    .env("NVSHARE_NAME", name)
+                    .args(worker_args(36 * MIB, 25, 20)),
+            )
+        })
+        .collect();
+    let pids: Vec<u32> = workers.iter().map(|w| w.id()).collect();
+    for worker in workers {
+        finish_ok(worker, "a uvm worker");
+    }
+    let trace = sandbox.trace();
+    for pid in pids {
+        let to_gpu: Vec<_> = trace
+            .named("prefetch")
+            .filter(|e| e.pid == pid && e.fields.get("dst").is_some_and(|d| d != "cpu"))
+            .collect();
+        let to_host = trace
+            .named("prefetch")
+            .filter(|e| e.pid == pid && e.fields.get("dst").is_some_and(|d| d == "cpu"))
+            .count();
+        assert!(
+            to_host >= 1,
+            "pid {pid} was never evicted: the two did not time-slice"
+        );
+        // Once when allocated under the lock or on the first grant, and again
+        // on every later grant after an eviction.
+        assert!(
+            to_gpu.len() >= 2,
+            "pid {pid}: expected a prefetch to the GPU on each grant, got {}",
+            to_gpu.len()
+        );
+        assert!(
+            to_gpu
+                .iter()
+                .all(|e| e.fields.get("bytes").is_some_and(|b| b != "0")),
+            "empty prefetches: {to_gpu:?}"
+        );
+    }
+}
+
+#[test]
+fn memory_queries_report_the_virtual_capacity() {
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.daemon(&["--memory-capacity", "3GiB"]);
+    let probe = finish_ok(
+        sandbox.spawn(&mut sandbox.hooked("cuda-probe")),
+        "cuda-probe",
+    );
+    let report = json_result(&probe);
+    let memory = &report["memory"];
+    assert_eq!(memory["total"], 3u64 << 30, "{report}");
+    assert_eq!(memory["device_total"], 3u64 << 30, "{report}");
+    assert!(memory["free"].as_u64().unwrap() <= 3u64 << 30, "{report}");
+}
+
+#[test]
+fn a_killed_holder_does_not_block_the_other() {
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.daemon(&["--memory-capacity", "64MiB", "--quantum", "60"]);
+    let mut holder = sandbox.spawn(
+        sandbox
+            .hooked("cuda-worker")
+            .env("NVSHARE_MODE", "uvm")
+            .env("NVSHARE_NAME", "holder")
+            .args(worker_args(40 * MIB, 100_000, 10)),
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || sandbox
+            .trace()
+            .named("kernel_begin")
+            .any(|e| e.pid == holder.id())),
+        "the holder never ran a kernel"
+    );
+    let waiter = sandbox.spawn(
+        sandbox
+            .hooked("cuda-worker")
+            .env("NVSHARE_MODE", "uvm")
+            .env("NVSHARE_NAME", "waiter")
+            .args(worker_args(40 * MIB, 5, 1)),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !sandbox
+            .trace()
+            .named("kernel_begin")
+            .any(|e| e.pid == waiter.id()),
+        "the waiter ran while the holder held a 60 s quantum"
+    );
+    kill_hard(&mut holder);
+    let result = json_result(&finish_ok(waiter, "the waiter"));
+    assert_eq!(result["ok"], true);
+}
+
+#[test]
+fn a_daemon_restart_mid_run_loses_nothing() {
+    let sandbox = Sandbox::new();
+    let mut daemon = sandbox.daemon(&["--memory-capacity", "64MiB", "--quantum", "200ms"]);
+    let workers: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            sandbox.spawn(
+                sandbox
+                    .hooked("cuda-worker")
+                    .env("NVSHARE_MODE", "uvm")
+                    .env("NVSHARE_NAME", name)
+                    .args(worker_args(36 * MIB, 60, 20)),
+            )
+        })
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(20), || sandbox
+            .trace()
+            .kernel_runs()
+            .len()
+            >= 5),
+        "the workers never started"
+    );
+    daemon.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    let _restarted = sandbox.daemon(&["--memory-capacity", "64MiB", "--quantum", "200ms"]);
+    for worker in workers {
+        let result = json_result(&finish_ok(worker, "a worker across a daemon restart"));
+        assert_eq!(result["ok"], true, "{result}");
+    }
+}
+
+#[test]
+fn a_program_without_a_daemon_starts_one() {
+    let sandbox = Sandbox::new();
+    let worker = sandbox.spawn(
+        sandbox
+            .hooked("cuda-worker")
+            .env("NVSHARE_SCHEDULER", "auto")
+            .args(worker_args(64 * MIB, 3, 1)),
+    );
+    let result = json_result(&finish_ok(worker, "a worker with no daemon running"));
+    assert_eq!(result["ok"], true);
+    assert!(sandbox.socket().exists(), "no scheduler socket appeared");
+    let status = sandbox.status();
+    let pid = status["scheduler_pid"]
+        .as_i64()
+        .expect("status names the scheduler's pid");
+    // SAFETY: kill(2) with a pid and a signal number has no memory effects.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    assert!(
+        wait_until(Duration::from_secs(10), || !sandbox.socket().exists()),
+        "the autostarted scheduler did not exit on SIGTERM"
+    );
+}
+
+#[test]
+fn a_program_that_never_uses_cuda_never_contacts_the_scheduler() {
+    let sandbox = Sandbox::new();
+    let output = sandbox
+        .hooked("cuda-probe")
+        .env("NVSHARE_SCHEDULER", "auto")
+        .arg("--no-init")
+        .arg("--names")
+        .arg("cuInit")
+        .output()
+        .expect("run cuda-probe");
+    assert!(output.status.success(), "{output:?}");
+    let shell = std::process::Command::new("sh")
+        .args(["-c", "echo dormant"])
+        .env(
+            "LD_PRELOAD",
+            cuda_programs::artifacts::artifact("libnvshare.so"),
+        )
+        .env("NVSHARE_SOCK", sandbox.socket())
+        .output()
+        .expect("run a shell under the hook");
+    assert_eq!(String::from_utf8_lossy(&shell.stdout), "dormant\n");
+    assert!(
+        shell.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&shell.stderr)
+    );
+    assert!(
+        !sandbox.socket().exists(),
+        "a program that never used CUDA started or contacted a scheduler"
+    );
+}
