@@ -8,7 +8,7 @@
 # Writes OUTDIR/gpu-bench.json (every result as {what, value, unit, baseline,
 # baseline_value, ratio, target, samples, note, device, driver, uname, date})
 # and OUTDIR/gpu-bench.log; prints one line per result and per benchmark.
-# Keeps within BENCH_BUDGET_S (default 330 s). Knobs: BENCH_MODES ("uvm swap"),
+# Keeps within BENCH_BUDGET_S (default 270 s). Knobs: BENCH_MODES ("uvm swap"),
 # BENCH_ROUNDS (5, launch loop), BENCH_TRAIN_ROUNDS (4), MEMCPY_GIB (4),
 # POPULATE_GIB (8). Exits non-zero if a benchmark could not measure.
 #
@@ -71,7 +71,7 @@ export WORK BUILD MODE OUTDIR
 cleanup() { [[ -n ${KEEP_WORK:-} ]] || rm -rf "$WORK"; }
 trap cleanup EXIT
 T_START=$(now)
-BUDGET=${BENCH_BUDGET_S:-330}
+BUDGET=${BENCH_BUDGET_S:-270}
 
 write_facts "$WORK/facts.json"
 say "nvshare GPU benchmarks, $(date -u +%FT%TZ)"
@@ -97,9 +97,12 @@ build() {
 }
 build >>"$LOG" 2>&1
 
+write_summary() {
+  "$PY" "$REPORT_PY" bench-summary "$WORK/facts.json" "$WORK/bench.jsonl" "$OUTDIR/gpu-bench.json" "$WORK/checks.jsonl"
+}
+write_summary
 run_entries "${BENCHES[@]}"
-
-"$PY" "$REPORT_PY" bench-summary "$WORK/facts.json" "$WORK/bench.jsonl" "$OUTDIR/gpu-bench.json" "$WORK/checks.jsonl"
+write_summary
 {
   echo "==== results (JSON lines) ===="
   cat "$WORK/bench.jsonl" 2>/dev/null

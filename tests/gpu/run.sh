@@ -10,7 +10,7 @@
 # (everything, programs' output included) and OUTDIR/gpu-suite.json; exits
 # non-zero if any check failed. --mode picks the memory mode of the
 # single-program checks (default uvm); the sharing checks are uvm by
-# definition. The whole run keeps within SUITE_BUDGET_S (default 330 s):
+# definition. The whole run keeps within SUITE_BUDGET_S (default 300 s):
 # each check is time-limited, and checks left when the budget is spent fail
 # as not run.
 #
@@ -83,7 +83,7 @@ cleanup() { [[ -n ${KEEP_WORK:-} ]] || rm -rf "$WORK"; }
 trap cleanup EXIT
 
 T_START=$(now)
-BUDGET=${SUITE_BUDGET_S:-330}
+BUDGET=${SUITE_BUDGET_S:-300}
 
 # ------------------------------------------------------------------- preamble
 write_facts "$WORK/facts.json"
@@ -105,7 +105,7 @@ check_artifacts >>"$LOG" 2>&1 || ARTIFACTS_OK=0
 build() {
   local t0
   t0=$(now)
-  echo "==== build (nvcc $(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*')) ===="
+  echo "==== build ($NVCC $("$NVCC" --version 2>/dev/null | grep -o 'release [0-9.]*')) ===="
   nvcc_build "$BUILD/runtime_api" "$GPU_DIR/cuda/runtime_api.cu" || echo "BUILD FAILED: runtime_api"
   nvcc_ptx "$BUILD/saxpy.ptx" "$GPU_DIR/cuda/saxpy_kernel.cu" || echo "BUILD FAILED: saxpy.ptx"
   local link
@@ -121,10 +121,14 @@ build() {
 build >>"$LOG" 2>&1
 
 # --------------------------------------------------------------------- checks
+write_summary() {
+  "$PY" "$REPORT_PY" suite-summary "$WORK/facts.json" "$WORK/checks.jsonl" "$MODE" "$OUTDIR/gpu-suite.json"
+}
+write_summary
 run_entries "${CHECKS[@]}"
 
 # -------------------------------------------------------------------- summary
-"$PY" "$REPORT_PY" suite-summary "$WORK/facts.json" "$WORK/checks.jsonl" "$MODE" "$OUTDIR/gpu-suite.json"
+write_summary
 read -r passed failed skipped < <("$PY" -c 'import json,sys; s=json.load(open(sys.argv[1])); print(s["passed"], s["failed"], s["skipped"])' "$OUTDIR/gpu-suite.json")
 say "suite took $(elapsed "$T_START") s; log $LOG, summary $OUTDIR/gpu-suite.json"
 say "${passed} passed, ${failed} failed, ${skipped} skipped"

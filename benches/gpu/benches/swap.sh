@@ -22,7 +22,7 @@ bench_swap_bandwidth() { todo "12 GiB swap-out and swap-in bandwidth vs pinned c
 bench_switch_latency() { todo "switch latency, 12 GiB out + 12 GiB in"; }
 
 # TODO(issue 5): oversubscription makespan. Four 12 GiB jobs (two memory-bound
-# loops like tests/gpu/py/uvm_worker.py, two training loops) on a 16 GiB
+# loops like tests/gpu/py/mem_worker.py, two training loops) on a 16 GiB
 # capacity at quantum 30 s and 5 s: makespan / (sum of the four run alone one
 # after another, no hook). Target <= 1.05 at 30 s. The same mix in uvm mode
 # where it fits in free memory; the GPU's physical memory peak (nvidia-smi

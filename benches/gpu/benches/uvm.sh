@@ -65,7 +65,7 @@ bench_uvm_prefetch_on_grant() {
   with_scheduler --memory-capacity 6GiB --quantum 1
   local i pids=() k=0 pid
   for i in 1 2; do
-    NVSHARE_LOG=debug prog_bg 150 "g$i" hooked uvm "g$i" "$PY" "$TESTS_GPU_DIR/py/uvm_worker.py" \
+    NVSHARE_LOG=debug prog_bg 150 "g$i" hooked uvm "g$i" "$PY" "$TESTS_GPU_DIR/py/mem_worker.py" \
       --gib "$gib" --steps 2000 --name "g$i"
     pids+=("$BG_PID")
   done

@@ -3,7 +3,7 @@
 
 The hook (NVSHARE_LOG=debug) and the scheduler log a line per move with the
 bytes and the time it took. Field spellings vary, so this accepts any of:
-  bytes=4294967296   bytes=4.0GiB   bytes=4.0 GiB   bytes="4.0 GiB"
+  bytes=4294967296   bytes=4.0GiB   bytes=4.0 GiB   bytes="4.0 GiB"   moved=4294967296
   elapsed_us=81234   elapsed_ms=81.2   elapsed_s=0.081   elapsed=81.2ms
 A line is a restore if it mentions restor/prefetch/swap-in, an eviction if it
 mentions evict/swap-out. ANSI colour codes are ignored.
@@ -23,7 +23,7 @@ import sys
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
          "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
-BYTES = re.compile(r'\bbytes\s*=\s*"?\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?i?b)?\b', re.I)
+BYTES = re.compile(r'\b(?:bytes|moved)\s*=\s*"?\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?i?b)?\b', re.I)
 ELAPSED = [
     (re.compile(r"\belapsed_us\s*=\s*([0-9]+(?:\.[0-9]+)?)", re.I), 1e-6),
     (re.compile(r"\belapsed_ms\s*=\s*([0-9]+(?:\.[0-9]+)?)", re.I), 1e-3),

@@ -144,6 +144,64 @@ pub struct CUmemLocation {
     pub id: c_int,
 }
 
+/// `CU_MEM_ALLOCATION_TYPE_PINNED`: device memory that stays in place.
+pub const CU_MEM_ALLOCATION_TYPE_PINNED: c_uint = 1;
+/// `CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR`: exportable as a file descriptor.
+pub const CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR: c_uint = 1;
+/// `CU_MEM_ACCESS_FLAGS_PROT_READWRITE`.
+pub const CU_MEM_ACCESS_FLAGS_PROT_READWRITE: c_uint = 3;
+/// `CU_MEM_ALLOC_GRANULARITY_MINIMUM` (`CUmemAllocationGranularity_flags`).
+pub const CU_MEM_ALLOC_GRANULARITY_MINIMUM: c_int = 0;
+/// `CU_MEMHOSTREGISTER_PORTABLE`: pinned for every context.
+pub const CU_MEMHOSTREGISTER_PORTABLE: c_uint = 1;
+/// `CU_STREAM_NON_BLOCKING`: a stream not ordered with the legacy default
+/// stream.
+pub const CU_STREAM_NON_BLOCKING: CUflags = 1;
+
+/// `CUmemorytype`: `CU_MEMORYTYPE_HOST`.
+pub const CU_MEMORYTYPE_HOST: c_uint = 1;
+/// `CUmemorytype`: `CU_MEMORYTYPE_DEVICE`.
+pub const CU_MEMORYTYPE_DEVICE: c_uint = 2;
+
+/// `CUpointer_attribute` (`cuPointerGetAttribute[s]`).
+pub type CUpointer_attribute = c_int;
+/// The context of the allocation (`CUcontext`).
+pub const CU_POINTER_ATTRIBUTE_CONTEXT: CUpointer_attribute = 1;
+/// `CUmemorytype` (`unsigned int`).
+pub const CU_POINTER_ATTRIBUTE_MEMORY_TYPE: CUpointer_attribute = 2;
+/// The device address (`CUdeviceptr`).
+pub const CU_POINTER_ATTRIBUTE_DEVICE_POINTER: CUpointer_attribute = 3;
+/// The host address (`void *`).
+pub const CU_POINTER_ATTRIBUTE_HOST_POINTER: CUpointer_attribute = 4;
+/// Synchronous memory operations (`unsigned int`, boolean).
+pub const CU_POINTER_ATTRIBUTE_SYNC_MEMOPS: CUpointer_attribute = 6;
+/// A unique allocation id (`unsigned long long`).
+pub const CU_POINTER_ATTRIBUTE_BUFFER_ID: CUpointer_attribute = 7;
+/// Managed memory (`unsigned int`, boolean).
+pub const CU_POINTER_ATTRIBUTE_IS_MANAGED: CUpointer_attribute = 8;
+/// The device ordinal (`int`).
+pub const CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL: CUpointer_attribute = 9;
+/// Legacy CUDA IPC works on it (`unsigned int`, boolean).
+pub const CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE: CUpointer_attribute = 10;
+/// The allocation's start (`CUdeviceptr`).
+pub const CU_POINTER_ATTRIBUTE_RANGE_START_ADDR: CUpointer_attribute = 11;
+/// The allocation's size (`size_t`).
+pub const CU_POINTER_ATTRIBUTE_RANGE_SIZE: CUpointer_attribute = 12;
+/// Mapped (`unsigned int`, boolean).
+pub const CU_POINTER_ATTRIBUTE_MAPPED: CUpointer_attribute = 13;
+/// Exportable handle types (`unsigned long long` bits).
+pub const CU_POINTER_ATTRIBUTE_ALLOWED_HANDLE_TYPES: CUpointer_attribute = 14;
+/// GPUDirect RDMA capable (`unsigned int`, boolean).
+pub const CU_POINTER_ATTRIBUTE_IS_GPU_DIRECT_RDMA_CAPABLE: CUpointer_attribute = 15;
+/// The current context's access (`unsigned int`, `CUmemAccess_flags`).
+pub const CU_POINTER_ATTRIBUTE_ACCESS_FLAGS: CUpointer_attribute = 16;
+/// The VMM mapping's size (`size_t`).
+pub const CU_POINTER_ATTRIBUTE_MAPPING_SIZE: CUpointer_attribute = 18;
+/// The VMM mapping's start (`CUdeviceptr`).
+pub const CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR: CUpointer_attribute = 19;
+/// A unique memory block id (`unsigned long long`).
+pub const CU_POINTER_ATTRIBUTE_MEMORY_BLOCK_ID: CUpointer_attribute = 20;
+
 /// `CUmemAllocationProp::allocFlags`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]

@@ -19,9 +19,11 @@
 //! - [`logging`]: stderr logging (`NVSHARE_LOG`, `NVSHARE_DEBUG`), started
 //!   at the first CUDA call.
 //! - [`registry`]: the allocation registry and per-device footprint.
-//! - [`engine`]: memory engines (direct, uvm) behind the `MemoryEngine`
-//!   trait the gate calls to evict and restore.
-//! - [`wrappers`]: handlers of allocation, memory queries and NVML.
+//! - [`engine`]: memory engines (swap: VMM units swapped to host shadows;
+//!   uvm: managed memory) behind the `MemoryEngine` trait the gate calls to
+//!   evict and restore.
+//! - [`wrappers`]: handlers of allocation, memory and pointer queries, and
+//!   NVML.
 //! - [`gate`]: the lock gate every work-submitting call passes.
 //! - [`client`]: the connection to the scheduler daemon.
 //! - [`config`]: the environment configuration.

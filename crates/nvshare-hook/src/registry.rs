@@ -17,6 +17,9 @@ pub enum AllocKind {
     Managed,
     /// Stream-ordered memory (`cuMemAllocAsync`, pools): accounted, never moved.
     StreamOrdered,
+    /// Device memory backed by the swap engine's VMM units (swap mode): its
+    /// own unit, or a block of a shared slab; moved by eviction.
+    Swappable,
 }
 
 impl AllocKind {

@@ -17,7 +17,7 @@
 
 use crate::ffi::*;
 use crate::symbol_macro::intercepted;
-use crate::wrappers::{info, memory};
+use crate::wrappers::{info, memory, pointer};
 use std::ffi::{CStr, c_int, c_uint, c_void};
 
 /// One intercepted entry point.
@@ -54,6 +54,11 @@ intercepted! {
     cuMemGetInfo_v2 = "cuMemGetInfo" @ 3020 legacy => (info::mem_get_info) (free: *mut usize, total: *mut usize);
     cuDeviceTotalMem = "cuDeviceTotalMem" @ 2000 legacy => (info::device_total_mem_v1) (bytes: *mut c_uint, device: CUdevice);
     cuDeviceTotalMem_v2 = "cuDeviceTotalMem" @ 3020 legacy => (info::device_total_mem) (bytes: *mut usize, device: CUdevice);
+
+    // Pointer queries (answered for swapped-out memory).
+    cuPointerGetAttribute = "cuPointerGetAttribute" @ 4000 legacy => (pointer::get_attribute) (data: *mut c_void, attribute: CUpointer_attribute, ptr: CUdeviceptr);
+    cuPointerGetAttributes = "cuPointerGetAttributes" @ 7000 legacy => (pointer::get_attributes) (count: c_uint, attributes: *mut CUpointer_attribute, data: *mut *mut c_void, ptr: CUdeviceptr);
+    cuMemGetAddressRange_v2 = "cuMemGetAddressRange" @ 3020 legacy => (pointer::address_range) (base: *mut CUdeviceptr, size: *mut usize, ptr: CUdeviceptr);
 
     // Kernel launches and other stream work.
     cuLaunch = "cuLaunch" @ 2000 legacy => work (f: CUfunction);

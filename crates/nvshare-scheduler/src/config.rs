@@ -40,7 +40,7 @@ pub struct Config {
 pub struct Cli {
     /// The Unix socket to listen on. Default: /var/run/nvshare/scheduler.sock
     /// for root, else $XDG_RUNTIME_DIR/nvshare/scheduler.sock, else
-    /// /tmp/nvshare-<uid>/scheduler.sock.
+    /// /tmp/nvshare-$UID/scheduler.sock.
     #[arg(long, env = "NVSHARE_SOCK", value_name = "PATH")]
     pub socket: Option<PathBuf>,
 

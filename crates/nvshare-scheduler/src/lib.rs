@@ -6,10 +6,11 @@
 //! # Layout
 //! - [`policy`]: the pure scheduling state machine (events in, actions out).
 //! - [`server`]: the I/O shell: the epoll event loop ([`server::Server`]),
-//!   the listening socket's life ([`server::listener`]), one connection's
-//!   buffers and credentials ([`server::connection`]), the handshake's
-//!   checks and refusals ([`server::handshake`]) and operator requests
-//!   ([`server::control`]).
+//!   reading and dispatching frames (`server::inbound`), writing, closing
+//!   and shutting down (`server::outbound`), the listening socket's life
+//!   ([`server::listener`]), one connection's buffers and credentials
+//!   ([`server::connection`]), the handshake's checks and refusals
+//!   ([`server::handshake`]) and operator requests ([`server::control`]).
 //! - [`daemon`]: startup in order (signals, socket, metrics, readiness, loop).
 //! - [`config`]: the command line and environment, parsed once into
 //!   [`config::Config`].

@@ -5,7 +5,7 @@
 use clap::Parser;
 use nvshare_scheduler::config::Cli;
 use nvshare_scheduler::logging::BatchedWriter;
-use std::io::IsTerminal;
+use nvshare_scheduler::logging::format::LineFormat;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
@@ -36,9 +36,9 @@ fn main() -> ExitCode {
         }
     };
     tracing_subscriber::fmt()
+        .event_format(LineFormat)
         .with_env_filter(filter)
         .with_writer(writer)
-        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let outcome = nvshare_scheduler::daemon::run(config);
     drop(flush_on_exit);

@@ -1,6 +1,6 @@
 //! Turns the policy's [`Record`]s into one log line each and metric updates.
 
-use crate::metrics::{ClientLabels, DropLabels, GpuLabels, Metrics};
+use crate::metrics::{ClientLabels, DropLabels, GpuMetrics, Metrics};
 use crate::policy::Record;
 use crate::units::format_bytes;
 use nvshare_proto::{ClientId, GpuUuid};
@@ -14,9 +14,15 @@ use tracing::info;
 pub struct Observer {
     metrics: Arc<Metrics>,
     names: HashMap<ClientId, String>,
-    /// Each GPU's label, formatted once: formatting a UUID costs more than
-    /// the rest of a lock handoff.
-    gpus: HashMap<GpuUuid, GpuLabels>,
+    /// Each GPU's label and metric handles, made once: formatting a UUID
+    /// and hashing labels cost more than the rest of a lock handoff.
+    gpus: HashMap<GpuUuid, GpuEntry>,
+}
+
+#[derive(Debug)]
+struct GpuEntry {
+    label: String,
+    metrics: GpuMetrics,
 }
 
 impl Observer {
@@ -66,11 +72,16 @@ impl Observer {
             | Record::Evicted { gpu, .. }
             | Record::Restored { gpu, .. } => *gpu,
         };
-        self.gpus.entry(gpu).or_insert_with(|| GpuLabels {
-            gpu: gpu.to_string(),
+        let metrics = &self.metrics;
+        self.gpus.entry(gpu).or_insert_with(|| {
+            let label = gpu.to_string();
+            GpuEntry {
+                metrics: metrics.for_gpu(&label),
+                label,
+            }
         });
-        let labels = &self.gpus[&gpu];
-        let m = &*self.metrics;
+        let entry = &self.gpus[&gpu];
+        let (label, g, m) = (entry.label.as_str(), &entry.metrics, &*self.metrics);
         match record {
             Record::Granted {
                 client,
@@ -80,14 +91,12 @@ impl Observer {
                 info!(
                     client,
                     name = self.name(*client),
-                    gpu = labels.gpu.as_str(),
+                    gpu = label,
                     waited_ms = ms(*waited),
                     "lock granted"
                 );
-                m.grants.get_or_create(labels).inc();
-                m.grant_wait
-                    .get_or_create(labels)
-                    .observe(waited.as_secs_f64());
+                g.grants.inc();
+                g.grant_wait.observe(waited.as_secs_f64());
             }
             Record::DropRequested {
                 client,
@@ -95,11 +104,11 @@ impl Observer {
                 evict_bytes,
                 reason,
             } => {
-                info!(client, name = self.name(*client), gpu = labels.gpu.as_str(),
+                info!(client, name = self.name(*client), gpu = label,
                       evict = %format_bytes(*evict_bytes), reason, "lock drop requested");
                 m.drop_requests
                     .get_or_create(&DropLabels {
-                        gpu: labels.gpu.clone(),
+                        gpu: label.to_owned(),
                         reason: (*reason).to_owned(),
                     })
                     .inc();
@@ -109,27 +118,21 @@ impl Observer {
                 info!(
                     client,
                     name,
-                    gpu = labels.gpu.as_str(),
+                    gpu = label,
                     held_ms = ms(*held),
                     "lock released"
                 );
                 m.held_seconds
                     .get_or_create(&ClientLabels {
                         client: name.to_owned(),
-                        gpu: labels.gpu.clone(),
+                        gpu: label.to_owned(),
                     })
                     .inc_by(held.as_secs_f64());
             }
             Record::Switched { latency, .. } => {
-                info!(
-                    gpu = labels.gpu.as_str(),
-                    latency_ms = ms(*latency),
-                    "lock switched"
-                );
-                m.switches.get_or_create(labels).inc();
-                m.switch_latency
-                    .get_or_create(labels)
-                    .observe(latency.as_secs_f64());
+                info!(gpu = label, latency_ms = ms(*latency), "lock switched");
+                g.switches.inc();
+                g.switch_latency.observe(latency.as_secs_f64());
             }
             Record::Evicted {
                 client,
@@ -137,10 +140,10 @@ impl Observer {
                 bytes,
                 elapsed,
             } => {
-                info!(client, name = self.name(*client), gpu = labels.gpu.as_str(),
+                info!(client, name = self.name(*client), gpu = label,
                       bytes = %format_bytes(*bytes), elapsed_ms = ms(*elapsed),
                       gb_per_s = rate(*bytes, *elapsed), "memory evicted");
-                m.evicted_bytes.get_or_create(labels).inc_by(*bytes);
+                g.evicted_bytes.inc_by(*bytes);
             }
             Record::Restored {
                 client,
@@ -148,10 +151,10 @@ impl Observer {
                 bytes,
                 elapsed,
             } => {
-                info!(client, name = self.name(*client), gpu = labels.gpu.as_str(),
+                info!(client, name = self.name(*client), gpu = label,
                       bytes = %format_bytes(*bytes), elapsed_ms = ms(*elapsed),
                       gb_per_s = rate(*bytes, *elapsed), "memory restored");
-                m.restored_bytes.get_or_create(labels).inc_by(*bytes);
+                g.restored_bytes.inc_by(*bytes);
             }
         }
     }

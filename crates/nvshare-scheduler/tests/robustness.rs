@@ -57,7 +57,12 @@ fn assert_unharmed(daemon: &mut Daemon, holder: &mut HookClient, waiter: &mut Ho
         holder.seen
     );
     let status = daemon.control().status();
-    assert_eq!(status.gpus[0].clients.len(), 2, "{status:?}");
+    for name in ["holder", "waiter"] {
+        assert!(
+            status.gpus[0].clients.iter().any(|c| c.name == name),
+            "{name} is gone: {status:?}"
+        );
+    }
 }
 
 #[test]
@@ -167,5 +172,26 @@ fn a_peer_that_vanishes_mid_frame_is_dropped() {
         drop(wire);
     }
     std::thread::sleep(Duration::from_millis(100));
+    assert_unharmed(&mut daemon, &mut holder, &mut waiter);
+}
+
+#[test]
+fn a_peer_that_stops_reading_is_disconnected() {
+    let mut daemon = Daemon::start(&["--memory-capacity", "1GiB"]);
+    let (mut holder, mut waiter) = bystanders(&daemon);
+    // A few more clients make each status reply a few hundred bytes.
+    let _crowd: Vec<HookClient> = (0..6)
+        .map(|i| HookClient::connect_attached(&daemon.socket, &format!("crowd-{i}"), MIB))
+        .collect();
+    let mut greedy = daemon.control();
+    let reply_len = encode(&greedy.status()).unwrap().len();
+    // Ask for far more than the daemon buffers for one peer (4 MiB), and
+    // never read the answers.
+    let requests = (8 << 20) / reply_len + 1;
+    let request = support::frame_of(&nvshare_proto::ControlRequest::Status);
+    let burst: Vec<u8> = request.repeat(requests);
+    // The daemon may hang up before taking every request.
+    let _ = greedy.wire.stream.write_all(&burst);
+    assert!(daemon.logged("disconnecting a peer that stopped reading"));
     assert_unharmed(&mut daemon, &mut holder, &mut waiter);
 }

@@ -95,9 +95,12 @@ fn the_quantum_preempts_holders_in_arrival_order() {
         let (holder, next) = (pair[0], pair[1]);
         let (evict_bytes, dropped_at) = clients[holder].wait_drop(PATIENCE).unwrap();
         assert!(evict_bytes > 0, "a drop must make room for the next client");
+        // Measured from the client's side, where the grant may arrive late
+        // on a loaded machine: half the quantum tells "waited for the
+        // quantum" from "preempted at once" with room to spare.
         let held = dropped_at.duration_since(granted_at);
         assert!(
-            held >= quantum - Duration::from_millis(20),
+            held >= quantum / 2,
             "dropped after {held:?}, before the quantum ended"
         );
         clients[holder].request();

@@ -4,10 +4,13 @@
 //! package, which other packages' tests cannot name with `env!`).
 //!
 //! A test executable lives in `target/<profile>/deps/`, so its parent's
-//! parent is `target/<profile>`, where Cargo puts `libcuda.so`,
-//! `libnvshare.so` and every binary. `cargo test --workspace` builds all of
-//! them before running any test; for a single package run
-//! `cargo build -p fake-cuda -p cuda-programs` first.
+//! parent is `target/<profile>`, where Cargo puts every binary and, after
+//! `cargo build`, `libcuda.so` and `libnvshare.so`; `cargo test` leaves a
+//! cdylib that a test depends on in `target/<profile>/deps/`. `cargo test
+//! --workspace` builds all of them before running any test (the binaries
+//! because this package has an integration test; `libcuda.so` because
+//! `fake-cuda` is also an rlib that tests can depend on); for a single
+//! package run `cargo build -p fake-cuda -p cuda-programs` first.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output};
@@ -27,16 +30,25 @@ pub fn profile_dir() -> PathBuf {
     dir.to_path_buf()
 }
 
-/// The artifact `name` in `target/<profile>`; panics with what to build if
-/// it is missing.
+/// The artifact `name` in `target/<profile>` (or, for libraries, in
+/// `target/<profile>/deps`, where `cargo test` leaves a cdylib built as a
+/// dependency; the newer file wins). Panics with what to build if missing.
 pub fn artifact(name: &str) -> PathBuf {
-    let path = profile_dir().join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (`cargo build -p fake-cuda -p cuda-programs`, or `cargo test --workspace`)",
-        path.display()
-    );
-    path
+    let profile = profile_dir();
+    let newest = [profile.join(name), profile.join("deps").join(name)]
+        .into_iter()
+        .filter_map(|path| {
+            let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+            Some((modified, path))
+        })
+        .max_by_key(|(modified, _)| *modified);
+    match newest {
+        Some((_, path)) => path,
+        None => panic!(
+            "{} is missing: build it first (`cargo build -p fake-cuda -p cuda-programs`, or `cargo test --workspace`)",
+            profile.join(name).display()
+        ),
+    }
 }
 
 /// A test program of this package (`cuda-probe`, `cuda-worker`, `cuda-scenario`).
@@ -52,8 +64,11 @@ pub fn fake_libcuda_dir() -> PathBuf {
     std::fs::create_dir_all(&dir).expect("create target/<profile>/fake-cuda-lib");
     let link = dir.join("libcuda.so.1");
     if std::fs::read_link(&link).ok().as_deref() != Some(library.as_path()) {
-        // Create under a unique name, then rename over: atomic for racers.
-        let temp = dir.join(format!(".libcuda.so.1.{}", std::process::id()));
+        // Create under a name unique to this process and call, then rename
+        // over: atomic for racing tests in any process or thread.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = dir.join(format!(".libcuda.so.1.{}.{call}", std::process::id()));
         let _ = std::fs::remove_file(&temp);
         std::os::unix::fs::symlink(&library, &temp).expect("symlink the fake libcuda.so.1");
         std::fs::rename(&temp, &link).expect("install the fake libcuda.so.1 symlink");

@@ -244,6 +244,9 @@ fn a_program_without_a_daemon_starts_one() {
         sandbox
             .hooked("cuda-worker")
             .env("NVSHARE_SCHEDULER", "auto")
+            // The hook looks beside libnvshare.so, then on PATH: the test
+            // build of the library may sit in deps/, away from the binaries.
+            .env("PATH", search_path_with_binaries())
             .args(worker_args(64 * MIB, 3, 1)),
     );
     let result = json_result(&finish_ok(worker, "a worker with no daemon running"));
@@ -292,4 +295,13 @@ fn a_program_that_never_uses_cuda_never_contacts_the_scheduler() {
         !sandbox.socket().exists(),
         "a program that never used CUDA started or contacted a scheduler"
     );
+}
+
+/// `PATH` with `target/<profile>` (where `nvshare-scheduler` is) first.
+fn search_path_with_binaries() -> std::ffi::OsString {
+    let mut dirs = vec![cuda_programs::artifacts::profile_dir()];
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(dirs).expect("paths without ':'")
 }

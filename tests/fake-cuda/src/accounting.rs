@@ -238,6 +238,34 @@ mod tests {
         assert_eq!(accounting.used(0), 230);
     }
 
+    proptest::proptest! {
+        /// Whatever the sequence of charges and releases, the use never
+        /// passes the capacity through `charge`, and always equals the sum
+        /// of what was granted minus what was given back.
+        #[test]
+        fn use_matches_a_model_and_never_passes_capacity(
+            ops in proptest::collection::vec((proptest::bool::ANY, 0u64..400, 0usize..2), 1..60)
+        ) {
+            let accounting = Accounting::local(1000);
+            let mut model = [0u64; 2];
+            for (is_charge, bytes, device) in ops {
+                if is_charge {
+                    let fits = model[device] + bytes <= 1000;
+                    proptest::prop_assert_eq!(accounting.charge(device, bytes).is_ok(), fits);
+                    if fits {
+                        model[device] += bytes;
+                    }
+                } else {
+                    let back = bytes.min(model[device]);
+                    accounting.release(device, back);
+                    model[device] -= back;
+                }
+                proptest::prop_assert_eq!(accounting.used(device), model[device]);
+                proptest::prop_assert!(accounting.used(device) <= 1000);
+            }
+        }
+    }
+
     #[test]
     fn shared_table_sums_slots_of_live_pids_only() {
         let dir = tempfile::tempdir().unwrap();

@@ -98,6 +98,14 @@ mod tests {
         assert_eq!(parse_bytes("4kib"), Some(4096));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn every_unit_scales_by_its_power_of_two(n in 1u64..1 << 20, unit in 0usize..5) {
+            let (suffix, shift) = [("", 0), ("KiB", 10), ("MiB", 20), ("GiB", 30), ("TiB", 40)][unit];
+            proptest::prop_assert_eq!(parse_bytes(&format!("{n}{suffix}")), Some(n << shift));
+        }
+    }
+
     #[test]
     fn nonsense_and_zero_sizes_are_refused() {
         assert_eq!(parse_bytes(""), None);

@@ -274,6 +274,35 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// A reservation with mappings at random page slots: a range is valid
+        /// exactly when every page of it is mapped.
+        #[test]
+        fn a_range_is_valid_exactly_when_every_page_is_mapped(
+            mapped in proptest::collection::vec(proptest::bool::ANY, 16),
+            start in 0u64..16,
+            pages in 1u64..6,
+        ) {
+            const PAGE: u64 = 0x1000;
+            const BASE: u64 = 0x100_0000;
+            let slots: Vec<(u64, u64)> = mapped
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| **m)
+                .map(|(i, _)| (BASE + i as u64 * PAGE, PAGE))
+                .collect();
+            let mut region = reserved(&slots);
+            region.size = 16 * PAGE;
+            region.mapped_bytes = 16 * PAGE;
+            let mut registry = Registry::default();
+            registry.insert(BASE, region);
+            let end = (start + pages).min(16);
+            let all_mapped = (start..end).all(|p| mapped[p as usize]);
+            let ok = registry.check_range(BASE + start * PAGE, (end - start) * PAGE, false).is_ok();
+            proptest::prop_assert_eq!(ok, all_mapped);
+        }
+    }
+
     #[test]
     fn unknown_addresses_pass_only_as_pageable_host_memory() {
         let mut registry = Registry::default();

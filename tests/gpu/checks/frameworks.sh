@@ -18,7 +18,7 @@ check_jax_prealloc() {
   python_has jax || skip "jax is not importable here"
   # Were the hook not to virtualize, JAX would take 75% of the card: be sure
   # that fits (it is managed memory in uvm mode).
-  need_free_gib $(($(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits -i 0 | head -n1) * 80 / 100 / 1024))
+  need_free_gib $(($(gpu_total_mib) * 80 / 100 / 1024))
   local cap=$((FRAMEWORK_GIB * GIB)) rc=0 base peak sampler
   with_scheduler --memory-capacity "${FRAMEWORK_GIB}GiB"
   base=$(gpu_used_mib)

@@ -11,15 +11,6 @@ VIRTUAL_GIB=16
 check_mem_get_info() {
   local cap=$((VIRTUAL_GIB * GIB)) rc=0 nvml_ok drv_rc=0
   with_scheduler --memory-capacity "${VIRTUAL_GIB}GiB"
-  prog 120 hooked hooked "$MODE" meminfo "$PY" "$GPU_DIR/py/mem_info.py" --capacity "$cap" || rc=$?
-  ((rc == 0)) || fail "$(why_failed hooked "$rc")"
-
-  nvml_ok=$(value hooked nvml_ok)
-  case $nvml_ok in
-    1) also_report nvml_mem_info PASS "nvmlDeviceGetMemoryInfo in the hooked process: total $(value hooked nvml_total) == $cap" ;;
-    absent) also_report nvml_mem_info SKIP "libnvidia-ml.so.1 not loadable" ;;
-    *) also_report nvml_mem_info FAIL "nvmlDeviceGetMemoryInfo in the hooked process: total $(value hooked nvml_total) (want $cap) $(value hooked nvml_error)" ;;
-  esac
 
   if [[ -s $BUILD/driver_api && -s $BUILD/saxpy.ptx ]]; then
     prog 60 driver hooked "$MODE" memdrv "$BUILD/driver_api" "$BUILD/saxpy.ptx" "$cap" || drv_rc=$?
@@ -29,6 +20,15 @@ check_mem_get_info() {
       also_report driver_api_mem_info FAIL "$(why_failed driver "$drv_rc"); cuMemGetInfo total $(value driver total), cuDeviceTotalMem $(value driver device_total), want $cap"
     fi
   fi
+
+  prog 120 hooked hooked "$MODE" meminfo "$PY" "$GPU_DIR/py/mem_info.py" --capacity "$cap" || rc=$?
+  ((rc == 0)) || fail "$(why_failed hooked "$rc")"
+  nvml_ok=$(value hooked nvml_ok)
+  case $nvml_ok in
+    1) also_report nvml_mem_info PASS "nvmlDeviceGetMemoryInfo in the hooked process: total $(value hooked nvml_total) == $cap" ;;
+    absent) also_report nvml_mem_info SKIP "libnvidia-ml.so.1 not loadable" ;;
+    *) also_report nvml_mem_info FAIL "nvmlDeviceGetMemoryInfo in the hooked process: total $(value hooked nvml_total) (want $cap) $(value hooked nvml_error)" ;;
+  esac
 
   echo "outside the hook nvidia-smi reports used/total MiB: $(nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader,nounits -i 0)"
   [[ $(value hooked torch_ok) == 1 ]] ||

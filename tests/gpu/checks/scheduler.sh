@@ -4,6 +4,7 @@
 # Proves: NVSHARE_SCHEDULER=off runs the program unshared and correct, and
 # starts no daemon.
 check_no_scheduler() {
+  need_build "$BUILD/runtime_api"
   local rc=0
   SOCK=$CHECK_DIR/never.sock
   NVSHARE_SCHEDULER=off prog 60 hooked hooked "$MODE" unshared "$BUILD/runtime_api" || rc=$?
@@ -19,7 +20,7 @@ pids_with_arg() {
   for dir in /proc/[0-9]*; do
     pid=${dir#/proc/}
     [[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
-    tr '\0' ' ' <"$dir/cmdline" 2>/dev/null | grep -qF -- "$1" && echo "$pid"
+    { tr '\0' ' ' <"$dir/cmdline"; } 2>/dev/null | grep -qF -- "$1" && echo "$pid"
   done
 }
 

@@ -11,7 +11,7 @@ share_uvm() {
   need_free_gib $((n * gib + 8))
   with_scheduler --memory-capacity "${cap}GiB" --quantum 2
   for ((i = 1; i <= n; i++)); do
-    prog_bg 150 "w$i" hooked uvm "w$i" "$PY" "$GPU_DIR/py/uvm_worker.py" \
+    prog_bg 150 "w$i" hooked uvm "w$i" "$PY" "$GPU_DIR/py/mem_worker.py" \
       --gib "$gib" --steps "$steps" --name "w$i"
     pids+=("$BG_PID")
   done
@@ -34,8 +34,8 @@ share_uvm() {
   local clients switches summary=$CHECK_DIR/status-summary.json
   "$PY" "$STATUS_PY" summarize "$CHECK_DIR"/status.*.json >"$summary"
   echo "status over $k snapshots: $(cat "$summary")"
-  echo "last snapshot:"
-  head -c 4000 "$CHECK_DIR/status.$((k - 1)).json" 2>/dev/null
+  echo "a snapshot from mid-run:"
+  head -c 4000 "$CHECK_DIR/status.$((k / 2)).json" 2>/dev/null
   echo
   ((${#failed[@]} == 0)) || fail "${failed[*]}"
   clients=$("$PY" "$STATUS_PY" get "$summary" max_clients)
@@ -49,8 +49,8 @@ share_uvm() {
 
 # Proves: two uvm programs that cannot fit together take turns and both
 # finish with correct data (evict and restore lose nothing).
-check_uvm_share_two() { share_uvm 2 2 3 3000; }
+check_uvm_share_two() { share_uvm 2 2 3 4000; }
 
 # Proves: three uvm programs, two of which fit together, are co-run and
 # time-sliced by the auto policy, all finishing with correct data.
-check_uvm_share_three() { share_uvm 3 2 5 3000; }
+check_uvm_share_three() { share_uvm 3 2 5 4000; }

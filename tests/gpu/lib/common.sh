@@ -97,10 +97,14 @@ ctl_status() {
 # session run_limited made; `timeout` moves its child to a process group of
 # its own, so a group kill would miss it).
 kill_session() {
-  local sid=$1 signal=$2 pids
-  pids=$(ps -e -o pid=,sid= 2>/dev/null | awk -v s="$sid" '$2 == s { print $1 }')
-  # shellcheck disable=SC2086  # one PID per word
-  [[ -n $pids ]] && kill -"$signal" $pids 2>/dev/null
+  local sid=$1 signal=$2 stat_file stat fields pids=()
+  for stat_file in /proc/[0-9]*/stat; do
+    stat=$(<"$stat_file") 2>/dev/null || continue
+    # After "pid (comm) ": state ppid pgrp session ...
+    read -r -a fields <<<"${stat##*) }"
+    [[ ${fields[3]:-} == "$sid" ]] && pids+=("${stat%% *}")
+  done
+  ((${#pids[@]})) && kill -"$signal" "${pids[@]}" 2>/dev/null
   kill -"$signal" "$sid" 2>/dev/null
   return 0
 }
@@ -154,6 +158,14 @@ gpu_free_gib() {
   echo $((mib / 1024))
 }
 
+# gpu_total_mib : memory of GPU 0 in MiB (0 if unknown).
+gpu_total_mib() {
+  local mib
+  mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits -i 0 2>/dev/null | head -n1 | tr -d ' ')
+  [[ $mib =~ ^[0-9]+$ ]] || mib=0
+  echo "$mib"
+}
+
 # gpu_used_mib : used memory of GPU 0 in MiB, from nvidia-smi.
 gpu_used_mib() {
   nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0 2>/dev/null | head -n1 | tr -d ' '
@@ -181,7 +193,7 @@ cuda_arch() {
   nvidia-smi --query-gpu=compute_cap --format=csv,noheader -i 0 2>/dev/null | head -n1 | tr -d ' .'
 }
 
-NVCC=${NVCC:-nvcc}
+NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 
 # nvcc_build OUT SRC [EXTRA...] : compiles SRC for this GPU (falls back to
 # -arch=native, then to nvcc's default target).

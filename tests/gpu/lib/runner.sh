@@ -5,7 +5,9 @@
 #
 # Needs: SELF, WORK, LOG, T_START, BUDGET (s), ONLY (comma list or empty),
 # ARTIFACTS_OK (0/1), KIND ("check" or "bench", for messages).
-# Records go to $WORK/checks.jsonl (name, status, seconds, detail).
+# Records go to $WORK/checks.jsonl (name, status, seconds, detail); after
+# each entry the caller's write_summary (if defined) rewrites the JSON in
+# OUTDIR, so a run cut short still leaves what it measured.
 
 log() { printf '%s\n' "$*" >>"$LOG"; }
 say() { printf '%s\n' "$*" | tee -a "$LOG"; }
@@ -64,6 +66,7 @@ run_one() {
       show "$a_status" "$a_name" "$a_detail"
     done <"$WORK/c/$name/also"
   fi
+  if declare -F write_summary >/dev/null; then write_summary; fi
 }
 
 # run_entries NAME:LIMIT... : run_one for each wanted entry, in order.

@@ -66,4 +66,15 @@ helpers! {
     cuStreamDestroy / "cuStreamDestroy_v2" @ 4000 (CUstream);
     cuMemGetAddressRange / "cuMemGetAddressRange_v2" @ 3020 (*mut CUdeviceptr, *mut usize, CUdeviceptr);
     cuPointerGetAttribute / "cuPointerGetAttribute" @ 4000 (*mut c_void, c_int, CUdeviceptr);
+    // Virtual memory management and pinning (the swap engine).
+    cuMemGetAllocationGranularity / "cuMemGetAllocationGranularity" @ 10020 (*mut usize, *const CUmemAllocationProp, c_int);
+    cuMemAddressReserve / "cuMemAddressReserve" @ 10020 (*mut CUdeviceptr, usize, usize, CUdeviceptr, u64);
+    cuMemAddressFree / "cuMemAddressFree" @ 10020 (CUdeviceptr, usize);
+    cuMemCreate / "cuMemCreate" @ 10020 (*mut CUmemGenericAllocationHandle, usize, *const CUmemAllocationProp, u64);
+    cuMemRelease / "cuMemRelease" @ 10020 (CUmemGenericAllocationHandle);
+    cuMemMap / "cuMemMap" @ 10020 (CUdeviceptr, usize, usize, CUmemGenericAllocationHandle, u64);
+    cuMemUnmap / "cuMemUnmap" @ 10020 (CUdeviceptr, usize);
+    cuMemSetAccess / "cuMemSetAccess" @ 10020 (CUdeviceptr, usize, *const CUmemAccessDesc, usize);
+    cuMemHostRegister / "cuMemHostRegister_v2" @ 6050 (*mut c_void, usize, c_uint);
+    cuMemHostUnregister / "cuMemHostUnregister" @ 4000 (*mut c_void);
 }

@@ -10,10 +10,12 @@
 mod calls;
 mod error;
 mod helpers;
+mod vmm;
 
 pub use calls::*;
 pub use error::CudaError;
 pub use helpers::HelperFns;
+pub use vmm::*;
 
 use crate::ffi::*;
 use crate::interpose::real_dlsym;

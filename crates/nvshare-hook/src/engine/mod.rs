@@ -1,11 +1,11 @@
 //! Memory engines: how device allocations are backed, and how the gate
 //! moves them off the GPU for others and back on grant.
 //!
-//! - [`direct`]: swap mode until VMM swapping lands (`swap.rs` goes beside
-//!   it): real device memory, accounted, never moved.
+//! - [`swap`]: `NVSHARE_MODE=swap` (the default), VMM units swapped to host
+//!   shadows in bulk.
 //! - [`uvm`]: `NVSHARE_MODE=uvm`, managed memory moved by prefetch.
 
-pub mod direct;
+pub mod swap;
 pub mod uvm;
 
 use crate::config::{self, MemoryMode};
@@ -24,6 +24,17 @@ pub enum EngineError {
         /// The failed call.
         #[source]
         source: CudaError,
+    },
+    /// Host memory for the shadows could not be had; nothing moved.
+    #[error("cannot evict {bytes} bytes from GPU {device}: {source}")]
+    HostMemory {
+        /// The device.
+        device: CUdevice,
+        /// The bytes asked for.
+        bytes: u64,
+        /// Why.
+        #[source]
+        source: swap::shadow::ShadowError,
     },
     /// This engine keeps memory where it is.
     #[error(
@@ -47,6 +58,12 @@ pub trait MemoryEngine: Send + Sync {
     /// it in the registry.
     fn alloc(&self, device: CUdevice, bytes: u64) -> Result<(CUdeviceptr, AllocKind), CudaError>;
 
+    /// Frees `ptr` if this engine backs it (`cuMemFree`); `None` leaves it
+    /// to the real driver.
+    fn free(&self, _ptr: CUdeviceptr) -> Option<Result<(), CudaError>> {
+        None
+    }
+
     /// `device`'s footprint and resident bytes.
     fn usage(&self, device: CUdevice) -> Usage {
         registry::lock().usage(device)
@@ -65,13 +82,13 @@ pub trait MemoryEngine: Send + Sync {
     fn on_fork_child(&self) {}
 }
 
-static DIRECT: direct::DirectEngine = direct::DirectEngine;
+static SWAP: swap::SwapEngine = swap::SwapEngine::new();
 static UVM: uvm::UvmEngine = uvm::UvmEngine::new();
 
 /// The engine of the configured mode.
 pub fn current() -> &'static dyn MemoryEngine {
     match config::get().mode {
-        MemoryMode::Swap => &DIRECT,
+        MemoryMode::Swap => &SWAP,
         MemoryMode::Uvm => &UVM,
     }
 }

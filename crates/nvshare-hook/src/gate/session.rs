@@ -231,11 +231,13 @@ fn grant(gate: &Gate, device: &DeviceGate) {
         Ok(bytes) => {
             let usage = engine::current().usage(device.ordinal);
             if bytes > 0 {
+                let elapsed_us = started.elapsed().as_micros() as u64;
+                tracing::debug!(gpu = %device.uuid, bytes, elapsed_us, "memory restored on grant");
                 gate.session.send(&ClientMsg::Restored {
                     gpu: device.uuid,
                     bytes,
                     resident: usage.resident,
-                    elapsed_us: started.elapsed().as_micros() as u64,
+                    elapsed_us,
                 });
             }
         }
@@ -279,11 +281,13 @@ fn evict(gate: &Gate, device: &DeviceGate, bytes: u64) {
     match engine::current().evict(device.ordinal, bytes) {
         Ok(moved) => {
             let usage = engine::current().usage(device.ordinal);
+            let elapsed_us = started.elapsed().as_micros() as u64;
+            tracing::debug!(gpu = %device.uuid, bytes = moved, elapsed_us, "memory evicted");
             gate.session.send(&ClientMsg::Evicted {
                 gpu: device.uuid,
                 bytes: moved,
                 resident: usage.resident,
-                elapsed_us: started.elapsed().as_micros() as u64,
+                elapsed_us,
             });
         }
         Err(e) => {

@@ -106,8 +106,9 @@ pub unsafe fn alloc(
     }
 }
 
-/// `cuMemAllocPitch_v2`: in uvm mode a managed allocation with a 512-byte
-/// aligned pitch; otherwise the real call, accounted.
+/// `cuMemAllocPitch_v2`: an allocation with a 512-byte aligned pitch,
+/// backed by the engine of the configured mode (the driver's own call where
+/// the arguments are invalid).
 ///
 /// # Safety
 /// As the driver's `cuMemAllocPitch_v2`.
@@ -131,23 +132,18 @@ pub unsafe fn alloc_pitch(
     }
     let row = (width as u64).div_ceil(PITCH_ALIGNMENT) * PITCH_ALIGNMENT;
     let bytes = row * height as u64;
-    if crate::config::get().mode == crate::config::MemoryMode::Uvm {
-        return match engine_alloc(bytes) {
-            Ok(base) => {
-                // SAFETY: both checked non-null; the caller's out-pointers.
-                unsafe {
-                    *dptr = base;
-                    *pitch = row as usize;
-                }
-                CUresult::SUCCESS
+    // Both engines back pitched memory (uvm: managed, swap: VMM units).
+    match engine_alloc(bytes) {
+        Ok(base) => {
+            // SAFETY: both checked non-null; the caller's out-pointers.
+            unsafe {
+                *dptr = base;
+                *pitch = row as usize;
             }
-            Err(code) => code,
-        };
+            CUresult::SUCCESS
+        }
+        Err(code) => code,
     }
-    // SAFETY: written by the successful real call.
-    tracked(bytes, AllocKind::Device, passthrough, || unsafe {
-        (*dptr, (*pitch as u64) * height as u64)
-    })
 }
 
 /// `cuMemFree_v2`: device and managed memory alike.
@@ -158,8 +154,12 @@ pub unsafe fn free(
     real: unsafe extern "C" fn(CUdeviceptr) -> CUresult,
     dptr: CUdeviceptr,
 ) -> CUresult {
-    // SAFETY: the program's argument, forwarded.
-    tracked_free(dptr, || unsafe { real(dptr) })
+    tracked_free(dptr, || match engine::current().free(dptr) {
+        Some(Ok(())) => CUresult::SUCCESS,
+        Some(Err(err)) => err.code(),
+        // SAFETY: the program's argument, forwarded.
+        None => unsafe { real(dptr) },
+    })
 }
 
 /// `cuMemAlloc` (32-bit pointers, before CUDA 3.2): the real call, accounted.

@@ -6,7 +6,9 @@
 //!   the memory engine, refused beyond the capacity.
 //! - [`info`]: memory queries answered with the virtual GPU's capacity.
 //! - [`nvml`]: the NVML memory queries, answered the same way.
+//! - [`pointer`]: pointer queries, answered for swapped-out memory.
 
 pub mod info;
 pub mod memory;
 pub mod nvml;
+pub mod pointer;

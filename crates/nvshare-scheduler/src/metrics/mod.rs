@@ -71,6 +71,24 @@ pub struct Metrics {
     pub rejected_connections: Counter,
 }
 
+/// One GPU's series in the per-GPU families (shared handles: updating one
+/// updates what the registry exports).
+#[derive(Debug, Clone)]
+pub struct GpuMetrics {
+    /// Lock grants.
+    pub grants: Counter,
+    /// Lock moves between clients.
+    pub switches: Counter,
+    /// Bytes moved to host memory.
+    pub evicted_bytes: Counter,
+    /// Bytes moved back.
+    pub restored_bytes: Counter,
+    /// Drop request to next grant.
+    pub switch_latency: Histogram,
+    /// Request to grant.
+    pub grant_wait: Histogram,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 us .. ~52 s: from a lock handoff between idle clients to a full
     // swap of a large job.
@@ -145,6 +163,22 @@ impl Metrics {
         Metrics {
             registry,
             ..metrics
+        }
+    }
+
+    /// Handles to one GPU's series, looked up once: each update is then a
+    /// single atomic operation, with no label hashing.
+    pub fn for_gpu(&self, gpu: &str) -> GpuMetrics {
+        let labels = GpuLabels {
+            gpu: gpu.to_owned(),
+        };
+        GpuMetrics {
+            grants: self.grants.get_or_create(&labels).clone(),
+            switches: self.switches.get_or_create(&labels).clone(),
+            evicted_bytes: self.evicted_bytes.get_or_create(&labels).clone(),
+            restored_bytes: self.restored_bytes.get_or_create(&labels).clone(),
+            switch_latency: self.switch_latency.get_or_create(&labels).clone(),
+            grant_wait: self.grant_wait.get_or_create(&labels).clone(),
         }
     }
 

@@ -3,34 +3,33 @@
 //! policy's next deadline as the wait's timeout.
 //!
 //! Every byte in is turned into an [`Event`] for the [`Scheduler`]; every
-//! [`Action`] out is a frame queued on a connection, a close, or a record for
-//! logs and metrics. Output is written once per loop round, so several
-//! messages to one peer leave in one system call.
+//! [`Action`](crate::policy::Action) out is a frame queued on a connection,
+//! a close, or a record for logs and metrics. Output is written once per
+//! loop round, so several messages to one peer leave in one system call.
+//!
+//! This file holds the loop and accepting; `inbound` reads and dispatches
+//! frames, `outbound` writes, closes and shuts down.
 
 pub mod connection;
 pub mod control;
 pub mod handshake;
+mod inbound;
 pub mod listener;
+mod outbound;
 
 use crate::error::ServerError;
-use crate::notify::notify;
 use crate::observe::Observer;
-use crate::policy::{Action, Event, Scheduler};
+use crate::policy::{Event, Scheduler};
 use crate::signals::ShutdownSignals;
-use connection::{Connection, MAX_PENDING_OUTPUT, Phase, ReadStatus};
-use control::DaemonInfo;
+use connection::Connection;
 use listener::SocketListener;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::Signal;
-use nvshare_proto::{
-    ClientId, ClientMsg, ControlReply, ControlRequest, HelloReply, PROTOCOL_VERSION, ProtoError,
-    Role, SchedulerMsg, decode, decode_hello,
-};
-use serde::Serialize;
+use nvshare_proto::ClientId;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 const LISTENER_TOKEN: u64 = u64::MAX;
 const SIGNAL_TOKEN: u64 = u64::MAX - 1;
@@ -38,13 +37,6 @@ const SIGNAL_TOKEN: u64 = u64::MAX - 1;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// Read chunk for every connection.
 const SCRATCH_LEN: usize = 64 << 10;
-
-/// One decoded frame, by the phase it arrived in.
-enum Inbound {
-    Hello(Role),
-    Client(ClientMsg),
-    Control(ControlRequest),
-}
 
 /// The daemon's event loop and everything it owns.
 #[derive(Debug)]
@@ -58,6 +50,8 @@ pub struct Server {
     /// Connections with output queued this round.
     dirty: Vec<ClientId>,
     next_id: ClientId,
+    /// False while out of file descriptors (the listener is not watched).
+    accepting: bool,
     started: Instant,
     daemon_uid: u32,
     scratch: Vec<u8>,
@@ -92,6 +86,7 @@ impl Server {
             connections: HashMap::new(),
             dirty: Vec::new(),
             next_id: 1,
+            accepting: true,
             started,
             daemon_uid: nix::unistd::geteuid().as_raw(),
             scratch: vec![0; SCRATCH_LEN],
@@ -166,7 +161,13 @@ impl Server {
                 Ok(Some(stream)) => stream,
                 Ok(None) => return,
                 Err(err) => {
-                    warn!(%err, "accepting a connection failed");
+                    if matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                        // The pending connection stays readable: stop
+                        // watching the listener (or the loop would spin)
+                        // until a connection closes and frees a descriptor.
+                        self.pause_accepting();
+                    }
+                    warn!(%err, open = self.connections.len(), "accepting a connection failed");
                     return;
                 }
             };
@@ -193,230 +194,22 @@ impl Server {
         }
     }
 
-    fn serve(&mut self, id: ClientId, flags: EpollFlags) {
-        if flags.contains(EpollFlags::EPOLLOUT) {
-            self.dirty.push(id);
-        }
-        let readable = EpollFlags::EPOLLIN
-            | EpollFlags::EPOLLRDHUP
-            | EpollFlags::EPOLLHUP
-            | EpollFlags::EPOLLERR;
-        if !flags.intersects(readable) {
-            return;
-        }
-        let Some(conn) = self.connections.get_mut(&id) else {
-            return;
-        };
-        let status = conn.fill(&mut self.scratch);
-        self.take_frames(id);
-        match status {
-            ReadStatus::Open => {}
-            ReadStatus::Closed => self.close(id, "connection closed by the peer"),
-            ReadStatus::Failed(err) => self.close(id, &format!("connection failed: {err}")),
+    fn pause_accepting(&mut self) {
+        let mut none = EpollEvent::new(EpollFlags::empty(), LISTENER_TOKEN);
+        if self.epoll.modify(self.listener.socket(), &mut none).is_ok() {
+            self.accepting = false;
         }
     }
 
-    /// Handles every complete frame `id` has sent.
-    fn take_frames(&mut self, id: ClientId) {
-        loop {
-            let Some(conn) = self.connections.get_mut(&id) else {
-                return;
-            };
-            let inbound = match next_inbound(conn) {
-                Ok(Some(inbound)) => inbound,
-                Ok(None) => return,
-                Err(err) => {
-                    self.reject(id, &err);
-                    return;
-                }
-            };
-            self.dispatch(id, inbound);
+    fn resume_accepting(&mut self) {
+        let mut readable = EpollEvent::new(EpollFlags::EPOLLIN, LISTENER_TOKEN);
+        if self
+            .epoll
+            .modify(self.listener.socket(), &mut readable)
+            .is_ok()
+        {
+            self.accepting = true;
         }
-    }
-
-    fn dispatch(&mut self, id: ClientId, inbound: Inbound) {
-        match inbound {
-            Inbound::Hello(role) => self.welcome(id, role),
-            Inbound::Client(msg) => {
-                let actions = self
-                    .scheduler
-                    .handle(self.now(), Event::Message { client: id, msg });
-                self.apply(actions);
-            }
-            Inbound::Control(request) => {
-                let Some(peer) = self.connections.get(&id).map(|c| c.peer) else {
-                    return;
-                };
-                let info = DaemonInfo {
-                    pid: std::process::id(),
-                    uid: self.daemon_uid,
-                    uptime: self.now(),
-                };
-                let (reply, actions) =
-                    control::answer(request, peer.uid, info, &mut self.scheduler);
-                self.send(id, &reply);
-                self.apply(actions);
-            }
-        }
-    }
-
-    fn welcome(&mut self, id: ClientId, role: Role) {
-        let Some(conn) = self.connections.get_mut(&id) else {
-            return;
-        };
-        let peer = conn.peer;
-        let name = handshake::clean_name(&role);
-        conn.phase = if name.is_some() {
-            Phase::Client
-        } else {
-            Phase::Control
-        };
-        self.send(
-            id,
-            &HelloReply::Accepted {
-                client_id: id,
-                version: PROTOCOL_VERSION,
-            },
-        );
-        match name {
-            Some(name) => {
-                self.observer
-                    .client_connected(id, peer.pid, peer.uid, &name);
-                let event = Event::Connected {
-                    client: id,
-                    pid: peer.pid,
-                    name,
-                };
-                let actions = self.scheduler.handle(self.now(), event);
-                self.apply(actions);
-            }
-            None => debug!(
-                conn = id,
-                pid = peer.pid,
-                uid = peer.uid,
-                "control connection"
-            ),
-        }
-    }
-
-    /// Answers an invalid frame with an error in the connection's current
-    /// language, then closes it.
-    fn reject(&mut self, id: ClientId, err: &ProtoError) {
-        let Some(conn) = self.connections.get(&id) else {
-            return;
-        };
-        let (phase, peer) = (conn.phase, conn.peer);
-        warn!(conn = id, pid = peer.pid, uid = peer.uid, error = %err,
-              "refusing an invalid frame and closing the connection");
-        self.observer.metrics().rejected_connections.inc();
-        let refusal = handshake::refusal(err);
-        match phase {
-            Phase::AwaitingHello => self.send(id, &HelloReply::Rejected(refusal)),
-            Phase::Client => self.send(id, &SchedulerMsg::Error(refusal)),
-            Phase::Control => self.send(id, &ControlReply::Error(refusal)),
-        }
-        self.close(id, "sent an invalid frame");
-    }
-
-    fn apply(&mut self, actions: Vec<Action>) {
-        for action in actions {
-            match action {
-                Action::Send { client, msg } => self.send(client, &msg),
-                Action::Close { client } => self.close(client, "closed by the scheduler"),
-                Action::Record(record) => self.observer.record(&record),
-            }
-        }
-    }
-
-    fn send<T: Serialize>(&mut self, id: ClientId, msg: &T) {
-        let Some(conn) = self.connections.get_mut(&id) else {
-            debug!(conn = id, "dropping a message to a connection that is gone");
-            return;
-        };
-        match conn.queue(msg) {
-            Ok(()) => self.dirty.push(id),
-            Err(err) => warn!(conn = id, %err, "could not encode a message; it is not sent"),
-        }
-    }
-
-    /// Writes what was queued this round; drops peers that fail or stopped
-    /// reading.
-    fn flush_dirty(&mut self) {
-        while !self.dirty.is_empty() {
-            for id in std::mem::take(&mut self.dirty) {
-                let Some(conn) = self.connections.get_mut(&id) else {
-                    continue;
-                };
-                if let Err(err) = conn.flush() {
-                    self.close(id, &format!("writing failed: {err}"));
-                    continue;
-                }
-                let pending = conn.pending_output();
-                if pending > MAX_PENDING_OUTPUT {
-                    self.close(
-                        id,
-                        &format!("stopped reading ({pending} bytes waiting for it)"),
-                    );
-                    continue;
-                }
-                let want_writes = pending > 0;
-                if want_writes != conn.watching_writes {
-                    let mut event = interest(id, want_writes);
-                    match self.epoll.modify(conn.stream(), &mut event) {
-                        Ok(()) => conn.watching_writes = want_writes,
-                        Err(err) => self.close(id, &format!("epoll failed: {err}")),
-                    }
-                }
-            }
-        }
-    }
-
-    /// Closes `id` (sending what can be sent at once) and tells the policy.
-    fn close(&mut self, id: ClientId, why: &str) {
-        let Some(mut conn) = self.connections.remove(&id) else {
-            return;
-        };
-        // Best effort: refusals and final messages are small and the socket
-        // buffer is almost always empty, so they leave in this write.
-        let _ = conn.flush();
-        let _ = self.epoll.delete(conn.stream());
-        drop(conn.stream().shutdown(std::net::Shutdown::Both));
-        if conn.phase == Phase::Client {
-            let actions = self
-                .scheduler
-                .handle(self.now(), Event::Disconnected { client: id });
-            self.apply(actions);
-            self.observer.client_gone(id, why);
-        } else {
-            debug!(conn = id, why, "connection closed");
-        }
-    }
-
-    fn shut_down(&mut self, signal: Signal) {
-        let clients: Vec<ClientId> = self
-            .connections
-            .values()
-            .filter(|c| c.phase == Phase::Client)
-            .map(|c| c.id)
-            .collect();
-        info!(%signal, clients = clients.len(), socket = %self.listener.path().display(),
-              "shutting down: telling clients and removing the socket");
-        notify("STOPPING=1");
-        for id in clients {
-            self.send(id, &SchedulerMsg::ShuttingDown);
-        }
-        let deadline = Instant::now() + SHUTDOWN_GRACE;
-        loop {
-            let mut waiting = false;
-            for conn in self.connections.values_mut() {
-                waiting |= conn.flush().is_ok() && conn.pending_output() > 0;
-            }
-            if !waiting || Instant::now() >= deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        self.connections.clear();
     }
 }
 
@@ -427,17 +220,4 @@ fn interest(id: ClientId, writes: bool) -> EpollEvent {
         flags |= EpollFlags::EPOLLOUT;
     }
     EpollEvent::new(flags, id)
-}
-
-/// Decodes the next complete frame as what the connection's phase expects.
-fn next_inbound(conn: &mut Connection) -> Result<Option<Inbound>, ProtoError> {
-    let phase = conn.phase;
-    let Some(payload) = conn.next_payload()? else {
-        return Ok(None);
-    };
-    Ok(Some(match phase {
-        Phase::AwaitingHello => Inbound::Hello(decode_hello(payload)?.role),
-        Phase::Client => Inbound::Client(decode(payload)?),
-        Phase::Control => Inbound::Control(decode(payload)?),
-    }))
 }

@@ -7,6 +7,10 @@
 //! stall every GPU job). If the reader stalls for long, lines beyond
 //! [`MAX_BUFFERED`] are dropped and counted, never the daemon. A process
 //! killed with SIGKILL may lose its last [`FLUSH_INTERVAL`] of lines.
+//!
+//! [`format`](mod@format) lays out each line.
+
+pub mod format;
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

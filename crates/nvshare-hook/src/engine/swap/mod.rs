@@ -1,0 +1,291 @@
+//! The swap engine (`NVSHARE_MODE=swap`, the default): device allocations
+//! are VMM units whose memory moves to host shadows in bulk when the
+//! scheduler asks, and back at the same address before the program's next
+//! work.
+//!
+//! The footprint it reports is physical: whole units (granularity-rounded
+//! allocations, whole slabs), because that is what occupies the GPU and
+//! what the scheduler must fit; requested sizes are what the registry
+//! records per allocation, for pointer queries.
+//!
+//! # Layout
+//! - [`plan`]: pure choices: LRU order, copy chunks, host memory room.
+//! - [`slab`]: size classes and block bookkeeping of small allocations.
+//! - [`unit`]: one reserved range and its mapping (create, unmap, destroy).
+//! - [`shadow`]: pinned (or pageable) host copies and their budget.
+//! - [`streams`]: the hook's copy streams per device.
+//! - [`moves`]: eviction and restoration of units.
+
+pub mod moves;
+pub mod plan;
+pub mod shadow;
+pub mod slab;
+pub mod streams;
+pub mod unit;
+
+use super::{EngineError, MemoryEngine};
+use crate::driver::{self, CudaError};
+use crate::ffi::{CUdevice, CUdeviceptr, CUresult};
+use crate::registry::{self, AllocKind, Usage};
+use parking_lot::{Mutex, MutexGuard};
+use shadow::HostBudget;
+use slab::Slab;
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use unit::{Contents, Unit};
+
+/// Every unit, by base address. Ranges never overlap (they are distinct
+/// reservations), so the unit holding an address is the last one starting
+/// at or below it.
+#[derive(Debug, Default)]
+pub struct Units {
+    by_base: BTreeMap<CUdeviceptr, Unit>,
+}
+
+impl Units {
+    /// The unit whose range holds `address`.
+    pub fn containing_mut(&mut self, address: CUdeviceptr) -> Option<&mut Unit> {
+        let (_, unit) = self.by_base.range_mut(..=address).next_back()?;
+        (address - unit.base < unit.bytes).then_some(unit)
+    }
+
+    /// `device`'s units.
+    pub fn on(&self, device: CUdevice) -> impl Iterator<Item = &Unit> {
+        self.by_base.values().filter(move |u| u.device == device)
+    }
+
+    /// The unit at `base`.
+    pub fn get_mut(&mut self, base: CUdeviceptr) -> Option<&mut Unit> {
+        self.by_base.get_mut(&base)
+    }
+}
+
+/// See the module documentation.
+pub struct SwapEngine {
+    units: Mutex<Units>,
+    granularity: Mutex<BTreeMap<CUdevice, u64>>,
+    streams: streams::Streams,
+    budget: OnceLock<HostBudget>,
+}
+
+impl SwapEngine {
+    /// An engine with no memory yet.
+    pub const fn new() -> Self {
+        SwapEngine {
+            units: Mutex::new(Units {
+                by_base: BTreeMap::new(),
+            }),
+            granularity: Mutex::new(BTreeMap::new()),
+            streams: streams::Streams::new(),
+            budget: OnceLock::new(),
+        }
+    }
+
+    fn granularity(&self, device: CUdevice) -> Result<u64, CudaError> {
+        if let Some(&known) = self.granularity.lock().get(&device) {
+            return Ok(known);
+        }
+        let granularity = driver::vmm_granularity(device)?.max(1);
+        self.granularity.lock().insert(device, granularity);
+        Ok(granularity)
+    }
+
+    fn budget(&self) -> HostBudget {
+        *self.budget.get_or_init(HostBudget::from_env)
+    }
+
+    /// The units, locked. Moves hold this for their whole duration, so a
+    /// unit is never freed or sub-allocated while it is being copied.
+    fn units(&self) -> MutexGuard<'_, Units> {
+        self.units.lock()
+    }
+
+    /// A block of the size class of `bytes` from a resident slab with
+    /// room, or from a new slab. Slabs that are swapped out are not handed out from: a new
+    /// allocation is always on the device.
+    fn alloc_small(&self, device: CUdevice, bytes: u64) -> Result<CUdeviceptr, CudaError> {
+        let class = slab::class_of(bytes);
+        let mut units = self.units();
+        let with_room = units.by_base.values_mut().find(|u| {
+            u.device == device
+                && u.is_resident()
+                && matches!(&u.contents, Contents::Slab { slab, .. } if slab.class() == class && !slab.is_full())
+        });
+        if let Some(unit) = with_room {
+            if let Contents::Slab { slab, requested } = &mut unit.contents {
+                let offset = slab.take().expect("the slab was chosen for having room");
+                requested.insert(offset, bytes);
+                return Ok(unit.base + offset);
+            }
+        }
+        let granularity = self.granularity(device)?;
+        let mut slab = Slab::new(class, granularity);
+        let offset = slab.take().expect("a new slab has room");
+        let contents = Contents::Slab {
+            slab,
+            requested: BTreeMap::from([(offset, bytes)]),
+        };
+        let unit = Unit::create(device, granularity, contents)?;
+        let base = unit.base;
+        units.by_base.insert(base, unit);
+        Ok(base + offset)
+    }
+
+    fn alloc_whole(&self, device: CUdevice, bytes: u64) -> Result<CUdeviceptr, CudaError> {
+        let granularity = self.granularity(device)?;
+        let size =
+            bytes
+                .div_ceil(granularity)
+                .checked_mul(granularity)
+                .ok_or(CudaError::Failed {
+                    function: "cuMemCreate",
+                    code: CUresult::ERROR_OUT_OF_MEMORY,
+                })?;
+        let unit = Unit::create(device, size, Contents::Whole { requested: bytes })?;
+        let base = unit.base;
+        self.units().by_base.insert(base, unit);
+        Ok(base)
+    }
+
+    /// Frees the allocation at `ptr` inside `unit`'s range; returns whether
+    /// the unit is now empty and must be destroyed.
+    fn free_in(unit: &mut Unit, ptr: CUdeviceptr) -> Result<bool, CudaError> {
+        let invalid = CudaError::Failed {
+            function: "cuMemFree_v2",
+            code: CUresult::ERROR_INVALID_VALUE,
+        };
+        match &mut unit.contents {
+            Contents::Whole { .. } if ptr == unit.base => Ok(true),
+            Contents::Whole { .. } => Err(invalid),
+            Contents::Slab { slab, requested } => {
+                let offset = ptr - unit.base;
+                if !slab.give_back(offset) {
+                    return Err(invalid);
+                }
+                requested.remove(&offset);
+                Ok(slab.is_empty())
+            }
+        }
+    }
+}
+
+impl Default for SwapEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Without VMM (an old driver, or a device without it) allocations are
+/// plain device memory: accounted, never moved.
+fn warn_no_vmm_once(err: &CudaError) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(%err, "this GPU or driver lacks virtual memory management: swap mode cannot move memory, so programs that do not fit together wait for each other; update the driver or use NVSHARE_MODE=uvm");
+    }
+}
+
+/// Waits for the calling thread's context before memory is unmapped under
+/// work that may still use it (`cuMemFree` synchronizes too).
+fn synchronize_before_unmap() {
+    if let Err(err) = driver::ctx_synchronize() {
+        tracing::debug!(%err, "no context to synchronize before freeing GPU memory");
+    }
+}
+
+impl MemoryEngine for SwapEngine {
+    fn name(&self) -> &'static str {
+        "swap"
+    }
+
+    fn alloc(&self, device: CUdevice, bytes: u64) -> Result<(CUdeviceptr, AllocKind), CudaError> {
+        if let Err(err) = self.granularity(device) {
+            warn_no_vmm_once(&err);
+            return Ok((driver::mem_alloc(bytes)?, AllocKind::Device));
+        }
+        let ptr = if slab::is_small(bytes) {
+            self.alloc_small(device, bytes)?
+        } else {
+            self.alloc_whole(device, bytes)?
+        };
+        Ok((ptr, AllocKind::Swappable))
+    }
+
+    fn free(&self, ptr: CUdeviceptr) -> Option<Result<(), CudaError>> {
+        let mut units = self.units();
+        let unit = units.containing_mut(ptr)?;
+        let base = unit.base;
+        let emptied = match Self::free_in(unit, ptr) {
+            Ok(emptied) => emptied,
+            Err(err) => return Some(Err(err)),
+        };
+        if !emptied {
+            return Some(Ok(()));
+        }
+        let unit = units.by_base.remove(&base).expect("found above");
+        drop(units);
+        if unit.is_resident() {
+            synchronize_before_unmap();
+        }
+        Some(unit.destroy())
+    }
+
+    fn usage(&self, device: CUdevice) -> Usage {
+        let (mut physical, mut requested) = (Usage::default(), Usage::default());
+        for unit in self.units().on(device) {
+            let asked = unit.requested();
+            physical.footprint += unit.bytes;
+            requested.footprint += asked;
+            if unit.is_resident() {
+                physical.resident += unit.bytes;
+                requested.resident += asked;
+            }
+        }
+        // The registry counts swappable allocations at their requested
+        // sizes: replace those by the units they occupy.
+        let recorded = registry::lock().usage(device);
+        Usage {
+            footprint: recorded.footprint.saturating_sub(requested.footprint) + physical.footprint,
+            resident: recorded.resident.saturating_sub(requested.resident) + physical.resident,
+        }
+    }
+
+    fn evict(&self, device: CUdevice, bytes: u64) -> Result<u64, EngineError> {
+        if bytes == 0 {
+            return Ok(0);
+        }
+        let streams = self
+            .streams
+            .of(device)
+            .map_err(|source| EngineError::Driver { device, source })?;
+        moves::evict(&mut self.units(), &streams, self.budget(), device, bytes)
+    }
+
+    fn restore(&self, device: CUdevice) -> Result<u64, EngineError> {
+        let mut units = self.units();
+        if !units.on(device).any(|u| !u.is_resident()) {
+            return Ok(0);
+        }
+        let streams = self
+            .streams
+            .of(device)
+            .map_err(|source| EngineError::Driver { device, source })?;
+        moves::restore(&mut units, &streams, device)
+    }
+
+    fn on_fork_child(&self) {
+        // SAFETY: in the fork child only this thread exists; held locks
+        // belong to vanished threads. The parent's units, handles and
+        // streams are meaningless here and are forgotten (never released:
+        // the shadows' host memory is the parent's copy-on-write pages).
+        unsafe {
+            if self.units.is_locked() {
+                self.units.force_unlock();
+            }
+            if self.granularity.is_locked() {
+                self.granularity.force_unlock();
+            }
+        }
+        std::mem::forget(std::mem::take(&mut *self.units.lock()));
+        self.streams.forget_after_fork();
+    }
+}

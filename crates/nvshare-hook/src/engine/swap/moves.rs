@@ -1,0 +1,272 @@
+//! Moving units between the GPU and their host shadows.
+//!
+//! Both directions copy in [`plan::CHUNK_BYTES`] chunks dealt over the
+//! hook's streams, wait for all of them, and only then change mappings, so
+//! that a failure leaves every unit either resident and intact, or swapped
+//! out with a complete shadow:
+//! - eviction makes every shadow it needs before copying anything (a
+//!   refusal moves nothing), copies, waits, then unmaps unit by unit;
+//! - restoration maps fresh memory, copies, waits; if the copies fail the
+//!   fresh memory is released again and the shadows stay authoritative.
+
+use super::Units;
+use super::plan::{self, Candidate};
+use super::shadow::{HostBudget, Shadow};
+use super::streams::CopyStreams;
+use super::unit::Unit;
+use crate::driver::{self, CudaError, PushedContext};
+use crate::engine::EngineError;
+use crate::ffi::{CUdevice, CUdeviceptr};
+use crate::registry::{self, AllocKind};
+use std::collections::BTreeMap;
+
+/// The last use of each swappable allocation on `device`, by base.
+fn last_uses(device: CUdevice) -> BTreeMap<CUdeviceptr, u64> {
+    registry::lock()
+        .allocations_on(device)
+        .into_iter()
+        .filter(|(_, a)| a.kind == AllocKind::Swappable)
+        .map(|(base, a)| (base, a.last_use))
+        .collect()
+}
+
+/// Marks the registry's allocations inside the given units as on or off
+/// the device.
+fn mark(device: CUdevice, ranges: &[(CUdeviceptr, u64)], resident: bool) {
+    let bases = last_uses(device);
+    let mut registry = registry::lock();
+    for &(start, bytes) in ranges {
+        for (&base, _) in bases.range(start..start + bytes) {
+            registry.set_resident(base, resident);
+        }
+    }
+}
+
+/// Which way a copy goes.
+#[derive(Clone, Copy)]
+enum Direction {
+    ToHost,
+    ToDevice,
+}
+
+/// Copies every unit of `chosen` between its memory and its shadow and
+/// waits. Each unit must be mapped and have a shadow of its size.
+fn copy_all(
+    units: &Units,
+    chosen: &[CUdeviceptr],
+    streams: &CopyStreams,
+    direction: Direction,
+) -> Result<(), CudaError> {
+    let picked: Vec<&Unit> = chosen.iter().map(|b| &units.by_base[b]).collect();
+    let sizes: Vec<u64> = picked.iter().map(|u| u.bytes).collect();
+    let plan = plan::chunks(&sizes, plan::CHUNK_BYTES, plan::STREAMS);
+    let mut enqueued = Ok(());
+    'units: for (unit, chunks) in picked.iter().zip(&plan) {
+        let shadow = unit.shadow.as_ref().expect("a moved unit has a shadow");
+        debug_assert_eq!(shadow.bytes(), unit.bytes);
+        for chunk in chunks {
+            // SAFETY: the chunk lies within the shadow (same size as the
+            // unit, see `plan::chunks`), which the engine's lock keeps alive
+            // and untouched until the synchronize below has returned.
+            let (host, device_ptr) = unsafe {
+                (
+                    shadow.ptr().cast::<u8>().add(chunk.offset as usize),
+                    unit.base + chunk.offset,
+                )
+            };
+            let stream = streams.stream(chunk.stream);
+            // SAFETY: as above.
+            let result = unsafe {
+                match direction {
+                    Direction::ToHost => {
+                        driver::copy_to_host_async(host.cast(), device_ptr, chunk.bytes, stream)
+                    }
+                    Direction::ToDevice => {
+                        driver::copy_to_device_async(device_ptr, host.cast(), chunk.bytes, stream)
+                    }
+                }
+            };
+            if let Err(err) = result {
+                enqueued = Err(err);
+                break 'units;
+            }
+        }
+    }
+    // Wait even after a failure: no copy may still run once we return.
+    let waited = streams.synchronize();
+    enqueued.and(waited)
+}
+
+/// Moves at least `bytes` of `device`'s resident units (least recently
+/// used first) to their shadows and releases their memory; returns the
+/// bytes moved.
+pub fn evict(
+    units: &mut Units,
+    streams: &CopyStreams,
+    budget: HostBudget,
+    device: CUdevice,
+    bytes: u64,
+) -> Result<u64, EngineError> {
+    let driver_error = |source| EngineError::Driver { device, source };
+    let ages = last_uses(device);
+    let candidates = units
+        .on(device)
+        .filter(|u| u.is_resident())
+        .map(|u| Candidate {
+            base: u.base,
+            bytes: u.bytes,
+            last_use: ages
+                .range(u.base..u.base + u.bytes)
+                .map(|(_, &age)| age)
+                .max()
+                .unwrap_or(0),
+        })
+        .collect();
+    let chosen: Vec<CUdeviceptr> = plan::choose_eviction(candidates, bytes)
+        .iter()
+        .map(|c| c.base)
+        .collect();
+    if chosen.is_empty() {
+        return Ok(0);
+    }
+    make_shadows(units, &chosen, budget).map_err(|source| EngineError::HostMemory {
+        device,
+        bytes,
+        source,
+    })?;
+    let _pushed = PushedContext::push(streams.ctx()).map_err(driver_error)?;
+    copy_all(units, &chosen, streams, Direction::ToHost).map_err(driver_error)?;
+    let mut evicted = Vec::new();
+    let mut failure = None;
+    for base in &chosen {
+        let unit = units.get_mut(*base).expect("chosen from the units");
+        match unit.unmap_and_release() {
+            Ok(()) => evicted.push((unit.base, unit.bytes)),
+            Err(err) => {
+                failure = Some(err);
+                break;
+            }
+        }
+    }
+    mark(device, &evicted, false);
+    let moved = evicted.iter().map(|&(_, b)| b).sum();
+    tracing::debug!(
+        device,
+        asked = bytes,
+        moved,
+        units = evicted.len(),
+        "swapped GPU memory out to host shadows"
+    );
+    match failure {
+        Some(source) => Err(driver_error(source)),
+        None => Ok(moved),
+    }
+}
+
+/// The bytes of every shadow the process keeps.
+fn shadow_total(units: &Units) -> u64 {
+    units
+        .by_base
+        .values()
+        .filter_map(|u| u.shadow.as_ref())
+        .map(Shadow::bytes)
+        .sum()
+}
+
+/// Gives every chosen unit a shadow, within the budget; on failure removes
+/// the shadows made here and moves nothing. Shadows of resident units are
+/// kept for their next eviction, but dropped when host memory is short.
+fn make_shadows(
+    units: &mut Units,
+    chosen: &[CUdeviceptr],
+    budget: HostBudget,
+) -> Result<(), super::shadow::ShadowError> {
+    let missing: Vec<CUdeviceptr> = chosen
+        .iter()
+        .copied()
+        .filter(|b| units.by_base[b].shadow.is_none())
+        .collect();
+    let wanted = missing.iter().map(|b| units.by_base[b].bytes).sum();
+    if budget.admit(shadow_total(units), wanted).is_err() {
+        let mut dropped = 0;
+        for unit in units.by_base.values_mut() {
+            if unit.is_resident() && !chosen.contains(&unit.base) {
+                dropped += unit.shadow.take().map_or(0, |s| s.bytes());
+            }
+        }
+        if dropped > 0 {
+            tracing::debug!(
+                dropped,
+                "host memory is short: dropped the shadows of resident GPU memory"
+            );
+        }
+        budget.admit(shadow_total(units), wanted)?;
+    }
+    for (made, base) in missing.iter().enumerate() {
+        let unit = units.get_mut(*base).expect("chosen from the units");
+        match Shadow::new(unit.bytes) {
+            Ok(shadow) => unit.shadow = Some(shadow),
+            Err(err) => {
+                for undo in &missing[..made] {
+                    units.get_mut(*undo).expect("chosen").shadow = None;
+                }
+                return Err(err);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Brings every swapped-out unit of `device` back at its address; returns
+/// the bytes moved.
+pub fn restore(
+    units: &mut Units,
+    streams: &CopyStreams,
+    device: CUdevice,
+) -> Result<u64, EngineError> {
+    let driver_error = |source| EngineError::Driver { device, source };
+    let swapped: Vec<CUdeviceptr> = units
+        .on(device)
+        .filter(|u| !u.is_resident())
+        .map(|u| u.base)
+        .collect();
+    let _pushed = PushedContext::push(streams.ctx()).map_err(driver_error)?;
+    let mut mapped = Vec::new();
+    let mut failure = None;
+    for base in &swapped {
+        match units.get_mut(*base).expect("listed above").map_fresh() {
+            Ok(()) => mapped.push(*base),
+            Err(err) => {
+                // Typically out of device memory: restore what fits.
+                failure = Some(err);
+                break;
+            }
+        }
+    }
+    if let Err(err) = copy_all(units, &mapped, streams, Direction::ToDevice) {
+        // The fresh memory holds garbage: give it back, the shadows stay.
+        for base in &mapped {
+            let unit = units.get_mut(*base).expect("listed above");
+            if let Err(undo) = unit.unmap_and_release() {
+                tracing::error!(%undo, base, "cannot unmap GPU memory whose restore failed");
+            }
+        }
+        return Err(driver_error(err));
+    }
+    let ranges: Vec<_> = mapped
+        .iter()
+        .map(|b| (*b, units.by_base[b].bytes))
+        .collect();
+    mark(device, &ranges, true);
+    let moved = ranges.iter().map(|&(_, b)| b).sum();
+    tracing::debug!(
+        device,
+        moved,
+        units = ranges.len(),
+        "swapped GPU memory back in"
+    );
+    match failure {
+        Some(source) => Err(driver_error(source)),
+        None => Ok(moved),
+    }
+}

@@ -1,0 +1,238 @@
+//! Host shadows: where a swapped-out unit's contents live. Each is an
+//! anonymous mapping, populated up front and page-locked with
+//! `cuMemHostRegister` (registering pre-touched memory is ~10x faster than
+//! `cuMemHostAlloc`, see DESIGN.md), and kept with its unit across switches
+//! so that only the first eviction pays for it. If the driver refuses to
+//! pin, the shadow stays pageable: copies are slower, nothing is lost.
+//!
+//! The total is bounded ([`HostBudget`]): `NVSHARE_HOST_LIMIT` bytes, or
+//! what `/proc/meminfo` says is available minus a safety margin.
+
+use super::plan;
+use crate::driver;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Why a shadow could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ShadowError {
+    /// The shadows would exceed the host memory the hook may use.
+    #[error(
+        "host memory for swapped-out GPU memory is exhausted: {wanted} more bytes needed, {room} allowed ({limit}); free host memory, raise NVSHARE_HOST_LIMIT, or run fewer programs on this GPU"
+    )]
+    OverLimit {
+        /// Bytes of new shadows needed.
+        wanted: u64,
+        /// Bytes that may still be taken.
+        room: u64,
+        /// Where the limit comes from.
+        limit: &'static str,
+    },
+    /// The kernel refused the mapping.
+    #[error(
+        "cannot map {bytes} bytes of host memory for swapped-out GPU memory ({source}); free host memory or lower NVSHARE_HOST_LIMIT"
+    )]
+    NoHostMemory {
+        /// The size asked for.
+        bytes: u64,
+        /// What `mmap` said.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One unit's host copy.
+#[derive(Debug)]
+pub struct Shadow {
+    ptr: usize,
+    bytes: u64,
+    pinned: bool,
+}
+
+impl Shadow {
+    /// Maps, populates and (if the driver agrees) pins `bytes` of host memory.
+    pub fn new(bytes: u64) -> Result<Shadow, ShadowError> {
+        // SAFETY: an anonymous private mapping at an address of the kernel's
+        // choosing; no existing memory is affected.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(ShadowError::NoHostMemory {
+                bytes,
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: `ptr` is the mapping of `bytes` just made; it stays mapped
+        // until this shadow's Drop, which unregisters it first.
+        let pinned = match unsafe { driver::host_register(ptr, bytes) } {
+            Ok(()) => true,
+            Err(err) => {
+                warn_pageable_once(&err);
+                false
+            }
+        };
+        Ok(Shadow {
+            ptr: ptr as usize,
+            bytes,
+            pinned,
+        })
+    }
+
+    /// The start of the host copy.
+    pub fn ptr(&self) -> *mut c_void {
+        self.ptr as *mut c_void
+    }
+
+    /// Its size.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Whether it is page-locked (copies run at full speed).
+    pub fn is_pinned(&self) -> bool {
+        self.pinned
+    }
+}
+
+impl Drop for Shadow {
+    fn drop(&mut self) {
+        if self.pinned {
+            // SAFETY: registered in `new` and still mapped.
+            if let Err(err) = unsafe { driver::host_unregister(self.ptr()) } {
+                tracing::debug!(%err, "unregistering a host shadow failed; unmapping it anyway");
+            }
+        }
+        // SAFETY: the mapping made in `new`, of exactly `bytes`, unmapped once.
+        unsafe { libc::munmap(self.ptr(), self.bytes as usize) };
+    }
+}
+
+fn warn_pageable_once(err: &driver::CudaError) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            %err,
+            "cannot pin host memory for swapping; using pageable memory instead (swapping runs several times slower; raise the locked-memory limit, e.g. ulimit -l, to avoid it)"
+        );
+    }
+}
+
+/// How much host memory the shadows may take.
+#[derive(Debug, Clone, Copy)]
+pub struct HostBudget {
+    /// `NVSHARE_HOST_LIMIT`, if set: a cap on the total of this process's
+    /// shadows.
+    pub explicit_limit: Option<u64>,
+}
+
+impl HostBudget {
+    /// Reads `NVSHARE_HOST_LIMIT` (bytes, or with a `KiB`/`MiB`/`GiB`/`TiB`
+    /// suffix); an invalid value is logged and ignored.
+    pub fn from_env() -> Self {
+        let explicit_limit = std::env::var("NVSHARE_HOST_LIMIT")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .and_then(|text| {
+                let parsed = parse_bytes(&text);
+                if parsed.is_none() {
+                    tracing::warn!(
+                        value = text,
+                        "NVSHARE_HOST_LIMIT must be a byte count such as 8GiB; using the available memory instead"
+                    );
+                }
+                parsed
+            });
+        HostBudget { explicit_limit }
+    }
+
+    /// Fails unless `wanted` more shadow bytes fit beside `shadows_now`.
+    pub fn admit(&self, shadows_now: u64, wanted: u64) -> Result<(), ShadowError> {
+        if wanted == 0 {
+            return Ok(());
+        }
+        let (mem_total, mem_available) = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|text| plan::parse_meminfo(&text))
+            .unwrap_or((u64::MAX, u64::MAX));
+        let room = plan::shadow_room(self.explicit_limit, shadows_now, mem_available, mem_total);
+        if wanted <= room {
+            Ok(())
+        } else {
+            Err(ShadowError::OverLimit {
+                wanted,
+                room,
+                limit: if self.explicit_limit.is_some() {
+                    "NVSHARE_HOST_LIMIT"
+                } else {
+                    "MemAvailable minus a safety margin"
+                },
+            })
+        }
+    }
+}
+
+/// A byte count with an optional binary unit (`512MiB`, `8G`, `1024`).
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" | "kb" => 10,
+        "m" | "mib" | "mb" => 20,
+        "g" | "gib" | "gb" => 30,
+        "t" | "tib" | "tb" => 40,
+        _ => return None,
+    };
+    number.checked_mul(1 << shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_bytes("1024"), Some(1024));
+        assert_eq!(parse_bytes("64MiB"), Some(64 << 20));
+        assert_eq!(parse_bytes(" 2 g"), Some(2 << 30));
+        assert_eq!(parse_bytes("lots"), None);
+        assert_eq!(parse_bytes("99999999999TiB"), None);
+    }
+
+    #[test]
+    fn an_explicit_limit_refuses_what_does_not_fit_and_admits_what_does() {
+        let budget = HostBudget {
+            explicit_limit: Some(100 << 20),
+        };
+        assert!(budget.admit(0, 100 << 20).is_ok());
+        assert!(budget.admit(60 << 20, 40 << 20).is_ok());
+        let refused = budget.admit(60 << 20, 41 << 20).unwrap_err();
+        assert!(matches!(refused, ShadowError::OverLimit { room, .. } if room == 40 << 20));
+        assert!(refused.to_string().contains("NVSHARE_HOST_LIMIT"));
+        assert!(
+            budget.admit(200 << 20, 0).is_ok(),
+            "nothing new always fits"
+        );
+    }
+
+    #[test]
+    fn without_a_limit_more_than_the_machine_has_is_refused() {
+        let budget = HostBudget {
+            explicit_limit: None,
+        };
+        assert!(budget.admit(0, u64::MAX / 2).is_err());
+        assert!(budget.admit(0, 1 << 20).is_ok());
+    }
+}

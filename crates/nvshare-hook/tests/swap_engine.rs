@@ -1,0 +1,303 @@
+//! The swap engine against the fake driver, driven the way the gate drives
+//! it: allocations through the hook's exported `cuMemAlloc_v2`, `evict` and
+//! `restore` called directly. Checks what moved (usage, the driver's trace),
+//! that data survives, that pointer queries on swapped-out memory are
+//! answered (where the driver itself refuses them), that the host limit
+//! refuses an eviction cleanly, and that shadows are reused.
+//!
+//! The scenario needs the fake `libcuda.so.1` on the library path from
+//! process start, so the test re-runs its own executable as a child.
+
+mod support;
+
+use nvshare::ffi::*;
+use nvshare::symbols::exports;
+use nvshare::{driver, engine};
+use std::ffi::c_void;
+use support::{artifact, fake_driver_dir, run};
+
+const CHILD_MARKER: &str = "NVSHARE_TEST_SWAP_CHILD";
+const MIB: u64 = 1 << 20;
+/// Room for the shadows of the 6 and 4 MiB units, not for 6 + 4 + 2.
+const HOST_LIMIT: u64 = 11 * MIB;
+
+#[test]
+fn swap_engine_moves_units_keeps_data_and_answers_queries_on_swapped_memory() {
+    if std::env::var_os(CHILD_MARKER).is_some() {
+        scenario();
+        return;
+    }
+    artifact("libcuda.so");
+    let driver_dir = fake_driver_dir();
+    let trace = driver_dir.path().join("trace.log");
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    let mut child = std::process::Command::new(exe);
+    child
+        .args([
+            "--exact",
+            "swap_engine_moves_units_keeps_data_and_answers_queries_on_swapped_memory",
+            "--nocapture",
+        ])
+        .env(CHILD_MARKER, "1")
+        .env("LD_LIBRARY_PATH", driver_dir.path())
+        .env("NVSHARE_MODE", "swap")
+        .env("NVSHARE_SCHEDULER", "off")
+        .env("NVSHARE_HOST_LIMIT", HOST_LIMIT.to_string())
+        .env("FAKE_CUDA_TRACE", &trace)
+        .env_remove("LD_PRELOAD");
+    let output = run(child);
+    assert!(
+        output.status.success(),
+        "the swap scenario failed: {}\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let trace = std::fs::read_to_string(&trace).expect("read the fake driver's trace");
+    let registered: Vec<_> = trace.lines().filter(|l| l.contains(" register ")).collect();
+    let unregistered = trace.lines().filter(|l| l.contains(" unregister ")).count();
+    let sizes: Vec<u64> = registered
+        .iter()
+        .map(|l| {
+            let field = l.split_whitespace().find_map(|w| w.strip_prefix("bytes="));
+            field
+                .and_then(|b| b.parse().ok())
+                .expect("a register event has bytes")
+        })
+        .collect();
+    assert_eq!(
+        sizes,
+        vec![6 * MIB, 4 * MIB, 2 * MIB, 2 * MIB],
+        "each shadow made once (the big one reused twice), the mid one dropped:\n{trace}"
+    );
+    assert_eq!(
+        unregistered, 4,
+        "the dropped shadow and those of freed units are given back:\n{trace}"
+    );
+}
+
+fn check(call: &str, status: CUresult) {
+    assert!(status.is_success(), "{call} failed: {status}");
+}
+
+fn alloc(bytes: u64, seed: u8) -> (CUdeviceptr, Vec<u8>) {
+    let mut ptr: CUdeviceptr = 0;
+    // SAFETY: a valid out-pointer.
+    check("cuMemAlloc_v2", unsafe {
+        exports::cuMemAlloc_v2(&mut ptr, bytes as usize)
+    });
+    let data: Vec<u8> = (0..bytes)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect();
+    // SAFETY: `data` holds `bytes`; `ptr` is a live allocation of that size.
+    check("cuMemcpyHtoD_v2", unsafe {
+        exports::cuMemcpyHtoD_v2(ptr, data.as_ptr().cast::<c_void>(), data.len())
+    });
+    (ptr, data)
+}
+
+fn assert_intact(ptr: CUdeviceptr, data: &[u8]) {
+    let mut back = vec![0u8; data.len()];
+    // SAFETY: `back` holds as many bytes as the allocation.
+    check("cuMemcpyDtoH_v2", unsafe {
+        exports::cuMemcpyDtoH_v2(back.as_mut_ptr().cast::<c_void>(), ptr, back.len())
+    });
+    assert!(back == data, "the contents of 0x{ptr:x} changed");
+}
+
+fn free(ptr: CUdeviceptr) {
+    // SAFETY: a live allocation, freed once.
+    check("cuMemFree_v2", unsafe { exports::cuMemFree_v2(ptr) });
+}
+
+fn attribute_u64(attribute: CUpointer_attribute, ptr: CUdeviceptr) -> Result<u64, CUresult> {
+    let mut value = 0u64;
+    // SAFETY: `value` is writable for every 64-bit or 32-bit attribute.
+    let status =
+        unsafe { exports::cuPointerGetAttribute((&mut value as *mut u64).cast(), attribute, ptr) };
+    if status.is_success() {
+        Ok(value)
+    } else {
+        Err(status)
+    }
+}
+
+/// Pointer queries on swapped-out `ptr` of `bytes` starting at `base`.
+fn queries_answer_as_if_resident(base: CUdeviceptr, bytes: u64) {
+    let inside = base + 100;
+    let real = driver::table()
+        .unwrap()
+        .intercepted
+        .cuPointerGetAttribute
+        .unwrap();
+    let mut ignored = 0u64;
+    // SAFETY: the real driver with a writable out-value.
+    let refused = unsafe {
+        real(
+            (&mut ignored as *mut u64).cast(),
+            CU_POINTER_ATTRIBUTE_MEMORY_TYPE,
+            inside,
+        )
+    };
+    assert_eq!(
+        refused,
+        CUresult::ERROR_INVALID_VALUE,
+        "the driver itself refuses queries on swapped-out memory"
+    );
+    assert_eq!(
+        attribute_u64(CU_POINTER_ATTRIBUTE_MEMORY_TYPE, inside),
+        Ok(u64::from(CU_MEMORYTYPE_DEVICE))
+    );
+    assert_eq!(
+        attribute_u64(CU_POINTER_ATTRIBUTE_RANGE_START_ADDR, inside),
+        Ok(base)
+    );
+    assert_eq!(
+        attribute_u64(CU_POINTER_ATTRIBUTE_RANGE_SIZE, inside),
+        Ok(bytes)
+    );
+    assert_eq!(
+        attribute_u64(CU_POINTER_ATTRIBUTE_DEVICE_POINTER, inside),
+        Ok(inside)
+    );
+    assert_eq!(
+        attribute_u64(CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, inside),
+        Ok(0)
+    );
+    assert_eq!(
+        attribute_u64(CU_POINTER_ATTRIBUTE_HOST_POINTER, inside),
+        Err(CUresult::ERROR_INVALID_VALUE)
+    );
+    let (mut start, mut size) = (0 as CUdeviceptr, 0usize);
+    // SAFETY: valid out-pointers.
+    check("cuMemGetAddressRange_v2", unsafe {
+        exports::cuMemGetAddressRange_v2(&mut start, &mut size, inside)
+    });
+    assert_eq!((start, size as u64), (base, bytes));
+    let mut attributes = [
+        CU_POINTER_ATTRIBUTE_MEMORY_TYPE,
+        CU_POINTER_ATTRIBUTE_RANGE_SIZE,
+        CU_POINTER_ATTRIBUTE_HOST_POINTER,
+    ];
+    let (mut kind, mut range, mut host) = (0u32, 0u64, 1usize);
+    let mut outputs: [*mut c_void; 3] = [
+        (&mut kind as *mut u32).cast(),
+        (&mut range as *mut u64).cast(),
+        (&mut host as *mut usize).cast(),
+    ];
+    // SAFETY: three attributes, three outputs of their types.
+    check("cuPointerGetAttributes", unsafe {
+        exports::cuPointerGetAttributes(3, attributes.as_mut_ptr(), outputs.as_mut_ptr(), inside)
+    });
+    assert_eq!((kind, range, host), (CU_MEMORYTYPE_DEVICE, bytes, 0));
+}
+
+/// Runs in the child, with the fake driver loadable.
+fn scenario() {
+    let table = driver::table().expect("the fake driver loads");
+    let init = table.helpers.cuInit.expect("cuInit");
+    // SAFETY: cuInit takes flags only.
+    check("cuInit", unsafe { init(0) });
+    let ctx = driver::primary_ctx_retain(0).expect("retain the primary context");
+    driver::ctx_set_current(ctx).expect("make it current");
+    let engine = engine::current();
+    assert_eq!(engine.name(), "swap");
+
+    // Two units of their own (rounded to 6 and 4 MiB) and three small
+    // allocations in two slabs (classes 1 KiB and 3 KiB), oldest first.
+    let (big, big_data) = alloc(5 * MIB, 1);
+    let (mid, mid_data) = alloc(3 * MIB, 2);
+    let (small_a, small_a_data) = alloc(1000, 3);
+    let (small_b, small_b_data) = alloc(3000, 4);
+    let (small_c, small_c_data) = alloc(900, 5);
+    let footprint = 6 * MIB + 4 * MIB + 2 * 2 * MIB;
+    assert_eq!(
+        engine.usage(0).footprint,
+        footprint,
+        "whole units are counted"
+    );
+    assert_eq!(engine.usage(0).resident, footprint);
+    assert_eq!(
+        attribute_u64(CU_POINTER_ATTRIBUTE_RANGE_SIZE, small_c + 1),
+        Ok(900),
+        "a slab block reads as an allocation of its own"
+    );
+
+    let moved = engine.evict(0, 1).expect("evict the oldest");
+    assert_eq!(moved, 6 * MIB, "only the oldest unit moves");
+    assert_eq!(engine.usage(0).resident, footprint - moved);
+    assert_eq!(engine.usage(0).footprint, footprint);
+    queries_answer_as_if_resident(big, 5 * MIB);
+
+    let refused = engine.evict(0, 5 * MIB);
+    assert!(
+        matches!(refused, Err(engine::EngineError::HostMemory { .. })),
+        "6 MiB more shadows beside 6 exceed the 11 MiB host limit: {refused:?}"
+    );
+    assert_eq!(
+        engine.usage(0).resident,
+        footprint - moved,
+        "a refused eviction moves nothing"
+    );
+
+    assert_eq!(engine.restore(0).expect("restore"), 6 * MIB);
+    assert_eq!(engine.usage(0).resident, footprint);
+    for (ptr, data) in [
+        (big, &big_data),
+        (mid, &mid_data),
+        (small_a, &small_a_data),
+        (small_b, &small_b_data),
+        (small_c, &small_c_data),
+    ] {
+        assert_intact(ptr, data);
+    }
+
+    // The next least recently used unit is the mid one (the big one was
+    // just restored); its shadow still fits beside the big one's.
+    assert_eq!(
+        engine
+            .evict(0, 4 * MIB)
+            .expect("evict the least recently used"),
+        4 * MIB
+    );
+    assert_eq!(engine.restore(0).expect("restore"), 4 * MIB);
+    assert_intact(mid, &mid_data);
+
+    // Everything but the mid unit (the newest): the big unit's shadow is
+    // reused, the two slabs need 4 MiB more, which fits only once the
+    // shadow kept for the resident mid unit is dropped.
+    assert_eq!(
+        engine.evict(0, 10 * MIB).expect("evict three units"),
+        10 * MIB
+    );
+    assert_eq!(engine.usage(0).resident, 4 * MIB);
+    queries_answer_as_if_resident(small_b, 3000);
+    assert_eq!(engine.restore(0).expect("restore"), 10 * MIB);
+    for (ptr, data) in [
+        (big, &big_data),
+        (small_a, &small_a_data),
+        (small_b, &small_b_data),
+        (small_c, &small_c_data),
+    ] {
+        assert_intact(ptr, data);
+    }
+
+    // Frees: a slab goes with its last block, a unit with its shadow.
+    free(small_a);
+    assert_eq!(
+        engine.usage(0).footprint,
+        footprint,
+        "the 1 KiB slab still holds a block"
+    );
+    free(small_c);
+    assert_eq!(engine.usage(0).footprint, footprint - 2 * MIB);
+    free(mid);
+    free(small_b);
+    assert_eq!(engine.usage(0).footprint, 6 * MIB);
+
+    // A swapped-out unit is freed without being brought back.
+    assert_eq!(engine.evict(0, 1).expect("evict again"), 6 * MIB);
+    free(big);
+    assert_eq!(engine.usage(0).footprint, 0);
+    assert_eq!(engine.usage(0).resident, 0);
+}

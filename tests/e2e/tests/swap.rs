@@ -1,0 +1,331 @@
+//! Swap mode end to end: programs under the hook in `NVSHARE_MODE=swap`
+//! sharing one oversubscribed fake GPU through the real daemon, their
+//! memory swapped out to host shadows and back at the same addresses. The
+//! fake driver's trace shows each move (`unmap` when memory leaves the GPU,
+//! `map` when it comes back, the hook's `memcpy` chunks in between), and
+//! each program verifies its own data at the end.
+
+use nvshare_e2e::trace::{Event, Trace};
+use nvshare_e2e::{Sandbox, finish_ok, json_result, kill_hard, wait_until};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+const MIB: u64 = 1 << 20;
+
+/// Memory of the virtual GPU every test here shares.
+const CAPACITY: &str = "64MiB";
+
+fn swap_daemon(sandbox: &Sandbox) -> nvshare_e2e::Daemon {
+    sandbox.daemon(&["--memory-capacity", CAPACITY, "--quantum", "200ms"])
+}
+
+/// A verified worker in swap mode: `buffers` device buffers of `bytes`
+/// each, `iterations` rounds of a `kernel_ms` sleep kernel plus an add,
+/// logging each eviction (see [`evictions_logged`]).
+fn worker(
+    sandbox: &Sandbox,
+    name: &str,
+    buffers: u32,
+    bytes: u64,
+    iterations: u32,
+    kernel_ms: u64,
+) -> Command {
+    let mut command = sandbox.hooked("cuda-worker");
+    command
+        .env("NVSHARE_MODE", "swap")
+        .env("NVSHARE_NAME", name)
+        .env("NVSHARE_LOG", "info,nvshare::engine::swap=debug")
+        .args(["--buffers", &buffers.to_string()])
+        .args(["--bytes", &bytes.to_string()])
+        .args(["--iterations", &iterations.to_string()])
+        .args(["--sleep-us", &(kernel_ms * 1000).to_string()])
+        // Synchronize every iteration, as a training loop does: a drop
+        // then waits for one iteration, not for the whole queued run.
+        .args(["--pause-ms", "1"]);
+    command
+}
+
+fn field(event: &Event, key: &str) -> u64 {
+    let text = event
+        .fields
+        .get(key)
+        .unwrap_or_else(|| panic!("{event:?} has no {key}"));
+    text.strip_prefix("0x")
+        .map(|hex| u64::from_str_radix(hex, 16))
+        .unwrap_or_else(|| text.parse())
+        .unwrap_or_else(|_| panic!("{event:?}: {key} is not a number"))
+}
+
+/// `(unmaps, maps)` of `pid`'s memory by the hook: unmaps before the
+/// program's own frees at the end, maps after its first allocation.
+fn swaps_of(trace: &Trace, pid: u32) -> (usize, usize) {
+    let unmaps = trace.named("unmap").filter(|e| e.pid == pid).count();
+    let maps = trace.named("map").filter(|e| e.pid == pid).count();
+    (unmaps, maps)
+}
+
+/// The hook's own log lines for each eviction: `(asked, moved)`.
+fn evictions_logged(stderr: &str) -> Vec<(u64, u64)> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("swapped GPU memory out to host shadows"))
+        .map(|l| {
+            let value = |key: &str| -> u64 {
+                let start = l
+                    .find(&format!("{key}="))
+                    .unwrap_or_else(|| panic!("no {key} in {l}"))
+                    + key.len()
+                    + 1;
+                l[start..]
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("{key} is not a number in {l}"))
+            };
+            (value("asked"), value("moved"))
+        })
+        .collect()
+}
+
+fn stderr_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn finish_all(workers: Vec<Child>, what: &str) -> Vec<std::process::Output> {
+    workers
+        .into_iter()
+        .map(|w| {
+            let output = finish_ok(w, what);
+            assert_eq!(json_result(&output)["ok"], true);
+            output
+        })
+        .collect()
+}
+
+#[test]
+fn contents_survive_repeated_swaps_under_three_competing_programs() {
+    let sandbox = Sandbox::new();
+    let _daemon = swap_daemon(&sandbox);
+    // Three programs of 24 MiB (+ one 2 MiB slab each) on 64 MiB: two fit,
+    // so every switch swaps one out. Each checks its checksum at the end.
+    let workers: Vec<Child> = ["a", "b", "c"]
+        .iter()
+        .map(|name| sandbox.spawn(&mut worker(&sandbox, name, 2, 12 * MIB, 60, 5)))
+        .collect();
+    let pids: Vec<u32> = workers.iter().map(Child::id).collect();
+    finish_all(workers, "a swapped worker");
+    let trace = sandbox.trace();
+    let mut total_swaps = 0;
+    for &pid in &pids {
+        let (unmaps, maps) = swaps_of(&trace, pid);
+        // Its own frees unmap its 2 buffers and the slab once at the end.
+        let swapped_out = unmaps.saturating_sub(3);
+        total_swaps += swapped_out;
+        assert!(
+            maps >= 3 + swapped_out,
+            "pid {pid}: {swapped_out} units swapped out but only {maps} mappings made"
+        );
+    }
+    eprintln!("{total_swaps} units swapped out and back among the three programs");
+    assert!(
+        total_swaps >= 6,
+        "expected repeated swapping among the three, saw {total_swaps} units swapped out"
+    );
+    let copied_out: u64 = pids.iter().map(|&pid| copied_out_by(&trace, pid)).sum();
+    assert!(
+        copied_out >= 6 * 12 * MIB,
+        "the hook copied only {copied_out} bytes out"
+    );
+}
+
+/// The bytes the hook copied out of `pid`'s GPU memory: every device to
+/// host copy of a MiB or more (the programs themselves copy out 8 bytes).
+fn copied_out_by(trace: &Trace, pid: u32) -> u64 {
+    trace
+        .named("memcpy")
+        .filter(|e| e.pid == pid && e.fields.get("kind").is_some_and(|k| k == "DtoH"))
+        .map(|e| field(e, "bytes"))
+        .filter(|&bytes| bytes >= MIB)
+        .sum()
+}
+
+/// The bytes `pid`'s memory lost from the GPU by eviction: every unmap in
+/// the trace except the program's own `frees` at its end.
+fn unmapped_by_evictions(trace: &Trace, pid: u32, frees: usize) -> u64 {
+    let unmaps: Vec<u64> = trace
+        .named("unmap")
+        .filter(|e| e.pid == pid)
+        .map(|e| field(e, "bytes"))
+        .collect();
+    assert!(
+        unmaps.len() >= frees,
+        "pid {pid} freed less than it allocated"
+    );
+    unmaps[..unmaps.len() - frees].iter().sum()
+}
+
+#[test]
+fn partial_eviction_moves_only_what_was_asked_oldest_first() {
+    let sandbox = Sandbox::new();
+    let _daemon = swap_daemon(&sandbox);
+    // A holds four 8 MiB buffers (+ a slab), B one of 40 MiB: B needs only
+    // 8-12 MiB of A's 34 to fit beside it, so A gives up one or two units.
+    let many = sandbox.spawn(&mut worker(&sandbox, "many", 4, 8 * MIB, 45, 5));
+    let one = sandbox.spawn(&mut worker(&sandbox, "one", 1, 40 * MIB, 45, 5));
+    let many_pid = many.id();
+    let outputs = finish_all(vec![many, one], "a partially evicted worker");
+    let evictions = evictions_logged(&stderr_of(&outputs[0]));
+    assert!(!evictions.is_empty(), "A was never asked to evict");
+    for &(asked, moved) in &evictions {
+        assert!(moved >= asked, "asked {asked}, moved only {moved}");
+        assert!(
+            moved < asked + 8 * MIB,
+            "asked {asked} but moved {moved}: more than one unit beyond the request"
+        );
+        assert!(moved < 32 * MIB, "asked {asked} but everything moved");
+    }
+    let logged: u64 = evictions.iter().map(|&(_, moved)| moved).sum();
+    let trace = sandbox.trace();
+    let copied = copied_out_by(&trace, many_pid);
+    assert_eq!(
+        copied, logged,
+        "the driver copied {copied} bytes out of A's memory, the hook reported {logged} evicted"
+    );
+    assert!(
+        trace
+            .named("unmap")
+            .filter(|e| e.pid == many_pid)
+            .all(|e| field(e, "bytes") == 8 * MIB || field(e, "bytes") == 2 * MIB),
+        "units are unmapped whole, one 8 MiB buffer at a time"
+    );
+}
+
+#[test]
+fn pinning_refused_falls_back_to_pageable_shadows_without_loss() {
+    let sandbox = Sandbox::new();
+    let _daemon = swap_daemon(&sandbox);
+    let workers: Vec<Child> = ["a", "b", "c"]
+        .iter()
+        .map(|name| {
+            sandbox.spawn(
+                worker(&sandbox, name, 2, 12 * MIB, 30, 5).env("FAKE_CUDA_PINNED_LIMIT", "1MiB"),
+            )
+        })
+        .collect();
+    let pids: Vec<u32> = workers.iter().map(Child::id).collect();
+    let outputs = finish_all(workers, "a worker with pageable shadows");
+    let trace = sandbox.trace();
+    let evicted: u64 = pids
+        .iter()
+        .map(|&pid| unmapped_by_evictions(&trace, pid, 3))
+        .sum();
+    assert!(evicted > 0, "nothing was swapped out");
+    assert_eq!(
+        trace.named("register").count(),
+        0,
+        "no shadow could have been pinned under a 1 MiB limit"
+    );
+    let warned = outputs
+        .iter()
+        .filter(|o| stderr_of(o).contains("cannot pin host memory for swapping"))
+        .count();
+    assert!(
+        warned >= 1,
+        "the fallback to pageable memory was not logged"
+    );
+}
+
+#[test]
+fn a_refused_eviction_moves_nothing_and_loses_nothing() {
+    let sandbox = Sandbox::new();
+    let _daemon = swap_daemon(&sandbox);
+    // No shadow fits in 1 MiB of host memory: every eviction is refused,
+    // the scheduler lets the programs run oversubscribed instead.
+    let workers: Vec<Child> = ["a", "b", "c"]
+        .iter()
+        .map(|name| {
+            sandbox
+                .spawn(worker(&sandbox, name, 2, 12 * MIB, 20, 5).env("NVSHARE_HOST_LIMIT", "1MiB"))
+        })
+        .collect();
+    let pids: Vec<u32> = workers.iter().map(Child::id).collect();
+    let outputs = finish_all(workers, "a worker whose evictions are refused");
+    let refused = outputs
+        .iter()
+        .filter(|o| stderr_of(o).contains("host memory for swapped-out GPU memory is exhausted"))
+        .count();
+    assert!(refused >= 1, "no eviction was refused");
+    let trace = sandbox.trace();
+    for pid in pids {
+        assert_eq!(
+            unmapped_by_evictions(&trace, pid, 3),
+            0,
+            "pid {pid} lost memory"
+        );
+        assert_eq!(
+            copied_out_by(&trace, pid),
+            0,
+            "a refused eviction copied memory out"
+        );
+    }
+}
+
+#[test]
+fn a_program_killed_while_swapping_leaves_the_others_and_the_daemon_healthy() {
+    let sandbox = Sandbox::new();
+    let _daemon = swap_daemon(&sandbox);
+    let mut victim = sandbox.spawn(&mut worker(&sandbox, "victim", 2, 12 * MIB, 100_000, 5));
+    let others: Vec<Child> = ["a", "b"]
+        .iter()
+        .map(|name| sandbox.spawn(&mut worker(&sandbox, name, 2, 12 * MIB, 60, 5)))
+        .collect();
+    let victim_pid = victim.id();
+    assert!(
+        wait_until(Duration::from_secs(30), || sandbox
+            .trace()
+            .named("unmap")
+            .filter(|e| e.pid == victim_pid)
+            .count()
+            >= 3),
+        "the victim was never swapped out"
+    );
+    kill_hard(&mut victim);
+    finish_all(others, "a worker beside a killed one");
+    let status = sandbox.status();
+    assert!(
+        status.is_object(),
+        "the daemon answers after the kill: {status}"
+    );
+    let after = sandbox.spawn(&mut worker(&sandbox, "after", 2, 12 * MIB, 10, 1));
+    finish_all(vec![after], "a worker started after the kill");
+}
+
+#[test]
+fn memory_the_engine_does_not_own_is_never_moved_or_corrupted() {
+    let sandbox = Sandbox::new();
+    let _daemon = swap_daemon(&sandbox);
+    // The program's own VMM mappings (PyTorch expandable segments) and its
+    // managed memory run beside two swapped programs; each verifies its
+    // data.
+    let mut vmm = worker(&sandbox, "vmm", 1, 24 * MIB, 40, 5);
+    vmm.args(["--alloc", "vmm"]);
+    let mut managed = worker(&sandbox, "managed", 1, 8 * MIB, 40, 5);
+    managed.args(["--alloc", "managed"]);
+    let programs = vec![
+        sandbox.spawn(&mut vmm),
+        sandbox.spawn(&mut managed),
+        sandbox.spawn(&mut worker(&sandbox, "a", 2, 12 * MIB, 40, 5)),
+        sandbox.spawn(&mut worker(&sandbox, "b", 2, 12 * MIB, 40, 5)),
+    ];
+    let vmm_pid = programs[0].id();
+    finish_all(programs, "a worker beside swapped ones");
+    let trace = sandbox.trace();
+    let own_unmaps = trace
+        .named("unmap")
+        .filter(|e| e.pid == vmm_pid && field(e, "bytes") == 24 * MIB)
+        .count();
+    assert_eq!(
+        own_unmaps, 1,
+        "the program's own VMM buffer is unmapped only by its own free"
+    );
+}
