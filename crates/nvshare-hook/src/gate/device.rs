@@ -1,15 +1,20 @@
 //! One GPU's gate: whether this process may submit work to it now.
 //!
 //! Invariant (the drain handshake): a call is admitted only if it raised
-//! `in_flight` while `held` was true, checked after the raise. The drain
-//! lowers `held` first and then waits for `in_flight` to reach zero, so once
-//! it sees zero no admitted call is running and none can start. Both sides
-//! use `SeqCst`, so at least one of them sees the other's write.
+//! `entered` while `held` was true, checked after the raise; every raise of
+//! `entered` is matched by one of `left` (when the call returns, or at once
+//! if it was not admitted). The drain lowers `held` first and then waits
+//! until `left` (read first) equals `entered` (read second): each `left`
+//! raise it counts follows its own `entered` raise, so the difference never
+//! undercounts the calls still running. Both sides use `SeqCst`, so at least
+//! one of them sees the other's write. Two counters instead of one in-flight
+//! count make the admitted path two atomic increments, and `entered` doubles
+//! as the activity counter of the idle watcher.
 
 use crate::ffi::CUdevice;
 use nvshare_proto::GpuUuid;
 use parking_lot::{Condvar, Mutex};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The lock-free part read on every work submission, and the slow-path state.
@@ -22,8 +27,8 @@ pub(crate) struct DeviceGate {
     /// Its physical memory.
     pub physical_memory: u64,
     held: AtomicBool,
-    in_flight: AtomicUsize,
-    submissions: AtomicU64,
+    entered: AtomicU64,
+    left: AtomicU64,
     /// Slow-path state; never held across a blocking driver or socket call
     /// except the short sends of the session.
     pub state: Mutex<DeviceState>,
@@ -64,8 +69,8 @@ impl DeviceGate {
             uuid,
             physical_memory,
             held: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
-            submissions: AtomicU64::new(0),
+            entered: AtomicU64::new(0),
+            left: AtomicU64::new(0),
             state: Mutex::new(DeviceState {
                 attached: false,
                 attaching: false,
@@ -89,9 +94,8 @@ impl DeviceGate {
         if !self.held.load(Ordering::SeqCst) {
             return false;
         }
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.entered.fetch_add(1, Ordering::SeqCst);
         if self.held.load(Ordering::SeqCst) {
-            self.submissions.fetch_add(1, Ordering::Relaxed);
             true
         } else {
             self.leave();
@@ -102,7 +106,7 @@ impl DeviceGate {
     /// Marks one admitted call finished.
     #[inline]
     pub fn leave(&self) {
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.left.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Whether the process holds this GPU's lock now.
@@ -127,7 +131,7 @@ impl DeviceGate {
         let started = Instant::now();
         let mut warned = false;
         let mut spins = 0u32;
-        while self.in_flight.load(Ordering::SeqCst) != 0 {
+        while self.in_flight() != 0 {
             spins += 1;
             if spins < 100 {
                 std::thread::yield_now();
@@ -144,14 +148,17 @@ impl DeviceGate {
         }
     }
 
-    /// Work submissions admitted so far (for idle detection).
+    /// Calls that tried the fast path so far (for idle detection).
     pub fn submissions(&self) -> u64 {
-        self.submissions.load(Ordering::Relaxed)
+        self.entered.load(Ordering::Relaxed)
     }
 
-    /// Calls admitted and not yet finished.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::SeqCst)
+    /// Calls admitted and not yet finished (an upper bound while calls race
+    /// in; exact once the gate is closed).
+    pub fn in_flight(&self) -> u64 {
+        let left = self.left.load(Ordering::SeqCst);
+        let entered = self.entered.load(Ordering::SeqCst);
+        entered.saturating_sub(left)
     }
 }
 

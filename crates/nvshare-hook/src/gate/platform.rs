@@ -4,9 +4,24 @@
 use crate::driver;
 use crate::ffi::{CUdevice, CUresult};
 use nvshare_proto::GpuUuid;
+use std::sync::OnceLock;
 
-/// The device of the calling thread's current context.
+/// The device of the calling thread's current context. With a single
+/// visible device (the common case) that is device 0 whatever the context,
+/// and the driver call, the costliest part of the gate's fast path, is
+/// skipped; a call made without a context still fails in the driver itself.
 pub(super) fn current_device() -> Result<CUdevice, CUresult> {
+    // Only a successful count is remembered: before cuInit it fails.
+    static DEVICE_COUNT: OnceLock<i32> = OnceLock::new();
+    let count = match DEVICE_COUNT.get() {
+        Some(count) => Some(*count),
+        None => driver::device_get_count()
+            .ok()
+            .map(|count| *DEVICE_COUNT.get_or_init(|| count)),
+    };
+    if count == Some(1) {
+        return Ok(0);
+    }
     driver::ctx_get_device().map_err(|e| e.code())
 }
 

@@ -195,14 +195,17 @@ fn apply(gate: &'static Gate, msg: SchedulerMsg) {
         }
         SchedulerMsg::Evict { gpu, bytes } => {
             if let Some(device) = gate.device_by_uuid(&gpu) {
-                let held = device.is_held();
-                if held {
-                    device.close_and_drain();
-                    platform::synchronize(device.ordinal);
-                }
-                evict(gate, device, bytes);
-                if held {
-                    device.open(&mut device.state.lock());
+                if device.is_held() {
+                    // Evict is for programs that do not run: moving memory
+                    // out from under running work would fault. Decline; the
+                    // scheduler asks others or drops the lock instead.
+                    gate.session.send(&ClientMsg::EvictFailed {
+                        gpu,
+                        resident: engine::current().usage(device.ordinal).resident,
+                        reason: "the program holds the GPU; drop the lock first".into(),
+                    });
+                } else {
+                    evict(gate, device, bytes);
                 }
             }
         }
