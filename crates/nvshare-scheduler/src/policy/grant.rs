@@ -29,7 +29,7 @@ pub(super) fn schedule(d: &mut Domain, now: Duration, out: &mut Vec<Action>) {
                 continue;
             }
             let wanted = shortage(d, head, &[], Credit::Pending);
-            let uncovered = ask_evictions(d, head, wanted, out);
+            let uncovered = ask_evictions(d, Some(head), wanted, out);
             let nothing_coming = d
                 .members
                 .values()
@@ -64,7 +64,7 @@ pub(super) fn schedule(d: &mut Domain, now: Duration, out: &mut Vec<Action>) {
             break;
         }
         let mut wanted = shortage(d, head, &leaving, Credit::Pending);
-        wanted = ask_evictions(d, head, wanted, out);
+        wanted = ask_evictions(d, Some(head), wanted, out);
         for id in running {
             let m = &d.members[&id];
             let evict = wanted.min(m.resident);
@@ -80,6 +80,26 @@ pub(super) fn schedule(d: &mut Domain, now: Duration, out: &mut Vec<Action>) {
     }
     if d.queue.is_empty() {
         d.drop_started = None;
+    }
+    give_back_excess(d, out);
+}
+
+/// Programs allocate without holding the lock, so the GPU's resident bytes
+/// can pass its capacity; then the non-holders (least recently run first,
+/// the head of the queue included) are asked to move out the excess, so the
+/// memory really used stays within the capacity.
+fn give_back_excess(d: &mut Domain, out: &mut Vec<Action>) {
+    if d.policy == Policy::Off {
+        return;
+    }
+    let resident = d
+        .members
+        .values()
+        .map(|m| m.resident_after_evictions())
+        .fold(0u64, u64::saturating_add);
+    let excess = resident.saturating_sub(d.capacity);
+    if excess > 0 {
+        ask_evictions(d, None, excess, out);
     }
 }
 
@@ -188,14 +208,20 @@ fn evictable(d: &Domain, head: ClientId, leaving: &[ClientId]) -> u64 {
         .fold(0, u64::saturating_add)
 }
 
-/// Asks non-holders other than `head`, least recently run first (idle
-/// before waiting), to evict up to `wanted` bytes; returns what is left.
-fn ask_evictions(d: &mut Domain, head: ClientId, mut wanted: u64, out: &mut Vec<Action>) -> u64 {
+/// Asks non-holders other than `head` (if given), least recently run first
+/// (idle before waiting), to evict up to `wanted` bytes; returns what is
+/// left.
+fn ask_evictions(
+    d: &mut Domain,
+    head: Option<ClientId>,
+    mut wanted: u64,
+    out: &mut Vec<Action>,
+) -> u64 {
     let mut candidates: Vec<_> = d
         .members
         .values()
         .filter(|m| {
-            m.client != head
+            Some(m.client) != head
                 && matches!(m.state, ClientState::Idle | ClientState::Waiting)
                 && !m.evict_failed
                 && m.resident_after_evictions() > 0

@@ -127,3 +127,29 @@ fn when_idle_clients_cannot_evict_a_holder_is_dropped_for_memory() {
     assert_eq!(drops(&sim.tick()), vec![(2, 4 * GIB)]);
     assert_eq!(granted(&sim.release(2, 0)), vec![3]);
 }
+
+#[test]
+fn memory_allocated_by_a_client_without_the_lock_past_the_capacity_is_asked_back() {
+    let mut sim = Sim::new(Policy::Auto, 16 * GIB);
+    sim.join(1, 10 * GIB);
+    sim.request(1);
+    sim.fully_resident(1, 10 * GIB);
+    sim.join(2, 0);
+    // Client 2 allocates 10 GiB before it asks for the lock (programs
+    // allocate, then launch): 20 GiB would be resident on a 16 GiB GPU, so
+    // it is asked to move the 4 GiB excess out.
+    let out = sim.msg(
+        2,
+        ClientMsg::Usage {
+            gpu: GPU,
+            footprint: 10 * GIB,
+            resident: 10 * GIB,
+        },
+    );
+    assert_eq!(evicts(&out), vec![(2, 4 * GIB)]);
+    // Nothing more is asked while that eviction is pending, nor when it
+    // then waits for the lock.
+    assert!(evicts(&sim.tick()).is_empty());
+    let out = sim.request(2);
+    assert!(evicts(&out).is_empty() && granted(&out).is_empty());
+}
