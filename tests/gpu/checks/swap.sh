@@ -1,0 +1,153 @@
+# shellcheck shell=bash
+# swap mode (issue 5), whatever --mode says: programs whose memory does not
+# fit the GPU together take turns, their memory moved out to host memory and
+# back at the same address on every switch, and nothing they compute changes.
+
+SWAP_CAPACITY_GIB=16
+# The four programs' steps: ~3.5 s of work each alone on an H100.
+SWAP_FOUR_STEPS=${SWAP_FOUR_STEPS:-400}
+# Physical use above this (GiB over what was used before) fails swap_four_12g.
+SWAP_PEAK_LIMIT_GIB=${SWAP_PEAK_LIMIT_GIB:-30}
+# train_det.py steps for swap_deterministic_training: ~7 s natively, so that
+# at a 1 s quantum it is swapped out and in several times.
+SWAP_DET_STEPS=${SWAP_DET_STEPS:-600}
+
+# sample_gpu_memory FILE : appends `EPOCH USED_MIB` for GPU 0 every 0.5 s
+# (run it in the background).
+sample_gpu_memory() {
+  while :; do
+    printf '%s %s\n' "$(now)" "$(gpu_used_mib)" >>"$1"
+    sleep 0.5
+  done
+}
+
+# peak_mib FILE [FROM] : the largest used MiB in FILE's samples taken at or
+# after epoch FROM (all of them without FROM), and when: "MIB EPOCH".
+peak_mib() {
+  awk -v from="${2:-0}" '$1 >= from && $2 > peak { peak = $2; at = $1 } END { printf "%d %s\n", peak, at }' "$1"
+}
+
+# moves_in LABEL WHAT : how many of the hook's debug lines `memory WHAT` with
+# a non-zero bytes= the program printed.
+moves_in() {
+  grep -E "memory $2" "$(out_of "$1")" 2>/dev/null | grep -cE 'bytes=[1-9]'
+}
+
+# Proves: four programs of 12 GiB each (more than fit together on a 16 GiB
+# virtual GPU, quantum 2 s) take turns in swap mode, every one of them
+# verifies all of its memory (a pattern of its own) at the end, the scheduler
+# switched and swapped, and the GPU's physical use stayed near the capacity:
+# after every program has run once, and from the start (programs that wait
+# for the GPU must not hold 4 x 12 GiB of it at once).
+check_swap_four_12g() {
+  python_has torch || skip "torch is not importable here"
+  local gib=12 n=4 i base sampler pids=() failed=() k=0 pid
+  # Were the hook not to swap at all, all four would be resident at once.
+  need_free_gib $((n * gib + 8))
+  with_scheduler --memory-capacity "${SWAP_CAPACITY_GIB}GiB" --quantum 2
+  base=$(gpu_used_mib)
+  sample_gpu_memory "$CHECK_DIR/used.samples" &
+  sampler=$!
+  track_pid "$sampler"
+  for ((i = 1; i <= n; i++)); do
+    NVSHARE_LOG=debug prog_bg 150 "w$i" hooked swap "w$i" "$PY" "$GPU_DIR/py/swap_worker.py" \
+      --gib "$gib" --steps "$SWAP_FOUR_STEPS" --seed "$i" --name "w$i"
+    pids+=("$BG_PID")
+  done
+  while :; do
+    local alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    ((alive)) || break
+    ctl_status "$SOCK" "$CHECK_DIR/status.$k.json" || true
+    k=$((k + 1))
+    sleep 1
+  done
+  stop_pid "$sampler"
+  for ((i = 1; i <= n; i++)); do
+    local rc=0
+    wait_prog "w$i" "${pids[i - 1]}" || rc=$?
+    if ((rc != 0)) || [[ $(value "w$i" ok) != 1 ]]; then
+      failed+=("$(why_failed "w$i" "$rc") bad=$(value "w$i" bad)")
+    fi
+  done
+  ctl_status "$SOCK" "$CHECK_DIR/final.json" || true
+  echo "final status: $(cat "$CHECK_DIR/final.json" 2>/dev/null)"
+  echo "a snapshot from mid-run:"
+  head -c 4000 "$CHECK_DIR/status.$((k / 2)).json" 2>/dev/null
+  echo
+
+  # Every program has held the GPU once when the last one has filled its memory.
+  local all_ran=0 filled peak peak_at steady steady_at
+  for ((i = 1; i <= n; i++)); do
+    filled=$(value "w$i" filled)
+    [[ -n $filled ]] && all_ran=$(awk -v a="$all_ran" -v b="$filled" 'BEGIN { print (b > a ? b : a) }')
+  done
+  read -r peak peak_at < <(peak_mib "$CHECK_DIR/used.samples")
+  read -r steady steady_at < <(peak_mib "$CHECK_DIR/used.samples" "$all_ran")
+  local grow=$((peak - base)) steady_grow=$((steady - base)) limit=$((SWAP_PEAK_LIMIT_GIB * 1024))
+  echo "GPU used memory: $base MiB before; peak $peak MiB at $peak_at; after every program ran once ($all_ran): peak $steady MiB at $steady_at"
+  local evicted restored switches outs="" ins=""
+  evicted=$("$PY" "$STATUS_PY" get "$CHECK_DIR/final.json" bytes_evicted 2>/dev/null || echo 0)
+  restored=$("$PY" "$STATUS_PY" get "$CHECK_DIR/final.json" bytes_restored 2>/dev/null || echo 0)
+  switches=$("$PY" "$STATUS_PY" get "$CHECK_DIR/final.json" switches 2>/dev/null || echo 0)
+  for ((i = 1; i <= n; i++)); do
+    outs+="${outs:+/}$(moves_in "w$i" evicted)"
+    ins+="${ins:+/}$(moves_in "w$i" restored)"
+  done
+  local facts="$switches switches; $((evicted >> 30)) GiB evicted, $((restored >> 30)) GiB restored (swap-outs/ins per program $outs, $ins); physical +$grow MiB at peak, +$steady_grow MiB once all had run"
+
+  ((${#failed[@]} == 0)) || fail "${failed[*]}; $facts"
+  ((switches > 0 && evicted > 0 && restored > 0)) ||
+    fail "4 x ${gib} GiB on ${SWAP_CAPACITY_GIB} GiB finished without swapping ($facts)"
+  ((steady_grow <= limit)) ||
+    fail "physical use grew by $steady_grow MiB after every program had run once (limit ${SWAP_PEAK_LIMIT_GIB} GiB): memory was not swapped out; $facts"
+  ((grow <= limit)) ||
+    fail "physical use grew by $grow MiB at $peak_at, before every program had run (limit ${SWAP_PEAK_LIMIT_GIB} GiB): programs waiting for the GPU held their allocations on it; $facts"
+  local times=""
+  for ((i = 1; i <= n; i++)); do times+=" w$i=$(value "w$i" seconds)s"; done
+  pass "4 x ${gib} GiB on ${SWAP_CAPACITY_GIB} GiB, quantum 2 s: all verified; $facts;$times"
+}
+
+# Proves: the deterministic training run (tests/gpu/py/train_det.py) gives
+# the identical loss and parameter hash as a native run while it is swapped
+# out and in every second: a second hooked program holding all but 8 MiB of a
+# 4 GiB virtual GPU (quantum 1 s) takes turns with it, so each switch moves
+# the training's memory (all but at most 8 MiB of it) to the host and back.
+# The second program verifies its own memory too.
+check_swap_deterministic_training() {
+  python_has torch || skip "torch is not importable here"
+  local cap=4 args=(--steps "$SWAP_DET_STEPS") rc=0 frc=0 forcer_pid i
+  need_free_gib $((cap + 8))
+  with_scheduler --memory-capacity "${cap}GiB" --quantum 1
+  prog_bg 300 forcer hooked swap forcer "$PY" "$GPU_DIR/py/swap_forcer.py" \
+    --bytes $((cap * GIB - 8 * 1024 * 1024)) --stop-file "$CHECK_DIR/stop" --name forcer
+  forcer_pid=$BG_PID
+  # The native run meanwhile (its result does not depend on sharing the GPU).
+  prog 150 native native "$PY" "$TORCH_DET" "${args[@]}" || fail "native run: $(why_failed native $?)"
+  for ((i = 0; i < 600; i++)); do
+    grep -q '^READY ' "$(out_of forcer)" 2>/dev/null && break
+    kill -0 "$forcer_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if ! grep -q '^READY ' "$(out_of forcer)" 2>/dev/null; then
+    touch "$CHECK_DIR/stop"
+    wait_prog forcer "$forcer_pid" || frc=$?
+    fail "the forcing program did not start: $(why_failed forcer "$frc")"
+  fi
+  NVSHARE_LOG=debug prog 150 hooked hooked swap det "$PY" "$TORCH_DET" "${args[@]}" || rc=$?
+  touch "$CHECK_DIR/stop"
+  wait_prog forcer "$forcer_pid" || frc=$?
+  ctl_status "$SOCK" "$CHECK_DIR/final.json" || true
+  echo "final status: $(cat "$CHECK_DIR/final.json" 2>/dev/null)"
+  ((rc == 0)) || fail "$(why_failed hooked "$rc")"
+  ((frc == 0)) && [[ $(value forcer ok) == 1 ]] ||
+    fail "the forcing program's memory did not survive: $(why_failed forcer "$frc") bad=$(value forcer bad)"
+  local outs ins
+  outs=$(moves_in hooked evicted)
+  ins=$(moves_in hooked restored)
+  echo "the training was swapped out $outs times and in $ins times"
+  ((outs >= 2 && ins >= 2)) ||
+    fail "the training was swapped out $outs and in $ins times (want >= 2 each; NVSHARE_LOG=debug lines 'memory evicted'/'memory restored'): too few switches to prove anything"
+  same_training native hooked "${args[@]}"
+  pass "identical loss and parameter hash while swapped out $outs times and in $ins times (quantum 1 s, ${cap} GiB capacity): $SAME"
+}
