@@ -9,10 +9,10 @@
 # reason) and a closing "N passed, N failed" line; writes OUTDIR/gpu-suite.log
 # (everything, programs' output included) and OUTDIR/gpu-suite.json; exits
 # non-zero if any check failed. --mode picks the memory mode of the
-# single-program checks (default uvm); the sharing checks are uvm by
-# definition. The whole run keeps within SUITE_BUDGET_S (default 300 s):
-# each check is time-limited, and checks left when the budget is spent fail
-# as not run.
+# single-program checks (default uvm); the sharing checks are uvm, the
+# swap_* checks swap, by definition. The whole run keeps within
+# SUITE_BUDGET_S (default 480 s): each check is time-limited, and checks
+# left when the budget is spent fail as not run.
 #
 # To add a check: write check_NAME in a file under checks/ (see lib/check.sh
 # for its helpers) and add NAME:LIMIT_S to CHECKS below.
@@ -40,6 +40,8 @@ CHECKS=(
   uvm_share_three:150
   cupy:90
   jax_prealloc:150
+  swap_four_12g:150
+  swap_deterministic_training:180
 )
 
 # shellcheck source=lib/runner.sh
@@ -52,7 +54,7 @@ if [[ ${1:-} == __check ]]; then
 fi
 
 # ------------------------------------------------------------------ arguments
-usage() { sed -n '2,17p' "$SELF" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '3,18p' "$SELF" | sed 's/^# \{0,1\}//'; }
 OUTDIR=
 MODE=uvm
 ONLY=
@@ -83,7 +85,7 @@ cleanup() { [[ -n ${KEEP_WORK:-} ]] || rm -rf "$WORK"; }
 trap cleanup EXIT
 
 T_START=$(now)
-BUDGET=${SUITE_BUDGET_S:-300}
+BUDGET=${SUITE_BUDGET_S:-480}
 
 # ------------------------------------------------------------------- preamble
 write_facts "$WORK/facts.json"

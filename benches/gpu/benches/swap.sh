@@ -168,7 +168,7 @@ swap_pair() {
     NVSHARE_LOG=debug mem_job 150 "pair$i" swap "$SWAP_GIB" "$PAIR_PASSES" "$i"
     labels+=("pair$i")
   done
-  watch_status "$SOCK" "$CHECK_DIR/pair-status" "${labels[@]}"
+  watch_status "${SOCK:?}" "$CHECK_DIR/pair-status" "${labels[@]}"
   finish_jobs "${labels[@]}"
   ctl_status "$SOCK" "$CHECK_DIR/pair.status.json" || true
   echo "final status: $(cat "$CHECK_DIR/pair.status.json" 2>/dev/null)"
@@ -197,15 +197,21 @@ bench_swap_bandwidth() {
   out=$(json_get "$moves" evict.median_gbps)
   in=$(json_get "$moves" restore.median_gbps)
   first=$(json_get "$moves" evict_first.median_gbps)
-  local pinned="pinned cudaMemcpy, ${PIN_GIB} GiB, same run"
+  local d2h="pinned cudaMemcpy D2H, ${PIN_GIB} GiB, same run" h2d="pinned cudaMemcpy H2D, ${PIN_GIB} GiB, same run"
+  local out_note="not measured: no later swap-out with bytes and elapsed_us in the debug log of the hook"
+  local in_note="not measured: no swap-in with bytes and elapsed_us in the debug log of the hook"
+  if [[ -n $out ]]; then
+    out_note="$(json_get "$moves" evict.events) swap-outs of >= 1 GiB (median $(json_get "$moves" evict.bytes_median) bytes), aggregate $(json_get "$moves" evict.aggregate_gbps) GB/s; from the memory evicted lines of the hook"
+  fi
+  if [[ -n $in ]]; then
+    in_note="$(json_get "$moves" restore.events) swap-ins of >= 1 GiB, aggregate $(json_get "$moves" restore.aggregate_gbps) GB/s; from the memory restored on grant lines of the hook"
+  fi
   add_result "swap-out bandwidth: ${SWAP_GIB} GiB VMM memory to reused pinned host shadows, unmap included (${PAIR_SETUP}), median" \
-    "$out" GB/s "${pinned/cudaMemcpy/cudaMemcpy D2H}" "$PIN_D2H" ">= 0.9" "$(json_get "$moves" evict.gbps_list)" \
-    "${out:+$(json_get "$moves" evict.events) swap-outs of >= 1 GiB (median $(json_get "$moves" evict.bytes_median) bytes), aggregate $(json_get "$moves" evict.aggregate_gbps) GB/s; from the hook's memory evicted lines}${out:-not measured: no later swap-out with bytes and elapsed_us in the hook's debug log}${failed:+; job failures: $failed}"
+    "$out" GB/s "$d2h" "$PIN_D2H" ">= 0.9" "$(json_get "$moves" evict.gbps_list)" "$out_note${failed:+; job failures: $failed}"
   add_result "swap-in bandwidth: ${SWAP_GIB} GiB host shadows to fresh VMM memory at the same address, map included (${PAIR_SETUP}), median" \
-    "$in" GB/s "${pinned/cudaMemcpy/cudaMemcpy H2D}" "$PIN_H2D" ">= 0.9" "$(json_get "$moves" restore.gbps_list)" \
-    "${in:+$(json_get "$moves" restore.events) swap-ins of >= 1 GiB, aggregate $(json_get "$moves" restore.aggregate_gbps) GB/s; from the hook's memory restored on grant lines}${in:-not measured: no swap-in with bytes and elapsed_us in the hook's debug log}"
+    "$in" GB/s "$h2d" "$PIN_H2D" ">= 0.9" "$(json_get "$moves" restore.gbps_list)" "$in_note"
   add_result "first swap-out of a job: ${SWAP_GIB} GiB, host shadows allocated and pinned on the way (${PAIR_SETUP}), median" \
-    "$first" GB/s "${pinned/cudaMemcpy/cudaMemcpy D2H}" "$PIN_D2H" "" "$(json_get "$moves" evict_first.gbps_list)" \
+    "$first" GB/s "$d2h" "$PIN_D2H" "" "$(json_get "$moves" evict_first.gbps_list)" \
     "one per job; DESIGN.md: pinning 12 GiB costs ~1.6 s unless shadows are registered in chunks pipelined with the copies"
   local status=$PAIR_DIR/pair.status.json moved us rate=""
   moved=$(($("$PY" "$STATUS_PY" get "$status" bytes_evicted 2>/dev/null || echo 0) + $("$PY" "$STATUS_PY" get "$status" bytes_restored 2>/dev/null || echo 0)))
@@ -214,7 +220,7 @@ bench_swap_bandwidth() {
     rate=$(awk -v b="$moved" -v u="$us" 'BEGIN { printf "%.3f", b / (u * 1e-6) / 1e9 }')
   fi
   add_result "memory moved per second of swap time, status counters (${PAIR_SETUP})" "$rate" GB/s \
-    "${pinned/cudaMemcpy/cudaMemcpy D2H}" "$PIN_D2H" "" "" \
+    "$d2h" "$PIN_D2H" "" "" \
     "(bytes_evicted + bytes_restored) / swap_time_us over the whole run, first swap-outs included; $(swap_counters "$status")"
   [[ -n $out && -n $in ]] || fail "swap bandwidth not measured (out '${out}', in '${in}')${failed:+; job failures: $failed}"
   [[ -z $failed ]] || fail "measured, but a job failed: $failed"
@@ -238,10 +244,13 @@ bench_switch_latency() {
   # The copies alone, one direction after the other, at this run's pinned rates.
   bound=$(awk -v g="$SWAP_GIB" -v d="$PIN_D2H" -v h="$PIN_H2D" \
     'BEGIN { if (d > 0 && h > 0) printf "%.4f", g * 2^30 / 1e9 / d + g * 2^30 / 1e9 / h }')
+  local note="not measured: no drop request matched to a grant and a GAP line of the arriving job"
+  if [[ -n $median ]]; then
+    note="max $(json_get "$sw" latency.max) s; first switch out of each job (shadows pinned on the way): $(json_get "$sw" latency_first_out.list) s; later switches median $(json_get "$sw" latency_steady.median) s; unmatched drop requests $(json_get "$sw" unmatched_drops)"
+  fi
   add_result "switch latency: drop request to the next job's first kernel, ${SWAP_GIB} GiB out + ${SWAP_GIB} GiB in (${PAIR_SETUP}), median of ${n:-0}" \
     "$median" s "the two copies alone, one after the other, at this run's pinned D2H + H2D rates" "$bound" "<= 0.6 s" \
-    "$(json_get "$sw" latency.list)" \
-    "${median:+max $(json_get "$sw" latency.max) s; a job's first switch out (shadows pinned on the way): $(json_get "$sw" latency_first_out.list) s; later switches median $(json_get "$sw" latency_steady.median) s; unmatched drop requests $(json_get "$sw" unmatched_drops)}${median:-not measured: no drop request matched to a grant and the arriving job's GAP}${failed:+; job failures: $failed}"
+    "$(json_get "$sw" latency.list)" "$note${failed:+; job failures: $failed}"
   add_result "switch part 1: drop request to lock granted (the leaving job drains, swaps ${SWAP_GIB} GiB out, releases), median" \
     "$(json_get "$sw" release.median)" s "pinned D2H of ${SWAP_GIB} GiB at this run's rate" \
     "$(awk -v g="$SWAP_GIB" -v d="$PIN_D2H" 'BEGIN { if (d > 0) printf "%.4f", g * 2^30 / 1e9 / d }')" "" \

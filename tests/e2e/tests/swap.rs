@@ -329,3 +329,30 @@ fn memory_the_engine_does_not_own_is_never_moved_or_corrupted() {
         "the program's own VMM buffer is unmapped only by its own free"
     );
 }
+
+/// On a GPU physically full of a running program's memory, a second
+/// program's allocation (within its capacity) does not fail: it waits for
+/// its turn, which comes with room made for it, and both finish correct.
+#[test]
+fn an_allocation_on_a_physically_full_gpu_waits_for_its_turn() {
+    let sandbox = Sandbox::new();
+    // The fake GPU has 64 MiB in all, shared by both programs like a real
+    // card; the virtual capacity is the same 64 MiB.
+    let _daemon = sandbox.daemon(&["--memory-capacity", CAPACITY, "--quantum", "200ms"]);
+    let spawn = |name: &str| {
+        sandbox.spawn(worker(&sandbox, name, 1, 40 * MIB, 12, 20).env("FAKE_CUDA_MEMORY", "64MiB"))
+    };
+    let first = spawn("first");
+    assert!(
+        wait_until(Duration::from_secs(20), || sandbox
+            .trace()
+            .named("kernel_begin")
+            .any(|e| e.pid == first.id())),
+        "the first program never ran"
+    );
+    let second = spawn("second");
+    for (child, name) in [(first, "first"), (second, "second")] {
+        let result = json_result(&finish_ok(child, name));
+        assert_eq!(result["ok"], true, "{name}: {result}");
+    }
+}

@@ -140,8 +140,9 @@ check_swap_deterministic_training() {
   ctl_status "$SOCK" "$CHECK_DIR/final.json" || true
   echo "final status: $(cat "$CHECK_DIR/final.json" 2>/dev/null)"
   ((rc == 0)) || fail "$(why_failed hooked "$rc")"
-  ((frc == 0)) && [[ $(value forcer ok) == 1 ]] ||
-    fail "the forcing program's memory did not survive: $(why_failed forcer "$frc") bad=$(value forcer bad)"
+  if ((frc != 0)) || [[ $(value forcer ok) != 1 ]]; then
+    fail "the forcing program failed or its memory did not survive: $(why_failed forcer "$frc") bad=$(value forcer bad)"
+  fi
   local outs ins
   outs=$(moves_in hooked evicted)
   ins=$(moves_in hooked restored)

@@ -236,3 +236,32 @@ pub fn usage_changed(ordinal: CUdevice) {
         resident: usage.resident,
     });
 }
+
+/// Waits until the process holds `ordinal`'s lock with room for `extra`
+/// more bytes: for an allocation the driver refused because other programs'
+/// memory fills the GPU. The scheduler is told the footprint the program
+/// will have, so the grant comes with that much memory freed.
+pub fn wait_for_room(ordinal: CUdevice, extra: u64) {
+    let gate = gate();
+    let Ok(device) = gate.device(ordinal) else {
+        return;
+    };
+    ensure_attached(gate, device);
+    if device.state.lock().unscheduled {
+        return;
+    }
+    let usage = crate::engine::current().usage(ordinal);
+    gate.session.send(&ClientMsg::Usage {
+        gpu: device.uuid,
+        footprint: usage.footprint.saturating_add(extra),
+        resident: usage.resident,
+    });
+    tracing::info!(
+        gpu = %device.uuid,
+        bytes = extra,
+        "the GPU is full of other programs' memory; the allocation waits for this program's turn"
+    );
+    if let Ok(admitted) = enter_device(ordinal) {
+        drop(admitted);
+    }
+}

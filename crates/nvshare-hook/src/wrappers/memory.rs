@@ -61,7 +61,17 @@ fn tracked(
 fn engine_alloc(bytes: u64) -> Result<CUdeviceptr, CUresult> {
     let device = driver::ctx_get_device().map_err(|err| err.code())?;
     admit(device, bytes)?;
-    let (base, kind) = engine::current().alloc(device, bytes).map_err(|err| {
+    let mut made = engine::current().alloc(device, bytes);
+    if matches!(&made, Err(err) if err.code() == CUresult::ERROR_OUT_OF_MEMORY)
+        && !gate::holds(device)
+    {
+        // Within its capacity but the GPU is physically full of the memory
+        // of programs that run now: wait for this program's turn, which
+        // comes with room made for it, and try again.
+        gate::wait_for_room(device, bytes);
+        made = engine::current().alloc(device, bytes);
+    }
+    let (base, kind) = made.map_err(|err| {
         tracing::debug!(%err, device, bytes, "device allocation failed");
         err.code()
     })?;
