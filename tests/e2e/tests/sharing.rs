@@ -305,3 +305,48 @@ fn search_path_with_binaries() -> std::ffi::OsString {
     ));
     std::env::join_paths(dirs).expect("paths without ':'")
 }
+
+#[test]
+fn programs_on_different_gpus_never_wait_for_each_other() {
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.daemon(&["--memory-capacity", "64MiB", "--quantum", "300ms"]);
+    let spawn = |name: &str, device: &str| {
+        sandbox.spawn(
+            sandbox
+                .hooked("cuda-worker")
+                .env("FAKE_CUDA_DEVICES", "2")
+                .env("NVSHARE_MODE", "uvm")
+                .env("NVSHARE_NAME", name)
+                .args(["--device", device])
+                .args(worker_args(40 * MIB, 20, 20)),
+        )
+    };
+    let first = spawn("gpu0-a", "0");
+    let second = spawn("gpu0-b", "0");
+    let other = spawn("gpu1", "1");
+    let pids = (first.id(), second.id(), other.id());
+    for (child, name) in [(first, "gpu0-a"), (second, "gpu0-b"), (other, "gpu1")] {
+        let result = json_result(&finish_ok(child, name));
+        assert_eq!(result["ok"], true, "{name}: {result}");
+    }
+    let overlaps = sandbox.trace().cross_process_overlaps();
+    let pair = |a: u32, b: u32| {
+        overlaps
+            .iter()
+            .any(|(x, y)| (x.pid, y.pid) == (a, b) || (x.pid, y.pid) == (b, a))
+    };
+    assert!(
+        !pair(pids.0, pids.1),
+        "two oversubscribed programs on GPU 0 ran kernels at once"
+    );
+    assert!(
+        pair(pids.0, pids.2) || pair(pids.1, pids.2),
+        "the program on GPU 1 never ran beside those on GPU 0"
+    );
+    let status = sandbox.status();
+    assert_eq!(
+        status["gpus"].as_array().map(Vec::len),
+        Some(2),
+        "one scheduling domain per GPU: {status}"
+    );
+}
