@@ -6,22 +6,8 @@
 //! `/tmp/nvshare-<uid>/scheduler.sock`. The daemon applies the same rule, so
 //! the same user finds the same daemon without options.
 
-use std::ffi::OsString;
+use nvshare_proto::socket::default_socket_path;
 use std::path::PathBuf;
-
-/// The socket path used by root, as in the original nvshare.
-pub const SYSTEM_SOCKET: &str = "/var/run/nvshare/scheduler.sock";
-
-/// The socket path when neither `--socket` nor `NVSHARE_SOCK` names one.
-pub fn default_socket_path(euid: u32, xdg_runtime_dir: Option<OsString>) -> PathBuf {
-    if euid == 0 {
-        return PathBuf::from(SYSTEM_SOCKET);
-    }
-    match xdg_runtime_dir.filter(|dir| !dir.is_empty()) {
-        Some(dir) => PathBuf::from(dir).join("nvshare/scheduler.sock"),
-        None => PathBuf::from(format!("/tmp/nvshare-{euid}/scheduler.sock")),
-    }
-}
 
 /// The socket to use: `explicit` (from `--socket` or `NVSHARE_SOCK`) if
 /// given, else the default for this process's user and environment.
@@ -37,28 +23,6 @@ pub fn resolve_socket_path(explicit: Option<PathBuf>) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn root_uses_the_system_socket_whatever_the_environment() {
-        let path = default_socket_path(0, Some("/run/user/0".into()));
-        assert_eq!(path, PathBuf::from(SYSTEM_SOCKET));
-    }
-
-    #[test]
-    fn users_use_their_runtime_dir_else_a_tmp_dir_of_their_own() {
-        assert_eq!(
-            default_socket_path(1000, Some("/run/user/1000".into())),
-            PathBuf::from("/run/user/1000/nvshare/scheduler.sock")
-        );
-        assert_eq!(
-            default_socket_path(1000, None),
-            PathBuf::from("/tmp/nvshare-1000/scheduler.sock")
-        );
-        assert_eq!(
-            default_socket_path(1000, Some("".into())),
-            PathBuf::from("/tmp/nvshare-1000/scheduler.sock")
-        );
-    }
 
     #[test]
     fn an_explicit_path_wins() {

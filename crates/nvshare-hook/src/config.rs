@@ -102,20 +102,13 @@ impl HookConfig {
 /// A holder with no GPU work for this long tells the scheduler it is idle.
 pub const DEFAULT_IDLE_MS: u64 = 1000;
 
-/// The scheduler socket when `NVSHARE_SOCK` is unset: the system daemon's for
-/// root, the per-user one otherwise (the same rule as the daemon and
-/// `nvshare-ctl`).
+/// The scheduler socket when `NVSHARE_SOCK` is unset: the rule the daemon
+/// and `nvshare-ctl` use too.
 pub fn default_socket_path() -> PathBuf {
-    if nix::unistd::geteuid().is_root() {
-        return PathBuf::from("/var/run/nvshare/scheduler.sock");
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
-        Some(dir) => PathBuf::from(dir).join("nvshare/scheduler.sock"),
-        None => PathBuf::from(format!(
-            "/tmp/nvshare-{}/scheduler.sock",
-            nix::unistd::geteuid()
-        )),
-    }
+    nvshare_proto::socket::default_socket_path(
+        nix::unistd::geteuid().as_raw(),
+        std::env::var_os("XDG_RUNTIME_DIR"),
+    )
 }
 
 fn program_name() -> String {

@@ -15,6 +15,7 @@
 //!   blocking helpers ([`write_msg`], [`read_msg`]) and an incremental
 //!   [`FrameBuffer`] for non-blocking readers.
 //! - [`error`]: [`ProtoError`], the typed failures of decoding and framing.
+//! - [`socket`]: the default socket path every side agrees on.
 //!
 //! # The conversation
 //! 1. The connecting side sends [`Hello`] (magic, [`PROTOCOL_VERSION`], role).
@@ -30,6 +31,7 @@ pub mod error;
 pub mod frame;
 pub mod gpu;
 pub mod messages;
+pub mod socket;
 
 pub use error::ProtoError;
 pub use frame::{

@@ -5,7 +5,7 @@ use crate::policy::PolicyConfig;
 use crate::units::{parse_duration, parse_size};
 use clap::Parser;
 use nvshare_proto::Policy;
-use std::ffi::OsString;
+use nvshare_proto::socket::default_socket_path;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -120,18 +120,6 @@ impl Cli {
     }
 }
 
-/// The socket path when none is given: the system path for root (where the
-/// original nvshare listens), the user's runtime directory otherwise.
-pub fn default_socket_path(euid: u32, xdg_runtime_dir: Option<OsString>) -> PathBuf {
-    if euid == 0 {
-        return PathBuf::from("/var/run/nvshare/scheduler.sock");
-    }
-    match xdg_runtime_dir.filter(|dir| !dir.is_empty()) {
-        Some(dir) => PathBuf::from(dir).join("nvshare/scheduler.sock"),
-        None => PathBuf::from(format!("/tmp/nvshare-{euid}/scheduler.sock")),
-    }
-}
-
 /// `--log` wins; else `NVSHARE_DEBUG=1` means debug; else info.
 fn log_filter(flag: Option<String>, debug_env: Option<String>) -> String {
     match (flag, debug_env.as_deref()) {
@@ -158,26 +146,6 @@ mod tests {
     fn parse(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("nvshare-scheduler").chain(args.iter().copied()))
             .unwrap()
-    }
-
-    #[test]
-    fn default_socket_follows_the_user() {
-        assert_eq!(
-            default_socket_path(0, Some("/run/user/0".into())),
-            PathBuf::from("/var/run/nvshare/scheduler.sock")
-        );
-        assert_eq!(
-            default_socket_path(1000, Some("/run/user/1000".into())),
-            PathBuf::from("/run/user/1000/nvshare/scheduler.sock")
-        );
-        assert_eq!(
-            default_socket_path(1000, None),
-            PathBuf::from("/tmp/nvshare-1000/scheduler.sock")
-        );
-        assert_eq!(
-            default_socket_path(1000, Some("".into())),
-            PathBuf::from("/tmp/nvshare-1000/scheduler.sock")
-        );
     }
 
     #[test]

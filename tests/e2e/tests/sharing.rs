@@ -1,6 +1,7 @@
 //! Programs under the hook sharing one fake GPU through the real daemon.
 
 use nvshare_e2e::{Sandbox, finish_ok, json_result, kill_hard, wait_until};
+use std::process::Child;
 use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
@@ -17,22 +18,27 @@ fn worker_args(bytes: u64, iterations: u32, kernel_ms: u64) -> Vec<String> {
     ]
 }
 
-#[test]
-fn oversubscribed_programs_never_run_kernels_at_once_and_both_finish() {
-    let sandbox = Sandbox::new();
-    let _daemon = sandbox.daemon(&["--memory-capacity", "64MiB", "--quantum", "300ms"]);
-    let workers: Vec<_> = ["a", "b"]
+/// Starts one worker per name under the hook in `mode`.
+fn spawn_workers(sandbox: &Sandbox, mode: &str, names: &[&str], args: &[String]) -> Vec<Child> {
+    names
         .iter()
         .map(|name| {
             sandbox.spawn(
                 sandbox
                     .hooked("cuda-worker")
-                    .env("NVSHARE_MODE", "uvm")
+                    .env("NVSHARE_MODE", mode)
                     .env("NVSHARE_NAME", name)
-                    .args(worker_args(40 * MIB, 30, 20)),
+                    .args(args),
             )
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn oversubscribed_programs_never_run_kernels_at_once_and_both_finish() {
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.daemon(&["--memory-capacity", "64MiB", "--quantum", "300ms"]);
+    let workers = spawn_workers(&sandbox, "uvm", &["a", "b"], &worker_args(40 * MIB, 30, 20));
     for worker in workers {
         let result = json_result(&finish_ok(worker, "an oversubscribed worker"));
         assert_eq!(result["ok"], true, "{result}");
@@ -57,18 +63,7 @@ fn oversubscribed_programs_never_run_kernels_at_once_and_both_finish() {
 fn without_scheduling_the_same_programs_overlap() {
     let sandbox = Sandbox::new();
     let _daemon = sandbox.daemon(&["--memory-capacity", "64MiB", "--policy", "off"]);
-    let workers: Vec<_> = ["a", "b"]
-        .iter()
-        .map(|name| {
-            sandbox.spawn(
-                sandbox
-                    .hooked("cuda-worker")
-                    .env("NVSHARE_MODE", "uvm")
-                    .env("NVSHARE_NAME", name)
-                    .args(worker_args(40 * MIB, 15, 40)),
-            )
-        })
-        .collect();
+    let workers = spawn_workers(&sandbox, "uvm", &["a", "b"], &worker_args(40 * MIB, 15, 40));
     for worker in workers {
         finish_ok(worker, "an unscheduled worker");
     }
@@ -79,17 +74,12 @@ fn without_scheduling_the_same_programs_overlap() {
 fn programs_that_fit_run_together() {
     let sandbox = Sandbox::new();
     let _daemon = sandbox.daemon(&["--memory-capacity", "64MiB", "--quantum", "30"]);
-    let workers: Vec<_> = ["a", "b"]
-        .iter()
-        .map(|name| {
-            sandbox.spawn(
-                sandbox
-                    .hooked("cuda-worker")
-                    .env("NVSHARE_NAME", name)
-                    .args(worker_args(16 * MIB, 15, 40)),
-            )
-        })
-        .collect();
+    let workers = spawn_workers(
+        &sandbox,
+        "swap",
+        &["a", "b"],
+        &worker_args(16 * MIB, 15, 40),
+    );
     for worker in workers {
         finish_ok(worker, "a fitting worker");
     }
@@ -105,18 +95,7 @@ fn programs_that_fit_run_together() {
 fn grant_prefetches_every_tracked_allocation_in_uvm_mode() {
     let sandbox = Sandbox::new();
     let _daemon = sandbox.daemon(&["--memory-capacity", "64MiB", "--quantum", "200ms"]);
-    let workers: Vec<_> = ["a", "b"]
-        .iter()
-        .map(|name| {
-            sandbox.spawn(
-                sandbox
-                    .hooked("cuda-worker")
-                    .env("NVSHARE_MODE", "uvm")
-                    .env("NVSHARE_NAME", name)
-                    .args(worker_args(36 * MIB, 25, 20)),
-            )
-        })
-        .collect();
+    let workers = spawn_workers(&sandbox, "uvm", &["a", "b"], &worker_args(36 * MIB, 25, 20));
     let pids: Vec<u32> = workers.iter().map(|w| w.id()).collect();
     for worker in workers {
         finish_ok(worker, "a uvm worker");
@@ -208,18 +187,7 @@ fn a_killed_holder_does_not_block_the_other() {
 fn a_daemon_restart_mid_run_loses_nothing() {
     let sandbox = Sandbox::new();
     let mut daemon = sandbox.daemon(&["--memory-capacity", "64MiB", "--quantum", "200ms"]);
-    let workers: Vec<_> = ["a", "b"]
-        .iter()
-        .map(|name| {
-            sandbox.spawn(
-                sandbox
-                    .hooked("cuda-worker")
-                    .env("NVSHARE_MODE", "uvm")
-                    .env("NVSHARE_NAME", name)
-                    .args(worker_args(36 * MIB, 60, 20)),
-            )
-        })
-        .collect();
+    let workers = spawn_workers(&sandbox, "uvm", &["a", "b"], &worker_args(36 * MIB, 60, 20));
     assert!(
         wait_until(Duration::from_secs(20), || sandbox
             .trace()

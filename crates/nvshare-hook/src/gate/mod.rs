@@ -221,34 +221,18 @@ pub fn capacity(ordinal: CUdevice) -> Option<u64> {
 /// an allocation or free). Never blocks on the scheduler beyond the first
 /// attach.
 pub fn usage_changed(ordinal: CUdevice) {
-    let gate = gate();
-    let Ok(device) = gate.device(ordinal) else {
-        return;
-    };
-    ensure_attached(gate, device);
-    if device.state.lock().unscheduled {
-        return;
-    }
-    let usage = crate::engine::current().usage(ordinal);
-    gate.session.send(&ClientMsg::Usage {
-        gpu: device.uuid,
-        footprint: usage.footprint,
-        resident: usage.resident,
-    });
+    report_usage(ordinal, 0);
 }
 
-/// Waits until the process holds `ordinal`'s lock with room for `extra`
-/// more bytes: for an allocation the driver refused because other programs'
-/// memory fills the GPU. The scheduler is told the footprint the program
-/// will have, so the grant comes with that much memory freed.
-pub fn wait_for_room(ordinal: CUdevice, extra: u64) {
+/// Sends the program's usage on `ordinal`, its footprint raised by `extra`
+/// bytes about to be allocated. Returns the device's gate, or `None` when it
+/// runs unscheduled.
+fn report_usage(ordinal: CUdevice, extra: u64) -> Option<&'static DeviceGate> {
     let gate = gate();
-    let Ok(device) = gate.device(ordinal) else {
-        return;
-    };
+    let device = gate.device(ordinal).ok()?;
     ensure_attached(gate, device);
     if device.state.lock().unscheduled {
-        return;
+        return None;
     }
     let usage = crate::engine::current().usage(ordinal);
     gate.session.send(&ClientMsg::Usage {
@@ -256,6 +240,17 @@ pub fn wait_for_room(ordinal: CUdevice, extra: u64) {
         footprint: usage.footprint.saturating_add(extra),
         resident: usage.resident,
     });
+    Some(device)
+}
+
+/// Waits until the process holds `ordinal`'s lock with room for `extra`
+/// more bytes: for an allocation the driver refused because other programs'
+/// memory fills the GPU. The scheduler is told the footprint the program
+/// will have, so the grant comes with that much memory freed.
+pub fn wait_for_room(ordinal: CUdevice, extra: u64) {
+    let Some(device) = report_usage(ordinal, extra) else {
+        return;
+    };
     tracing::info!(
         gpu = %device.uuid,
         bytes = extra,
