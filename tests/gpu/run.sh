@@ -52,6 +52,9 @@ KIND=check
 if [[ ${1:-} == __check ]]; then
   child_main "$2" "$GPU_DIR"/checks/*.sh
 fi
+# A check aborted by a shell error (a bad arithmetic expansion ends the whole
+# if-command above) must not fall through into a run of its own.
+[[ ${1:-} != __check ]] || exit 1
 
 # ------------------------------------------------------------------ arguments
 usage() { sed -n '3,18p' "$SELF" | sed 's/^# \{0,1\}//'; }

@@ -6,140 +6,14 @@
 # GAP line, with CLOCK_REALTIME timestamps, each time it gets the GPU back)
 # and py/train_job.py (an MLP trained over a dataset held on the GPU). Both
 # check all their memory at the end, so every figure here also says that the
-# data survived. py/swap_analysis.py reads the logs. Sized for an 80 GB H100;
+# data survived. py/swap_analysis.py reads the logs; swap_jobs.sh has the
+# helpers that start, release and wait for the jobs. Sized for an 80 GB H100;
 # knobs: SWAP_GIB (12), SWAP_PAIR_PASSES (450), SWAP_PAIR_QUANTUM (1),
-# OVERSUB_PASSES (900), OVERSUB_STEPS (900), OVERSUB_QUANTA ("30 5"),
-# FIT_PASSES (1400), BENCH_FIT_ROUNDS (2).
+# OVERSUB_PASSES (800), OVERSUB_STEPS (700), OVERSUB_QUANTA ("30 5"),
+# FIT_GIB (4), FIT_PASSES (1400), BENCH_FIT_ROUNDS (2).
 
 SWAP_GIB=${SWAP_GIB:-12}
 SWAP_CAPACITY_GIB=16
-SWAP_ANALYSIS_PY=$BENCH_DIR/py/swap_analysis.py
-TRAIN_JOB_PY=$BENCH_DIR/py/train_job.py
-
-# The label of every job started by job_bg, to its PID.
-declare -gA JOB_PID=()
-
-analyze() { "$PY" "$SWAP_ANALYSIS_PY" "$@"; }
-
-# sample_memory FILE : appends `EPOCH USED_MIB` of GPU 0 every 0.5 s (run it
-# in the background).
-sample_memory() {
-  while :; do
-    printf '%s %s\n' "$(now)" "$(gpu_used_mib)" >>"$1"
-    sleep 0.5
-  done
-}
-
-# job_bg LIMIT_S LABEL MODE CMD... : starts CMD in the background, natively
-# (MODE native) or under the hook in MODE as job LABEL on $SOCK.
-job_bg() {
-  local limit=$1 label=$2 mode=$3
-  shift 3
-  if [[ $mode == native ]]; then
-    prog_bg "$limit" "$label" native "$@"
-  else
-    prog_bg "$limit" "$label" hooked "$mode" "$label" "$@"
-  fi
-  JOB_PID[$label]=$BG_PID
-}
-
-# mem_job LIMIT_S LABEL MODE GIB PASSES SEED [GO_FILE] : the memory-bound job.
-mem_job() {
-  job_bg "$1" "$2" "$3" "$BUILD/swap_job" "$2" "$4" "$5" "$6" "${7:--}"
-}
-
-# train_job LIMIT_S LABEL MODE GIB STEPS SEED GO_FILE : the training job.
-train_job() {
-  job_bg "$1" "$2" "$3" "$PY" "$TRAIN_JOB_PY" --name "$2" --gib "$4" --steps "$5" --seed "$6" --go "$7"
-}
-
-# wait_ready LIMIT_S LABEL... : waits until every job printed READY (it is
-# at its start barrier); fails the benchmark if one died or took too long.
-wait_ready() {
-  local limit=$1 t0 label pending
-  shift
-  t0=$(now)
-  while :; do
-    pending=()
-    for label; do
-      grep -q '^READY ' "$(out_of "$label")" 2>/dev/null && continue
-      if ! kill -0 "${JOB_PID[$label]}" 2>/dev/null; then
-        finish_jobs "$label"
-        fail "job $label ended before its start barrier: $JOBS_FAILED"
-      fi
-      pending+=("$label")
-    done
-    ((${#pending[@]} == 0)) && return 0
-    if awk -v e="$(elapsed "$t0")" -v l="$limit" 'BEGIN { exit !(e > l) }'; then
-      fail "jobs not at their start barrier after ${limit} s: ${pending[*]}"
-    fi
-    sleep 0.2
-  done
-}
-
-# finish_jobs LABEL... : waits for the jobs and shows their output; sets
-# JOBS_FAILED to why each failed one failed (empty if all verified).
-finish_jobs() {
-  local label rc
-  JOBS_FAILED=""
-  for label; do
-    rc=0
-    wait_prog "$label" "${JOB_PID[$label]}" || rc=$?
-    if ((rc != 0)) || [[ $(value "$label" ok) != 1 ]]; then
-      JOBS_FAILED+="${JOBS_FAILED:+; }$(why_failed "$label" "$rc")"
-    fi
-  done
-}
-
-# watch_status SOCK PREFIX LABEL... : a status snapshot (PREFIX.N.json) every
-# second while any of the jobs runs.
-watch_status() {
-  local sock=$1 prefix=$2 k=0 label alive
-  shift 2
-  while :; do
-    alive=0
-    for label; do kill -0 "${JOB_PID[$label]}" 2>/dev/null && alive=1; done
-    ((alive)) || break
-    ctl_status "$sock" "$prefix.$k.json" || true
-    k=$((k + 1))
-    sleep 1
-  done
-  echo "status snapshots: $k; one from mid-run:"
-  head -c 3000 "$prefix.$((k / 2)).json" 2>/dev/null
-  echo
-}
-
-# swap_counters STATUS_JSON : "switches S, evicted E GiB, restored R GiB,
-# swap time T s" from a status snapshot.
-swap_counters() {
-  local f=$1 s e r t
-  s=$("$PY" "$STATUS_PY" get "$f" switches 2>/dev/null)
-  e=$("$PY" "$STATUS_PY" get "$f" bytes_evicted 2>/dev/null)
-  r=$("$PY" "$STATUS_PY" get "$f" bytes_restored 2>/dev/null)
-  t=$("$PY" "$STATUS_PY" get "$f" swap_time_us 2>/dev/null)
-  awk -v s="${s:-?}" -v e="${e:-0}" -v r="${r:-0}" -v t="${t:-0}" \
-    'BEGIN { printf "switches %s, evicted %.1f GiB, restored %.1f GiB, swap time %.2f s", s, e / 2^30, r / 2^30, t / 1e6 }'
-}
-
-# pinned_baselines : sets PIN_GIB, PIN_H2D and PIN_D2H (GB/s) from this run's
-# pinned_memcpy (at SWAP_GIB if it measured that size, else at MEMCPY_GIB:
-# the rate of one large copy does not depend on its size), measuring pinned
-# copies of SWAP_GIB GiB here if neither is there.
-pinned_baselines() {
-  local gib
-  for gib in "$SWAP_GIB" "${MEMCPY_GIB:-4}"; do
-    PIN_H2D=$(state_get "pinned_h2d_gbps_$gib")
-    PIN_D2H=$(state_get "pinned_d2h_gbps_$gib")
-    if [[ -n $PIN_H2D && -n $PIN_D2H ]]; then
-      PIN_GIB=$gib
-      return 0
-    fi
-  done
-  need_build "$BUILD/pinned_bw"
-  PIN_GIB=$SWAP_GIB
-  PIN_H2D=$(pinned_h2d_baseline "$SWAP_GIB")
-  PIN_D2H=$(state_get "pinned_d2h_gbps_$SWAP_GIB")
-}
 
 # ------------------------------------------------------------ the swap pair
 
@@ -161,7 +35,7 @@ swap_pair() {
   fi
   need_build "$BUILD/swap_job"
   # Both jobs may be resident at once before the first switch.
-  need_free_gib $((2 * SWAP_GIB + 8))
+  need_free_gib $((2 * $(gib_up "$SWAP_GIB") + 8))
   with_scheduler --memory-capacity "${SWAP_CAPACITY_GIB}GiB" --quantum "$PAIR_QUANTUM"
   local i labels=()
   for i in 1 2; do
@@ -201,7 +75,7 @@ bench_swap_bandwidth() {
   local out_note="not measured: no later swap-out with bytes and elapsed_us in the debug log of the hook"
   local in_note="not measured: no swap-in with bytes and elapsed_us in the debug log of the hook"
   if [[ -n $out ]]; then
-    out_note="$(json_get "$moves" evict.events) swap-outs of >= 1 GiB (median $(json_get "$moves" evict.bytes_median) bytes), aggregate $(json_get "$moves" evict.aggregate_gbps) GB/s; from the memory evicted lines of the hook"
+    out_note="$(json_get "$moves" evict.events) swap-outs of >= 1 GiB (median $(awk -v b="$(json_get "$moves" evict.bytes_median)" 'BEGIN { printf "%.2f", b / 2^30 }') GiB), aggregate $(json_get "$moves" evict.aggregate_gbps) GB/s; from the memory evicted lines of the hook"
   fi
   if [[ -n $in ]]; then
     in_note="$(json_get "$moves" restore.events) swap-ins of >= 1 GiB, aggregate $(json_get "$moves" restore.aggregate_gbps) GB/s; from the memory restored on grant lines of the hook"
@@ -214,9 +88,10 @@ bench_swap_bandwidth() {
     "$first" GB/s "$d2h" "$PIN_D2H" "" "$(json_get "$moves" evict_first.gbps_list)" \
     "one per job; DESIGN.md: pinning 12 GiB costs ~1.6 s unless shadows are registered in chunks pipelined with the copies"
   local status=$PAIR_DIR/pair.status.json moved us rate=""
-  moved=$(($("$PY" "$STATUS_PY" get "$status" bytes_evicted 2>/dev/null || echo 0) + $("$PY" "$STATUS_PY" get "$status" bytes_restored 2>/dev/null || echo 0)))
-  us=$("$PY" "$STATUS_PY" get "$status" swap_time_us 2>/dev/null || echo 0)
-  if ((moved > 0 && us > 0)); then
+  moved=$(awk -v e="$("$PY" "$STATUS_PY" get "$status" bytes_evicted 2>/dev/null)" \
+    -v r="$("$PY" "$STATUS_PY" get "$status" bytes_restored 2>/dev/null)" 'BEGIN { printf "%.0f", e + r }')
+  us=$("$PY" "$STATUS_PY" get "$status" swap_time_us 2>/dev/null)
+  if awk -v b="$moved" -v u="$us" 'BEGIN { exit !(b > 0 && u > 0) }'; then
     rate=$(awk -v b="$moved" -v u="$us" 'BEGIN { printf "%.3f", b / (u * 1e-6) / 1e9 }')
   fi
   add_result "memory moved per second of swap time, status counters (${PAIR_SETUP})" "$rate" GB/s \
@@ -266,8 +141,8 @@ bench_switch_latency() {
 
 # ---------------------------------------------------------- oversubscription
 
-OVERSUB_PASSES=${OVERSUB_PASSES:-900}
-OVERSUB_STEPS=${OVERSUB_STEPS:-900}
+OVERSUB_PASSES=${OVERSUB_PASSES:-800}
+OVERSUB_STEPS=${OVERSUB_STEPS:-700}
 read -r -a OVERSUB_QUANTA <<<"${OVERSUB_QUANTA:-30 5}"
 
 # oversub_phase PHASE MODE : starts the mix's four jobs for PHASE (two
@@ -298,7 +173,7 @@ bench_oversubscription() {
   python_has torch || skip "torch is not importable here"
   # Allocations are mapped when made: before the first switch all four jobs
   # of a phase may be resident at once, beside the contexts of the waiting ones.
-  need_free_gib $((4 * SWAP_GIB + 12))
+  need_free_gib $((4 * $(gib_up "$SWAP_GIB") + 12))
   local q phases=(serial) labels=() label phase_jobs=()
   for q in "${OVERSUB_QUANTA[@]}"; do phases+=("q$q"); done
   # One daemon per quantum, each on its own socket.
@@ -318,81 +193,72 @@ bench_oversubscription() {
     labels+=("${phase_jobs[@]}")
   done
   wait_ready 120 "${labels[@]}"
-  local sampler
-  sample_memory "$CHECK_DIR/memory.samples" &
+  local sampler samples=$CHECK_DIR/memory.samples
+  sample_memory "$samples" &
   sampler=$!
   track_pid "$sampler"
   sleep 1
 
-  # Serial: one job at a time, nothing shared.
-  local t0 t1 windows=()
+  # Serial: one job at a time, nothing shared. Recorded at once, as is each
+  # shared phase after it, so that a phase cut short leaves the earlier ones.
+  local t0 serial serial_jobs=$CHECK_DIR/jobs-serial.json
   t0=$(now)
   for label in $(phase_labels serial); do
     touch "$CHECK_DIR/go.$label"
     finish_jobs "$label"
     [[ -z $JOBS_FAILED ]] || fail "the native job $label failed: $JOBS_FAILED"
   done
-  windows+=("serial $t0 $(now)")
+  analyze memory "$samples" --start "$t0" --end "$(now)" >"$CHECK_DIR/memory-serial.json"
+  # shellcheck disable=SC2046  # the paths are words
+  analyze jobs $(for label in $(phase_labels serial); do out_of "$label"; done) >"$serial_jobs"
+  echo "serial: $(cat "$serial_jobs"); GPU memory: $(cat "$CHECK_DIR/memory-serial.json")"
+  serial=$(json_get "$serial_jobs" sum_work_s)
+  [[ -n $serial ]] || fail "the serial baseline was not measured"
+  add_result "serial baseline: the four jobs alone one after another without nvshare" "$serial" s "" "" "" \
+    "$(json_get "$serial_jobs" work_list)" \
+    "physical memory peak $(json_get "$CHECK_DIR/memory-serial.json" peak_gib) GiB"
+
   # Shared: all four at once, one quantum per phase.
+  local setup="4 jobs x ${SWAP_GIB} GiB (2 x cuda/swap_job.cu ${OVERSUB_PASSES} passes, 2 x py/train_job.py ${OVERSUB_STEPS} steps), ${SWAP_CAPACITY_GIB} GiB capacity"
+  local failures="" f mem failed makespan target summary=""
   for q in "${OVERSUB_QUANTA[@]}"; do
     read -r -a phase_jobs <<<"$(phase_labels "q$q")"
     t0=$(now)
     for label in "${phase_jobs[@]}"; do touch "$CHECK_DIR/go.$label"; done
     watch_status "$CHECK_DIR/q$q.sock" "$CHECK_DIR/status-q$q" "${phase_jobs[@]}"
     finish_jobs "${phase_jobs[@]}"
-    t1=$(now)
-    windows+=("q$q $t0 $t1")
+    failed=$JOBS_FAILED
+    f=$CHECK_DIR/jobs-q$q.json mem=$CHECK_DIR/memory-q$q.json
+    analyze memory "$samples" --start "$t0" --end "$(now)" >"$mem"
     ctl_status "$CHECK_DIR/q$q.sock" "$CHECK_DIR/final-q$q.json" || true
-    echo "quantum $q s: $(swap_counters "$CHECK_DIR/final-q$q.json")"
-    printf '%s\n' "$JOBS_FAILED" >"$CHECK_DIR/failed-q$q"
-  done
-  stop_pid "$sampler"
-  for q in "${OVERSUB_QUANTA[@]}"; do
+    # shellcheck disable=SC2046
+    analyze jobs $(for label in "${phase_jobs[@]}"; do out_of "$label"; done) >"$f"
+    echo "quantum $q s: $(cat "$f"); GPU memory: $(cat "$mem"); $(swap_counters "$CHECK_DIR/final-q$q.json")"
     echo "---- scheduler log, quantum $q s ----"
     capped "$CHECK_DIR/scheduler-q$q.log" 40 120
-  done
-
-  local serial failures="" window name start end
-  # shellcheck disable=SC2046  # the labels are words
-  analyze jobs $(for label in $(phase_labels serial); do out_of "$label"; done) >"$CHECK_DIR/jobs-serial.json"
-  serial=$(json_get "$CHECK_DIR/jobs-serial.json" sum_work_s)
-  echo "serial: $(cat "$CHECK_DIR/jobs-serial.json")"
-  [[ -n $serial ]] || fail "the serial baseline was not measured"
-  for window in "${windows[@]}"; do
-    read -r name start end <<<"$window"
-    analyze memory "$CHECK_DIR/memory.samples" --start "$start" --end "$end" >"$CHECK_DIR/memory-$name.json"
-    echo "GPU memory during $name: $(cat "$CHECK_DIR/memory-$name.json")"
-  done
-  local setup="4 jobs x ${SWAP_GIB} GiB (2 x cuda/swap_job.cu ${OVERSUB_PASSES} passes, 2 x py/train_job.py ${OVERSUB_STEPS} steps), ${SWAP_CAPACITY_GIB} GiB capacity"
-  for q in "${OVERSUB_QUANTA[@]}"; do
-    local f=$CHECK_DIR/jobs-q$q.json failed makespan mem=$CHECK_DIR/memory-q$q.json target=""
-    # shellcheck disable=SC2046
-    analyze jobs $(for label in $(phase_labels "q$q"); do out_of "$label"; done) >"$f"
-    echo "quantum $q s: $(cat "$f")"
-    failed=$(cat "$CHECK_DIR/failed-q$q" 2>/dev/null)
     makespan=$(json_get "$f" makespan_s)
+    target=""
     [[ $q == 30 ]] && target="<= 1.05"
     add_result "oversubscription makespan, swap mode, quantum $q s: $setup" "$makespan" s \
       "the four alone one after another without nvshare (sum of their times), same run" "$serial" "$target" \
       "$(json_get "$f" work_list)" \
-      "${makespan:+per-job times from the start barrier in samples; serial times $(json_get "$CHECK_DIR/jobs-serial.json" work_list); $(swap_counters "$CHECK_DIR/final-q$q.json")}${makespan:-not measured}${failed:+; job failures: $failed}"
+      "${makespan:+per-job times from the start barrier in samples; serial times $(json_get "$serial_jobs" work_list); $(swap_counters "$CHECK_DIR/final-q$q.json")}${makespan:-not measured}${failed:+; job failures: $failed}"
     add_result "GPU physical memory peak (nvidia-smi, every 0.5 s) during the mix at quantum $q s" \
       "$(json_get "$mem" peak_gib)" GiB "the ${SWAP_CAPACITY_GIB} GiB virtual GPU" "$SWAP_CAPACITY_GIB" "" "" \
-      "$(json_get "$mem" peak_above_base_gib) GiB above the $(json_get "$mem" base_mib) MiB in use before the phase (the contexts of the 12 processes waiting at their barriers); median $(json_get "$mem" median_mib) MiB over $(json_get "$mem" samples) samples"
+      "$(json_get "$mem" peak_above_base_gib) GiB above the $(json_get "$mem" base_mib) MiB in use before the phase (the contexts of the processes waiting at their barriers); median $(json_get "$mem" median_mib) MiB over $(json_get "$mem" samples) samples"
     [[ -z $failed ]] || failures+="${failures:+; }quantum $q: $failed"
+    summary+="q$q ${makespan:-?} s (peak $(json_get "$mem" peak_gib) GiB) "
   done
+  stop_pid "$sampler"
   add_result "oversubscription makespan, uvm mode, the same mix" "" s "" "" "" "" \
     "not run: 4 x 12 GiB of managed memory would fit the 80 GB card, but memory comes back by demand paging at ~7 GB/s (DESIGN.md): minutes per phase, beyond this run's time budget; uvm_prefetch_on_grant measures the uvm path"
-  add_result "serial baseline: the four jobs alone one after another without nvshare" "$serial" s "" "" "" \
-    "$(json_get "$CHECK_DIR/jobs-serial.json" work_list)" \
-    "physical memory peak $(json_get "$CHECK_DIR/memory-serial.json" peak_gib) GiB"
   [[ -z $failures ]] || fail "measured, but jobs failed: $failures"
-  pass "serial $serial s; makespans: $(for q in "${OVERSUB_QUANTA[@]}"; do printf 'q%s %s s (peak %s GiB) ' "$q" "$(json_get "$CHECK_DIR/jobs-q$q.json" makespan_s)" "$(json_get "$CHECK_DIR/memory-q$q.json" peak_gib)"; done)"
+  pass "serial $serial s; makespans: $summary"
 }
 
 # --------------------------------------------------------------- fitting mix
 
-FIT_GIB=4
+FIT_GIB=${FIT_GIB:-4}
 FIT_PASSES=${FIT_PASSES:-1400}
 
 # fit_round TAG MODE : two memory-bound jobs of FIT_GIB GiB started together
@@ -418,7 +284,7 @@ fit_round() {
 # Target: >= 0.98.
 bench_fitting_mix() {
   need_build "$BUILD/swap_job"
-  need_free_gib $((2 * FIT_GIB + 8))
+  need_free_gib $((2 * $(gib_up "$FIT_GIB") + 8))
   local rounds=${BENCH_FIT_ROUNDS:-2} r native_list="" hooked_list="" m traffic
   with_scheduler --memory-capacity "${SWAP_CAPACITY_GIB}GiB"
   # Bytes read and written by both jobs' passes, GB.

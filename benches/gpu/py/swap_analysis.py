@@ -15,7 +15,9 @@ Subcommands, each printing one JSON object:
   switches SCHED_LOG FILE...  for each `lock drop requested` of one job: the
                               next `lock granted` to another job, and the end
                               of that job's GAP spanning the request (its first
-                              kernel done after the switch): latency and parts
+                              kernel done after the switch): latency and parts;
+                              switches in which the leaving job evicted for the
+                              first time (pinning its shadows) apart
   jobs FILE...                the jobs' last RESULT lines: makespan (first
                               start to last end), sum of work_s, all ok?
   memory SAMPLES [--start T] [--end T]
@@ -170,9 +172,23 @@ def job_gaps(paths):
     return gaps
 
 
+def first_evictions(paths):
+    """{job name: stamp of its first `memory evicted` line} (the name from
+    the job's own READY/FILLED/GAP lines)."""
+    first = {}
+    for path in paths:
+        name = next((fields_of(line).get("name") for line in read_lines(path)
+                     if line.startswith(("READY ", "FILLED ", "GAP "))), None)
+        stamps = [stamp for kind, stamp, _, _ in hook_moves(path) if kind == "evict" and stamp]
+        if name and stamps:
+            first[name] = min(stamps)
+    return first
+
+
 def cmd_switches(args):
     events = scheduler_events(args.sched_log)
     gaps = job_gaps(args.files)
+    first_evicted = first_evictions(args.files)
     grants = [e for e in events if e[1] == "grant"]
     switches, unmatched, small = [], 0, 0
     for stamp, kind, leaving, evict in events:
@@ -192,15 +208,14 @@ def cmd_switches(args):
         if gap is None:
             unmatched += 1
             continue
+        # The leaving job's first eviction pins its host shadows: told apart.
+        first_out = stamp <= first_evicted.get(leaving, float("-inf")) <= grant[0]
         switches.append({"leaving": leaving, "arriving": arriving, "drop": stamp,
                          "grant": grant[0], "first_kernel": gap[1], "evict_asked": evict,
                          "latency_s": gap[1] - stamp, "release_s": grant[0] - stamp,
-                         "arrive_s": gap[1] - grant[0]})
-    # A job's first time out pins its host shadows: told apart.
-    seen, steady, first = set(), [], []
-    for s in switches:
-        (steady if s["leaving"] in seen else first).append(s)
-        seen.add(s["leaving"])
+                         "arrive_s": gap[1] - grant[0], "first_out": first_out})
+    steady = [s for s in switches if not s["first_out"]]
+    first = [s for s in switches if s["first_out"]]
     print(json.dumps({
         "switches": len(switches), "unmatched_drops": unmatched, "small_drops": small,
         "latency": stats([s["latency_s"] for s in switches]),
