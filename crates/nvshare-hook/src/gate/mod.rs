@@ -244,17 +244,18 @@ fn report_usage(ordinal: CUdevice, extra: u64) -> Option<&'static DeviceGate> {
 }
 
 /// Waits until the process holds `ordinal`'s lock with room for `extra`
-/// more bytes: for an allocation the driver refused because other programs'
-/// memory fills the GPU. The scheduler is told the footprint the program
-/// will have, so the grant comes with that much memory freed.
+/// more bytes, before a device allocation made without the lock (or one the
+/// driver refused because other programs' memory fills the GPU). The
+/// scheduler is told the footprint the program will have, so the grant comes
+/// with that much memory freed.
 pub fn wait_for_room(ordinal: CUdevice, extra: u64) {
     let Some(device) = report_usage(ordinal, extra) else {
         return;
     };
-    tracing::info!(
+    tracing::debug!(
         gpu = %device.uuid,
         bytes = extra,
-        "the GPU is full of other programs' memory; the allocation waits for this program's turn"
+        "allocation waits for this program's turn on the GPU"
     );
     if let Ok(admitted) = enter_device(ordinal) {
         drop(admitted);

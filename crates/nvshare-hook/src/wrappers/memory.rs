@@ -5,6 +5,7 @@
 //! Each handler receives the real function first (the table's convention)
 //! and returns the driver's own error for arguments it would refuse.
 
+use crate::config::{self, MemoryMode};
 use crate::driver;
 use crate::engine::{self, admit};
 use crate::ffi::*;
@@ -61,6 +62,15 @@ fn tracked(
 fn engine_alloc(bytes: u64) -> Result<CUdeviceptr, CUresult> {
     let device = driver::ctx_get_device().map_err(|err| err.code())?;
     admit(device, bytes)?;
+    if config::get().mode == MemoryMode::Swap && !gate::holds(device) {
+        // Device memory made now would sit on the GPU beside the memory of
+        // the programs running there: take this program's turn first,
+        // announced with the new footprint so that the grant comes with room
+        // for it. Otherwise programs starting together would all hold their
+        // memory on the GPU at once (seen on the H100: 51 GiB on a 16 GiB
+        // virtual GPU, and an out-of-memory error on a real full card).
+        gate::wait_for_room(device, bytes);
+    }
     let mut made = engine::current().alloc(device, bytes);
     if matches!(&made, Err(err) if err.code() == CUresult::ERROR_OUT_OF_MEMORY)
         && !gate::holds(device)

@@ -81,7 +81,58 @@ pub(super) fn schedule(d: &mut Domain, now: Duration, out: &mut Vec<Action>) {
     if d.queue.is_empty() {
         d.drop_started = None;
     }
+    drop_overcommitted_holders(d, now, out);
     give_back_excess(d, out);
+}
+
+/// Holders whose footprints stopped fitting together because one of them
+/// grew after its grant (programs allocate while they run), from the most
+/// recently granted, and only as many as the fit needs. Each goes when its
+/// quantum ends (at once if idle), as a holder in a waiter's way would.
+fn overcommitted_holders(d: &Domain) -> Vec<ClientId> {
+    if d.policy != Policy::Auto {
+        return Vec::new();
+    }
+    let mut running: Vec<_> = d
+        .members
+        .values()
+        .filter(|m| m.state == ClientState::Running)
+        .collect();
+    running.sort_by_key(|m| (m.granted_at, m.client));
+    let mut footprint = d.holders().fold(0u64, |sum, m| {
+        sum.saturating_add(m.footprint.min(d.capacity))
+    });
+    let mut victims = Vec::new();
+    // The oldest holder always stays: alone, everything it holds fits.
+    while footprint > d.capacity && running.len() > 1 {
+        let Some(newest) = running.pop() else { break };
+        footprint = footprint.saturating_sub(newest.footprint.min(d.capacity));
+        victims.push(newest.client);
+    }
+    victims
+}
+
+fn drop_overcommitted_holders(d: &mut Domain, now: Duration, out: &mut Vec<Action>) {
+    let quantum = d.quantum;
+    for client in overcommitted_holders(d) {
+        let m = &d.members[&client];
+        if m.droppable(now, quantum) {
+            let resident = m.resident;
+            let excess = d
+                .members
+                .values()
+                .map(|m| m.resident_after_evictions())
+                .fold(0u64, u64::saturating_add)
+                .saturating_sub(d.capacity);
+            d.drop_lock(
+                client,
+                excess.min(resident),
+                "memory overcommitted",
+                now,
+                out,
+            );
+        }
+    }
 }
 
 /// Programs allocate without holding the lock, so the GPU's resident bytes
@@ -104,11 +155,19 @@ fn give_back_excess(d: &mut Domain, out: &mut Vec<Action>) {
 }
 
 /// The earliest time at which a holder's quantum ending lets the head of
-/// `d`'s queue move on.
+/// `d`'s queue move on, or lets holders that outgrew the GPU together part.
 pub(super) fn next_deadline(d: &Domain) -> Option<Duration> {
     if d.policy == Policy::Off {
         return None;
     }
+    [queue_deadline(d), overcommit_deadline(d)]
+        .into_iter()
+        .flatten()
+        .min()
+}
+
+/// When the head of the queue can move on, if a quantum is in its way.
+fn queue_deadline(d: &Domain) -> Option<Duration> {
     let head = *d.queue.front()?;
     let leaving = plan_leaving(d, head);
     let waiting_on: Vec<Duration> = leaving
@@ -119,6 +178,17 @@ pub(super) fn next_deadline(d: &Domain) -> Option<Duration> {
         .collect();
     // Drops happen together once every quantum in the way has ended.
     waiting_on.into_iter().max()
+}
+
+/// The earliest quantum end of a holder that must go because the holders
+/// outgrew the capacity together.
+fn overcommit_deadline(d: &Domain) -> Option<Duration> {
+    overcommitted_holders(d)
+        .iter()
+        .map(|id| &d.members[id])
+        .filter(|m| !m.idle_hint)
+        .map(|m| m.granted_at.saturating_add(d.quantum))
+        .min()
 }
 
 /// Whether outstanding evictions count as already done.

@@ -153,3 +153,30 @@ fn memory_allocated_by_a_client_without_the_lock_past_the_capacity_is_asked_back
     let out = sim.request(2);
     assert!(evicts(&out).is_empty() && granted(&out).is_empty());
 }
+
+#[test]
+fn holders_that_outgrow_the_capacity_together_part_when_a_quantum_ends() {
+    let mut sim = Sim::new(Policy::Auto, 16 * GIB);
+    sim.join(1, 6 * GIB);
+    sim.request(1);
+    sim.fully_resident(1, 6 * GIB);
+    sim.at(1.0);
+    sim.join(2, 6 * GIB);
+    assert_eq!(granted(&sim.request(2)), vec![2]);
+    sim.fully_resident(2, 6 * GIB);
+    // Both grow while they run: 20 GiB on a 16 GiB GPU.
+    sim.fully_resident(1, 10 * GIB);
+    let out = sim.fully_resident(2, 10 * GIB);
+    assert!(
+        drops(&out).is_empty(),
+        "nobody is dropped before a quantum ends"
+    );
+    let deadline = sim
+        .sched
+        .next_deadline()
+        .expect("a quantum end matters now");
+    sim.now = deadline;
+    // The most recently granted holder goes, evicting the 4 GiB excess.
+    assert_eq!(drops(&sim.tick()), vec![(2, 4 * GIB)]);
+    assert_eq!(sim.state(1), ClientState::Running);
+}

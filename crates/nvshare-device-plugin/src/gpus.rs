@@ -1,0 +1,225 @@
+//! Where the list of physical GPUs comes from. In production that is
+//! `nvidia-smi`; tests and special setups give a fixed list or a file that
+//! can be rewritten while the plugin runs.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long one `nvidia-smi` run may take before the scan counts as failed
+/// (a wedged driver can make it hang).
+const NVIDIA_SMI_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A source of GPU uuids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuSource {
+    /// Run `nvidia-smi --query-gpu=uuid,index --format=csv,noheader`.
+    NvidiaSmi(PathBuf),
+    /// These GPUs, always.
+    Fixed(Vec<String>),
+    /// Read the file at every scan: one GPU per line, the uuid first
+    /// (nvidia-smi's CSV lines are accepted), `#` comments and blank lines
+    /// ignored.
+    File(PathBuf),
+}
+
+/// Why a scan could not tell which GPUs are there.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// nvidia-smi is not installed or not on PATH: no GPUs.
+    #[error(
+        "{0} was not found: no GPUs advertised (run the plugin with the NVIDIA container runtime, or pass --nvidia-smi PATH)"
+    )]
+    NvidiaSmiMissing(PathBuf),
+    /// nvidia-smi ran and failed.
+    #[error("{program} failed ({status}): {stderr}; check the driver with nvidia-smi on the node")]
+    NvidiaSmiFailed {
+        /// The program run.
+        program: PathBuf,
+        /// Its exit status.
+        status: String,
+        /// What it printed on stderr (trimmed).
+        stderr: String,
+    },
+    /// nvidia-smi did not finish in time.
+    #[error(
+        "{0} did not answer within {NVIDIA_SMI_TIMEOUT:?}; check the driver with nvidia-smi on the node"
+    )]
+    NvidiaSmiTimedOut(PathBuf),
+    /// nvidia-smi could not be started for another reason.
+    #[error("could not run {program}: {source}")]
+    NvidiaSmiSpawn {
+        /// The program run.
+        program: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The GPU list file could not be read.
+    #[error("could not read the GPU list file {path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+impl ScanError {
+    /// True when the error means "this node has no GPUs" rather than "the
+    /// GPUs could not be checked".
+    pub fn means_no_gpus(&self) -> bool {
+        matches!(self, ScanError::NvidiaSmiMissing(_))
+    }
+}
+
+impl GpuSource {
+    /// The GPU uuids present now, in the source's order, without duplicates.
+    pub async fn scan(&self) -> Result<Vec<String>, ScanError> {
+        match self {
+            GpuSource::Fixed(uuids) => Ok(dedup(uuids.iter().map(String::as_str))),
+            GpuSource::File(path) => {
+                let text =
+                    tokio::fs::read_to_string(path)
+                        .await
+                        .map_err(|source| ScanError::File {
+                            path: path.clone(),
+                            source,
+                        })?;
+                Ok(parse_gpu_list(&text))
+            }
+            GpuSource::NvidiaSmi(program) => run_nvidia_smi(program).await,
+        }
+    }
+}
+
+async fn run_nvidia_smi(program: &PathBuf) -> Result<Vec<String>, ScanError> {
+    let child = tokio::process::Command::new(program)
+        .args(["--query-gpu=uuid,index", "--format=csv,noheader"])
+        .kill_on_drop(true)
+        .output();
+    let output = match tokio::time::timeout(NVIDIA_SMI_TIMEOUT, child).await {
+        Err(_) => return Err(ScanError::NvidiaSmiTimedOut(program.clone())),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(ScanError::NvidiaSmiMissing(program.clone()));
+        }
+        Ok(Err(source)) => {
+            return Err(ScanError::NvidiaSmiSpawn {
+                program: program.clone(),
+                source,
+            });
+        }
+        Ok(Ok(output)) => output,
+    };
+    if !output.status.success() {
+        return Err(ScanError::NvidiaSmiFailed {
+            program: program.clone(),
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(parse_gpu_list(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// Parses a GPU list: one GPU per line, its uuid the first comma-separated
+/// field (so `nvidia-smi --query-gpu=uuid,index --format=csv,noheader`
+/// output parses as is). Blank lines, `#` comments and fields that cannot be
+/// a uuid (empty, containing whitespace) are skipped; duplicates are dropped.
+pub fn parse_gpu_list(text: &str) -> Vec<String> {
+    let uuids = text
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or(""))
+        .map(|line| line.split(',').next().unwrap_or("").trim())
+        .filter(|uuid| is_plausible_uuid(uuid));
+    dedup(uuids)
+}
+
+/// A uuid must be usable inside a device ID and inside the comma-separated
+/// `NVIDIA_VISIBLE_DEVICES`.
+fn is_plausible_uuid(uuid: &str) -> bool {
+    !uuid.is_empty()
+        && !uuid.contains(crate::constants::DEVICE_ID_SEPARATOR)
+        && uuid
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+fn dedup<'a>(uuids: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut seen = Vec::<String>::new();
+    for uuid in uuids {
+        if !seen.iter().any(|s| s == uuid) {
+            seen.push(uuid.to_owned());
+        }
+    }
+    seen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nvidia_smi_csv_parses_to_uuids_in_order() {
+        let out = "GPU-5a1c2f3e-0000-1111-2222-333344445555, 0\nGPU-6b2d3f4a-aaaa-bbbb-cccc-ddddeeeeffff, 1\n";
+        assert_eq!(
+            parse_gpu_list(out),
+            [
+                "GPU-5a1c2f3e-0000-1111-2222-333344445555",
+                "GPU-6b2d3f4a-aaaa-bbbb-cccc-ddddeeeeffff"
+            ]
+        );
+    }
+
+    #[test]
+    fn comments_blanks_bad_fields_and_duplicates_are_skipped() {
+        let text = "# the node's GPUs\n\nGPU-a\n  GPU-b  # second\nGPU-a\nnot a uuid\nGPU__x\n,\n";
+        assert_eq!(parse_gpu_list(text), ["GPU-a", "GPU-b"]);
+    }
+
+    #[tokio::test]
+    async fn a_missing_nvidia_smi_means_no_gpus() {
+        let source = GpuSource::NvidiaSmi(PathBuf::from("/nonexistent/nvidia-smi"));
+        let err = source.scan().await.unwrap_err();
+        assert!(err.means_no_gpus(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_failing_nvidia_smi_is_an_error_not_an_empty_list() {
+        let source = GpuSource::NvidiaSmi(PathBuf::from("false"));
+        let err = source.scan().await.unwrap_err();
+        assert!(!err.means_no_gpus(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn nvidia_smi_is_asked_for_uuids_in_csv() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("nvidia-smi");
+        // Answers only the exact query the plugin must make.
+        std::fs::write(
+            &script,
+            "#!/bin/sh\n[ \"$*\" = \"--query-gpu=uuid,index --format=csv,noheader\" ] || exit 9\necho 'GPU-x, 0'\necho 'GPU-y, 1'\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let source = GpuSource::NvidiaSmi(script);
+        // A process forked by a parallel test may briefly hold the script
+        // open for writing (ETXTBSY): try again then.
+        let mut result = source.scan().await;
+        for _ in 0..20 {
+            let busy = matches!(&result, Err(ScanError::NvidiaSmiSpawn { source, .. })
+                if source.kind() == io::ErrorKind::ExecutableFileBusy);
+            if !busy {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            result = source.scan().await;
+        }
+        assert_eq!(result.unwrap(), ["GPU-x", "GPU-y"]);
+    }
+
+    #[tokio::test]
+    async fn a_missing_file_is_an_error() {
+        let source = GpuSource::File(PathBuf::from("/nonexistent/gpus"));
+        assert!(matches!(source.scan().await, Err(ScanError::File { .. })));
+    }
+}

@@ -1,0 +1,200 @@
+//! The GPUs seen on the node, their health, and the virtual devices the
+//! kubelet sees: `replicas` shares of each GPU, with IDs `<uuid>__<k>`.
+//!
+//! A GPU once seen stays in the inventory: when a scan no longer finds it,
+//! its shares turn Unhealthy (the kubelet stops placing pods on them and
+//! keeps counting the pods already there), and Healthy again if it comes
+//! back.
+
+use crate::constants::{DEVICE_ID_SEPARATOR, HEALTHY, UNHEALTHY};
+use std::collections::BTreeMap;
+
+/// One share of a physical GPU, as advertised to the kubelet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualDevice {
+    /// `<gpu uuid>__<share number>`.
+    pub id: String,
+    /// The physical GPU's uuid.
+    pub gpu_uuid: String,
+    /// Whether the GPU was found by the last scan.
+    pub healthy: bool,
+}
+
+impl VirtualDevice {
+    /// The kubelet's spelling of this device's health.
+    pub fn health(&self) -> &'static str {
+        if self.healthy { HEALTHY } else { UNHEALTHY }
+    }
+}
+
+/// The device ID of share `share` of GPU `gpu_uuid`.
+pub fn device_id(gpu_uuid: &str, share: u32) -> String {
+    format!("{gpu_uuid}{DEVICE_ID_SEPARATOR}{share}")
+}
+
+/// The GPU uuid and share number in a device ID, if it has that shape.
+pub fn parse_device_id(id: &str) -> Option<(&str, u32)> {
+    let (uuid, share) = id.rsplit_once(DEVICE_ID_SEPARATOR)?;
+    if uuid.is_empty() || share.starts_with('+') {
+        return None;
+    }
+    Some((uuid, share.parse().ok()?))
+}
+
+/// Every GPU seen since the plugin started, and whether it is present now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inventory {
+    replicas: u32,
+    present: BTreeMap<String, bool>,
+}
+
+impl Inventory {
+    /// An empty inventory advertising `replicas` shares per GPU.
+    pub fn new(replicas: u32) -> Self {
+        Inventory {
+            replicas,
+            present: BTreeMap::new(),
+        }
+    }
+
+    /// Records a scan that found exactly `gpus`. Returns whether anything
+    /// the kubelet sees changed.
+    pub fn observe(&mut self, gpus: &[String]) -> bool {
+        let mut changed = false;
+        for (uuid, present) in &mut self.present {
+            let now = gpus.contains(uuid);
+            changed |= *present != now;
+            *present = now;
+        }
+        for uuid in gpus {
+            if !self.present.contains_key(uuid) {
+                self.present.insert(uuid.clone(), true);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Every GPU ever seen, with whether it is present now.
+    pub fn gpus(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.present.iter().map(|(uuid, ok)| (uuid.as_str(), *ok))
+    }
+
+    /// Every virtual device, ordered by GPU uuid then share number.
+    pub fn devices(&self) -> Vec<VirtualDevice> {
+        self.present
+            .iter()
+            .flat_map(|(uuid, &healthy)| {
+                (0..self.replicas).map(move |share| VirtualDevice {
+                    id: device_id(uuid, share),
+                    gpu_uuid: uuid.clone(),
+                    healthy,
+                })
+            })
+            .collect()
+    }
+
+    /// The device with this ID, if this inventory advertises it.
+    pub fn lookup(&self, id: &str) -> Option<VirtualDevice> {
+        let (uuid, share) = parse_device_id(id)?;
+        let healthy = *self.present.get(uuid)?;
+        // `device_id` must give back `id` exactly: "GPU-a__01" names no device.
+        (share < self.replicas && device_id(uuid, share) == id).then(|| VirtualDevice {
+            id: id.to_owned(),
+            gpu_uuid: uuid.to_owned(),
+            healthy,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn uuids(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn each_gpu_gives_replicas_healthy_devices() {
+        let mut inv = Inventory::new(3);
+        assert!(inv.observe(&uuids(&["GPU-b", "GPU-a"])));
+        let ids: Vec<_> = inv.devices().into_iter().map(|d| d.id).collect();
+        assert_eq!(
+            ids,
+            [
+                "GPU-a__0", "GPU-a__1", "GPU-a__2", "GPU-b__0", "GPU-b__1", "GPU-b__2"
+            ]
+        );
+        assert!(inv.devices().iter().all(|d| d.health() == HEALTHY));
+    }
+
+    #[test]
+    fn a_vanished_gpu_turns_unhealthy_and_recovers() {
+        let mut inv = Inventory::new(2);
+        inv.observe(&uuids(&["GPU-a", "GPU-b"]));
+        assert!(
+            !inv.observe(&uuids(&["GPU-b", "GPU-a"])),
+            "same set, no change"
+        );
+        assert!(inv.observe(&uuids(&["GPU-b"])));
+        let health: Vec<_> = inv
+            .devices()
+            .iter()
+            .map(|d| (d.id.clone(), d.healthy))
+            .collect();
+        assert_eq!(
+            health,
+            [
+                ("GPU-a__0".to_owned(), false),
+                ("GPU-a__1".to_owned(), false),
+                ("GPU-b__0".to_owned(), true),
+                ("GPU-b__1".to_owned(), true)
+            ]
+        );
+        assert!(inv.observe(&uuids(&["GPU-a", "GPU-b"])));
+        assert!(inv.devices().iter().all(|d| d.healthy));
+    }
+
+    #[test]
+    fn lookup_refuses_ids_this_inventory_does_not_advertise() {
+        let mut inv = Inventory::new(2);
+        inv.observe(&uuids(&["GPU-a"]));
+        assert!(inv.lookup("GPU-a__1").is_some());
+        for bad in [
+            "GPU-a__2",
+            "GPU-a__01",
+            "GPU-a__+1",
+            "GPU-z__0",
+            "GPU-a",
+            "__0",
+            "",
+            "GPU-a__-1",
+        ] {
+            assert_eq!(inv.lookup(bad), None, "{bad:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_advertised_device_looks_up_to_itself(
+            gpus in proptest::collection::vec("GPU-[a-f0-9-]{1,12}", 0..5),
+            later in proptest::collection::vec("GPU-[a-f0-9-]{1,12}", 0..5),
+            replicas in 1u32..20,
+        ) {
+            let mut inv = Inventory::new(replicas);
+            inv.observe(&gpus);
+            inv.observe(&later);
+            let devices = inv.devices();
+            let mut distinct: Vec<_> = gpus.iter().chain(&later).collect();
+            distinct.sort();
+            distinct.dedup();
+            prop_assert_eq!(devices.len(), distinct.len() * replicas as usize);
+            for device in &devices {
+                prop_assert_eq!(inv.lookup(&device.id), Some(device.clone()));
+                prop_assert_eq!(device.healthy, later.contains(&device.gpu_uuid));
+            }
+        }
+    }
+}
