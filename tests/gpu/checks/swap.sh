@@ -8,9 +8,10 @@ SWAP_CAPACITY_GIB=16
 SWAP_FOUR_STEPS=${SWAP_FOUR_STEPS:-400}
 # Physical use above this (GiB over what was used before) fails swap_four_12g.
 SWAP_PEAK_LIMIT_GIB=${SWAP_PEAK_LIMIT_GIB:-30}
-# train_det.py steps for swap_deterministic_training: ~7 s natively, so that
+# train_det.py steps for swap_deterministic_training: ~8 s of training natively
+# (600 steps took ~1 s on the H100, too short to be switched twice), so that
 # at a 1 s quantum it is swapped out and in several times.
-SWAP_DET_STEPS=${SWAP_DET_STEPS:-600}
+SWAP_DET_STEPS=${SWAP_DET_STEPS:-4000}
 
 # sample_gpu_memory FILE : appends `EPOCH USED_MIB` for GPU 0 every 0.5 s
 # (run it in the background).

@@ -86,9 +86,12 @@ pub(super) fn schedule(d: &mut Domain, now: Duration, out: &mut Vec<Action>) {
 }
 
 /// Holders whose footprints stopped fitting together because one of them
-/// grew after its grant (programs allocate while they run), from the most
-/// recently granted, and only as many as the fit needs. Each goes when its
-/// quantum ends (at once if idle), as a holder in a waiter's way would.
+/// grew after its grant (programs allocate while they run, and ask for the
+/// GPU with their first small allocation), from the most recently granted,
+/// and only as many as the fit needs. They go at once: their grant rested on
+/// a footprint that no longer holds, and waiting a quantum would keep the
+/// GPU's memory overcommitted that long (seen on the H100: four 12 GiB jobs
+/// granted at 2 MiB each held 51 GiB on a 16 GiB virtual GPU for 30 s).
 fn overcommitted_holders(d: &Domain) -> Vec<ClientId> {
     if d.policy != Policy::Auto {
         return Vec::new();
@@ -113,25 +116,21 @@ fn overcommitted_holders(d: &Domain) -> Vec<ClientId> {
 }
 
 fn drop_overcommitted_holders(d: &mut Domain, now: Duration, out: &mut Vec<Action>) {
-    let quantum = d.quantum;
     for client in overcommitted_holders(d) {
-        let m = &d.members[&client];
-        if m.droppable(now, quantum) {
-            let resident = m.resident;
-            let excess = d
-                .members
-                .values()
-                .map(|m| m.resident_after_evictions())
-                .fold(0u64, u64::saturating_add)
-                .saturating_sub(d.capacity);
-            d.drop_lock(
-                client,
-                excess.min(resident),
-                "memory overcommitted",
-                now,
-                out,
-            );
-        }
+        let resident = d.members[&client].resident;
+        let excess = d
+            .members
+            .values()
+            .map(|m| m.resident_after_evictions())
+            .fold(0u64, u64::saturating_add)
+            .saturating_sub(d.capacity);
+        d.drop_lock(
+            client,
+            excess.min(resident),
+            "memory overcommitted",
+            now,
+            out,
+        );
     }
 }
 
@@ -155,19 +154,11 @@ fn give_back_excess(d: &mut Domain, out: &mut Vec<Action>) {
 }
 
 /// The earliest time at which a holder's quantum ending lets the head of
-/// `d`'s queue move on, or lets holders that outgrew the GPU together part.
+/// `d`'s queue move on.
 pub(super) fn next_deadline(d: &Domain) -> Option<Duration> {
     if d.policy == Policy::Off {
         return None;
     }
-    [queue_deadline(d), overcommit_deadline(d)]
-        .into_iter()
-        .flatten()
-        .min()
-}
-
-/// When the head of the queue can move on, if a quantum is in its way.
-fn queue_deadline(d: &Domain) -> Option<Duration> {
     let head = *d.queue.front()?;
     let leaving = plan_leaving(d, head);
     let waiting_on: Vec<Duration> = leaving
@@ -178,17 +169,6 @@ fn queue_deadline(d: &Domain) -> Option<Duration> {
         .collect();
     // Drops happen together once every quantum in the way has ended.
     waiting_on.into_iter().max()
-}
-
-/// The earliest quantum end of a holder that must go because the holders
-/// outgrew the capacity together.
-fn overcommit_deadline(d: &Domain) -> Option<Duration> {
-    overcommitted_holders(d)
-        .iter()
-        .map(|id| &d.members[id])
-        .filter(|m| !m.idle_hint)
-        .map(|m| m.granted_at.saturating_add(d.quantum))
-        .min()
 }
 
 /// Whether outstanding evictions count as already done.

@@ -155,7 +155,7 @@ fn memory_allocated_by_a_client_without_the_lock_past_the_capacity_is_asked_back
 }
 
 #[test]
-fn holders_that_outgrow_the_capacity_together_part_when_a_quantum_ends() {
+fn holders_that_outgrow_the_capacity_together_part_at_once() {
     let mut sim = Sim::new(Policy::Auto, 16 * GIB);
     sim.join(1, 6 * GIB);
     sim.request(1);
@@ -164,19 +164,15 @@ fn holders_that_outgrow_the_capacity_together_part_when_a_quantum_ends() {
     sim.join(2, 6 * GIB);
     assert_eq!(granted(&sim.request(2)), vec![2]);
     sim.fully_resident(2, 6 * GIB);
-    // Both grow while they run: 20 GiB on a 16 GiB GPU.
+    // Both grow while they run: 20 GiB on a 16 GiB GPU. The most recently
+    // granted holder goes at once, evicting the 4 GiB excess; the oldest
+    // keeps the GPU.
     sim.fully_resident(1, 10 * GIB);
     let out = sim.fully_resident(2, 10 * GIB);
-    assert!(
-        drops(&out).is_empty(),
-        "nobody is dropped before a quantum ends"
-    );
-    let deadline = sim
-        .sched
-        .next_deadline()
-        .expect("a quantum end matters now");
-    sim.now = deadline;
-    // The most recently granted holder goes, evicting the 4 GiB excess.
-    assert_eq!(drops(&sim.tick()), vec![(2, 4 * GIB)]);
+    assert_eq!(drops(&out), vec![(2, 4 * GIB)]);
     assert_eq!(sim.state(1), ClientState::Running);
+    // Released, it waits for its turn like any program that does not fit.
+    sim.release(2, 6 * GIB);
+    let out = sim.request(2);
+    assert!(granted(&out).is_empty());
 }
