@@ -16,6 +16,7 @@
 //!   [`FrameBuffer`] for non-blocking readers.
 //! - [`error`]: [`ProtoError`], the typed failures of decoding and framing.
 //! - [`socket`]: the default socket path every side agrees on.
+//! - [`units`]: byte sizes as people write them.
 //!
 //! # The conversation
 //! 1. The connecting side sends [`Hello`] (magic, [`PROTOCOL_VERSION`], role).
@@ -32,6 +33,7 @@ pub mod frame;
 pub mod gpu;
 pub mod messages;
 pub mod socket;
+pub mod units;
 
 pub use error::ProtoError;
 pub use frame::{

@@ -2,10 +2,11 @@
 //! environment into a plain [`Config`].
 
 use crate::policy::PolicyConfig;
-use crate::units::{parse_duration, parse_size};
+use crate::units::parse_duration;
 use clap::Parser;
 use nvshare_proto::Policy;
 use nvshare_proto::socket::default_socket_path;
+use nvshare_proto::units::parse_size;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -19,8 +19,69 @@ pub fn virtual_memory(device: CUdevice) -> Option<(u64, u64)> {
     Some((capacity.saturating_sub(footprint), capacity))
 }
 
-fn clamp_u32(value: u64) -> c_uint {
-    value.min(u64::from(c_uint::MAX)) as c_uint
+/// The integer types the queries report sizes in: `size_t` since CUDA 3.2,
+/// `unsigned int` before (saturated there, as the driver does).
+trait SizeType: Copy {
+    fn from_bytes(bytes: u64) -> Self;
+}
+
+impl SizeType for usize {
+    fn from_bytes(bytes: u64) -> Self {
+        usize::try_from(bytes).unwrap_or(usize::MAX)
+    }
+}
+
+impl SizeType for c_uint {
+    fn from_bytes(bytes: u64) -> Self {
+        c_uint::try_from(bytes).unwrap_or(c_uint::MAX)
+    }
+}
+
+/// `cuMemGetInfo` of either size type: the real call first, then the
+/// virtual numbers over its answer.
+///
+/// # Safety
+/// As the driver's `cuMemGetInfo[_v2]`.
+unsafe fn mem_get_info_as<T: SizeType>(
+    real: unsafe extern "C" fn(*mut T, *mut T) -> CUresult,
+    free: *mut T,
+    total: *mut T,
+) -> CUresult {
+    // SAFETY: the program's arguments, forwarded.
+    let status = unsafe { real(free, total) };
+    if !status.is_success() {
+        return status;
+    }
+    if let Some((virtual_free, virtual_total)) =
+        driver::ctx_get_device().ok().and_then(virtual_memory)
+    {
+        // SAFETY: the successful real call wrote through both pointers.
+        unsafe {
+            *free = T::from_bytes(virtual_free);
+            *total = T::from_bytes(virtual_total);
+        }
+    }
+    status
+}
+
+/// `cuDeviceTotalMem` of either size type.
+///
+/// # Safety
+/// As the driver's `cuDeviceTotalMem[_v2]`.
+unsafe fn device_total_mem_as<T: SizeType>(
+    real: unsafe extern "C" fn(*mut T, CUdevice) -> CUresult,
+    bytes: *mut T,
+    device: CUdevice,
+) -> CUresult {
+    // SAFETY: the program's arguments, forwarded.
+    let status = unsafe { real(bytes, device) };
+    if status.is_success()
+        && let Some(capacity) = gate::capacity(device)
+    {
+        // SAFETY: the successful real call wrote through it.
+        unsafe { *bytes = T::from_bytes(capacity) };
+    }
+    status
 }
 
 /// `cuMemGetInfo_v2`.
@@ -32,21 +93,8 @@ pub unsafe fn mem_get_info(
     free: *mut usize,
     total: *mut usize,
 ) -> CUresult {
-    // SAFETY: the program's arguments, forwarded.
-    let status = unsafe { real(free, total) };
-    if !status.is_success() {
-        return status;
-    }
-    if let Some((virtual_free, virtual_total)) =
-        driver::ctx_get_device().ok().and_then(virtual_memory)
-    {
-        // SAFETY: the successful real call wrote through both pointers.
-        unsafe {
-            *free = virtual_free as usize;
-            *total = virtual_total as usize;
-        }
-    }
-    status
+    // SAFETY: forwarded caller contract.
+    unsafe { mem_get_info_as(real, free, total) }
 }
 
 /// `cuMemGetInfo` (32-bit sizes, saturated).
@@ -58,21 +106,8 @@ pub unsafe fn mem_get_info_v1(
     free: *mut c_uint,
     total: *mut c_uint,
 ) -> CUresult {
-    // SAFETY: the program's arguments, forwarded.
-    let status = unsafe { real(free, total) };
-    if !status.is_success() {
-        return status;
-    }
-    if let Some((virtual_free, virtual_total)) =
-        driver::ctx_get_device().ok().and_then(virtual_memory)
-    {
-        // SAFETY: the successful real call wrote through both pointers.
-        unsafe {
-            *free = clamp_u32(virtual_free);
-            *total = clamp_u32(virtual_total);
-        }
-    }
-    status
+    // SAFETY: forwarded caller contract.
+    unsafe { mem_get_info_as(real, free, total) }
 }
 
 /// `cuDeviceTotalMem_v2`.
@@ -84,15 +119,8 @@ pub unsafe fn device_total_mem(
     bytes: *mut usize,
     device: CUdevice,
 ) -> CUresult {
-    // SAFETY: the program's arguments, forwarded.
-    let status = unsafe { real(bytes, device) };
-    if status.is_success() {
-        if let Some(capacity) = gate::capacity(device) {
-            // SAFETY: the successful real call wrote through it.
-            unsafe { *bytes = capacity as usize };
-        }
-    }
-    status
+    // SAFETY: forwarded caller contract.
+    unsafe { device_total_mem_as(real, bytes, device) }
 }
 
 /// `cuDeviceTotalMem` (32-bit, saturated).
@@ -104,13 +132,6 @@ pub unsafe fn device_total_mem_v1(
     bytes: *mut c_uint,
     device: CUdevice,
 ) -> CUresult {
-    // SAFETY: the program's arguments, forwarded.
-    let status = unsafe { real(bytes, device) };
-    if status.is_success() {
-        if let Some(capacity) = gate::capacity(device) {
-            // SAFETY: the successful real call wrote through it.
-            unsafe { *bytes = clamp_u32(capacity) };
-        }
-    }
-    status
+    // SAFETY: forwarded caller contract.
+    unsafe { device_total_mem_as(real, bytes, device) }
 }

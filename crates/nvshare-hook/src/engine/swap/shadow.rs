@@ -166,7 +166,7 @@ impl HostBudget {
             .ok()
             .filter(|v| !v.is_empty())
             .and_then(|text| {
-                let parsed = parse_bytes(&text);
+                let parsed = nvshare_proto::units::parse_size(&text).ok();
                 if parsed.is_none() {
                     tracing::warn!(
                         value = text,
@@ -204,37 +204,9 @@ impl HostBudget {
     }
 }
 
-/// A byte count with an optional binary unit (`512MiB`, `8G`, `1024`).
-pub fn parse_bytes(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kib" | "kb" => 10,
-        "m" | "mib" | "mb" => 20,
-        "g" | "gib" | "gb" => 30,
-        "t" | "tib" | "tb" => 40,
-        _ => return None,
-    };
-    number.checked_mul(1 << shift)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse_with_binary_units() {
-        assert_eq!(parse_bytes("1024"), Some(1024));
-        assert_eq!(parse_bytes("64MiB"), Some(64 << 20));
-        assert_eq!(parse_bytes(" 2 g"), Some(2 << 30));
-        assert_eq!(parse_bytes("lots"), None);
-        assert_eq!(parse_bytes("99999999999TiB"), None);
-    }
 
     #[test]
     fn an_explicit_limit_refuses_what_does_not_fit_and_admits_what_does() {
