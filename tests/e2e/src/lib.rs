@@ -25,6 +25,9 @@ pub const PROGRAM_LIMIT: Duration = Duration::from_secs(60);
 /// One test's private world.
 pub struct Sandbox {
     dir: tempfile::TempDir,
+    /// Programs started by [`Sandbox::spawn`], killed when the sandbox is
+    /// dropped if still running (a test that fails half-way leaves none).
+    spawned: std::sync::Mutex<Vec<u32>>,
 }
 
 impl Default for Sandbox {
@@ -41,6 +44,7 @@ impl Sandbox {
                 .prefix("nvshare-e2e-")
                 .tempdir()
                 .expect("create a temp dir"),
+            spawned: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -81,11 +85,16 @@ impl Sandbox {
 
     /// Starts `command` with its output captured.
     pub fn spawn(&self, command: &mut Command) -> Child {
-        command
+        let child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start a test program")
+            .expect("start a test program");
+        self.spawned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child.id());
+        child
     }
 
     /// Runs `nvshare-ctl status --json` against this sandbox's daemon.
@@ -107,6 +116,27 @@ impl Sandbox {
     /// The parsed trace so far.
     pub fn trace(&self) -> trace::Trace {
         trace::Trace::read(&self.trace_path())
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let socket = self.socket();
+        let marker = format!("NVSHARE_SOCK={}", socket.display());
+        let spawned = self.spawned.get_mut().unwrap_or_else(|e| e.into_inner());
+        for &pid in spawned.iter() {
+            // A pid the test already reaped may belong to another process by
+            // now: only a process whose environment names this sandbox's
+            // socket is ours.
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let ours = environ
+                .split(|&b| b == 0)
+                .any(|entry| entry == marker.as_bytes());
+            if ours {
+                // SAFETY: kill(2) with a pid and a signal has no memory effects.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
     }
 }
 

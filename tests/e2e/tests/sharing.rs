@@ -318,3 +318,23 @@ fn programs_on_different_gpus_never_wait_for_each_other() {
         "one scheduling domain per GPU: {status}"
     );
 }
+
+/// The harness itself: a test that fails half-way must not leave programs
+/// running, so a dropped sandbox kills what it started.
+#[test]
+fn a_dropped_sandbox_leaves_no_program_running() {
+    let sandbox = Sandbox::new();
+    let mut child = sandbox.spawn(
+        sandbox
+            .hooked("cuda-worker")
+            .env("NVSHARE_SCHEDULER", "off")
+            .args(worker_args(MIB, 100_000, 10)),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().expect("poll the worker").is_none());
+    drop(sandbox);
+    let status = nvshare_e2e::wait_until(Duration::from_secs(10), || {
+        child.try_wait().expect("poll the worker").is_some()
+    });
+    assert!(status, "the worker outlived its sandbox");
+}

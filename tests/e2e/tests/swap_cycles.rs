@@ -4,7 +4,8 @@
 //! shadows and back at least a thousand times in all. Each program verifies
 //! its own checksum at the end; the cycles are counted from the fake
 //! driver's trace (a unit `unmap`ped by an eviction and `map`ped again at
-//! the same address by the restore).
+//! the same address by the restore). The evictions themselves (each moving
+//! one or more units) are counted from the programs' logs and printed.
 //!
 //! The programs' shapes (how many buffers, how large; slab-backed small
 //! ones and whole-unit large ones) come from a seeded generator, so
@@ -12,10 +13,11 @@
 //! printed; `NVSHARE_SWAP_CYCLES_SEED=<n>` replays a run.
 
 use nvshare_e2e::trace::Trace;
-use nvshare_e2e::{Sandbox, finish_ok, json_result};
+use nvshare_e2e::{PROGRAM_LIMIT, Sandbox, json_result, kill_hard};
 use std::collections::BTreeMap;
-use std::process::{Child, Command};
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
 
@@ -31,6 +33,41 @@ const CYCLES_WANTED: usize = 1000;
 
 /// The environment variable that replays a run with a given seed.
 const SEED_VARIABLE: &str = "NVSHARE_SWAP_CYCLES_SEED";
+
+/// The programs' names.
+const NAMES: [&str; 3] = ["a", "b", "c"];
+
+/// Each program's iterations are drawn from this range: long enough for
+/// well over a thousand cycles while all three compete (in a debug build on
+/// a 2-core machine about 75 evictions and 150 units move out and back per
+/// second, and the three finish in about 16 s), short enough for the test
+/// to end well within a minute on a slower or busier machine.
+const ITERATIONS: (u64, u64) = (450, 480);
+
+/// The daemon's time slice, shorter than a switch costs in the debug fake
+/// (waiting for the holder's iteration, the copies, remapping: 5-20 ms), so
+/// switches follow each other as fast as they can; each holder still runs
+/// an iteration or so per turn. Measured: about 25% more cycles per second
+/// than with 20 ms.
+const QUANTUM: &str = "5ms";
+
+/// The running workers; those not yet waited for are killed (and reaped)
+/// if the test fails early, so none outlives it.
+struct Workers(Vec<Option<Child>>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in self.0.iter_mut().flatten() {
+            kill_hard(child);
+        }
+    }
+}
+
+/// Each program's buffers add up to about this many bytes, drawn from the
+/// range: similar amounts of work per iteration, so that the three run for
+/// similar times and compete until near the end, however their memory is
+/// cut up.
+const TOTAL: (u64, u64) = (3 * MIB, 4 * MIB);
 
 /// A tiny xorshift64* generator: reproducible from its seed, no dependency.
 struct Xorshift(u64);
@@ -78,21 +115,23 @@ struct Shape {
 }
 
 impl Shape {
-    /// Several slab-served buffers (at most [`LARGEST_SMALL`]) in several
-    /// slabs.
-    fn small(rng: &mut Xorshift) -> Shape {
+    /// Slab-served buffers (at most [`LARGEST_SMALL`]) of about `total`
+    /// bytes in all, spread over several slabs.
+    fn small(rng: &mut Xorshift, total: u64) -> Shape {
+        let bytes = rng.between(LARGEST_SMALL / 2, LARGEST_SMALL) & !3;
         Shape {
-            buffers: rng.between(4, 12),
-            bytes: rng.between(64 << 10, LARGEST_SMALL) & !3,
+            buffers: total.div_ceil(bytes),
+            bytes,
         }
     }
 
-    /// A few buffers with units of their own, most not a whole number of
-    /// granules.
-    fn large(rng: &mut Xorshift) -> Shape {
+    /// Buffers with units of their own, most not a whole number of
+    /// granules, of about `total` bytes in all.
+    fn large(rng: &mut Xorshift, total: u64) -> Shape {
+        let bytes = rng.between(LARGEST_SMALL + 4, 5 * MIB / 2) & !3;
         Shape {
-            buffers: rng.between(2, 4),
-            bytes: rng.between(LARGEST_SMALL + 4, 5 * MIB) & !3,
+            buffers: total.div_ceil(bytes),
+            bytes,
         }
     }
 
@@ -118,13 +157,21 @@ impl Shape {
 /// either, in a random order) and a capacity in MiB where any two fit
 /// together but not all three.
 fn draw(rng: &mut Xorshift) -> ([Shape; 3], u64) {
-    loop {
+    // Nearly every draw qualifies; the bound only keeps a broken range from
+    // hanging the test.
+    for _ in 0..1000 {
+        let mut total = || rng.between(TOTAL.0, TOTAL.1);
+        let totals = [total(), total(), total()];
         let third = if rng.next() % 2 == 0 {
-            Shape::small(rng)
+            Shape::small(rng, totals[2])
         } else {
-            Shape::large(rng)
+            Shape::large(rng, totals[2])
         };
-        let mut shapes = [Shape::small(rng), Shape::large(rng), third];
+        let mut shapes = [
+            Shape::small(rng, totals[0]),
+            Shape::large(rng, totals[1]),
+            third,
+        ];
         let rotation = rng.between(0, 2) as usize;
         shapes.rotate_left(rotation);
         let most: Vec<u64> = shapes.iter().map(|s| s.footprint().1).collect();
@@ -135,12 +182,20 @@ fn draw(rng: &mut Xorshift) -> ([Shape; 3], u64) {
             return (shapes, capacity / MIB);
         }
     }
+    panic!("no three shapes where exactly two fit: check TOTAL and the shapes' ranges");
+}
+
+/// Where a worker's log goes: a file, not a pipe, because a thousand
+/// swaps log more than a pipe holds while nobody reads it.
+fn log_of(sandbox: &Sandbox, name: &str) -> PathBuf {
+    sandbox.path().join(format!("{name}.log"))
 }
 
 /// A verified worker in swap mode with `shape`'s memory: many short
 /// iterations, each synchronized and followed by a 1 ms pause, so a drop
-/// request is honoured within about one iteration.
-fn worker(sandbox: &Sandbox, name: &str, shape: Shape, iterations: u64, seed: u64) -> Command {
+/// request is honoured within about one iteration. It logs each move.
+fn worker(sandbox: &Sandbox, name: &str, shape: Shape, iterations: u64, seed: u64) -> Child {
+    let log = std::fs::File::create(log_of(sandbox, name)).expect("create a worker's log");
     let mut command = sandbox.hooked("cuda-worker");
     command
         .env("NVSHARE_MODE", "swap")
@@ -151,8 +206,44 @@ fn worker(sandbox: &Sandbox, name: &str, shape: Shape, iterations: u64, seed: u6
         .args(["--iterations", &iterations.to_string()])
         .args(["--sleep-us", "500"])
         .args(["--pause-ms", "1"])
-        .args(["--seed", &(seed % 1000).to_string()]);
-    command
+        .args(["--seed", &(seed % 1000).to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log);
+    command.spawn().expect("start cuda-worker")
+}
+
+/// Waits for a worker (at most [`PROGRAM_LIMIT`]) and returns its output,
+/// failing the test with the end of its log if it runs too long or fails.
+fn finish(mut child: Child, name: &str, log: &Path) -> Output {
+    let deadline = Instant::now() + PROGRAM_LIMIT;
+    let tail = || {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let start = text.len().saturating_sub(4000);
+        let start = (start..text.len())
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(text.len());
+        text[start..].to_owned()
+    };
+    while child.try_wait().expect("poll a worker").is_none() {
+        if Instant::now() >= deadline {
+            kill_hard(&mut child);
+            panic!(
+                "worker {name} ran longer than {PROGRAM_LIMIT:?} and was killed; its log ends:\n{}",
+                tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("collect a worker's output");
+    assert!(
+        output.status.success(),
+        "worker {name} failed ({}): {}\nits log ends:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        tail()
+    );
+    output
 }
 
 /// Per process: how many times a unit came back to the address it was
@@ -196,23 +287,29 @@ fn contents_survive_a_thousand_swap_cycles_among_three_competing_programs() {
     eprintln!("capacity {capacity_mib} MiB, programs {shapes:?}");
     let sandbox = Sandbox::new();
     let capacity = format!("{capacity_mib}MiB");
-    let _daemon = sandbox.daemon(&["--memory-capacity", &capacity, "--quantum", "20ms"]);
+    let _daemon = sandbox.daemon(&["--memory-capacity", &capacity, "--quantum", QUANTUM]);
     let started = Instant::now();
-    let workers: Vec<Child> = shapes
-        .iter()
-        .zip(["a", "b", "c"])
-        .map(|(&shape, name)| {
-            let iterations = rng.between(1400, 1600);
-            sandbox.spawn(&mut worker(&sandbox, name, shape, iterations, rng.next()))
-        })
-        .collect();
-    let pids: Vec<u32> = workers.iter().map(Child::id).collect();
+    let mut workers = Workers(
+        shapes
+            .iter()
+            .zip(NAMES)
+            .map(|(&shape, name)| {
+                let iterations = rng.between(ITERATIONS.0, ITERATIONS.1);
+                Some(worker(&sandbox, name, shape, iterations, rng.next()))
+            })
+            .collect(),
+    );
+    let pids: Vec<u32> = workers.0.iter().flatten().map(Child::id).collect();
     let mut evictions = 0;
-    for (worker, name) in workers.into_iter().zip(["a", "b", "c"]) {
-        let output = finish_ok(worker, name);
-        let result = json_result(&output);
+    for (index, name) in NAMES.into_iter().enumerate() {
+        let worker = workers.0[index]
+            .take()
+            .expect("each worker is waited for once");
+        let log = log_of(&sandbox, name);
+        let result = json_result(&finish(worker, name, &log));
         assert_eq!(result["ok"], true, "{name}'s checksum is wrong: {result}");
-        evictions += String::from_utf8_lossy(&output.stderr)
+        evictions += std::fs::read_to_string(&log)
+            .expect("read a worker's log")
             .matches("swapped GPU memory out to host shadows")
             .count();
     }
