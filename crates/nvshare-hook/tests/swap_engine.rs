@@ -14,7 +14,7 @@ use nvshare::ffi::*;
 use nvshare::symbols::exports;
 use nvshare::{driver, engine};
 use std::ffi::c_void;
-use support::{artifact, fake_driver_dir, run};
+use support::run_scenario_in_child;
 
 const CHILD_MARKER: &str = "NVSHARE_TEST_SWAP_CHILD";
 const MIB: u64 = 1 << 20;
@@ -27,31 +27,14 @@ fn swap_engine_moves_units_keeps_data_and_answers_queries_on_swapped_memory() {
         scenario();
         return;
     }
-    artifact("libcuda.so");
-    let driver_dir = fake_driver_dir();
-    let trace = driver_dir.path().join("trace.log");
-    let exe = std::env::current_exe().expect("the test executable has a path");
-    let mut child = std::process::Command::new(exe);
-    child
-        .args([
-            "--exact",
-            "swap_engine_moves_units_keeps_data_and_answers_queries_on_swapped_memory",
-            "--nocapture",
-        ])
-        .env(CHILD_MARKER, "1")
-        .env("LD_LIBRARY_PATH", driver_dir.path())
-        .env("NVSHARE_MODE", "swap")
-        .env("NVSHARE_SCHEDULER", "off")
-        .env("NVSHARE_HOST_LIMIT", HOST_LIMIT.to_string())
-        .env("FAKE_CUDA_TRACE", &trace)
-        .env_remove("LD_PRELOAD");
-    let output = run(child);
-    assert!(
-        output.status.success(),
-        "the swap scenario failed: {}\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    let trace_dir = tempfile::tempdir().expect("a temp dir for the trace");
+    let trace = trace_dir.path().join("trace.log");
+    run_scenario_in_child(
+        "swap_engine_moves_units_keeps_data_and_answers_queries_on_swapped_memory",
+        CHILD_MARKER,
+        "swap",
+        &trace,
+        &[("NVSHARE_HOST_LIMIT", HOST_LIMIT.to_string())],
     );
     let trace = std::fs::read_to_string(&trace).expect("read the fake driver's trace");
     let registered: Vec<_> = trace.lines().filter(|l| l.contains(" register ")).collect();

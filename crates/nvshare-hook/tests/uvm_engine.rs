@@ -13,7 +13,7 @@ use nvshare::ffi::{CUcontext, CUdeviceptr, CUresult};
 use nvshare::symbols::exports;
 use nvshare::{driver, engine};
 use std::ffi::c_void;
-use support::{artifact, fake_driver_dir, run};
+use support::run_scenario_in_child;
 
 const CHILD_MARKER: &str = "NVSHARE_TEST_UVM_CHILD";
 const MIB: u64 = 1 << 20;
@@ -24,30 +24,14 @@ fn evict_moves_the_oldest_and_restore_brings_all_back_intact() {
         scenario();
         return;
     }
-    artifact("libcuda.so");
-    let driver_dir = fake_driver_dir();
-    let trace = driver_dir.path().join("trace.log");
-    let exe = std::env::current_exe().expect("the test executable has a path");
-    let mut child = std::process::Command::new(exe);
-    child
-        .args([
-            "--exact",
-            "evict_moves_the_oldest_and_restore_brings_all_back_intact",
-            "--nocapture",
-        ])
-        .env(CHILD_MARKER, "1")
-        .env("LD_LIBRARY_PATH", driver_dir.path())
-        .env("NVSHARE_MODE", "uvm")
-        .env("NVSHARE_SCHEDULER", "off")
-        .env("FAKE_CUDA_TRACE", &trace)
-        .env_remove("LD_PRELOAD");
-    let output = run(child);
-    assert!(
-        output.status.success(),
-        "the uvm scenario failed: {}\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    let trace_dir = tempfile::tempdir().expect("a temp dir for the trace");
+    let trace = trace_dir.path().join("trace.log");
+    run_scenario_in_child(
+        "evict_moves_the_oldest_and_restore_brings_all_back_intact",
+        CHILD_MARKER,
+        "uvm",
+        &trace,
+        &[],
     );
     let trace = std::fs::read_to_string(&trace).expect("read the fake driver's trace");
     let to_host: Vec<_> = trace
