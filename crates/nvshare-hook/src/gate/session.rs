@@ -264,12 +264,14 @@ fn drop_lock(gate: &Gate, device: &DeviceGate, evict_bytes: u64) {
     });
     let mut state = device.state.lock();
     state.granted_at = None;
-    if state.waiters > 0 {
+    if state.waiters == 0 {
+        state.requested = false;
+    } else if !state.requested {
+        // Threads blocked while the GPU was being given back: ask again
+        // (unless one of them already did, during the drain).
         state.requested = true;
         gate.session
             .send(&ClientMsg::RequestLock { gpu: device.uuid });
-    } else {
-        state.requested = false;
     }
     device.changed.notify_all();
     tracing::debug!(gpu = %device.uuid, evict_bytes, elapsed_us = started.elapsed().as_micros() as u64, "lock released");
