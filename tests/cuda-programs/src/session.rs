@@ -51,6 +51,7 @@ impl Cuda {
         check("cuDevicePrimaryCtxRetain", unsafe {
             (cuda.api.primary_ctx_retain)(&mut ctx, cuda.device)
         })?;
+        // SAFETY: a driver function resolved for this signature, called with live out-pointers and handles this program created.
         check("cuCtxSetCurrent", unsafe {
             (cuda.api.ctx_set_current)(ctx)
         })?;

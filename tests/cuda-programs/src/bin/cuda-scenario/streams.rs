@@ -22,6 +22,7 @@ pub fn async_streams(cuda: &Cuda, sleep_us: u64) -> Result<Value, Error> {
     let started = Instant::now();
     let mut us = sleep_us;
     cuda.launch(kernels.sleep_us, stream, &[arg(&mut us)])?;
+    // SAFETY: a driver function resolved for this signature, called with live out-pointers and handles this program created.
     check("cuEventRecord", unsafe {
         (cuda.api.event_record)(event, stream)
     })?;
@@ -71,6 +72,7 @@ pub fn graph(cuda: &Cuda, launches: u32) -> Result<Value, Error> {
     cuda.launch_u32_op(kernels.add_u32, stream, buffer.ptr, 2, 1024)?;
     let query_capturing = unsafe { (cuda.api.stream_query)(stream) };
     let mut graph = std::ptr::null_mut();
+    // SAFETY: a driver function resolved for this signature, called with live out-pointers and handles this program created.
     check("cuStreamEndCapture", unsafe {
         (cuda.api.stream_end_capture)(stream, &mut graph)
     })?;
@@ -81,20 +83,25 @@ pub fn graph(cuda: &Cuda, launches: u32) -> Result<Value, Error> {
     };
     let after_capture = read_first(cuda)?;
     let mut exec = std::ptr::null_mut();
+    // SAFETY: a driver function resolved for this signature, called with live out-pointers and handles this program created.
     check("cuGraphInstantiate", unsafe {
         (cuda.api.graph_instantiate)(&mut exec, graph, 0)
     })?;
     for _ in 0..launches {
+        // SAFETY: a driver function resolved for this signature, called with live out-pointers and handles this program created.
         check("cuGraphLaunch", unsafe {
             (cuda.api.graph_launch)(exec, stream)
         })?;
     }
     cuda.synchronize(stream)?;
     let after_launches = read_first(cuda)?;
+    // SAFETY: a driver function resolved for this signature, called with live out-pointers and handles this program created.
     check("cuGraphExecDestroy", unsafe {
         (cuda.api.graph_exec_destroy)(exec)
     })?;
+    // SAFETY: a driver function resolved for this signature, called with live out-pointers and handles this program created.
     check("cuGraphDestroy", unsafe { (cuda.api.graph_destroy)(graph) })?;
+    // SAFETY: a driver function resolved for this signature, called with live out-pointers and handles this program created.
     check("cuStreamDestroy", unsafe {
         (cuda.api.stream_destroy)(stream)
     })?;

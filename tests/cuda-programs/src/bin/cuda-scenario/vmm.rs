@@ -38,6 +38,7 @@ pub fn unmapped_queries(cuda: &Cuda) -> Result<Value, Error> {
                 ptr,
             )
         };
+        // SAFETY: a driver function resolved for this signature, called with live out-pointers and handles this program created.
         let size_code = unsafe {
             (cuda.api.pointer_get_attribute)(
                 arg(&mut range_size),
@@ -45,7 +46,9 @@ pub fn unmapped_queries(cuda: &Cuda) -> Result<Value, Error> {
                 ptr,
             )
         };
+        // SAFETY: a driver function resolved for this signature, called with live out-pointers and handles this program created.
         let range_code = unsafe { (cuda.api.mem_get_address_range)(&mut base, &mut size, ptr) };
+        // SAFETY: a driver function resolved for this signature, called with live out-pointers and handles this program created.
         let ipc_code = unsafe { (cuda.api.ipc_get_mem_handle)(&mut ipc, ptr) };
         // SAFETY: a device address; the driver checks it.
         let memset_code = unsafe { (cuda.api.memset_d8)(ptr, 0xab, 16) };
