@@ -30,6 +30,8 @@ pub struct Trace {
 pub struct KernelRun {
     /// The process.
     pub pid: u32,
+    /// The device it ran on.
+    pub device: u32,
     /// Start.
     pub begin: u64,
     /// End.
@@ -52,17 +54,23 @@ impl Trace {
 
     /// Every completed kernel run.
     pub fn kernel_runs(&self) -> Vec<KernelRun> {
-        let mut open: BTreeMap<(u32, String), Vec<u64>> = BTreeMap::new();
+        let mut open: BTreeMap<(u32, u32, String), Vec<u64>> = BTreeMap::new();
         let mut runs = Vec::new();
         for event in &self.events {
             let stream = event.fields.get("stream").cloned().unwrap_or_default();
-            let key = (event.pid, stream);
+            let device: u32 = event
+                .fields
+                .get("device")
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(0);
+            let key = (event.pid, device, stream);
             match event.name.as_str() {
                 "kernel_begin" => open.entry(key).or_default().push(event.ns),
                 "kernel_end" => {
                     if let Some(begin) = open.get_mut(&key).and_then(Vec::pop) {
                         runs.push(KernelRun {
                             pid: event.pid,
+                            device: key.1,
                             begin,
                             end: event.ns,
                         });
@@ -72,6 +80,15 @@ impl Trace {
             }
         }
         runs
+    }
+
+    /// Pairs of kernel runs of different processes on the same device that
+    /// overlap in time.
+    pub fn same_device_overlaps(&self) -> Vec<(KernelRun, KernelRun)> {
+        self.cross_process_overlaps()
+            .into_iter()
+            .filter(|(a, b)| a.device == b.device)
+            .collect()
     }
 
     /// Pairs of kernel runs of different processes that overlap in time.

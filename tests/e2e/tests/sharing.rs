@@ -338,3 +338,45 @@ fn a_dropped_sandbox_leaves_no_program_running() {
     });
     assert!(status, "the worker outlived its sandbox");
 }
+
+/// Programs that use both GPUs hold and give back a grant per GPU: two of
+/// them, each oversubscribing both GPUs together with the other, plus a
+/// one-GPU program, all finish correct (no deadlock between the grants),
+/// and no two of them ever run kernels on the same GPU at once.
+#[test]
+fn programs_using_two_gpus_share_both_without_deadlock() {
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.daemon(&["--memory-capacity", "64MiB", "--quantum", "200ms"]);
+    let spawn = |name: &str, devices: &str| {
+        sandbox.spawn(
+            sandbox
+                .hooked("cuda-worker")
+                .env("FAKE_CUDA_DEVICES", "2")
+                .env("NVSHARE_MODE", "uvm")
+                .env("NVSHARE_NAME", name)
+                .args(["--devices", devices])
+                .args(worker_args(40 * MIB, 20, 10))
+                .args(["--pause-ms", "1"]),
+        )
+    };
+    let both_a = spawn("both-a", "0,1");
+    let both_b = spawn("both-b", "1,0");
+    let single = spawn("gpu1-only", "1");
+    for (child, name) in [
+        (both_a, "both-a"),
+        (both_b, "both-b"),
+        (single, "gpu1-only"),
+    ] {
+        let result = json_result(&finish_ok(child, name));
+        assert_eq!(result["ok"], true, "{name}: {result}");
+    }
+    let trace = sandbox.trace();
+    let devices: std::collections::BTreeSet<u32> =
+        trace.kernel_runs().iter().map(|run| run.device).collect();
+    assert_eq!(devices.len(), 2, "kernels ran on both GPUs");
+    let overlaps = trace.same_device_overlaps();
+    assert!(
+        overlaps.is_empty(),
+        "oversubscribed programs ran kernels on the same GPU at once: {overlaps:?}"
+    );
+}

@@ -13,7 +13,7 @@ use cuda_programs::ffi::CUstream;
 use cuda_programs::session::{Cuda, arg};
 use serde_json::json;
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(about = "A verified compute job against libcuda.so.1")]
 struct Args {
     /// Bytes of device memory to work on (rounded down to whole u32s).
@@ -43,6 +43,10 @@ struct Args {
     /// Device ordinal.
     #[arg(long, default_value_t = 0)]
     device: i32,
+    /// Run the same job on each of these devices at once, one thread per
+    /// device (a program that uses several GPUs); overrides `--device`.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<i32>,
     /// Resolve functions with the per-thread default stream flag.
     #[arg(long)]
     per_thread: bool,
@@ -144,10 +148,46 @@ fn run(args: &Args) -> Result<Outcome, Error> {
     })
 }
 
+/// The job on every device of `--devices` at once (or on `--device`), each
+/// in its own thread with that device's context current; the checksums add.
+fn run_everywhere(args: &Args) -> Result<Outcome, Error> {
+    if args.devices.is_empty() {
+        return run(args);
+    }
+    let outcomes: Vec<Result<Outcome, Error>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = args
+            .devices
+            .iter()
+            .map(|&device| {
+                scope.spawn(move || {
+                    let mut one = args.clone();
+                    one.devices.clear();
+                    one.device = device;
+                    run(&one)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a device thread panicked"))
+            .collect()
+    });
+    let mut total = Outcome {
+        checksum: 0,
+        expected: 0,
+    };
+    for outcome in outcomes {
+        let outcome = outcome?;
+        total.checksum = total.checksum.wrapping_add(outcome.checksum);
+        total.expected = total.expected.wrapping_add(outcome.expected);
+    }
+    Ok(total)
+}
+
 fn main() {
     let args = Args::parse();
     let started = Instant::now();
-    let outcome = run(&args).and_then(|o| {
+    let outcome = run_everywhere(&args).and_then(|o| {
         if o.checksum == o.expected {
             Ok(o)
         } else {
@@ -164,7 +204,7 @@ fn main() {
             json!({
                 "ok": true, "checksum": o.checksum, "iterations": args.iterations,
                 "elapsed_ms": elapsed_ms, "pid": std::process::id(), "bytes": args.bytes,
-                "buffers": args.buffers, "alloc": args.alloc, "device": args.device,
+                "buffers": args.buffers, "alloc": args.alloc, "device": args.device, "devices": args.devices,
             }),
         ),
         Err(e) => (
