@@ -1,7 +1,7 @@
 //! Programs under the hook sharing one fake GPU through the real daemon.
 
 use nvshare_e2e::{Sandbox, finish_ok, json_result, kill_hard, wait_until};
-use std::process::Child;
+use std::process::{Child, Command};
 use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
@@ -18,20 +18,30 @@ fn worker_args(bytes: u64, iterations: u32, kernel_ms: u64) -> Vec<String> {
     ]
 }
 
+/// A `cuda-worker` under the hook in `mode`, named `name`, with `args`.
+fn worker(sandbox: &Sandbox, mode: &str, name: &str, args: &[String]) -> Command {
+    let mut command = sandbox.hooked("cuda-worker");
+    command
+        .env("NVSHARE_MODE", mode)
+        .env("NVSHARE_NAME", name)
+        .args(args);
+    command
+}
+
 /// Starts one worker per name under the hook in `mode`.
 fn spawn_workers(sandbox: &Sandbox, mode: &str, names: &[&str], args: &[String]) -> Vec<Child> {
     names
         .iter()
-        .map(|name| {
-            sandbox.spawn(
-                sandbox
-                    .hooked("cuda-worker")
-                    .env("NVSHARE_MODE", mode)
-                    .env("NVSHARE_NAME", name)
-                    .args(args),
-            )
-        })
+        .map(|name| sandbox.spawn(&mut worker(sandbox, mode, name, args)))
         .collect()
+}
+
+/// Waits for each named worker and checks it verified its result.
+fn finish_all_ok(workers: Vec<(Child, &str)>) {
+    for (child, name) in workers {
+        let result = json_result(&finish_ok(child, name));
+        assert_eq!(result["ok"], true, "{name}: {result}");
+    }
 }
 
 #[test]
@@ -39,10 +49,7 @@ fn oversubscribed_programs_never_run_kernels_at_once_and_both_finish() {
     let sandbox = Sandbox::new();
     let _daemon = sandbox.daemon(&["--memory-capacity", "64MiB", "--quantum", "300ms"]);
     let workers = spawn_workers(&sandbox, "uvm", &["a", "b"], &worker_args(40 * MIB, 30, 20));
-    for worker in workers {
-        let result = json_result(&finish_ok(worker, "an oversubscribed worker"));
-        assert_eq!(result["ok"], true, "{result}");
-    }
+    finish_all_ok(workers.into_iter().zip(["a", "b"]).collect());
     let trace = sandbox.trace();
     let runs = trace.kernel_runs();
     assert!(
@@ -64,9 +71,7 @@ fn without_scheduling_the_same_programs_overlap() {
     let sandbox = Sandbox::new();
     let _daemon = sandbox.daemon(&["--memory-capacity", "64MiB", "--policy", "off"]);
     let workers = spawn_workers(&sandbox, "uvm", &["a", "b"], &worker_args(40 * MIB, 15, 40));
-    for worker in workers {
-        finish_ok(worker, "an unscheduled worker");
-    }
+    finish_all_ok(workers.into_iter().zip(["a", "b"]).collect());
     assert!(!sandbox.trace().cross_process_overlaps().is_empty());
 }
 
@@ -80,9 +85,7 @@ fn programs_that_fit_run_together() {
         &["a", "b"],
         &worker_args(16 * MIB, 15, 40),
     );
-    for worker in workers {
-        finish_ok(worker, "a fitting worker");
-    }
+    finish_all_ok(workers.into_iter().zip(["a", "b"]).collect());
     // With a 30 s quantum and no co-running, the second program could only
     // start after the first finished: overlapping kernels prove co-running.
     assert!(
@@ -97,9 +100,7 @@ fn grant_prefetches_every_tracked_allocation_in_uvm_mode() {
     let _daemon = sandbox.daemon(&["--memory-capacity", "64MiB", "--quantum", "200ms"]);
     let workers = spawn_workers(&sandbox, "uvm", &["a", "b"], &worker_args(36 * MIB, 25, 20));
     let pids: Vec<u32> = workers.iter().map(|w| w.id()).collect();
-    for worker in workers {
-        finish_ok(worker, "a uvm worker");
-    }
+    finish_all_ok(workers.into_iter().zip(["a", "b"]).collect());
     let trace = sandbox.trace();
     for pid in pids {
         let to_gpu: Vec<_> = trace
@@ -149,13 +150,12 @@ fn memory_queries_report_the_virtual_capacity() {
 fn a_killed_holder_does_not_block_the_other() {
     let sandbox = Sandbox::new();
     let _daemon = sandbox.daemon(&["--memory-capacity", "64MiB", "--quantum", "60"]);
-    let mut holder = sandbox.spawn(
-        sandbox
-            .hooked("cuda-worker")
-            .env("NVSHARE_MODE", "uvm")
-            .env("NVSHARE_NAME", "holder")
-            .args(worker_args(40 * MIB, 100_000, 10)),
-    );
+    let mut holder = sandbox.spawn(&mut worker(
+        &sandbox,
+        "uvm",
+        "holder",
+        &worker_args(40 * MIB, 100_000, 10),
+    ));
     assert!(
         wait_until(Duration::from_secs(20), || sandbox
             .trace()
@@ -163,13 +163,12 @@ fn a_killed_holder_does_not_block_the_other() {
             .any(|e| e.pid == holder.id())),
         "the holder never ran a kernel"
     );
-    let waiter = sandbox.spawn(
-        sandbox
-            .hooked("cuda-worker")
-            .env("NVSHARE_MODE", "uvm")
-            .env("NVSHARE_NAME", "waiter")
-            .args(worker_args(40 * MIB, 5, 1)),
-    );
+    let waiter = sandbox.spawn(&mut worker(
+        &sandbox,
+        "uvm",
+        "waiter",
+        &worker_args(40 * MIB, 5, 1),
+    ));
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         !sandbox
@@ -199,10 +198,7 @@ fn a_daemon_restart_mid_run_loses_nothing() {
     daemon.kill();
     std::thread::sleep(Duration::from_millis(300));
     let _restarted = sandbox.daemon(&["--memory-capacity", "64MiB", "--quantum", "200ms"]);
-    for worker in workers {
-        let result = json_result(&finish_ok(worker, "a worker across a daemon restart"));
-        assert_eq!(result["ok"], true, "{result}");
-    }
+    finish_all_ok(workers.into_iter().zip(["a", "b"]).collect());
 }
 
 #[test]
@@ -280,23 +276,16 @@ fn programs_on_different_gpus_never_wait_for_each_other() {
     let _daemon = sandbox.daemon(&["--memory-capacity", "64MiB", "--quantum", "300ms"]);
     let spawn = |name: &str, device: &str| {
         sandbox.spawn(
-            sandbox
-                .hooked("cuda-worker")
+            worker(&sandbox, "uvm", name, &worker_args(40 * MIB, 20, 20))
                 .env("FAKE_CUDA_DEVICES", "2")
-                .env("NVSHARE_MODE", "uvm")
-                .env("NVSHARE_NAME", name)
-                .args(["--device", device])
-                .args(worker_args(40 * MIB, 20, 20)),
+                .args(["--device", device]),
         )
     };
     let first = spawn("gpu0-a", "0");
     let second = spawn("gpu0-b", "0");
     let other = spawn("gpu1", "1");
     let pids = (first.id(), second.id(), other.id());
-    for (child, name) in [(first, "gpu0-a"), (second, "gpu0-b"), (other, "gpu1")] {
-        let result = json_result(&finish_ok(child, name));
-        assert_eq!(result["ok"], true, "{name}: {result}");
-    }
+    finish_all_ok(vec![(first, "gpu0-a"), (second, "gpu0-b"), (other, "gpu1")]);
     let overlaps = sandbox.trace().cross_process_overlaps();
     let pair = |a: u32, b: u32| {
         overlaps
@@ -349,27 +338,19 @@ fn programs_using_two_gpus_share_both_without_deadlock() {
     let _daemon = sandbox.daemon(&["--memory-capacity", "64MiB", "--quantum", "200ms"]);
     let spawn = |name: &str, devices: &str| {
         sandbox.spawn(
-            sandbox
-                .hooked("cuda-worker")
+            worker(&sandbox, "uvm", name, &worker_args(40 * MIB, 20, 10))
                 .env("FAKE_CUDA_DEVICES", "2")
-                .env("NVSHARE_MODE", "uvm")
-                .env("NVSHARE_NAME", name)
-                .args(["--devices", devices])
-                .args(worker_args(40 * MIB, 20, 10))
-                .args(["--pause-ms", "1"]),
+                .args(["--devices", devices, "--pause-ms", "1"]),
         )
     };
     let both_a = spawn("both-a", "0,1");
     let both_b = spawn("both-b", "1,0");
     let single = spawn("gpu1-only", "1");
-    for (child, name) in [
+    finish_all_ok(vec![
         (both_a, "both-a"),
         (both_b, "both-b"),
         (single, "gpu1-only"),
-    ] {
-        let result = json_result(&finish_ok(child, name));
-        assert_eq!(result["ok"], true, "{name}: {result}");
-    }
+    ]);
     let trace = sandbox.trace();
     let devices: std::collections::BTreeSet<u32> =
         trace.kernel_runs().iter().map(|run| run.device).collect();
