@@ -39,6 +39,7 @@ BENCHES=(
   switch_latency:90
   fitting_mix:90
   oversubscription:300
+  multi_gpu_pairs:240
 )
 
 if [[ ${1:-} == __check ]]; then

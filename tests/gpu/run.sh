@@ -3,7 +3,7 @@
 # The nvshare GPU suite: run on the GPU machine from the repository root,
 # with the release artifacts in target/release (built elsewhere and carried).
 #
-#   tests/gpu/run.sh OUTDIR [--mode uvm|swap] [--only NAME,NAME] [--list]
+#   tests/gpu/run.sh OUTDIR [--mode uvm|swap] [--gpu N] [--only NAME,NAME] [--list]
 #
 # Prints one line per check (PASS name / FAIL name: reason / SKIP name:
 # reason) and a closing "N passed, N failed" line; writes OUTDIR/gpu-suite.log
@@ -12,7 +12,9 @@
 # single-program checks (default uvm); the sharing checks are uvm, the
 # swap_* checks swap, by definition. The whole run keeps within
 # SUITE_BUDGET_S (default 480 s): each check is time-limited, and checks
-# left when the budget is spent fail as not run.
+# left when the budget is spent fail as not run. --gpu N runs the suite on
+# GPU N alone (its programs see only that GPU), so that suites on different
+# GPUs can run at once; the multi-GPU checks need every GPU and then skip.
 #
 # To add a check: write check_NAME in a file under checks/ (see lib/check.sh
 # for its helpers) and add NAME:LIMIT_S to CHECKS below.
@@ -42,6 +44,7 @@ CHECKS=(
   jax_prealloc:150
   swap_four_12g:150
   swap_deterministic_training:180
+  ddp_two_gpus:300
 )
 
 # shellcheck source=lib/runner.sh
@@ -57,14 +60,16 @@ fi
 [[ ${1:-} != __check ]] || exit 1
 
 # ------------------------------------------------------------------ arguments
-usage() { sed -n '3,18p' "$SELF" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '3,21p' "$SELF" | sed 's/^# \{0,1\}//'; }
 OUTDIR=
 MODE=uvm
 ONLY=
+GPU_INDEX=
 while (($#)); do
   case $1 in
     --mode) MODE=${2:?--mode needs uvm or swap}; shift 2 ;;
     --only) ONLY=${2:?--only needs check names}; shift 2 ;;
+    --gpu) GPU_INDEX=${2:?--gpu needs a GPU index}; shift 2 ;;
     --list) printf '%s\n' "${CHECKS[@]%%:*}"; exit 0 ;;
     -h | --help) usage; exit 0 ;;
     -*) echo "unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -73,6 +78,12 @@ while (($#)); do
 done
 [[ -n $OUTDIR ]] || { usage >&2; exit 2; }
 [[ $MODE == uvm || $MODE == swap ]] || { echo "--mode must be uvm or swap" >&2; exit 2; }
+if [[ -n $GPU_INDEX ]]; then
+  TEST_GPU=$(gpu_uuid "$GPU_INDEX")
+  [[ $TEST_GPU == GPU-* ]] || { echo "--gpu $GPU_INDEX: nvidia-smi lists no such GPU" >&2; exit 2; }
+  # One GPU for everything this suite starts; checks needing more skip.
+  export TEST_GPU CUDA_VISIBLE_DEVICES=$TEST_GPU SUITE_ONE_GPU=1
+fi
 
 mkdir -p "$OUTDIR"
 OUTDIR=$(cd "$OUTDIR" && pwd)

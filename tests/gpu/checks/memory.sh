@@ -30,7 +30,7 @@ check_mem_get_info() {
     *) also_report nvml_mem_info FAIL "nvmlDeviceGetMemoryInfo in the hooked process: total $(value hooked nvml_total) (want $cap) $(value hooked nvml_error)" ;;
   esac
 
-  echo "outside the hook nvidia-smi reports used/total MiB: $(nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader,nounits -i 0)"
+  echo "outside the hook nvidia-smi reports used/total MiB: $(nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader,nounits -i "$TEST_GPU")"
   [[ $(value hooked torch_ok) == 1 ]] ||
     fail "mem_get_info total $(value hooked total) free $(value hooked free) (want total $cap, free <= total, free lower by 1 GiB after allocating 1 GiB: $(value hooked free_after_1g))"
   pass "total $(value hooked total) == ${VIRTUAL_GIB} GiB, free $(value hooked free) -> $(value hooked free_after_1g) after 1 GiB; device properties total $(value hooked props_total)"

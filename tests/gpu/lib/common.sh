@@ -150,26 +150,42 @@ result_of() { "$PY" "$RESULTS_PY" get "$1" "$2"; }
 
 # ---------------------------------------------------------------- GPU facts
 
-# gpu_free_gib : free memory of GPU 0 in GiB (integer), from nvidia-smi.
+# The GPU whose memory the single-GPU checks and benchmarks watch: TEST_GPU,
+# a UUID or an nvidia-smi index (default 0). `tests/gpu/run.sh --gpu N` sets
+# it to GPU N's UUID and makes that GPU the only one its programs see
+# (CUDA_VISIBLE_DEVICES), so suites on two GPUs can run side by side.
+TEST_GPU=${TEST_GPU:-0}
+export TEST_GPU
+
+# smi_query FIELD [GPU] : one nvidia-smi field of GPU (default TEST_GPU).
+smi_query() {
+  nvidia-smi --query-gpu="$1" --format=csv,noheader,nounits -i "${2:-$TEST_GPU}" 2>/dev/null | head -n1 | tr -d ' '
+}
+
+# gpu_count : how many GPUs nvidia-smi lists (0 if none).
+gpu_count() { nvidia-smi --query-gpu=uuid --format=csv,noheader 2>/dev/null | grep -c '^GPU-'; }
+
+# gpu_uuid INDEX : the UUID of GPU INDEX in nvidia-smi's (PCI bus) order.
+gpu_uuid() { smi_query uuid "$1"; }
+
+# gpu_free_gib [GPU] : free memory of the test GPU (or GPU) in GiB (integer).
 gpu_free_gib() {
   local mib
-  mib=$(nvidia-smi --query-gpu=memory.free --format=csv,noheader,nounits -i 0 2>/dev/null | head -n1 | tr -d ' ')
+  mib=$(smi_query memory.free "${1:-}")
   [[ $mib =~ ^[0-9]+$ ]] || mib=0
   echo $((mib / 1024))
 }
 
-# gpu_total_mib : memory of GPU 0 in MiB (0 if unknown).
+# gpu_total_mib : memory of the test GPU in MiB (0 if unknown).
 gpu_total_mib() {
   local mib
-  mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits -i 0 2>/dev/null | head -n1 | tr -d ' ')
+  mib=$(smi_query memory.total)
   [[ $mib =~ ^[0-9]+$ ]] || mib=0
   echo "$mib"
 }
 
-# gpu_used_mib : used memory of GPU 0 in MiB, from nvidia-smi.
-gpu_used_mib() {
-  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0 2>/dev/null | head -n1 | tr -d ' '
-}
+# gpu_used_mib [GPU] : used memory of the test GPU (or GPU) in MiB.
+gpu_used_mib() { smi_query memory.used "${1:-}"; }
 
 # write_facts FILE : device, driver, kernel, CUDA and library versions as JSON.
 write_facts() { "$PY" "$REPORT_PY" facts >"$1"; }
@@ -188,10 +204,8 @@ check_artifacts() {
 
 # ---------------------------------------------------------------- building
 
-# cuda_arch : the compute capability of GPU 0 as NN (e.g. 90), or empty.
-cuda_arch() {
-  nvidia-smi --query-gpu=compute_cap --format=csv,noheader -i 0 2>/dev/null | head -n1 | tr -d ' .'
-}
+# cuda_arch : the compute capability of the test GPU as NN (e.g. 90), or empty.
+cuda_arch() { smi_query compute_cap | tr -d '.'; }
 
 NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 

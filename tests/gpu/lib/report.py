@@ -19,6 +19,7 @@ import argparse
 import datetime
 import importlib.metadata
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -58,7 +59,7 @@ def cupy_version():
 
 def facts():
     row = run(["nvidia-smi", f"--query-gpu={','.join(SMI_FIELDS)}",
-               "--format=csv,noheader,nounits", "-i", "0"])
+               "--format=csv,noheader,nounits", "-i", os.environ.get("TEST_GPU", "0")])
     values = [v.strip() for v in row.split(",")] if row else []
     smi = dict(zip(SMI_FIELDS, values))
     driver_cuda = ""
@@ -76,6 +77,8 @@ def facts():
         "uname": platform.release(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "gpu_uuid": smi.get("uuid"),
+        "gpu_count": len([u for u in run(["nvidia-smi", "--query-gpu=uuid",
+                                          "--format=csv,noheader"]).splitlines() if u.strip()]),
         "memory_total_mib": smi.get("memory.total"),
         "memory_used_mib": smi.get("memory.used"),
         "memory_free_mib": smi.get("memory.free"),
@@ -125,7 +128,7 @@ def load_facts(path):
 
 def facts_line(args):
     f = load_facts(args.facts)
-    print(f"{f['device']}, driver {f['driver']} (CUDA {f['driver_cuda_version']}), "
+    print(f"{f['device']} ({f.get('gpu_uuid')}; {f.get('gpu_count', '?')} GPUs), driver {f['driver']} (CUDA {f['driver_cuda_version']}), "
           f"{f['memory_free_mib']} of {f['memory_total_mib']} MiB free, {f['pcie']}, "
           f"kernel {f['uname']}, {f['nvcc'] or 'no nvcc'}, torch {f['torch']}")
 

@@ -6,6 +6,8 @@ the top, switches and clients per GPU), so a reshuffled layout still reads.
 
 Subcommands:
   get FILE KEY             the first value of KEY found (exit 1 if none)
+  per-gpu FILE KEY         one line `UUID VALUE` per GPU domain (a dict with
+                           uuid and capacity) that has KEY
   summarize FILE...        one JSON line over many snapshots: how many parsed,
                            the most clients seen at once, the largest
                            switches/grants/bytes_restored/bytes_evicted/swap_time_us,
@@ -43,6 +45,12 @@ def find_all(node, key):
 
 def client_lists(doc):
     return [v for v in find_all(doc, "clients") if isinstance(v, list)]
+
+
+def per_gpu(doc, key):
+    """(uuid, value of key) for every GPU domain of the document."""
+    return [(d["uuid"], d[key]) for d in walk(doc)
+            if "uuid" in d and "capacity" in d and key in d]
 
 
 def summarize(paths):
@@ -85,6 +93,10 @@ def main():
             sys.exit(1)
         value = values[0]
         print(json.dumps(value) if isinstance(value, (dict, list)) else value)
+    elif cmd == "per-gpu" and len(args) == 2:
+        doc = load(args[0])
+        for uuid, value in ([] if doc is None else per_gpu(doc, args[1])):
+            print(uuid, json.dumps(value) if isinstance(value, (dict, list)) else value)
     elif cmd == "summarize":
         print(json.dumps(summarize(args)))
     else:
