@@ -4,6 +4,8 @@
 //! default used, because a typo in an environment variable must not break a
 //! training job that would run fine unshared.
 
+use crate::engine::swap::plan::{self, CopyGeometry};
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -44,6 +46,10 @@ pub struct HookConfig {
     /// Milliseconds without GPU work after which a holder reports itself
     /// idle (`NVSHARE_IDLE_MS`, default [`DEFAULT_IDLE_MS`]).
     pub idle_after_ms: u64,
+    /// How the swap engine cuts and spreads its copies:
+    /// `NVSHARE_SWAP_CHUNK_MIB` (default [`DEFAULT_SWAP_CHUNK_MIB`]) and
+    /// `NVSHARE_SWAP_STREAMS` (default [`DEFAULT_SWAP_STREAMS`]).
+    pub swap_geometry: CopyGeometry,
 }
 
 static CONFIG: OnceLock<HookConfig> = OnceLock::new();
@@ -88,6 +94,22 @@ impl HookConfig {
         let idle_after_ms = var("NVSHARE_IDLE_MS")
             .and_then(|v| v.parse().ok())
             .unwrap_or(DEFAULT_IDLE_MS);
+        let setting = |name: &'static str, range: RangeInclusive<u64>, default: u64| {
+            parse_bounded(name, var(name).as_deref(), range, default).unwrap_or_else(|err| {
+                tracing::warn!(%err, default, "invalid {name}; using the default");
+                default
+            })
+        };
+        let chunk_mib = setting(
+            "NVSHARE_SWAP_CHUNK_MIB",
+            SWAP_CHUNK_MIB_RANGE,
+            DEFAULT_SWAP_CHUNK_MIB,
+        );
+        let streams = setting(
+            "NVSHARE_SWAP_STREAMS",
+            SWAP_STREAMS_RANGE,
+            DEFAULT_SWAP_STREAMS,
+        );
         HookConfig {
             mode,
             scheduler,
@@ -95,7 +117,81 @@ impl HookConfig {
             name,
             single_oversub,
             idle_after_ms,
+            swap_geometry: CopyGeometry {
+                chunk_bytes: chunk_mib << 20,
+                // At most MAX_STREAMS (the range's end), so it fits a usize.
+                streams: streams as usize,
+            },
         }
+    }
+}
+
+/// The swap engine's copy chunk in MiB when `NVSHARE_SWAP_CHUNK_MIB` is
+/// unset: 12 GiB moved in 64 MiB chunks ran at 51-53 GB/s (DESIGN.md).
+pub const DEFAULT_SWAP_CHUNK_MIB: u64 = 64;
+
+/// What `NVSHARE_SWAP_CHUNK_MIB` may be: below 1 MiB the per-copy overhead
+/// dominates; above 1 GiB one chunk may hold a whole unit, leaving the
+/// other streams idle.
+pub const SWAP_CHUNK_MIB_RANGE: RangeInclusive<u64> = 1..=1024;
+
+/// Copy streams per device when `NVSHARE_SWAP_STREAMS` is unset.
+pub const DEFAULT_SWAP_STREAMS: u64 = 4;
+
+/// What `NVSHARE_SWAP_STREAMS` may be (streams are kept for the life of
+/// the process, so the count is bounded).
+pub const SWAP_STREAMS_RANGE: RangeInclusive<u64> = 1..=plan::MAX_STREAMS as u64;
+
+/// Why an environment setting was not used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    /// Not a whole number.
+    #[error("{name}={value:?} is not a whole number")]
+    NotANumber {
+        /// The variable.
+        name: &'static str,
+        /// Its text.
+        value: String,
+    },
+    /// A number outside the allowed range.
+    #[error("{name}={value} is outside the allowed range {min}..={max}")]
+    OutOfRange {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: u64,
+        /// The least allowed.
+        min: u64,
+        /// The most allowed.
+        max: u64,
+    },
+}
+
+/// The whole number in `value` (the text of variable `name`, `None` when
+/// unset or empty), `default` when unset; an error for text that is not a
+/// number or lies outside `range`.
+pub fn parse_bounded(
+    name: &'static str,
+    value: Option<&str>,
+    range: RangeInclusive<u64>,
+    default: u64,
+) -> Result<u64, SettingError> {
+    let Some(text) = value.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(default);
+    };
+    let parsed: u64 = text.parse().map_err(|_| SettingError::NotANumber {
+        name,
+        value: text.to_owned(),
+    })?;
+    if range.contains(&parsed) {
+        Ok(parsed)
+    } else {
+        Err(SettingError::OutOfRange {
+            name,
+            value: parsed,
+            min: *range.start(),
+            max: *range.end(),
+        })
     }
 }
 
@@ -117,4 +213,65 @@ fn program_name() -> String {
         .map(PathBuf::from)
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| format!("pid-{}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NAME: &str = "NVSHARE_SWAP_STREAMS";
+
+    #[test]
+    fn an_unset_or_empty_setting_is_the_default() {
+        assert_eq!(parse_bounded(NAME, None, 1..=8, 4), Ok(4));
+        assert_eq!(parse_bounded(NAME, Some(""), 1..=8, 4), Ok(4));
+        assert_eq!(parse_bounded(NAME, Some("  "), 1..=8, 4), Ok(4));
+    }
+
+    #[test]
+    fn a_number_in_range_is_taken_including_the_bounds() {
+        assert_eq!(parse_bounded(NAME, Some("1"), 1..=8, 4), Ok(1));
+        assert_eq!(parse_bounded(NAME, Some(" 3 "), 1..=8, 4), Ok(3));
+        assert_eq!(parse_bounded(NAME, Some("8"), 1..=8, 4), Ok(8));
+    }
+
+    #[test]
+    fn text_and_out_of_range_numbers_are_refused_with_the_name() {
+        for text in ["four", "-1", "2.5", "64MiB"] {
+            let err = parse_bounded(NAME, Some(text), 1..=8, 4).unwrap_err();
+            assert!(matches!(err, SettingError::NotANumber { .. }), "{text}");
+            assert!(err.to_string().contains(NAME), "{err}");
+        }
+        let err = parse_bounded(NAME, Some("9"), 1..=8, 4).unwrap_err();
+        assert_eq!(
+            err,
+            SettingError::OutOfRange {
+                name: NAME,
+                value: 9,
+                min: 1,
+                max: 8
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "NVSHARE_SWAP_STREAMS=9 is outside the allowed range 1..=8"
+        );
+        assert!(matches!(
+            parse_bounded(NAME, Some("0"), 1..=8, 4),
+            Err(SettingError::OutOfRange { value: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn the_geometry_defaults_lie_in_their_ranges() {
+        assert!(SWAP_CHUNK_MIB_RANGE.contains(&DEFAULT_SWAP_CHUNK_MIB));
+        assert!(SWAP_STREAMS_RANGE.contains(&DEFAULT_SWAP_STREAMS));
+        assert_eq!(
+            CopyGeometry::DEFAULT,
+            CopyGeometry {
+                chunk_bytes: DEFAULT_SWAP_CHUNK_MIB << 20,
+                streams: DEFAULT_SWAP_STREAMS as usize,
+            }
+        );
+    }
 }

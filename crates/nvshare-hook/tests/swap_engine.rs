@@ -3,20 +3,25 @@
 //! `restore` called directly. Checks what moved (usage, the driver's trace),
 //! that data survives, that pointer queries on swapped-out memory are
 //! answered (where the driver itself refuses them), that the host limit
-//! refuses an eviction cleanly, and that shadows are reused.
+//! refuses an eviction cleanly, and that shadows are reused. A second
+//! scenario restores several units with a non-default copy geometry (three
+//! streams, 3 MiB chunks) and a GPU too full to take them all back.
 //!
-//! The scenario needs the fake `libcuda.so.1` on the library path from
+//! The scenarios need the fake `libcuda.so.1` on the library path from
 //! process start, so the test re-runs its own executable as a child.
 
 mod support;
 
+use nvshare::engine::swap::plan::CopyGeometry;
 use nvshare::ffi::*;
 use nvshare::symbols::exports;
-use nvshare::{driver, engine};
+use nvshare::{config, driver, engine};
+use std::collections::BTreeMap;
 use std::ffi::c_void;
 use support::run_scenario_in_child;
 
 const CHILD_MARKER: &str = "NVSHARE_TEST_SWAP_CHILD";
+const GEOMETRY_CHILD_MARKER: &str = "NVSHARE_TEST_SWAP_GEOMETRY_CHILD";
 const MIB: u64 = 1 << 20;
 /// Room for the shadows of the 6 and 4 MiB units, not for 6 + 4 + 2.
 const HOST_LIMIT: u64 = 11 * MIB;
@@ -57,6 +62,183 @@ fn swap_engine_moves_units_keeps_data_and_answers_queries_on_swapped_memory() {
         unregistered, 4,
         "the dropped shadow and those of freed units are given back:\n{trace}"
     );
+}
+
+/// The fake GPU of the geometry scenario: room for all its units (two of
+/// 10 MiB, three 2 MiB slabs), not for them beside another 8 MiB.
+const GEOMETRY_GPU: u64 = 26 * MIB;
+
+#[test]
+fn a_pipelined_restore_with_three_streams_and_odd_chunks_keeps_every_unit_intact() {
+    if std::env::var_os(GEOMETRY_CHILD_MARKER).is_some() {
+        geometry_scenario();
+        return;
+    }
+    let trace_dir = tempfile::tempdir().expect("a temp dir for the trace");
+    let trace = trace_dir.path().join("trace.log");
+    run_scenario_in_child(
+        "a_pipelined_restore_with_three_streams_and_odd_chunks_keeps_every_unit_intact",
+        GEOMETRY_CHILD_MARKER,
+        "swap",
+        &trace,
+        &[
+            ("NVSHARE_SWAP_STREAMS", "3".to_owned()),
+            ("NVSHARE_SWAP_CHUNK_MIB", "3".to_owned()),
+            ("FAKE_CUDA_MEMORY", GEOMETRY_GPU.to_string()),
+        ],
+    );
+    let trace = std::fs::read_to_string(&trace).expect("read the fake driver's trace");
+    let sizes = restore_copies_only_into_accessible_memory(&trace);
+    assert!(
+        sizes.iter().all(|&bytes| bytes <= 3 * MIB),
+        "restore copies are cut into 3 MiB chunks: {sizes:?}\n{trace}"
+    );
+    assert!(
+        sizes.contains(&MIB) && sizes.contains(&(2 * MIB)),
+        "10 MiB units end in 1 MiB tails, 2 MiB slabs are one chunk: {sizes:?}"
+    );
+}
+
+/// A `key=value` field of a trace line, as a number (hex with `0x`).
+fn field(line: &str, key: &str) -> Option<u64> {
+    let value = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))?;
+    match value.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => value.parse().ok(),
+    }
+}
+
+/// Checks, in trace order, that every host-to-device copy out of a
+/// registered host shadow (a restore's copy) lands inside memory that is
+/// mapped and whose access was set before it, and not unmapped since;
+/// returns those copies' sizes.
+fn restore_copies_only_into_accessible_memory(trace: &str) -> Vec<u64> {
+    let mut shadows: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut accessible: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut sizes = Vec::new();
+    let inside = |ranges: &BTreeMap<u64, u64>, at: u64, bytes: u64| {
+        ranges
+            .range(..=at)
+            .next_back()
+            .is_some_and(|(&start, &len)| at + bytes <= start + len)
+    };
+    for line in trace.lines() {
+        let event = line.split_whitespace().nth(2).unwrap_or_default();
+        let (ptr, bytes) = (field(line, "ptr"), field(line, "bytes"));
+        match event {
+            "register" => {
+                shadows.insert(ptr.expect("ptr"), bytes.expect("bytes"));
+            }
+            "unregister" => {
+                shadows.remove(&ptr.expect("ptr"));
+            }
+            "access" => {
+                accessible.insert(ptr.expect("ptr"), bytes.expect("bytes"));
+            }
+            "unmap" => {
+                accessible.remove(&ptr.expect("ptr"));
+            }
+            "memcpy" if line.contains("kind=HtoD") => {
+                let (src, dst) = (
+                    field(line, "src").expect("src"),
+                    field(line, "dst").expect("dst"),
+                );
+                let bytes = bytes.expect("bytes");
+                if inside(&shadows, src, bytes) {
+                    assert!(
+                        inside(&accessible, dst, bytes),
+                        "a restore copied into memory not mapped with access set: {line}\n{trace}"
+                    );
+                    sizes.push(bytes);
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        !sizes.is_empty(),
+        "no restore copies in the trace:\n{trace}"
+    );
+    sizes
+}
+
+/// Runs in the child of the geometry test.
+fn geometry_scenario() {
+    let table = driver::table().expect("the fake driver loads");
+    let init = table.helpers.cuInit.expect("cuInit");
+    // SAFETY: cuInit takes flags only.
+    check("cuInit", unsafe { init(0) });
+    let ctx = driver::primary_ctx_retain(0).expect("retain the primary context");
+    driver::ctx_set_current(ctx).expect("make it current");
+    let engine = engine::current();
+    assert_eq!(
+        config::get().swap_geometry,
+        CopyGeometry {
+            chunk_bytes: 3 * MIB,
+            streams: 3
+        }
+    );
+
+    // Two 10 MiB units (a 3 MiB chunk geometry cuts each into 3 + 3 + 3 +
+    // 1) and three slabs of small allocations (classes 1 KiB, 3 KiB, 64 KiB).
+    let mut kept = vec![alloc(10 * MIB, 11), alloc(10 * MIB - 4096, 12)];
+    for (index, bytes) in [1000u64, 1000, 3000, 60_000, 1000].into_iter().enumerate() {
+        kept.push(alloc(bytes, 20 + index as u8));
+    }
+    let footprint = 20 * MIB + 3 * 2 * MIB;
+    assert_eq!(engine.usage(0).footprint, footprint);
+    for round in 0..3 {
+        assert_eq!(
+            engine.evict(0, footprint).expect("evict everything"),
+            footprint,
+            "round {round}"
+        );
+        assert_eq!(engine.usage(0).resident, 0);
+        assert_eq!(engine.restore(0).expect("restore everything"), footprint);
+        assert_eq!(engine.usage(0).resident, footprint);
+        for (ptr, data) in &kept {
+            assert_intact(*ptr, data);
+        }
+        // Changes made between switches must come back too.
+        let (ptr, data) = &mut kept[round];
+        data.iter_mut().for_each(|b| *b = b.wrapping_add(1));
+        // SAFETY: `data` holds as many bytes as the allocation at `ptr`.
+        check("cuMemcpyHtoD_v2", unsafe {
+            exports::cuMemcpyHtoD_v2(*ptr, data.as_ptr().cast::<c_void>(), data.len())
+        });
+    }
+
+    // Everything out, then an 8 MiB allocation: the units no longer all
+    // fit. The restore maps units until one does not fit; those mapped
+    // before it (their copies already queued) come back, the rest stay
+    // out with their shadows and come back once there is room.
+    assert_eq!(engine.evict(0, footprint).expect("evict all"), footprint);
+    let (blocker, blocker_data) = alloc(8 * MIB, 30);
+    let refused = engine.restore(0);
+    assert!(
+        matches!(refused, Err(engine::EngineError::Driver { .. })),
+        "18 MiB free cannot take 26 MiB back: {refused:?}"
+    );
+    let partly = engine.usage(0).resident - 8 * MIB;
+    assert!(
+        partly > 0 && partly < footprint,
+        "the units that fitted came back, not all: {partly} bytes"
+    );
+    assert_intact(blocker, &blocker_data);
+    free(blocker);
+    assert_eq!(
+        engine.restore(0).expect("the rest now fits"),
+        footprint - partly
+    );
+    for (ptr, data) in &kept {
+        assert_intact(*ptr, data);
+    }
+    for (ptr, _) in kept {
+        free(ptr);
+    }
+    assert_eq!(engine.usage(0).footprint, 0);
 }
 
 fn check(call: &str, status: CUresult) {

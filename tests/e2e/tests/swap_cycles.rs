@@ -1,20 +1,24 @@
 //! Swap mode under sustained pressure: three programs whose memory does not
 //! fit together on the virtual GPU (any two do) compete through the real
 //! daemon with a very short quantum, so their memory goes out to host
-//! shadows and back at least a thousand times in all. Each program verifies
-//! its own checksum at the end; the cycles are counted from the fake
-//! driver's trace (a unit `unmap`ped by an eviction and `map`ped again at
-//! the same address by the restore). The evictions themselves (each moving
-//! one or more units) are counted from the programs' logs and printed.
+//! shadows and back at least a thousand times in all. The programs keep
+//! working until told to stop: the test reads the fake driver's trace as
+//! it grows, counting cycles (a unit `unmap`ped by an eviction and `map`ped
+//! again at the same address by the restore), and creates the programs'
+//! stop file once a thousand are counted, so the number of cycles no longer
+//! depends on the machine's speed (a deadline fails a run that cannot get
+//! there). Each program then verifies its own checksum over the iterations
+//! it ran. The evictions themselves (each moving one or more units) are
+//! counted from the programs' logs and printed.
 //!
 //! The programs' shapes (how many buffers, how large; slab-backed small
 //! ones and whole-unit large ones) come from a seeded generator, so
 //! evictions pick different subsets of units from run to run. The seed is
 //! printed; `NVSHARE_SWAP_CYCLES_SEED=<n>` replays a run.
 
-use nvshare_e2e::trace::Trace;
 use nvshare_e2e::{PROGRAM_LIMIT, Sandbox, json_result, kill_hard};
 use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -37,12 +41,18 @@ const SEED_VARIABLE: &str = "NVSHARE_SWAP_CYCLES_SEED";
 /// The programs' names.
 const NAMES: [&str; 3] = ["a", "b", "c"];
 
-/// Each program's iterations are drawn from this range: long enough for
-/// well over a thousand cycles while all three compete (in a debug build on
-/// a 2-core machine about 75 evictions and 150 units move out and back per
-/// second, and the three finish in about 16 s), short enough for the test
-/// to end well within a minute on a slower or busier machine.
-const ITERATIONS: (u64, u64) = (450, 480);
+/// Each program runs at least this many iterations before it looks for
+/// the stop file: all three are surely under way when it appears.
+const MIN_ITERATIONS: u64 = 3;
+
+/// How long the three may take to reach [`CYCLES_WANTED`]: in a debug
+/// build on a 2-core machine about 150 units move out and back per second
+/// (under 10 s for a thousand), so this only fails a run that is stuck or
+/// many times slower.
+const CYCLES_DEADLINE: Duration = Duration::from_secs(150);
+
+/// How often the trace is read while the programs run.
+const POLL: Duration = Duration::from_millis(50);
 
 /// The daemon's time slice, shorter than a switch costs in the debug fake
 /// (waiting for the holder's iteration, the copies, remapping: 5-20 ms), so
@@ -191,10 +201,11 @@ fn log_of(sandbox: &Sandbox, name: &str) -> PathBuf {
     sandbox.path().join(format!("{name}.log"))
 }
 
-/// A verified worker in swap mode with `shape`'s memory: many short
-/// iterations, each synchronized and followed by a 1 ms pause, so a drop
-/// request is honoured within about one iteration. It logs each move.
-fn worker(sandbox: &Sandbox, name: &str, shape: Shape, iterations: u64, seed: u64) -> Child {
+/// A verified worker in swap mode with `shape`'s memory: short iterations,
+/// each synchronized and followed by a 1 ms pause, so a drop request is
+/// honoured within about one iteration, until `stop` exists. It logs each
+/// move.
+fn worker(sandbox: &Sandbox, name: &str, shape: Shape, stop: &Path, seed: u64) -> Child {
     let log = std::fs::File::create(log_of(sandbox, name)).expect("create a worker's log");
     let mut command = sandbox.hooked("cuda-worker");
     command
@@ -203,7 +214,9 @@ fn worker(sandbox: &Sandbox, name: &str, shape: Shape, iterations: u64, seed: u6
         .env("NVSHARE_LOG", "info,nvshare::engine::swap=debug")
         .args(["--buffers", &shape.buffers.to_string()])
         .args(["--bytes", &shape.bytes.to_string()])
-        .args(["--iterations", &iterations.to_string()])
+        .args(["--iterations", &MIN_ITERATIONS.to_string()])
+        .arg("--until-file")
+        .arg(stop)
         .args(["--sleep-us", "500"])
         .args(["--pause-ms", "1"])
         .args(["--seed", &(seed % 1000).to_string()])
@@ -246,36 +259,87 @@ fn finish(mut child: Child, name: &str, log: &Path) -> Output {
     output
 }
 
-/// Per process: how many times a unit came back to the address it was
-/// evicted from (an `unmap` followed, later, by a `map` of the same range).
-/// The program's own frees at its end are unmaps never followed by a map,
-/// and its first mappings follow no unmap: neither counts.
-fn cycles_by_pid(trace: &Trace) -> BTreeMap<u32, usize> {
-    let mut away: BTreeMap<(u32, String), String> = BTreeMap::new();
-    let mut cycles: BTreeMap<u32, usize> = BTreeMap::new();
-    for event in &trace.events {
-        let (Some(ptr), Some(bytes)) = (event.fields.get("ptr"), event.fields.get("bytes")) else {
-            continue;
-        };
-        let key = (event.pid, ptr.clone());
-        match event.name.as_str() {
-            "unmap" => {
-                away.insert(key, bytes.clone());
-            }
-            "map" => {
-                if let Some(evicted) = away.remove(&key) {
-                    assert_eq!(
-                        &evicted, bytes,
-                        "pid {} got back a different size at {ptr}",
-                        event.pid
-                    );
-                    *cycles.entry(event.pid).or_default() += 1;
-                }
-            }
-            _ => {}
+/// Counts, per process, how many times a unit came back to the address it
+/// was evicted from (an `unmap` followed, later, by a `map` of the same
+/// range), reading the trace incrementally as the programs append to it.
+/// The programs' own frees at their end are unmaps never followed by a map,
+/// and their first mappings follow no unmap: neither counts.
+struct CycleCounter {
+    path: PathBuf,
+    /// Bytes of the trace read so far.
+    read: u64,
+    /// The start of a line not yet complete when last read.
+    partial: Vec<u8>,
+    /// Units unmapped and not yet mapped again: (pid, ptr) to bytes.
+    away: BTreeMap<(u32, String), String>,
+    cycles: BTreeMap<u32, usize>,
+}
+
+impl CycleCounter {
+    fn new(path: PathBuf) -> Self {
+        CycleCounter {
+            path,
+            read: 0,
+            partial: Vec::new(),
+            away: BTreeMap::new(),
+            cycles: BTreeMap::new(),
         }
     }
-    cycles
+
+    /// Reads what was appended since the last call and counts its cycles.
+    fn update(&mut self) {
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return; // No event traced yet.
+        };
+        file.seek(SeekFrom::Start(self.read))
+            .expect("seek in the trace");
+        let mut fresh = std::mem::take(&mut self.partial);
+        let before = fresh.len();
+        file.read_to_end(&mut fresh).expect("read the trace");
+        self.read += (fresh.len() - before) as u64;
+        // A writer may be half-way through a line: keep it for next time.
+        let complete = fresh.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        self.partial = fresh.split_off(complete);
+        for line in String::from_utf8_lossy(&fresh).lines() {
+            self.event(line);
+        }
+    }
+
+    /// One trace line: `<pid> <ns> <event> <key=value>...`.
+    fn event(&mut self, line: &str) {
+        let mut words = line.split_whitespace();
+        let (Some(pid), Some(_ns), Some(name)) = (words.next(), words.next(), words.next()) else {
+            return;
+        };
+        if name != "map" && name != "unmap" {
+            return;
+        }
+        let Ok(pid) = pid.parse::<u32>() else { return };
+        let fields: BTreeMap<&str, &str> = words.filter_map(|w| w.split_once('=')).collect();
+        let (Some(&ptr), Some(&bytes)) = (fields.get("ptr"), fields.get("bytes")) else {
+            return;
+        };
+        let key = (pid, ptr.to_owned());
+        if name == "unmap" {
+            self.away.insert(key, bytes.to_owned());
+        } else if let Some(evicted) = self.away.remove(&key) {
+            assert_eq!(
+                evicted, bytes,
+                "pid {pid} got back a different size at {ptr}"
+            );
+            *self.cycles.entry(pid).or_default() += 1;
+        }
+    }
+
+    /// Cycles of one process.
+    fn of(&self, pid: u32) -> usize {
+        self.cycles.get(&pid).copied().unwrap_or(0)
+    }
+
+    /// Cycles of the given processes together.
+    fn total(&self, pids: &[u32]) -> usize {
+        pids.iter().map(|&pid| self.of(pid)).sum()
+    }
 }
 
 #[test]
@@ -288,19 +352,47 @@ fn contents_survive_a_thousand_swap_cycles_among_three_competing_programs() {
     let sandbox = Sandbox::new();
     let capacity = format!("{capacity_mib}MiB");
     let _daemon = sandbox.daemon(&["--memory-capacity", &capacity, "--quantum", QUANTUM]);
+    let stop = sandbox.path().join("stop");
     let started = Instant::now();
     let mut workers = Workers(
         shapes
             .iter()
             .zip(NAMES)
-            .map(|(&shape, name)| {
-                let iterations = rng.between(ITERATIONS.0, ITERATIONS.1);
-                Some(worker(&sandbox, name, shape, iterations, rng.next()))
-            })
+            .map(|(&shape, name)| Some(worker(&sandbox, name, shape, &stop, rng.next())))
             .collect(),
     );
     let pids: Vec<u32> = workers.0.iter().flatten().map(Child::id).collect();
+    let mut counter = CycleCounter::new(sandbox.trace_path());
+    loop {
+        counter.update();
+        let total = counter.total(&pids);
+        if total >= CYCLES_WANTED {
+            break;
+        }
+        for (index, name) in NAMES.into_iter().enumerate() {
+            let child = workers.0[index].as_mut().expect("not yet waited for");
+            if child.try_wait().expect("poll a worker").is_some() {
+                let child = workers.0[index].take().expect("just polled");
+                // Fails the test with the worker's log if it failed.
+                let output = finish(child, name, &log_of(&sandbox, name));
+                panic!(
+                    "worker {name} ended before it was told to stop, after {total} cycles: {}",
+                    String::from_utf8_lossy(&output.stdout)
+                );
+            }
+        }
+        assert!(
+            started.elapsed() < CYCLES_DEADLINE,
+            "only {total} units were swapped out and back among the three programs in \
+             {CYCLES_DEADLINE:?}, {CYCLES_WANTED} wanted (seed {seed}; by pid {:?})",
+            counter.cycles
+        );
+        std::thread::sleep(POLL);
+    }
+    let reached = started.elapsed();
+    std::fs::File::create(&stop).expect("create the stop file");
     let mut evictions = 0;
+    let mut iterations = Vec::new();
     for (index, name) in NAMES.into_iter().enumerate() {
         let worker = workers.0[index]
             .take()
@@ -308,24 +400,25 @@ fn contents_survive_a_thousand_swap_cycles_among_three_competing_programs() {
         let log = log_of(&sandbox, name);
         let result = json_result(&finish(worker, name, &log));
         assert_eq!(result["ok"], true, "{name}'s checksum is wrong: {result}");
+        iterations.push(result["iterations"].as_u64().unwrap_or(0));
         evictions += std::fs::read_to_string(&log)
             .expect("read a worker's log")
             .matches("swapped GPU memory out to host shadows")
             .count();
     }
     let elapsed = started.elapsed();
-    let cycles = cycles_by_pid(&sandbox.trace());
-    let total: usize = pids
-        .iter()
-        .map(|pid| cycles.get(pid).copied().unwrap_or(0))
-        .sum();
+    counter.update();
+    let total = counter.total(&pids);
     eprintln!(
-        "{total} units swapped out and back in {evictions} evictions in {:.1} s ({cycles:?} by pid)",
-        elapsed.as_secs_f64()
+        "{total} units swapped out and back in {evictions} evictions in {:.1} s \
+         ({CYCLES_WANTED} reached after {:.1} s; {:?} by pid; iterations {iterations:?})",
+        elapsed.as_secs_f64(),
+        reached.as_secs_f64(),
+        counter.cycles
     );
-    for pid in &pids {
+    for &pid in &pids {
         assert!(
-            cycles.get(pid).copied().unwrap_or(0) > 0,
+            counter.of(pid) > 0,
             "pid {pid} was never swapped out and back: the three did not compete"
         );
     }

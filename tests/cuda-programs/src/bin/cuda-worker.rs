@@ -3,7 +3,14 @@
 //! (optionally with long `sleep_us` kernels and host pauses between
 //! iterations), then compare the device checksum with the host's. Prints one
 //! JSON line and exits 0 only if the result is correct.
+//!
+//! With `--until-file PATH` the job runs at least `--iterations` iterations
+//! and then keeps going until `PATH` exists, so a test can stop it when
+//! something has been observed (rather than guess an iteration count that
+//! depends on the machine's speed); the checksum covers the iterations
+//! actually run, which the JSON line reports.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -28,9 +35,13 @@ struct Args {
     /// VMM only: bytes per cuMemCreate handle (0: one handle).
     #[arg(long, default_value_t = 0)]
     chunk: u64,
-    /// Iterations of the add kernel.
+    /// Iterations of the add kernel (the least, with `--until-file`).
     #[arg(long, default_value_t = 10)]
     iterations: u32,
+    /// After `--iterations`, keep iterating until this file exists (checked
+    /// after each iteration).
+    #[arg(long)]
+    until_file: Option<PathBuf>,
     /// Streams to split each iteration over (1 or 2).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
     streams: u8,
@@ -61,11 +72,27 @@ struct Args {
 struct Outcome {
     checksum: u64,
     expected: u64,
+    /// Iterations run (on each device).
+    iterations: u32,
 }
 
-fn host_checksum(args: &Args, count: u64) -> u64 {
-    let added = (1..=args.iterations).fold(0u32, |sum, i| sum.wrapping_add(i));
+/// The checksum of `count` u32s filled with the seed after `iterations`
+/// iterations (iteration i adds i + 1).
+fn host_checksum(args: &Args, iterations: u32, count: u64) -> u64 {
+    let added = (1..=iterations).fold(0u32, |sum, i| sum.wrapping_add(i));
     u64::from(args.seed.wrapping_add(added)).wrapping_mul(count)
+}
+
+/// Whether the job should run another iteration after `done`.
+fn keep_going(args: &Args, done: u32) -> bool {
+    if done < args.iterations {
+        return true;
+    }
+    match &args.until_file {
+        // The add values are u32s: stop rather than wrap the counter.
+        Some(path) => !path.exists() && done < u32::MAX,
+        None => false,
+    }
 }
 
 fn run(args: &Args) -> Result<Outcome, Error> {
@@ -86,7 +113,8 @@ fn run(args: &Args) -> Result<Outcome, Error> {
         cuda.synchronize(streams[0])?;
     }
     let share = count / streams.len() as u64;
-    for iteration in 0..args.iterations {
+    let mut iteration = 0u32;
+    while keep_going(args, iteration) {
         for (index, stream) in streams.iter().enumerate() {
             if args.sleep_us > 0 {
                 let mut us = args.sleep_us;
@@ -114,6 +142,7 @@ fn run(args: &Args) -> Result<Outcome, Error> {
             }
             std::thread::sleep(Duration::from_millis(args.pause_ms));
         }
+        iteration += 1;
     }
     for stream in &streams {
         cuda.synchronize(*stream)?;
@@ -144,7 +173,8 @@ fn run(args: &Args) -> Result<Outcome, Error> {
     }
     Ok(Outcome {
         checksum,
-        expected: host_checksum(args, count).wrapping_mul(u64::from(args.buffers)),
+        expected: host_checksum(args, iteration, count).wrapping_mul(u64::from(args.buffers)),
+        iterations: iteration,
     })
 }
 
@@ -175,11 +205,15 @@ fn run_everywhere(args: &Args) -> Result<Outcome, Error> {
     let mut total = Outcome {
         checksum: 0,
         expected: 0,
+        iterations: u32::MAX,
     };
     for outcome in outcomes {
         let outcome = outcome?;
         total.checksum = total.checksum.wrapping_add(outcome.checksum);
         total.expected = total.expected.wrapping_add(outcome.expected);
+        // Devices may stop after different counts with `--until-file`:
+        // report the fewest.
+        total.iterations = total.iterations.min(outcome.iterations);
     }
     Ok(total)
 }
@@ -202,7 +236,7 @@ fn main() {
         Ok(o) => (
             true,
             json!({
-                "ok": true, "checksum": o.checksum, "iterations": args.iterations,
+                "ok": true, "checksum": o.checksum, "iterations": o.iterations,
                 "elapsed_ms": elapsed_ms, "pid": std::process::id(), "bytes": args.bytes,
                 "buffers": args.buffers, "alloc": args.alloc, "device": args.device, "devices": args.devices,
             }),
@@ -218,4 +252,43 @@ fn main() {
     };
     println!("{line}");
     std::process::exit(if ok { 0 } else { 1 });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["cuda-worker", "--iterations", "3"];
+        argv.extend_from_slice(extra);
+        Args::parse_from(argv)
+    }
+
+    #[test]
+    fn a_fixed_count_stops_at_the_count() {
+        let args = args(&[]);
+        assert!(keep_going(&args, 2));
+        assert!(!keep_going(&args, 3));
+    }
+
+    #[test]
+    fn with_a_stop_file_the_count_is_a_minimum_and_the_file_ends_the_run() {
+        let dir = std::env::temp_dir().join(format!("cuda-worker-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let stop = dir.join("stop");
+        let _ = std::fs::remove_file(&stop);
+        let args = args(&["--until-file", stop.to_str().expect("a UTF-8 path")]);
+        assert!(keep_going(&args, 3) && keep_going(&args, 1000));
+        std::fs::write(&stop, b"").expect("create the stop file");
+        assert!(keep_going(&args, 2), "the minimum is run even once stopped");
+        assert!(!keep_going(&args, 3));
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
+    fn the_expected_checksum_follows_the_iterations_run() {
+        let args = args(&["--seed", "7"]);
+        assert_eq!(host_checksum(&args, 0, 10), 70);
+        assert_eq!(host_checksum(&args, 3, 10), (7 + 1 + 2 + 3) * 10);
+    }
 }

@@ -9,7 +9,8 @@
 //! records per allocation, for pointer queries.
 //!
 //! # Layout
-//! - [`plan`]: pure choices: LRU order, copy chunks, host memory room.
+//! - [`plan`]: pure choices: LRU order, copy geometry and chunks, the
+//!   order of a pipelined restore, host memory room.
 //! - [`slab`]: size classes and block bookkeeping of small allocations.
 //! - [`unit`]: one reserved range and its mapping (create, unmap, destroy).
 //! - [`shadow`]: pinned (or pageable) host copies and their budget.
@@ -253,11 +254,19 @@ impl MemoryEngine for SwapEngine {
         if bytes == 0 {
             return Ok(0);
         }
+        let geometry = crate::config::get().swap_geometry;
         let streams = self
             .streams
-            .of(device)
+            .of(device, geometry.streams)
             .map_err(|source| EngineError::Driver { device, source })?;
-        moves::evict(&mut self.units(), &streams, self.budget(), device, bytes)
+        moves::evict(
+            &mut self.units(),
+            &streams,
+            geometry.chunk_bytes,
+            self.budget(),
+            device,
+            bytes,
+        )
     }
 
     fn restore(&self, device: CUdevice) -> Result<u64, EngineError> {
@@ -265,11 +274,12 @@ impl MemoryEngine for SwapEngine {
         if !units.on(device).any(|u| !u.is_resident()) {
             return Ok(0);
         }
+        let geometry = crate::config::get().swap_geometry;
         let streams = self
             .streams
-            .of(device)
+            .of(device, geometry.streams)
             .map_err(|source| EngineError::Driver { device, source })?;
-        moves::restore(&mut units, &streams, device)
+        moves::restore(&mut units, &streams, geometry.chunk_bytes, device)
     }
 
     fn on_fork_child(&self) {

@@ -1,16 +1,24 @@
 //! Moving units between the GPU and their host shadows.
 //!
-//! Both directions copy in [`plan::CHUNK_BYTES`] chunks dealt over the
-//! hook's streams, wait for all of them, and only then change mappings, so
-//! that a failure leaves every unit either resident and intact, or swapped
-//! out with a complete shadow:
+//! Both directions copy in chunks dealt over the hook's streams (the
+//! [`CopyGeometry`]: `NVSHARE_SWAP_CHUNK_MIB`, `NVSHARE_SWAP_STREAMS`) and
+//! wait for all of them before any unit counts as moved, so that a failure
+//! leaves every unit either resident and intact, or swapped out with a
+//! complete, authoritative shadow:
 //! - eviction makes every shadow it needs before copying anything (a
 //!   refusal moves nothing), copies, waits, then unmaps unit by unit;
-//! - restoration maps fresh memory, copies, waits; if the copies fail the
-//!   fresh memory is released again and the shadows stay authoritative.
+//! - restoration is pipelined ([`plan::restore_steps`]): it maps a unit's
+//!   fresh memory (with access set), enqueues that unit's copies at once
+//!   and maps the next unit while they run; a copy only ever goes into
+//!   memory already mapped and accessible. It then waits for every copy.
+//!   A unit counts as restored only after that wait succeeded; if any copy
+//!   fails, all fresh memory of the restore is released again and the
+//!   shadows stay authoritative. If mapping a unit fails (typically the GPU
+//!   is full), the units mapped before it are restored and the rest stay
+//!   swapped out.
 
 use super::Units;
-use super::plan::{self, Candidate};
+use super::plan::{self, Candidate, Chunk, CopyGeometry, RestoreStep};
 use super::shadow::{HostBudget, Shadow};
 use super::streams::CopyStreams;
 use super::unit::Unit;
@@ -49,49 +57,61 @@ enum Direction {
     ToDevice,
 }
 
+/// Enqueues one chunk of `unit`'s copy between its memory and its shadow
+/// on the chunk's stream. The unit must be mapped with access set and have
+/// a shadow of its size, and both must stay so until the streams have been
+/// synchronized.
+fn enqueue_chunk(
+    unit: &Unit,
+    chunk: &Chunk,
+    streams: &CopyStreams,
+    direction: Direction,
+) -> Result<(), CudaError> {
+    let shadow = unit.shadow.as_ref().expect("a moved unit has a shadow");
+    debug_assert_eq!(shadow.bytes(), unit.bytes);
+    debug_assert!(unit.is_resident(), "copies only touch mapped memory");
+    debug_assert!(chunk.offset + chunk.bytes <= unit.bytes);
+    // SAFETY: the chunk lies within the shadow (same size as the unit, see
+    // `plan::chunks`), which the engine's lock keeps alive and untouched
+    // until the callers' synchronize has returned.
+    let (host, device_ptr) = unsafe {
+        (
+            shadow.ptr().cast::<u8>().add(chunk.offset as usize),
+            unit.base + chunk.offset,
+        )
+    };
+    let stream = streams.stream(chunk.stream);
+    // SAFETY: as above; the device range is mapped and accessible (the
+    // caller's contract) and stays so until the synchronize.
+    unsafe {
+        match direction {
+            Direction::ToHost => {
+                driver::copy_to_host_async(host.cast(), device_ptr, chunk.bytes, stream)
+            }
+            Direction::ToDevice => {
+                driver::copy_to_device_async(device_ptr, host.cast(), chunk.bytes, stream)
+            }
+        }
+    }
+}
+
 /// Copies every unit of `chosen` between its memory and its shadow and
 /// waits. Each unit must be mapped and have a shadow of its size.
 fn copy_all(
     units: &Units,
     chosen: &[CUdeviceptr],
     streams: &CopyStreams,
+    chunk_bytes: u64,
     direction: Direction,
 ) -> Result<(), CudaError> {
     let picked: Vec<&Unit> = chosen.iter().map(|b| &units.by_base[b]).collect();
     let sizes: Vec<u64> = picked.iter().map(|u| u.bytes).collect();
-    let plan = plan::chunks(&sizes, plan::CHUNK_BYTES, plan::STREAMS);
-    let mut enqueued = Ok(());
-    'units: for (unit, chunks) in picked.iter().zip(&plan) {
-        let shadow = unit.shadow.as_ref().expect("a moved unit has a shadow");
-        debug_assert_eq!(shadow.bytes(), unit.bytes);
-        for chunk in chunks {
-            // SAFETY: the chunk lies within the shadow (same size as the
-            // unit, see `plan::chunks`), which the engine's lock keeps alive
-            // and untouched until the synchronize below has returned.
-            let (host, device_ptr) = unsafe {
-                (
-                    shadow.ptr().cast::<u8>().add(chunk.offset as usize),
-                    unit.base + chunk.offset,
-                )
-            };
-            let stream = streams.stream(chunk.stream);
-            // SAFETY: as above.
-            let result = unsafe {
-                match direction {
-                    Direction::ToHost => {
-                        driver::copy_to_host_async(host.cast(), device_ptr, chunk.bytes, stream)
-                    }
-                    Direction::ToDevice => {
-                        driver::copy_to_device_async(device_ptr, host.cast(), chunk.bytes, stream)
-                    }
-                }
-            };
-            if let Err(err) = result {
-                enqueued = Err(err);
-                break 'units;
-            }
-        }
-    }
+    let plan = plan::chunks(&sizes, chunk_bytes, streams.count());
+    let enqueued = picked
+        .iter()
+        .zip(&plan)
+        .flat_map(|(unit, chunks)| chunks.iter().map(move |chunk| (*unit, chunk)))
+        .try_for_each(|(unit, chunk)| enqueue_chunk(unit, chunk, streams, direction));
     // Wait even after a failure: no copy may still run once we return.
     let waited = streams.synchronize();
     enqueued.and(waited)
@@ -103,6 +123,7 @@ fn copy_all(
 pub fn evict(
     units: &mut Units,
     streams: &CopyStreams,
+    chunk_bytes: u64,
     budget: HostBudget,
     device: CUdevice,
     bytes: u64,
@@ -135,7 +156,7 @@ pub fn evict(
         source,
     })?;
     let _pushed = PushedContext::push(streams.ctx()).map_err(driver_error)?;
-    copy_all(units, &chosen, streams, Direction::ToHost).map_err(driver_error)?;
+    copy_all(units, &chosen, streams, chunk_bytes, Direction::ToHost).map_err(driver_error)?;
     let mut evicted = Vec::new();
     let mut failure = None;
     for base in &chosen {
@@ -217,11 +238,13 @@ fn make_shadows(
     Ok(())
 }
 
-/// Brings every swapped-out unit of `device` back at its address; returns
-/// the bytes moved.
+/// Brings every swapped-out unit of `device` back at its address, in
+/// `chunk_bytes` chunks over `streams`, mapping and copying pipelined (see
+/// the module documentation); returns the bytes moved.
 pub fn restore(
     units: &mut Units,
     streams: &CopyStreams,
+    chunk_bytes: u64,
     device: CUdevice,
 ) -> Result<u64, EngineError> {
     let driver_error = |source| EngineError::Driver { device, source };
@@ -230,21 +253,46 @@ pub fn restore(
         .filter(|u| !u.is_resident())
         .map(|u| u.base)
         .collect();
+    let sizes: Vec<u64> = swapped.iter().map(|b| units.by_base[b].bytes).collect();
+    let geometry = CopyGeometry {
+        chunk_bytes,
+        streams: streams.count(),
+    };
     let _pushed = PushedContext::push(streams.ctx()).map_err(driver_error)?;
     let mut mapped = Vec::new();
-    let mut failure = None;
-    for base in &swapped {
-        match units.get_mut(*base).expect("listed above").map_fresh() {
-            Ok(()) => mapped.push(*base),
-            Err(err) => {
-                // Typically out of device memory: restore what fits.
-                failure = Some(err);
-                break;
+    let mut map_failure = None;
+    let mut enqueued = Ok(());
+    for step in plan::restore_steps(&sizes, geometry) {
+        match step {
+            RestoreStep::Map { unit } => {
+                let base = swapped[unit];
+                match units.get_mut(base).expect("listed above").map_fresh() {
+                    Ok(()) => mapped.push(base),
+                    Err(err) => {
+                        // Typically out of device memory: restore what fits
+                        // (the units mapped so far, whose copies are queued).
+                        map_failure = Some(err);
+                        break;
+                    }
+                }
+            }
+            RestoreStep::Copy { unit, chunk } => {
+                // `restore_steps` puts a unit's copies after its mapping,
+                // which succeeded (a failed mapping ends the loop).
+                let unit = &units.by_base[&swapped[unit]];
+                if let Err(err) = enqueue_chunk(unit, &chunk, streams, Direction::ToDevice) {
+                    enqueued = Err(err);
+                    break;
+                }
             }
         }
     }
-    if let Err(err) = copy_all(units, &mapped, streams, Direction::ToDevice) {
-        // The fresh memory holds garbage: give it back, the shadows stay.
+    // Wait even after a failure: no copy may still run into memory that
+    // is about to be released, and none may be counted before it is done.
+    let waited = streams.synchronize();
+    if let Err(err) = enqueued.and(waited) {
+        // Some fresh memory holds garbage, and which copies completed is
+        // unknown: give all of it back, the shadows stay authoritative.
         for base in &mapped {
             let unit = units.get_mut(*base).expect("listed above");
             if let Err(undo) = unit.unmap_and_release() {
@@ -265,7 +313,7 @@ pub fn restore(
         units = ranges.len(),
         "swapped GPU memory back in"
     );
-    match failure {
+    match map_failure {
         Some(source) => Err(driver_error(source)),
         None => Ok(moved),
     }

@@ -4,13 +4,37 @@
 
 use crate::ffi::CUdeviceptr;
 
-/// Bytes per copy command: large enough to run at full PCIe speed (the
-/// measured 12 GiB in 64 MiB chunks reached 51-53 GB/s), small enough that
-/// both streams stay busy to the end.
-pub const CHUNK_BYTES: u64 = 64 << 20;
+/// The most copy streams per device (`NVSHARE_SWAP_STREAMS` is bounded by
+/// it; the streams live as long as the process).
+pub const MAX_STREAMS: usize = 8;
 
-/// Streams per device the copies are spread over.
-pub const STREAMS: usize = 2;
+/// How the swap engine's copies are cut and spread: `chunk_bytes` per copy
+/// command, dealt round-robin over `streams` streams. Set by
+/// `NVSHARE_SWAP_CHUNK_MIB` and `NVSHARE_SWAP_STREAMS` (see the hook's
+/// configuration), so the benchmark can compare geometries on a GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyGeometry {
+    /// Bytes per copy command (at least 1).
+    pub chunk_bytes: u64,
+    /// Streams the chunks are dealt over (1 to [`MAX_STREAMS`]).
+    pub streams: usize,
+}
+
+impl CopyGeometry {
+    /// 64 MiB chunks (12 GiB in 64 MiB chunks reached 51-53 GB/s, DESIGN.md:
+    /// large enough for full PCIe speed, small enough that every stream
+    /// stays busy to the end) over 4 streams.
+    pub const DEFAULT: CopyGeometry = CopyGeometry {
+        chunk_bytes: 64 << 20,
+        streams: 4,
+    };
+}
+
+impl Default for CopyGeometry {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
 
 /// A resident unit as eviction sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,13 +70,13 @@ pub struct Chunk {
     pub offset: u64,
     /// Bytes to copy.
     pub bytes: u64,
-    /// Index of the stream, below [`STREAMS`].
+    /// Index of the stream, below the geometry's stream count.
     pub stream: usize,
 }
 
 /// Cuts units of the given sizes into chunks of at most `chunk_bytes`,
-/// dealt round-robin over `streams` streams across all units, so that two
-/// small units still use both streams. Returns per unit its chunks.
+/// dealt round-robin over `streams` streams across all units, so that
+/// several small units still use every stream. Returns per unit its chunks.
 pub fn chunks(unit_sizes: &[u64], chunk_bytes: u64, streams: usize) -> Vec<Vec<Chunk>> {
     let chunk_bytes = chunk_bytes.max(1);
     let streams = streams.max(1);
@@ -75,6 +99,44 @@ pub fn chunks(unit_sizes: &[u64], chunk_bytes: u64, streams: usize) -> Vec<Vec<C
             unit
         })
         .collect()
+}
+
+/// One step of a restore, in the order [`restore_steps`] gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreStep {
+    /// Map fresh memory for unit `unit` (an index into the sizes given) and
+    /// grant the device access to it.
+    Map {
+        /// The unit's index.
+        unit: usize,
+    },
+    /// Enqueue one chunk of unit `unit`'s copy from its shadow.
+    Copy {
+        /// The unit's index.
+        unit: usize,
+        /// What to copy, on which stream.
+        chunk: Chunk,
+    },
+}
+
+/// The order a restore works in: each unit is mapped, then all its chunks
+/// are enqueued, before the next unit is mapped. Copies are asynchronous,
+/// so a unit's copies run on the GPU while the host maps the next units
+/// (mapping every unit first left the copy engines idle meanwhile); a copy
+/// never comes before its own unit's mapping. Chunks are dealt over the
+/// streams as by [`chunks`].
+pub fn restore_steps(unit_sizes: &[u64], geometry: CopyGeometry) -> Vec<RestoreStep> {
+    let plan = chunks(unit_sizes, geometry.chunk_bytes, geometry.streams);
+    let mut steps = Vec::with_capacity(plan.len() + plan.iter().map(Vec::len).sum::<usize>());
+    for (unit, unit_chunks) in plan.into_iter().enumerate() {
+        steps.push(RestoreStep::Map { unit });
+        steps.extend(
+            unit_chunks
+                .into_iter()
+                .map(|chunk| RestoreStep::Copy { unit, chunk }),
+        );
+    }
+    steps
 }
 
 /// Host memory kept free for the system when the limit is derived from
@@ -138,7 +200,7 @@ mod tests {
 
     #[test]
     fn two_small_units_use_both_streams() {
-        let plan = chunks(&[2 << 20, 2 << 20], CHUNK_BYTES, 2);
+        let plan = chunks(&[2 << 20, 2 << 20], CopyGeometry::DEFAULT.chunk_bytes, 2);
         assert_eq!(plan[0][0].stream, 0);
         assert_eq!(plan[1][0].stream, 1);
     }
@@ -150,6 +212,50 @@ mod tests {
         assert_eq!(sizes, vec![64, 64, 22]);
         let streams: Vec<_> = plan[0].iter().map(|c| c.stream).collect();
         assert_eq!(streams, vec![0, 1, 0]);
+    }
+
+    #[test]
+    fn small_units_are_spread_over_every_stream_of_the_geometry() {
+        let plan = chunks(&[2 << 20; 5], 64 << 20, 3);
+        let streams: Vec<_> = plan.iter().map(|unit| unit[0].stream).collect();
+        assert_eq!(streams, vec![0, 1, 2, 0, 1]);
+    }
+
+    #[test]
+    fn a_restore_maps_each_unit_just_before_its_copies() {
+        let geometry = CopyGeometry {
+            chunk_bytes: 3 << 20,
+            streams: 3,
+        };
+        let steps = restore_steps(&[7 << 20, 2 << 20, 4 << 20], geometry);
+        let copy = |unit, offset_mib: u64, mib: u64, stream| RestoreStep::Copy {
+            unit,
+            chunk: Chunk {
+                offset: offset_mib << 20,
+                bytes: mib << 20,
+                stream,
+            },
+        };
+        assert_eq!(
+            steps,
+            vec![
+                RestoreStep::Map { unit: 0 },
+                copy(0, 0, 3, 0),
+                copy(0, 3, 3, 1),
+                copy(0, 6, 1, 2),
+                RestoreStep::Map { unit: 1 },
+                copy(1, 0, 2, 0),
+                RestoreStep::Map { unit: 2 },
+                copy(2, 0, 3, 1),
+                copy(2, 3, 1, 2),
+            ],
+            "the first unit's copies are under way before the second is mapped"
+        );
+    }
+
+    #[test]
+    fn a_restore_of_nothing_has_no_steps() {
+        assert!(restore_steps(&[], CopyGeometry::DEFAULT).is_empty());
     }
 
     #[test]
@@ -179,7 +285,7 @@ mod tests {
         fn chunks_tile_each_unit_exactly(
             sizes in proptest::collection::vec(1u64..1_000_000, 0..8),
             chunk in 1u64..200_000,
-            streams in 1usize..4,
+            streams in 1usize..=MAX_STREAMS,
         ) {
             let plan = chunks(&sizes, chunk, streams);
             prop_assert_eq!(plan.len(), sizes.len());
@@ -193,6 +299,40 @@ mod tests {
                 }
                 prop_assert_eq!(at, size);
             }
+        }
+
+        #[test]
+        fn restore_steps_copy_only_mapped_units_and_map_each_once(
+            sizes in proptest::collection::vec(1u64..1_000_000, 0..8),
+            chunk in 1u64..200_000,
+            streams in 1usize..=MAX_STREAMS,
+        ) {
+            let steps = restore_steps(&sizes, CopyGeometry { chunk_bytes: chunk, streams });
+            // Units are mapped in order, each once, and a unit's copies all
+            // follow its mapping and precede the next unit's: the pipeline
+            // never copies into memory not yet mapped, and every unit's
+            // copies are under way before the host maps the next one.
+            let mut mapped: Option<usize> = None;
+            let mut copied = vec![0u64; sizes.len()];
+            for step in &steps {
+                match *step {
+                    RestoreStep::Map { unit } => {
+                        prop_assert_eq!(unit, mapped.map_or(0, |m| m + 1));
+                        if let Some(previous) = mapped {
+                            prop_assert_eq!(copied[previous], sizes[previous]);
+                        }
+                        mapped = Some(unit);
+                    }
+                    RestoreStep::Copy { unit, chunk: c } => {
+                        prop_assert_eq!(Some(unit), mapped);
+                        prop_assert_eq!(c.offset, copied[unit]);
+                        prop_assert!(c.stream < streams);
+                        copied[unit] += c.bytes;
+                    }
+                }
+            }
+            prop_assert_eq!(mapped.map_or(0, |m| m + 1), sizes.len());
+            prop_assert_eq!(copied, sizes);
         }
 
         #[test]

@@ -1,6 +1,6 @@
-//! The hook's own copy streams: [`plan::STREAMS`] per device, in the
-//! device's primary context, made at the first swap and kept for the life
-//! of the process.
+//! The hook's own copy streams: up to [`plan::MAX_STREAMS`] per device
+//! (`NVSHARE_SWAP_STREAMS`), in the device's primary context, made at the
+//! first swap and kept for the life of the process.
 
 use super::plan;
 use crate::driver::{self, CudaError, PushedContext};
@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 #[derive(Clone, Copy, Debug)]
 pub struct CopyStreams {
     ctx: usize,
-    streams: [usize; plan::STREAMS],
+    /// The first `count` are streams; a fixed array keeps this `Copy`.
+    streams: [usize; plan::MAX_STREAMS],
+    count: usize,
 }
 
 impl CopyStreams {
@@ -22,8 +24,14 @@ impl CopyStreams {
         self.ctx as CUcontext
     }
 
-    /// Stream `index` (below [`plan::STREAMS`]).
+    /// How many streams there are (1 to [`plan::MAX_STREAMS`]).
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Stream `index` (below [`CopyStreams::count`]).
     pub fn stream(&self, index: usize) -> CUstream {
+        assert!(index < self.count, "copy stream {index} of {}", self.count);
         self.streams[index] as CUstream
     }
 
@@ -31,7 +39,7 @@ impl CopyStreams {
     /// for, so that no copy still runs when this returns.
     pub fn synchronize(&self) -> Result<(), CudaError> {
         let mut first_error = None;
-        for index in 0..plan::STREAMS {
+        for index in 0..self.count {
             if let Err(err) = driver::stream_synchronize(self.stream(index)) {
                 first_error.get_or_insert(err);
             }
@@ -54,25 +62,47 @@ impl Streams {
         }
     }
 
-    /// `device`'s streams, made on first use. The caller serializes moves
-    /// of one device (the engine's lock), so two threads never race here.
-    pub fn of(&self, device: CUdevice) -> Result<CopyStreams, CudaError> {
+    /// `device`'s streams, `count` of them (clamped to 1 to
+    /// [`plan::MAX_STREAMS`]) made on first use; later calls return those
+    /// (the count comes from the configuration, read once, so it does not
+    /// change). The caller serializes moves of one device (the engine's
+    /// lock), so two threads never race here.
+    pub fn of(&self, device: CUdevice, count: usize) -> Result<CopyStreams, CudaError> {
         if let Some(made) = self.by_device.lock().get(&device) {
             return Ok(*made);
         }
+        let count = count.clamp(1, plan::MAX_STREAMS);
         let ctx = driver::primary_ctx_retain(device)?;
-        let mut streams = [0usize; plan::STREAMS];
+        let mut streams = [0usize; plan::MAX_STREAMS];
         {
             let _pushed = PushedContext::push(ctx)?;
-            for slot in &mut streams {
+            for made in 0..count {
                 // Non-blocking: the copies must not wait for, or hold up,
                 // the legacy default stream of a program.
-                *slot = driver::stream_create(CU_STREAM_NON_BLOCKING)? as usize;
+                match driver::stream_create(CU_STREAM_NON_BLOCKING) {
+                    Ok(stream) => streams[made] = stream as usize,
+                    Err(err) => {
+                        // The next swap tries again from scratch: give back
+                        // the streams made so far rather than leak them.
+                        for &stream in &streams[..made] {
+                            if let Err(undo) = driver::stream_destroy(stream as CUstream) {
+                                tracing::debug!(%undo, "cannot destroy a copy stream");
+                            }
+                        }
+                        return Err(err);
+                    }
+                }
             }
         }
+        tracing::debug!(
+            device,
+            streams = count,
+            "made the swap engine's copy streams"
+        );
         let made = CopyStreams {
             ctx: ctx as usize,
             streams,
+            count,
         };
         self.by_device.lock().insert(device, made);
         Ok(made)
