@@ -66,6 +66,14 @@ pub struct Cli {
           value_parser = parse_duration)]
     pub quantum: Duration,
 
+    /// How long a program asked to give a GPU back may take before the next
+    /// program is let in beside it (where the GPU physically has room): a
+    /// longer drain is stuck in work that waits for another program, such as
+    /// an NCCL collective whose peer waits for its own GPU.
+    #[arg(long, env = "NVSHARE_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "10",
+          value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
     /// How GPUs are shared: auto (co-run what fits, time-slice the rest),
     /// exclusive (one holder at a time) or off (no scheduling).
     #[arg(long, env = "NVSHARE_POLICY", default_value_t = Policy::Auto)]
@@ -114,6 +122,7 @@ impl Cli {
                 quantum: self.quantum,
                 memory_capacity: self.memory_capacity,
                 memory_reserve: self.memory_reserve,
+                drain_timeout: self.drain_timeout,
             },
             metrics_addr: self.metrics_addr,
             log_filter,

@@ -7,7 +7,7 @@ use nvshare_proto::{ClientId, GpuUuid};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Logs and counts what the policy reports; knows each client's name.
 #[derive(Debug)]
@@ -69,6 +69,7 @@ impl Observer {
             | Record::DropRequested { gpu, .. }
             | Record::Released { gpu, .. }
             | Record::Switched { gpu, .. }
+            | Record::DrainOverdue { gpu, .. }
             | Record::Evicted { gpu, .. }
             | Record::Restored { gpu, .. } => *gpu,
         };
@@ -133,6 +134,23 @@ impl Observer {
                 info!(gpu = label, latency_ms = ms(*latency), "lock switched");
                 g.switches.inc();
                 g.switch_latency.observe(latency.as_secs_f64());
+            }
+            Record::DrainOverdue {
+                stuck,
+                gpu: _,
+                draining,
+                granted,
+            } => {
+                warn!(
+                    client = stuck,
+                    name = self.name(*stuck),
+                    gpu = label,
+                    draining_ms = ms(*draining),
+                    granted = granted,
+                    granted_name = self.name(*granted),
+                    "drain overdue: its GPU work waits for another program (a collective whose peer waits for its own GPU?); letting the next program in beside it"
+                );
+                g.overdue_drains.inc();
             }
             Record::Evicted {
                 client,

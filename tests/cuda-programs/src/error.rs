@@ -21,6 +21,18 @@ pub enum Error {
         "wrong result: device checksum {device} != host checksum {host}; device memory was corrupted"
     )]
     Mismatch { device: u64, host: u64 },
+    /// Words of device memory differ from what the host expects.
+    #[error(
+        "wrong result: {bad} of {total} words differ from the expected value; device memory was corrupted"
+    )]
+    Corrupted { bad: u64, total: u64 },
+    /// A file the program needs could not be used.
+    #[error("cannot use {path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {

@@ -23,6 +23,8 @@ pub struct Kernels {
     pub add_u32: CUfunction,
     pub checksum_u32: CUfunction,
     pub sleep_us: CUfunction,
+    /// A collective step shared with peer programs (see fake-cuda's kernels).
+    pub rendezvous_u64: CUfunction,
 }
 
 impl Cuda {
@@ -90,6 +92,7 @@ impl Cuda {
             add_u32: function("add_u32")?,
             checksum_u32: function("checksum_u32")?,
             sleep_us: function("sleep_us")?,
+            rendezvous_u64: function("rendezvous_u64")?,
         })
     }
 

@@ -3,9 +3,15 @@
 //! to each argument) and are copied at launch, as the driver does. They touch
 //! memory directly, so a kernel run on unmapped or swapped-out memory
 //! crashes the process with SIGSEGV, which is the point.
+//!
+//! `rendezvous_u64` stands in for a collective such as an NCCL all-reduce:
+//! it occupies its stream until every peer (other processes or devices) has
+//! reached the same step, as an NCCL kernel spins until its peers' kernels
+//! run. That makes a program whose peer cannot get its GPU unable to drain.
 
 use std::ffi::c_void;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::ffi::CUDA_ERROR_INVALID_VALUE;
 use crate::guard::CuResult;
@@ -53,6 +59,11 @@ pub static KERNELS: &[Kernel] = &[
         run: |a| std::thread::sleep(Duration::from_micros(a[0])),
     },
     Kernel {
+        name: "rendezvous_u64",
+        arg_sizes: &[8, 8, 8, 8],
+        run: |a| rendezvous(a[0], a[1], a[2], a[3]),
+    },
+    Kernel {
         name: "fma_f32",
         arg_sizes: &[8, 4, 4, 8],
         run: |a| {
@@ -63,6 +74,32 @@ pub static KERNELS: &[Kernel] = &[
         },
     },
 ];
+
+/// How long a rendezvous waits for its peers before it gives up: a peer that
+/// never comes is a deadlock, and a test should fail, not hang.
+const RENDEZVOUS_LIMIT: Duration = Duration::from_secs(120);
+
+/// `slots` points to `world` u64 step counters shared by the peers (a
+/// `MAP_SHARED` file mapping, so they may live in other processes): raises
+/// the counter of `rank` to `step`, then waits until every counter has
+/// reached `step`. Past [`RENDEZVOUS_LIMIT`] the process aborts, loudly.
+fn rendezvous(slots: u64, rank: u64, world: u64, step: u64) {
+    // SAFETY: kernel contract: `slots` is a mapping of `world` u64 counters,
+    // 8-byte aligned, that stays mapped while the kernel runs; peers touch
+    // them only atomically.
+    let counters = unsafe { std::slice::from_raw_parts(slots as *const AtomicU64, world as usize) };
+    counters[rank as usize].fetch_max(step, Ordering::SeqCst);
+    let started = Instant::now();
+    while counters.iter().any(|c| c.load(Ordering::SeqCst) < step) {
+        if started.elapsed() > RENDEZVOUS_LIMIT {
+            eprintln!(
+                "fake-cuda: rendezvous_u64 rank {rank} waited {RENDEZVOUS_LIMIT:?} for its peers at step {step}: deadlock"
+            );
+            std::process::abort();
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
 
 /// The kernel with `name`.
 pub fn find(name: &str) -> Option<usize> {
@@ -147,5 +184,19 @@ mod tests {
         let args = unsafe { read_args(kernel, params.as_mut_ptr()) }.unwrap();
         assert_eq!(args, vec![ptr, u64::from(value), count]);
         assert!(find("no_such_kernel").is_none());
+    }
+
+    #[test]
+    fn a_rendezvous_waits_for_every_peer_of_its_step() {
+        let slots: &'static [AtomicU64; 2] =
+            Box::leak(Box::new([AtomicU64::new(0), AtomicU64::new(0)]));
+        let base = slots.as_ptr() as u64;
+        let first = std::thread::spawn(move || launch("rendezvous_u64", &[base, 0, 2, 1]));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!first.is_finished(), "rank 0 must wait for rank 1");
+        launch("rendezvous_u64", &[base, 1, 2, 1]);
+        first.join().unwrap();
+        assert_eq!(slots[0].load(Ordering::SeqCst), 1);
+        assert_eq!(slots[1].load(Ordering::SeqCst), 1);
     }
 }

@@ -67,6 +67,8 @@ pub struct Metrics {
     pub switch_latency: HistogramFamily,
     /// Time from a lock request to its grant.
     pub grant_wait: HistogramFamily,
+    /// Programs let in beside a holder whose drain was stuck.
+    pub overdue_drains: Family<GpuLabels, Counter>,
     /// Connections closed for sending something invalid.
     pub rejected_connections: Counter,
 }
@@ -79,6 +81,8 @@ pub struct GpuMetrics {
     pub grants: Counter,
     /// Lock moves between clients.
     pub switches: Counter,
+    /// Programs let in beside a stuck drain.
+    pub overdue_drains: Counter,
     /// Bytes moved to host memory.
     pub evicted_bytes: Counter,
     /// Bytes moved back.
@@ -110,6 +114,7 @@ impl Metrics {
             restored_bytes: Family::default(),
             switch_latency: HistogramFamily::new_with_constructor(latency_histogram),
             grant_wait: HistogramFamily::new_with_constructor(latency_histogram),
+            overdue_drains: Family::default(),
             rejected_connections: Counter::default(),
             registry: Registry::default(),
         };
@@ -156,6 +161,11 @@ impl Metrics {
             metrics.grant_wait.clone(),
         );
         registry.register(
+            "overdue_drains",
+            "Programs let in beside a lock holder whose drain outlasted the drain timeout (work waiting for another program, e.g. an NCCL collective)",
+            metrics.overdue_drains.clone(),
+        );
+        registry.register(
             "rejected_connections",
             "Connections closed for invalid frames, versions or messages",
             metrics.rejected_connections.clone(),
@@ -175,6 +185,7 @@ impl Metrics {
         GpuMetrics {
             grants: self.grants.get_or_create(&labels).clone(),
             switches: self.switches.get_or_create(&labels).clone(),
+            overdue_drains: self.overdue_drains.get_or_create(&labels).clone(),
             evicted_bytes: self.evicted_bytes.get_or_create(&labels).clone(),
             restored_bytes: self.restored_bytes.get_or_create(&labels).clone(),
             switch_latency: self.switch_latency.get_or_create(&labels).clone(),

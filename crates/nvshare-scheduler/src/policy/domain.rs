@@ -22,6 +22,11 @@ pub(super) struct Domain {
     pub policy: Policy,
     /// Time-slice quantum.
     pub quantum: Duration,
+    /// Physical memory programs may use (the card's minus the reserve):
+    /// what may be held beside a holder whose drain is stuck.
+    pub physical_room: u64,
+    /// How long a drain may take before it counts as stuck.
+    pub drain_timeout: Duration,
     /// Every attached client.
     pub members: BTreeMap<ClientId, Member>,
     /// Waiting clients, first come first.
@@ -55,6 +60,8 @@ impl Domain {
             capacity,
             policy,
             quantum,
+            physical_room: physical_memory,
+            drain_timeout: Duration::MAX,
             members: BTreeMap::new(),
             queue: VecDeque::new(),
             drop_started: None,
@@ -141,6 +148,7 @@ impl Domain {
         }
         m.set_state(ClientState::Releasing);
         m.drop_evict = evict_bytes;
+        m.drop_requested_at = now;
         self.drop_started.get_or_insert(now);
         out.push(Action::Send {
             client,

@@ -8,9 +8,15 @@
 //! dropped when their quantum ends (at once if they said they are idle), and
 //! evictions are asked of the least recently run non-holders first, then of
 //! the dropped holders, only as many bytes as the head needs.
+//!
+//! One exception to waiting for holders: a drain that has not finished
+//! within the drain timeout is stuck in work that waits for another program
+//! (an NCCL collective whose peer is queued behind someone on its own GPU).
+//! The head then runs beside the stuck holder if the GPU physically has
+//! room: that is what lets the peer's collective, and so the drain, finish.
 
-use super::Action;
 use super::domain::Domain;
+use super::{Action, Record};
 use nvshare_proto::{ClientId, ClientState, Policy};
 use std::time::Duration;
 
@@ -41,6 +47,9 @@ pub(super) fn schedule(d: &mut Domain, now: Duration, out: &mut Vec<Action>) {
                 continue;
             }
             break;
+        }
+        if let_in_beside_overdue_drains(d, head, &leaving, now, out) {
+            continue;
         }
         let running: Vec<ClientId> = leaving
             .iter()
@@ -153,8 +162,63 @@ fn give_back_excess(d: &mut Domain, out: &mut Vec<Action>) {
     }
 }
 
-/// The earliest time at which a holder's quantum ending lets the head of
-/// `d`'s queue move on.
+/// If every holder in `head`'s way has been draining past the drain
+/// timeout, grants `head` beside them when the GPU's physical memory holds
+/// everyone's claims (holders may bring back their whole footprint), and
+/// says so; otherwise marks them so that their deadline is not waited for
+/// again until something changes.
+fn let_in_beside_overdue_drains(
+    d: &mut Domain,
+    head: ClientId,
+    leaving: &[ClientId],
+    now: Duration,
+    out: &mut Vec<Action>,
+) -> bool {
+    let timeout = d.drain_timeout;
+    let overdue = leaving.iter().all(|id| {
+        d.members[id]
+            .drain_deadline(timeout)
+            .is_some_and(|deadline| now >= deadline)
+    });
+    if !overdue {
+        return false;
+    }
+    let claims = d
+        .members
+        .values()
+        .filter(|m| m.client != head)
+        .map(|m| {
+            if m.is_holder() {
+                m.footprint.max(m.resident)
+            } else {
+                m.resident
+            }
+        })
+        .fold(0u64, u64::saturating_add);
+    let head_claim = d.members[&head].footprint;
+    if claims.saturating_add(head_claim) > d.physical_room {
+        for id in leaving {
+            if let Some(m) = d.members.get_mut(id) {
+                m.overdue_refused = true;
+            }
+        }
+        return false;
+    }
+    for &stuck in leaving {
+        let draining = now.saturating_sub(d.members[&stuck].drop_requested_at);
+        out.push(Action::Record(Record::DrainOverdue {
+            stuck,
+            gpu: d.uuid,
+            draining,
+            granted: head,
+        }));
+    }
+    d.grant(head, now, out);
+    true
+}
+
+/// The earliest time at which a holder's quantum ending, or a drain
+/// becoming overdue, lets the head of `d`'s queue move on.
 pub(super) fn next_deadline(d: &Domain) -> Option<Duration> {
     if d.policy == Policy::Off {
         return None;
@@ -164,8 +228,11 @@ pub(super) fn next_deadline(d: &Domain) -> Option<Duration> {
     let waiting_on: Vec<Duration> = leaving
         .iter()
         .map(|id| &d.members[id])
-        .filter(|m| m.state == ClientState::Running && !m.idle_hint)
-        .map(|m| m.granted_at.saturating_add(d.quantum))
+        .filter_map(|m| match m.state {
+            ClientState::Running if !m.idle_hint => Some(m.granted_at.saturating_add(d.quantum)),
+            ClientState::Releasing if !m.overdue_refused => m.drain_deadline(d.drain_timeout),
+            _ => None,
+        })
         .collect();
     // Drops happen together once every quantum in the way has ended.
     waiting_on.into_iter().max()

@@ -31,6 +31,11 @@ pub(super) struct Member {
     pub pending_evicts: VecDeque<u64>,
     /// Bytes the outstanding `DropLock` asked it to evict.
     pub drop_evict: u64,
+    /// When the outstanding `DropLock` was sent.
+    pub drop_requested_at: Duration,
+    /// Its drain is overdue and the GPU had no room to let the next program
+    /// in beside it; not tried again until its state changes.
+    pub overdue_refused: bool,
     /// It reported having no GPU work while holding the lock.
     pub idle_hint: bool,
     /// Its last eviction failed; not asked again until its state changes.
@@ -54,6 +59,8 @@ impl Member {
             last_ran: Duration::ZERO,
             pending_evicts: VecDeque::new(),
             drop_evict: 0,
+            drop_requested_at: Duration::ZERO,
+            overdue_refused: false,
             idle_hint: false,
             evict_failed: false,
             requeue_on_release: false,
@@ -69,6 +76,14 @@ impl Member {
     pub fn set_state(&mut self, state: ClientState) {
         self.state = state;
         self.evict_failed = false;
+        self.overdue_refused = false;
+    }
+
+    /// When its drain counts as stuck: `timeout` after the drop request, if
+    /// it is releasing.
+    pub fn drain_deadline(&self, timeout: Duration) -> Option<Duration> {
+        (self.state == ClientState::Releasing)
+            .then(|| self.drop_requested_at.saturating_add(timeout))
     }
 
     /// Bytes asked by `Evict` requests not yet answered.

@@ -47,6 +47,13 @@ pub struct PolicyConfig {
     /// Bytes of each GPU's physical memory kept back (for the CUDA context,
     /// cuBLAS workspaces, ...) when `memory_capacity` is not set.
     pub memory_reserve: u64,
+    /// How long a holder may take to give the lock back before the next
+    /// program is let in beside it, where the GPU physically has room. A
+    /// drain that long is stuck in a kernel that waits for another program
+    /// (an NCCL collective whose peer waits for its own GPU): without this,
+    /// two such jobs time-sliced on the same GPUs would wait for each other
+    /// forever.
+    pub drain_timeout: Duration,
 }
 
 /// Something that happened, fed to [`Scheduler::handle`].
@@ -119,6 +126,18 @@ pub enum Record {
         evict_bytes: u64,
         /// Why (quantum expired, idle holder, memory needed, policy change).
         reason: &'static str,
+    },
+    /// `stuck` has been giving `gpu` back for `draining` (its work does not
+    /// finish), so `granted` was let in beside it.
+    DrainOverdue {
+        /// The holder whose drain is stuck.
+        stuck: ClientId,
+        /// Which GPU.
+        gpu: GpuUuid,
+        /// How long it has been draining.
+        draining: Duration,
+        /// Who was granted beside it.
+        granted: ClientId,
     },
     /// `client` released `gpu` after holding it for `held`.
     Released {
@@ -358,13 +377,16 @@ impl Scheduler {
             let capacity = config
                 .memory_capacity
                 .unwrap_or(physical_memory.saturating_sub(config.memory_reserve));
-            Domain::new(
+            let mut d = Domain::new(
                 gpu,
                 physical_memory,
                 capacity,
                 config.policy,
                 config.quantum,
-            )
+            );
+            d.physical_room = physical_memory.saturating_sub(config.memory_reserve);
+            d.drain_timeout = config.drain_timeout;
+            d
         });
         let m = d
             .members

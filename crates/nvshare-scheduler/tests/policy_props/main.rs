@@ -133,6 +133,7 @@ fn records_name_every_grant_and_switch() {
         quantum: Duration::from_millis(100),
         memory_capacity: Some(CAPACITY),
         memory_reserve: 0,
+        drain_timeout: Duration::from_secs(10),
     });
     let gpu = GPUS[0];
     let mut records = Vec::new();
@@ -195,6 +196,7 @@ fn records_name_every_grant_and_switch() {
             Record::Switched { .. } => "switched",
             Record::Evicted { .. } => "evicted",
             Record::Restored { .. } => "restored",
+            Record::DrainOverdue { .. } => "overdue",
         })
         .collect();
     assert_eq!(

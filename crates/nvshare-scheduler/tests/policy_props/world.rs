@@ -51,6 +51,7 @@ impl World {
                 quantum,
                 memory_capacity: Some(CAPACITY),
                 memory_reserve: 0,
+                drain_timeout: Duration::from_secs(10),
             }),
             now: Duration::ZERO,
             policy,

@@ -23,6 +23,7 @@ fn welcome_reports_the_configured_or_physical_capacity() {
         quantum: QUANTUM,
         memory_capacity: None,
         memory_reserve: 2 * GIB,
+        drain_timeout: Duration::from_secs(10),
     });
     sched.handle(
         Duration::ZERO,

@@ -1,6 +1,7 @@
 //! Behaviour tests of the policy with simulated time: a small harness here,
 //! the tests by theme in the submodules.
 
+mod drain;
 mod lifecycle;
 mod memory;
 mod time_slicing;
@@ -27,6 +28,7 @@ impl Sim {
                 quantum: QUANTUM,
                 memory_capacity: Some(capacity),
                 memory_reserve: 0,
+                drain_timeout: Duration::from_secs(10),
             }),
             now: Duration::ZERO,
         }

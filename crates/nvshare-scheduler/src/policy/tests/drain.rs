@@ -1,0 +1,114 @@
+//! Drains that do not finish: a holder stuck in work that waits for another
+//! program (an NCCL collective whose peer waits for its own GPU) lets the
+//! next program in beside it once the drain timeout has passed, where the
+//! GPU physically has room.
+
+use super::*;
+
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Two 6 GiB programs on a 10 GiB virtual GPU: 1 holds it, 2 waits, and 1
+/// is asked to drop at its quantum's end (30 s).
+fn holder_asked_to_drop(physical: u64) -> Sim {
+    let mut sim = Sim::new(Policy::Auto, 10 * GIB);
+    for client in [1, 2] {
+        sim.event(Event::Connected {
+            client,
+            pid: 1000 + client as u32,
+            name: format!("job{client}"),
+        });
+        sim.msg(
+            client,
+            ClientMsg::Attach {
+                gpu: GPU,
+                physical_memory: physical,
+                footprint: 6 * GIB,
+                resident: 0,
+                holding: false,
+            },
+        );
+    }
+    sim.request(1);
+    sim.fully_resident(1, 6 * GIB);
+    sim.request(2);
+    sim.at(30.0);
+    assert_eq!(drops(&sim.tick()), vec![(1, 2 * GIB)]);
+    sim
+}
+
+fn overdue_records(actions: &[Action]) -> Vec<(ClientId, ClientId, Duration)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Record(Record::DrainOverdue {
+                stuck,
+                granted,
+                draining,
+                ..
+            }) => Some((*stuck, *granted, *draining)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_stuck_drain_lets_the_next_program_in_beside_it_after_the_timeout() {
+    let mut sim = holder_asked_to_drop(80 * GIB);
+    assert_eq!(
+        sim.sched.next_deadline(),
+        Some(Duration::from_secs(30) + DRAIN_TIMEOUT)
+    );
+    sim.at(39.9);
+    assert!(granted(&sim.tick()).is_empty(), "not before the timeout");
+    sim.at(40.0);
+    let out = sim.tick();
+    assert_eq!(granted(&out), vec![2]);
+    assert_eq!(overdue_records(&out), vec![(1, 2, DRAIN_TIMEOUT)]);
+    assert_eq!(sim.state(1), ClientState::Releasing, "still draining");
+    assert_eq!(sim.state(2), ClientState::Running);
+    assert_eq!(sim.sched.next_deadline(), None, "nobody waits any more");
+    // Once the stuck work finishes, the drain completes as usual.
+    sim.at(41.0);
+    let out = sim.release(1, 4 * GIB);
+    assert!(granted(&out).is_empty());
+    assert_eq!(sim.state(1), ClientState::Idle);
+}
+
+#[test]
+fn a_drain_that_finishes_in_time_is_a_plain_switch() {
+    let mut sim = holder_asked_to_drop(80 * GIB);
+    sim.at(39.0);
+    let out = sim.release(1, 4 * GIB);
+    assert_eq!(granted(&out), vec![2]);
+    assert!(overdue_records(&out).is_empty());
+    sim.at(40.0);
+    assert!(overdue_records(&sim.tick()).is_empty());
+}
+
+#[test]
+fn without_physical_room_the_stuck_drain_is_waited_for_and_room_later_lets_the_next_in() {
+    // 6 + 6 GiB claims do not fit a 11 GiB card.
+    let mut sim = holder_asked_to_drop(11 * GIB);
+    sim.at(40.0);
+    let out = sim.tick();
+    assert!(granted(&out).is_empty());
+    assert!(overdue_records(&out).is_empty());
+    assert_eq!(
+        sim.sched.next_deadline(),
+        None,
+        "a refused escape is not retried on a timer (no busy ticking)"
+    );
+    // The stuck program frees 1 GiB: 5 + 6 GiB fit the card (not the
+    // 10 GiB virtual GPU, so only as an escape).
+    sim.at(45.0);
+    let out = sim.msg(
+        1,
+        ClientMsg::Usage {
+            gpu: GPU,
+            footprint: 5 * GIB,
+            resident: 5 * GIB,
+        },
+    );
+    assert_eq!(granted(&out), vec![2]);
+    assert_eq!(overdue_records(&out), vec![(1, 2, Duration::from_secs(15))]);
+}
