@@ -3,6 +3,7 @@
 
 mod lifecycle;
 mod memory;
+mod reserve;
 mod time_slicing;
 
 use super::*;
