@@ -37,7 +37,14 @@ fn main() {
         },
         1_000_000,
     );
-    bench("LockGranted", &SchedulerMsg::LockGranted { gpu }, 1_000_000);
+    bench(
+        "LockGranted",
+        &SchedulerMsg::LockGranted {
+            gpu,
+            room: 12 << 30,
+        },
+        1_000_000,
+    );
     bench(
         "DropLock",
         &SchedulerMsg::DropLock {

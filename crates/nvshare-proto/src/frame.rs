@@ -277,6 +277,7 @@ mod tests {
         let msgs = vec![
             SchedulerMsg::LockGranted {
                 gpu: GpuUuid([1; 16]),
+                room: 4 << 30,
             },
             SchedulerMsg::DropLock {
                 gpu: GpuUuid([2; 16]),

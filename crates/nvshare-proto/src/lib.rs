@@ -45,7 +45,10 @@ pub use messages::*;
 
 /// The protocol version this build speaks. Peers must match exactly: the hook,
 /// the scheduler and `nvshare-ctl` are released together.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: holders reserve room before growing (`Reserve`, `Reserved`, the room in
+/// `LockGranted`).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// First four bytes of every [`Hello`]: tells an nvshare peer from anything
 /// else that connects to the socket.

@@ -99,6 +99,20 @@ pub enum ClientMsg {
         /// The GPU.
         gpu: GpuUuid,
     },
+    /// The lock holder is about to allocate past the room it was given
+    /// ([`SchedulerMsg::LockGranted`], [`SchedulerMsg::Reserved`]): it asks
+    /// for room for a footprint of `footprint` bytes and makes the
+    /// allocation only once [`SchedulerMsg::Reserved`] grants it. If the
+    /// scheduler cannot make room beside the other holders it may drop the
+    /// lock instead ([`SchedulerMsg::DropLock`]); the program then asks for
+    /// the lock again with the new footprint. Ignored from a program that
+    /// does not hold the lock.
+    Reserve {
+        /// The GPU.
+        gpu: GpuUuid,
+        /// The footprint the program will have after the allocation.
+        footprint: u64,
+    },
     /// The program stopped using the lock on `gpu`: in answer to
     /// [`SchedulerMsg::DropLock`] (after evicting what was asked), or of its
     /// own accord.
@@ -171,10 +185,23 @@ pub enum SchedulerMsg {
         /// the GPU's total memory.
         capacity: u64,
     },
-    /// The program may submit work to `gpu`.
+    /// The program may submit work to `gpu`, and allocate on it up to a
+    /// footprint of `room` bytes without asking ([`ClientMsg::Reserve`]).
     LockGranted {
         /// The GPU.
         gpu: GpuUuid,
+        /// The footprint the holder may reach: memory the scheduler keeps
+        /// free for it beside the other holders.
+        room: u64,
+    },
+    /// Answer to [`ClientMsg::Reserve`]: the holder may now allocate up to a
+    /// footprint of `room` bytes (at least what it asked) while it holds the
+    /// lock.
+    Reserved {
+        /// The GPU.
+        gpu: GpuUuid,
+        /// The footprint the holder may reach.
+        room: u64,
     },
     /// Stop submitting work to `gpu`, wait for the work in flight, evict
     /// `evict_bytes` (least recently used first; 0: keep everything) and

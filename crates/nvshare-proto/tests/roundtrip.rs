@@ -74,6 +74,7 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         gpu().prop_map(|gpu| ClientMsg::RequestLock { gpu }),
         (gpu(), any::<u64>()).prop_map(|(gpu, resident)| ClientMsg::LockReleased { gpu, resident }),
         gpu().prop_map(|gpu| ClientMsg::Idle { gpu }),
+        (gpu(), any::<u64>()).prop_map(|(gpu, footprint)| ClientMsg::Reserve { gpu, footprint }),
         (gpu(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
             |(gpu, bytes, resident, elapsed_us)| ClientMsg::Evicted {
                 gpu,
@@ -111,7 +112,8 @@ fn scheduler_msg() -> impl Strategy<Value = SchedulerMsg> {
                 capacity
             }
         ),
-        gpu().prop_map(|gpu| SchedulerMsg::LockGranted { gpu }),
+        (gpu(), any::<u64>()).prop_map(|(gpu, room)| SchedulerMsg::LockGranted { gpu, room }),
+        (gpu(), any::<u64>()).prop_map(|(gpu, room)| SchedulerMsg::Reserved { gpu, room }),
         (gpu(), any::<u64>())
             .prop_map(|(gpu, evict_bytes)| SchedulerMsg::DropLock { gpu, evict_bytes }),
         (gpu(), any::<u64>()).prop_map(|(gpu, bytes)| SchedulerMsg::Evict { gpu, bytes }),

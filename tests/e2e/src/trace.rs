@@ -123,6 +123,34 @@ fn parse_line(line: &str) -> Option<Event> {
     })
 }
 
+impl Trace {
+    /// The most device memory the fake GPU held at once, over every process:
+    /// the running sum of `create` (physical memory charged) minus `destroy`
+    /// (released), in time order.
+    pub fn peak_device_memory(&self) -> u64 {
+        let mut changes: Vec<(u64, i128)> = self
+            .events
+            .iter()
+            .filter_map(|e| {
+                let bytes: i128 = e.fields.get("bytes")?.parse().ok()?;
+                match e.name.as_str() {
+                    "create" => Some((e.ns, bytes)),
+                    "destroy" => Some((e.ns, -bytes)),
+                    _ => None,
+                }
+            })
+            .collect();
+        // At equal times, releases first: they made the room.
+        changes.sort_by_key(|&(ns, delta)| (ns, delta));
+        let (mut used, mut peak) = (0i128, 0i128);
+        for (_, delta) in changes {
+            used += delta;
+            peak = peak.max(used);
+        }
+        u64::try_from(peak).unwrap_or(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,6 +64,12 @@ pub trait MemoryEngine: Send + Sync {
         None
     }
 
+    /// How much a new allocation of `bytes` on `device` may add to the
+    /// footprint [`MemoryEngine::usage`] reports (an upper bound).
+    fn growth(&self, _device: CUdevice, bytes: u64) -> u64 {
+        bytes
+    }
+
     /// `device`'s footprint and resident bytes.
     fn usage(&self, device: CUdevice) -> Usage {
         registry::lock().usage(device)

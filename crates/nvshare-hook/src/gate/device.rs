@@ -29,6 +29,12 @@ pub(crate) struct DeviceGate {
     held: AtomicBool,
     entered: AtomicU64,
     left: AtomicU64,
+    /// While held: the footprint the scheduler made room for (set before the
+    /// gate opens, raised by `Reserved`).
+    pub room: AtomicU64,
+    /// Bytes of allocations admitted within the room and not yet recorded
+    /// in the footprint.
+    pub growing: AtomicU64,
     /// Slow-path state; never held across a blocking driver or socket call
     /// except the short sends of the session.
     pub state: Mutex<DeviceState>,
@@ -59,6 +65,9 @@ pub(crate) struct DeviceState {
     pub last_activity: Instant,
     /// When the current grant began.
     pub granted_at: Option<Instant>,
+    /// The footprint of the outstanding `Reserve` (0: none); cleared by a
+    /// grant or a drop.
+    pub reserving: u64,
 }
 
 impl DeviceGate {
@@ -71,6 +80,8 @@ impl DeviceGate {
             held: AtomicBool::new(false),
             entered: AtomicU64::new(0),
             left: AtomicU64::new(0),
+            room: AtomicU64::new(0),
+            growing: AtomicU64::new(0),
             state: Mutex::new(DeviceState {
                 attached: false,
                 attaching: false,
@@ -82,6 +93,7 @@ impl DeviceGate {
                 seen_submissions: 0,
                 last_activity: Instant::now(),
                 granted_at: None,
+                reserving: 0,
             }),
             changed: Condvar::new(),
         }
@@ -114,8 +126,11 @@ impl DeviceGate {
         self.held.load(Ordering::SeqCst)
     }
 
-    /// Opens the gate (a grant, or unscheduled running) and wakes waiters.
-    pub fn open(&self, state: &mut DeviceState) {
+    /// Opens the gate (a grant, or unscheduled running) with room for a
+    /// footprint of `room` bytes, and wakes waiters.
+    pub fn open(&self, state: &mut DeviceState, room: u64) {
+        self.room.store(room, Ordering::SeqCst);
+        state.reserving = 0;
         state.requested = false;
         state.idle_reported = false;
         state.last_activity = Instant::now();
@@ -171,7 +186,7 @@ mod tests {
     fn closed_gate_admits_nothing_and_open_gate_counts_calls() {
         let gate = DeviceGate::new(0, GpuUuid::default(), 1 << 30);
         assert!(!gate.try_enter());
-        gate.open(&mut gate.state.lock());
+        gate.open(&mut gate.state.lock(), u64::MAX);
         assert!(gate.try_enter());
         assert_eq!(gate.in_flight(), 1);
         gate.leave();
@@ -181,7 +196,7 @@ mod tests {
     #[test]
     fn drain_waits_for_admitted_calls_and_admits_none_after() {
         let gate = Arc::new(DeviceGate::new(0, GpuUuid::default(), 1 << 30));
-        gate.open(&mut gate.state.lock());
+        gate.open(&mut gate.state.lock(), u64::MAX);
         assert!(gate.try_enter());
         let finished = Arc::new(AtomicBool::new(false));
         let worker = {
@@ -206,7 +221,7 @@ mod tests {
         let gate = Arc::new(DeviceGate::new(0, GpuUuid::default(), 1 << 30));
         let inside_after_drain = Arc::new(AtomicBool::new(false));
         let drained = Arc::new(AtomicBool::new(false));
-        gate.open(&mut gate.state.lock());
+        gate.open(&mut gate.state.lock(), u64::MAX);
         let workers: Vec<_> = (0..4)
             .map(|_| {
                 let (gate, drained, bad) =

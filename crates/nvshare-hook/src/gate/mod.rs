@@ -10,10 +10,14 @@
 //! - [`session`]: the scheduler conversation (attach, grant, drop, evict,
 //!   idle reports, reconnect).
 //! - [`platform`]: the few real driver calls the gate itself makes.
+//! - [`reserve`]: allocations wait for room made for them.
 
 mod device;
 mod platform;
+mod reserve;
 mod session;
+
+pub use reserve::{AllocationGuard, enter_allocation};
 
 use crate::ffi::{CUdevice, CUresult};
 use device::DeviceGate;
@@ -162,7 +166,7 @@ fn wait_for_grant(gate: &'static Gate, device: &'static DeviceGate) {
         return;
     }
     if state.unscheduled {
-        device.open(&mut state);
+        device.open(&mut state, u64::MAX);
         return;
     }
     if !state.requested {
@@ -247,10 +251,11 @@ fn report_usage(ordinal: CUdevice, extra: u64) -> Option<&'static DeviceGate> {
 /// more bytes, before a device allocation made without the lock (or one the
 /// driver refused because other programs' memory fills the GPU). The
 /// scheduler is told the footprint the program will have, so the grant comes
-/// with that much memory freed.
-pub fn wait_for_room(ordinal: CUdevice, extra: u64) {
+/// with that much memory freed (and that much room). Returns false when the
+/// device runs unscheduled.
+pub fn wait_for_room(ordinal: CUdevice, extra: u64) -> bool {
     let Some(device) = report_usage(ordinal, extra) else {
-        return;
+        return false;
     };
     tracing::debug!(
         gpu = %device.uuid,
@@ -260,4 +265,5 @@ pub fn wait_for_room(ordinal: CUdevice, extra: u64) {
     if let Ok(admitted) = enter_device(ordinal) {
         drop(admitted);
     }
+    true
 }

@@ -183,9 +183,23 @@ fn apply(gate: &'static Gate, msg: SchedulerMsg) {
                 tracing::debug!(%gpu, client_id, capacity, quantum_ms, "attached");
             }
         }
-        SchedulerMsg::LockGranted { gpu } => {
+        SchedulerMsg::LockGranted { gpu, room } => {
             if let Some(device) = gate.device_by_uuid(&gpu) {
-                grant(gate, device);
+                grant(gate, device, room);
+            }
+        }
+        SchedulerMsg::Reserved { gpu, room } => {
+            if let Some(device) = gate.device_by_uuid(&gpu) {
+                let _state = device.state.lock();
+                // Room belongs to the grant it was asked in: one that
+                // arrives after a drop is stale (the next grant brings its
+                // own).
+                if device.is_held() {
+                    device
+                        .room
+                        .fetch_max(room, std::sync::atomic::Ordering::SeqCst);
+                    device.changed.notify_all();
+                }
             }
         }
         SchedulerMsg::DropLock { gpu, evict_bytes } => {
@@ -223,9 +237,15 @@ fn apply(gate: &'static Gate, msg: SchedulerMsg) {
     }
 }
 
-/// Restores the device's memory, then opens the gate.
-fn grant(gate: &Gate, device: &DeviceGate) {
+/// Restores the device's memory, then opens the gate with `room`.
+fn grant(gate: &Gate, device: &DeviceGate, room: u64) {
     if device.is_held() {
+        // A confirmation of the hold: its room is at least the one we have.
+        let _state = device.state.lock();
+        device
+            .room
+            .fetch_max(room, std::sync::atomic::Ordering::SeqCst);
+        device.changed.notify_all();
         return;
     }
     let started = Instant::now();
@@ -247,7 +267,7 @@ fn grant(gate: &Gate, device: &DeviceGate) {
         Err(e) => tracing::error!(gpu = %device.uuid, error = %e,
             "restoring memory on grant failed; the program's next access may fault or run slowly"),
     }
-    device.open(&mut device.state.lock());
+    device.open(&mut device.state.lock(), room);
 }
 
 /// Stops new work, waits for work in flight, evicts what was asked and
@@ -264,6 +284,7 @@ fn drop_lock(gate: &Gate, device: &DeviceGate, evict_bytes: u64) {
     });
     let mut state = device.state.lock();
     state.granted_at = None;
+    state.reserving = 0;
     if state.waiters == 0 {
         state.requested = false;
     } else if !state.requested {

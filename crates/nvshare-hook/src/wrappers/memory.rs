@@ -62,15 +62,18 @@ fn tracked(
 fn engine_alloc(bytes: u64) -> Result<CUdeviceptr, CUresult> {
     let device = driver::ctx_get_device().map_err(|err| err.code())?;
     admit(device, bytes)?;
-    if config::get().mode == MemoryMode::Swap && !gate::holds(device) {
-        // Device memory made now would sit on the GPU beside the memory of
-        // the programs running there: take this program's turn first,
-        // announced with the new footprint so that the grant comes with room
-        // for it. Otherwise programs starting together would all hold their
-        // memory on the GPU at once (seen on the H100: 51 GiB on a 16 GiB
-        // virtual GPU, and an out-of-memory error on a real full card).
-        gate::wait_for_room(device, bytes);
-    }
+    // Device memory is made only while the program holds the GPU with room
+    // for it: made without the lock it would sit beside the memory of the
+    // programs running there, and a holder growing past its room would
+    // overcommit the GPU before the scheduler could drop anyone (seen on
+    // the H100: four 12 GiB jobs granted at their first small allocation
+    // peaked at 26-40 GiB on a 16 GiB virtual GPU). The guard keeps a drop
+    // from draining until the allocation is recorded.
+    let _admitted = if config::get().mode == MemoryMode::Swap {
+        gate::enter_allocation(device, engine::current().growth(device, bytes))
+    } else {
+        None
+    };
     let mut made = engine::current().alloc(device, bytes);
     if matches!(&made, Err(err) if err.code() == CUresult::ERROR_OUT_OF_MEMORY)
         && !gate::holds(device)

@@ -111,10 +111,17 @@ impl Domain {
         m.grants += 1;
         m.idle_hint = false;
         m.requeue_on_release = false;
+        // The grant was decided on this footprint: that is its room.
+        m.room = m.footprint;
+        m.wants_room = 0;
+        let room = m.room;
         self.grants += 1;
         out.push(Action::Send {
             client,
-            msg: SchedulerMsg::LockGranted { gpu: self.uuid },
+            msg: SchedulerMsg::LockGranted {
+                gpu: self.uuid,
+                room,
+            },
         });
         out.push(Action::Record(Record::Granted {
             client,
@@ -149,6 +156,8 @@ impl Domain {
         m.set_state(ClientState::Releasing);
         m.drop_evict = evict_bytes;
         m.drop_requested_at = now;
+        // Its allocation waits for the lock again, announcing its footprint.
+        m.wants_room = 0;
         self.drop_started.get_or_insert(now);
         out.push(Action::Send {
             client,
@@ -200,6 +209,8 @@ impl Domain {
         m.last_ran = now;
         m.drop_evict = 0;
         m.idle_hint = false;
+        m.room = 0;
+        m.wants_room = 0;
         m.set_state(ClientState::Idle);
         out.push(Action::Record(Record::Released {
             client,

@@ -16,6 +16,7 @@
 //! room: that is what lets the peer's collective, and so the drain, finish.
 
 use super::domain::Domain;
+use super::reserve;
 use super::{Action, Record};
 use nvshare_proto::{ClientId, ClientState, Policy};
 use std::time::Duration;
@@ -27,7 +28,13 @@ pub(super) fn schedule(d: &mut Domain, now: Duration, out: &mut Vec<Action>) {
             d.grant(head, now, out);
         }
     }
+    // Holders already run: their growth goes before newcomers, who would
+    // otherwise be granted the room a holder waits for and dropped again.
+    let reserving = reserve::serve(d, now, out);
     while let Some(&head) = d.queue.front() {
+        if reserving {
+            break;
+        }
         let leaving = plan_leaving(d, head);
         if leaving.is_empty() {
             if shortage(d, head, &[], Credit::Settled) == 0 {
@@ -112,13 +119,13 @@ fn overcommitted_holders(d: &Domain) -> Vec<ClientId> {
         .collect();
     running.sort_by_key(|m| (m.granted_at, m.client));
     let mut footprint = d.holders().fold(0u64, |sum, m| {
-        sum.saturating_add(m.footprint.min(d.capacity))
+        sum.saturating_add(m.reservation().min(d.capacity))
     });
     let mut victims = Vec::new();
     // The oldest holder always stays: alone, everything it holds fits.
     while footprint > d.capacity && running.len() > 1 {
         let Some(newest) = running.pop() else { break };
-        footprint = footprint.saturating_sub(newest.footprint.min(d.capacity));
+        footprint = footprint.saturating_sub(newest.reservation().min(d.capacity));
         victims.push(newest.client);
     }
     victims
@@ -263,7 +270,7 @@ fn plan_leaving(d: &Domain, head: ClientId) -> Vec<ClientId> {
     let head_footprint = d.members[&head].footprint.min(d.capacity);
     let mut staying_footprint = order
         .iter()
-        .fold(0u64, |a, m| a.saturating_add(m.footprint));
+        .fold(0u64, |a, m| a.saturating_add(m.reservation()));
     let mut staying = order.len();
     let mut leaving = Vec::new();
     let mut rest = order.into_iter();
@@ -274,7 +281,7 @@ fn plan_leaving(d: &Domain, head: ClientId) -> Vec<ClientId> {
     };
     while !fits(staying_footprint, staying) {
         let Some(m) = rest.next() else { break };
-        staying_footprint = staying_footprint.saturating_sub(m.footprint);
+        staying_footprint = staying_footprint.saturating_sub(m.reservation());
         staying -= 1;
         leaving.push(m.client);
     }
@@ -328,7 +335,7 @@ fn evictable(d: &Domain, head: ClientId, leaving: &[ClientId]) -> u64 {
 /// Asks non-holders other than `head` (if given), least recently run first
 /// (idle before waiting), to evict up to `wanted` bytes; returns what is
 /// left.
-fn ask_evictions(
+pub(super) fn ask_evictions(
     d: &mut Domain,
     head: Option<ClientId>,
     mut wanted: u64,

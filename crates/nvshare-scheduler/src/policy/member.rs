@@ -42,6 +42,12 @@ pub(super) struct Member {
     pub evict_failed: bool,
     /// It asked for the lock again while releasing it: queue it on release.
     pub requeue_on_release: bool,
+    /// While it holds the lock: the footprint it may reach without asking
+    /// (its grant's footprint, raised by each `Reserved`). 0 otherwise.
+    pub room: u64,
+    /// A footprint it asked room for (`Reserve`) and has not been granted;
+    /// 0 when none.
+    pub wants_room: u64,
 }
 
 impl Member {
@@ -64,6 +70,8 @@ impl Member {
             idle_hint: false,
             evict_failed: false,
             requeue_on_release: false,
+            room: 0,
+            wants_room: 0,
         }
     }
 
@@ -102,10 +110,17 @@ impl Member {
         }
     }
 
+    /// The footprint it may have while it holds the lock: what it has, or
+    /// the room it was given to grow into, whichever is larger.
+    pub fn reservation(&self) -> u64 {
+        self.footprint.max(self.room)
+    }
+
     /// The most GPU memory it may occupy while it holds the lock: a holder
-    /// may bring its whole footprint back at any time.
+    /// may bring its whole footprint back, and allocate up to its room, at
+    /// any time.
     pub fn holder_claim(&self, capacity: u64) -> u64 {
-        self.footprint.min(capacity).max(self.resident)
+        self.reservation().min(capacity).max(self.resident)
     }
 
     /// Memory it will occupy once its outstanding evictions are done.
@@ -167,5 +182,14 @@ mod tests {
         assert_eq!(m.holder_claim(50), 50);
         m.resident = 60;
         assert_eq!(m.holder_claim(50), 60);
+    }
+
+    #[test]
+    fn claim_of_a_holder_includes_its_room() {
+        let mut m = Member::new(1, 30, 30);
+        m.room = 70;
+        assert_eq!(m.reservation(), 70);
+        assert_eq!(m.holder_claim(100), 70);
+        assert_eq!(m.holder_claim(50), 50);
     }
 }

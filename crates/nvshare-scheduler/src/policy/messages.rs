@@ -14,6 +14,7 @@ pub(super) fn gpu_of(msg: &ClientMsg) -> GpuUuid {
         | ClientMsg::RequestLock { gpu }
         | ClientMsg::LockReleased { gpu, .. }
         | ClientMsg::Idle { gpu }
+        | ClientMsg::Reserve { gpu, .. }
         | ClientMsg::Evicted { gpu, .. }
         | ClientMsg::Restored { gpu, .. }
         | ClientMsg::EvictFailed { gpu, .. }
@@ -38,15 +39,26 @@ pub(super) fn apply(
                 // A request while holding means "busy again" after an Idle
                 // report: forget the hint, confirm, never queue twice.
                 m.idle_hint = false;
+                let room = m.room;
                 out.push(Action::Send {
                     client,
-                    msg: SchedulerMsg::LockGranted { gpu },
+                    msg: SchedulerMsg::LockGranted { gpu, room },
                 });
             } else {
                 d.request(client, now, false);
             }
         }
         ClientMsg::LockReleased { resident, .. } => d.released(client, resident, now, out),
+        ClientMsg::Reserve { footprint, .. } => {
+            // Only a running holder reserves: one releasing will ask for the
+            // lock again with this footprint, one that lost the lock already
+            // did.
+            if let Some(m) = d.members.get_mut(&client)
+                && m.state == ClientState::Running
+            {
+                m.wants_room = m.wants_room.max(footprint).max(1);
+            }
+        }
         ClientMsg::Idle { .. } => {
             if let Some(m) = d.members.get_mut(&client)
                 && m.state == ClientState::Running

@@ -14,6 +14,7 @@
 //! - `member`: one client's standing on one GPU.
 //! - `messages`: what each client message changes on its GPU.
 //! - `grant`: the decisions: whom to grant, drop or ask to evict.
+//! - `reserve`: room for holders that grow while they hold the lock.
 //! - `tests`: behaviour tests with simulated time.
 //!
 //! INTERFACE CONTRACT (shared with the I/O shell in `server`): the types and
@@ -23,6 +24,7 @@ mod domain;
 mod grant;
 mod member;
 mod messages;
+mod reserve;
 #[cfg(test)]
 mod tests;
 

@@ -18,7 +18,7 @@ use world::{CAPACITY, GPUS, Mem, World};
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
-    /// Invariants (1), (2) and (4) with obeying clients and changes of
+    /// Invariants (1), (2), (4) and (6) with obeying clients and changes of
     /// policy and quantum.
     #[test]
     fn obeying_clients_keep_every_invariant(

@@ -32,6 +32,11 @@ pub enum Op {
         gpu: usize,
         footprint: u64,
     },
+    Grow {
+        who: usize,
+        gpu: usize,
+        bytes: u64,
+    },
     Detach {
         who: usize,
         gpu: usize,
@@ -60,6 +65,8 @@ pub fn op(policies: Vec<Policy>) -> impl Strategy<Value = Op> {
         2 => (who.clone(), gpu.clone()).prop_map(|(who, gpu)| Op::Idle { who, gpu }),
         2 => (who.clone(), gpu.clone(), 0..=CAPACITY)
             .prop_map(|(who, gpu, footprint)| Op::Resize { who, gpu, footprint }),
+        3 => (who.clone(), gpu.clone(), 1..=CAPACITY / 2)
+            .prop_map(|(who, gpu, bytes)| Op::Grow { who, gpu, bytes }),
         1 => (who.clone(), gpu).prop_map(|(who, gpu)| Op::Detach { who, gpu }),
         1 => who.prop_map(|who| Op::Disconnect { who }),
         5 => (0u64..2_000).prop_map(|ms| Op::Advance { ms }),
@@ -164,6 +171,37 @@ pub fn play(world: &mut World, op: Op) {
                 },
             );
         }
+        Op::Grow { who, gpu, bytes } => {
+            // A holder allocates: within its room at once, past it only
+            // once the scheduler has reserved the room (as the hook does);
+            // never past the capacity (the hook refuses that with an OOM).
+            let (Some(id), gpu) = (world.pick(who), GPUS[gpu]) else {
+                return;
+            };
+            let Some(mem) = world.clients.get_mut(&id).unwrap().get_mut(&gpu) else {
+                return;
+            };
+            let footprint = mem.footprint + bytes;
+            if !mem.holding || mem.dropping || mem.growing > 0 || footprint > CAPACITY {
+                return;
+            }
+            if footprint <= mem.room {
+                mem.footprint = footprint;
+                mem.resident += bytes;
+                let resident = mem.resident;
+                world.send(
+                    id,
+                    ClientMsg::Usage {
+                        gpu,
+                        footprint,
+                        resident,
+                    },
+                );
+            } else {
+                mem.growing = bytes;
+                world.send(id, ClientMsg::Reserve { gpu, footprint });
+            }
+        }
         Op::Detach { who, gpu } => {
             let (Some(id), gpu) = (world.pick(who), GPUS[gpu]) else {
                 return;
@@ -226,6 +264,7 @@ pub fn nonsense() -> impl Strategy<Value = ClientMsg> {
         (gpu.clone(), n.clone())
             .prop_map(|(gpu, resident)| ClientMsg::LockReleased { gpu, resident }),
         gpu.clone().prop_map(|gpu| ClientMsg::Idle { gpu }),
+        (gpu.clone(), n.clone()).prop_map(|(gpu, footprint)| ClientMsg::Reserve { gpu, footprint }),
         (gpu.clone(), n.clone(), n.clone()).prop_map(|(gpu, bytes, resident)| ClientMsg::Evicted {
             gpu,
             bytes,

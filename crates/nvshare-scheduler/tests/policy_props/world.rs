@@ -20,6 +20,12 @@ pub struct Mem {
     pub holding: bool,
     /// Asked for the lock and not yet granted.
     pub waiting_since: Option<Duration>,
+    /// The footprint it may reach while holding (`LockGranted`, `Reserved`).
+    pub room: u64,
+    /// Bytes of an allocation waiting for room.
+    pub growing: u64,
+    /// Asked to drop the lock and not yet granted again.
+    pub dropping: bool,
 }
 
 /// The scheduler, the clients around it and the checks on what it does.
@@ -154,7 +160,7 @@ impl World {
                 panic!("{msg:?} sent to client {client} that never connected");
             };
             match msg {
-                SchedulerMsg::LockGranted { gpu } => {
+                SchedulerMsg::LockGranted { gpu, room } => {
                     let others: Vec<Mem> = self
                         .clients
                         .iter()
@@ -170,8 +176,16 @@ impl World {
                         .get_mut(&gpu)
                         .unwrap();
                     if mem.holding {
+                        mem.room = mem.room.max(room);
                         continue; // A repeated grant confirms a hold.
                     }
+                    assert!(
+                        !self.check_memory || room >= mem.footprint,
+                        "granted room {room} below the footprint {}",
+                        mem.footprint
+                    );
+                    mem.room = room;
+                    mem.dropping = false;
                     check_grant(self.policy, self.check_memory, mem, &others);
                     let since = mem.waiting_since.take().expect("granted without asking");
                     self.longest_wait = self.longest_wait.max(self.now - since);
@@ -191,9 +205,32 @@ impl World {
                         ));
                     }
                 }
+                SchedulerMsg::Reserved { gpu, room } => {
+                    let mem = gpus.get_mut(&gpu).expect("room on an attached GPU");
+                    assert!(
+                        mem.holding && !mem.dropping,
+                        "room for a client that does not run"
+                    );
+                    mem.room = mem.room.max(room);
+                    let footprint = mem.footprint + mem.growing;
+                    if mem.growing > 0 && footprint <= mem.room {
+                        mem.footprint = footprint;
+                        mem.resident += std::mem::take(&mut mem.growing);
+                        let resident = mem.resident;
+                        self.replies.push_back((
+                            client,
+                            ClientMsg::Usage {
+                                gpu,
+                                footprint,
+                                resident,
+                            },
+                        ));
+                    }
+                }
                 SchedulerMsg::DropLock { gpu, evict_bytes } => {
                     let mem = gpus.get_mut(&gpu).expect("dropped on an attached GPU");
                     assert!(mem.holding, "drop of a client that does not hold the lock");
+                    mem.dropping = true;
                     let moved = evict_bytes.min(mem.resident);
                     mem.resident -= moved;
                     let resident = mem.resident;
@@ -210,6 +247,23 @@ impl World {
                     }
                     self.replies
                         .push_back((client, ClientMsg::LockReleased { gpu, resident }));
+                    if mem.growing > 0 {
+                        // The allocation waits for the lock again,
+                        // announcing the footprint it will make.
+                        mem.footprint += std::mem::take(&mut mem.growing);
+                        mem.waiting_since.get_or_insert(self.now);
+                        let footprint = mem.footprint;
+                        self.replies.push_back((
+                            client,
+                            ClientMsg::Usage {
+                                gpu,
+                                footprint,
+                                resident,
+                            },
+                        ));
+                        self.replies
+                            .push_back((client, ClientMsg::RequestLock { gpu }));
+                    }
                 }
                 SchedulerMsg::Evict { gpu, bytes } => {
                     let mem = gpus.get_mut(&gpu).expect("evict on an attached GPU");
@@ -238,6 +292,25 @@ impl World {
                 assert!(
                     all <= CAPACITY,
                     "clients hold {all} bytes on a {CAPACITY}-byte GPU"
+                );
+            }
+        }
+        if self.check_memory && self.policy == Policy::Auto {
+            // Invariant (6): the running holders' reservations fit together.
+            for gpu in GPUS {
+                let running: Vec<&Mem> = self
+                    .clients
+                    .values()
+                    .filter_map(|g| g.get(&gpu))
+                    .filter(|m| m.holding && !m.dropping)
+                    .collect();
+                let reserved: u64 = running
+                    .iter()
+                    .map(|m| m.room.max(m.footprint).min(CAPACITY))
+                    .sum();
+                assert!(
+                    running.len() <= 1 || reserved <= CAPACITY,
+                    "running holders reserve {reserved} bytes on a {CAPACITY}-byte GPU: {running:?}"
                 );
             }
         }

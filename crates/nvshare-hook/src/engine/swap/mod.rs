@@ -230,6 +230,18 @@ impl MemoryEngine for SwapEngine {
         Some(unit.destroy())
     }
 
+    fn growth(&self, device: CUdevice, bytes: u64) -> u64 {
+        // Whole units: a small allocation may open a new slab of one
+        // granule, a large one is rounded up to granules.
+        match self.granularity(device) {
+            Ok(granularity) => bytes
+                .max(1)
+                .div_ceil(granularity)
+                .saturating_mul(granularity),
+            Err(_) => bytes,
+        }
+    }
+
     fn usage(&self, device: CUdevice) -> Usage {
         let (mut physical, mut requested) = (Usage::default(), Usage::default());
         for unit in self.units().on(device) {

@@ -4,6 +4,7 @@
 mod drain;
 mod lifecycle;
 mod memory;
+mod reserve;
 mod time_slicing;
 
 use super::*;
