@@ -45,6 +45,7 @@ CHECKS=(
   swap_four_12g:150
   swap_deterministic_training:180
   ddp_two_gpus:300
+  ddp_two_jobs:300
 )
 
 # shellcheck source=lib/runner.sh

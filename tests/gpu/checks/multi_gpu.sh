@@ -18,12 +18,12 @@ need_two_gpus() {
   ((n >= 2)) || skip "needs 2 GPUs, nvidia-smi lists $n"
 }
 
-# ddp_run TAG HOW [ENV=VALUE...] : the two ranks of ddp_train.py, started
-# together, each as program TAG.r0 / TAG.r1; HOW is `native` or `hooked
-# MODE` (job names TAG.r0, TAG.r1). Waits for both; returns non-zero if
-# either failed or printed ok=0, with DDP_FAILED saying why.
-ddp_run() {
-  local tag=$1 how=$2 r pids=() rc
+# ddp_start TAG HOW [ENV=VALUE...] : starts the two ranks of ddp_train.py,
+# each as program TAG.r0 / TAG.r1; HOW is `native` or `hooked MODE` (job
+# names TAG.r0, TAG.r1). DDP_STEPS steps, DDP_BALLAST GiB of ballast (0).
+declare -gA DDP_PIDS=()
+ddp_start() {
+  local tag=$1 how=$2 r
   shift 2
   local init=$CHECK_DIR/$tag.rendezvous
   rm -f "$init"
@@ -36,17 +36,29 @@ ddp_run() {
     fi
     prog_bg 240 "$tag.r$r" "${cmd[@]}" "$PY" "$DDP_PY" --steps "$DDP_STEPS" --init-file "$init" \
       --ballast-gib "${DDP_BALLAST:-0}"
-    pids+=("$BG_PID")
+    DDP_PIDS[$tag.r$r]=$BG_PID
   done
+}
+
+# ddp_finish TAG : waits for both ranks of TAG; returns non-zero if either
+# failed or printed ok=0, with DDP_FAILED saying why.
+ddp_finish() {
+  local tag=$1 r rc
   DDP_FAILED=""
   for r in 0 1; do
     rc=0
-    wait_prog "$tag.r$r" "${pids[r]}" || rc=$?
+    wait_prog "$tag.r$r" "${DDP_PIDS[$tag.r$r]}" || rc=$?
     if ((rc != 0)) || [[ $(value "$tag.r$r" ok) != 1 ]]; then
       DDP_FAILED+="${DDP_FAILED:+; }$(why_failed "$tag.r$r" "$rc") allreduce_bad=$(value "$tag.r$r" allreduce_bad) ballast_bad=$(value "$tag.r$r" ballast_bad)"
     fi
   done
   [[ -z $DDP_FAILED ]]
+}
+
+# ddp_run TAG HOW [ENV=VALUE...] : ddp_start, then ddp_finish.
+ddp_run() {
+  ddp_start "$@"
+  ddp_finish "$1"
 }
 
 # same_ddp NATIVE_TAG TAG : both ranks of TAG printed the loss and hash
@@ -139,4 +151,43 @@ check_ddp_two_gpus() {
   fi
   also_report ddp_two_gpus_swapped "$verdict" "$detail"
   pass "$plain"
+}
+
+# Proves: two DDP jobs (two ranks each, rank r on GPU r) that do not fit
+# each GPU together (6 GiB of ballast per rank on a 10 GiB virtual GPU,
+# quantum 1 s) are time-sliced on both GPUs and both finish with the native
+# result. Each step's all-reduce waits for the peer rank on the other GPU:
+# when job A holds one GPU and job B the other, both drains are stuck in
+# NCCL kernels, and only the scheduler's drain timeout (2 s here) lets the
+# peers in beside them. Without it the four processes wait for each other
+# until NCCL's own timeout kills them.
+check_ddp_two_jobs() {
+  need_two_gpus
+  python_has torch || skip "torch is not importable here"
+  local g ballast=6 steps=${DDP_JOBS_STEPS:-20}
+  for g in 0 1; do
+    (($(gpu_free_gib "$g") >= 2 * ballast + 10)) ||
+      fail "not run: GPU $g has only $(gpu_free_gib "$g") GiB free"
+  done
+  DDP_STEPS=$steps ddp_run native native || fail "native run: $DDP_FAILED"
+  with_scheduler --memory-capacity 10GiB --quantum 1 --drain-timeout 2
+  local t0
+  t0=$(now)
+  DDP_STEPS=$steps DDP_BALLAST=$ballast ddp_start jobA "hooked swap"
+  DDP_STEPS=$steps DDP_BALLAST=$ballast ddp_start jobB "hooked swap"
+  local failed=""
+  ddp_finish jobA || failed+="job A: $DDP_FAILED; "
+  ddp_finish jobB || failed+="job B: $DDP_FAILED; "
+  local seconds
+  seconds=$(elapsed "$t0")
+  ctl_status "$SOCK" "$CHECK_DIR/status.json" || true
+  echo "status after the two jobs: $(cat "$CHECK_DIR/status.json" 2>/dev/null)"
+  stop_scheduler
+  local overdue switches
+  overdue=$(grep -c "drain overdue" "$CHECK_DIR/scheduler.log")
+  switches=$("$PY" "$STATUS_PY" per-gpu "$CHECK_DIR/status.json" switches | awk '{ printf "%s%s", sep, $2; sep = "/" }')
+  [[ -z $failed ]] || fail "${failed}(after $seconds s, $overdue overdue drains)"
+  same_ddp native jobA || fail "job A differs from the native run: $DDP_DIFF"
+  same_ddp native jobB || fail "job B differs from the native run: $DDP_DIFF"
+  pass "two 2-rank DDP jobs time-sliced on both GPUs ($steps steps, ${ballast} GiB ballast per rank, 10 GiB virtual GPUs, quantum 1 s): both identical to native ($DDP_SAME) in $seconds s (native alone $(value native.r0 seconds) s); $overdue overdue drains let peers in; switches per GPU $switches"
 }

@@ -1,0 +1,119 @@
+//! Two data-parallel jobs (two ranks each, one rank per GPU, like PyTorch
+//! DDP over NCCL) time-sliced on the same two fake GPUs. Every step ends in
+//! a collective kernel that cannot finish until the rank's peer on the
+//! other GPU runs its own (`cuda-collective`, fake-cuda's `rendezvous_u64`).
+//!
+//! Started so that job A holds GPU 0 and job B holds GPU 1, each rank then
+//! waits inside a kernel for a peer that is queued behind the other job:
+//! their drains cannot finish, so without the scheduler's drain timeout the
+//! four programs wait for each other forever.
+
+use nvshare_e2e::{Sandbox, finish_ok, json_result, wait_until};
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1 << 20;
+/// Two ranks of 40 MiB do not fit one 64 MiB virtual GPU together.
+const DAEMON_ARGS: [&str; 4] = ["--memory-capacity", "64MiB", "--quantum", "200ms"];
+const STEPS: u32 = 4;
+
+/// Rank `rank` of job `job`, on GPU `rank`, under the hook in swap mode.
+fn rank(sandbox: &Sandbox, job: &str, rank: u32) -> Command {
+    let mut command = sandbox.hooked("cuda-collective");
+    command
+        .env("FAKE_CUDA_DEVICES", "2")
+        .env("NVSHARE_NAME", format!("{job}{rank}"))
+        .args(["--rank", &rank.to_string(), "--world", "2"])
+        .args(["--device", &rank.to_string()])
+        .args(["--bytes", &(40 * MIB).to_string()])
+        .args(["--steps", &STEPS.to_string(), "--compute-us", "20000"])
+        .arg("--rendezvous")
+        .arg(sandbox.path().join(format!("{job}.rendezvous")));
+    command
+}
+
+/// Whether the program named `name` holds a GPU lock now.
+fn running(sandbox: &Sandbox, name: &str) -> bool {
+    let status = sandbox.status();
+    status["gpus"].as_array().into_iter().flatten().any(|gpu| {
+        gpu["clients"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["name"] == name && c["state"] == "running")
+    })
+}
+
+/// Starts A0 and B1 and waits until each holds its GPU, then A1 and B0,
+/// which queue behind the other job: the crossed order that deadlocks.
+fn start_crossed(sandbox: &Sandbox) -> Vec<(Child, &'static str)> {
+    let a0 = sandbox.spawn(&mut rank(sandbox, "A", 0));
+    let b1 = sandbox.spawn(&mut rank(sandbox, "B", 1));
+    assert!(
+        wait_until(Duration::from_secs(20), || running(sandbox, "A0")
+            && running(sandbox, "B1")),
+        "A0 and B1 did not get their GPUs: {}",
+        sandbox.status()
+    );
+    let a1 = sandbox.spawn(&mut rank(sandbox, "A", 1));
+    let b0 = sandbox.spawn(&mut rank(sandbox, "B", 0));
+    vec![(a0, "A0"), (b1, "B1"), (a1, "A1"), (b0, "B0")]
+}
+
+/// The step each rank of `job` has reached, from the shared counters.
+fn steps_reached(dir: &Path, job: &str) -> Vec<u64> {
+    let bytes = std::fs::read(dir.join(format!("{job}.rendezvous"))).unwrap_or_default();
+    bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect()
+}
+
+#[test]
+fn crossed_collective_jobs_finish_through_the_drain_timeout() {
+    let sandbox = Sandbox::new();
+    let mut args = DAEMON_ARGS.to_vec();
+    args.extend(["--drain-timeout", "500ms"]);
+    let _daemon = sandbox.daemon(&args);
+    let started = Instant::now();
+    for (child, name) in start_crossed(&sandbox) {
+        let result = json_result(&finish_ok(child, name));
+        assert_eq!(result["ok"], true, "{name}: {result}");
+        assert_eq!(result["steps"], STEPS, "{name}: {result}");
+    }
+    let log = std::fs::read_to_string(sandbox.path().join("daemon.log")).unwrap_or_default();
+    assert!(
+        log.contains("drain overdue"),
+        "the jobs finished ({:?}) but no drain was ever overdue: the test did not build the crossed wait",
+        started.elapsed()
+    );
+}
+
+/// The control: the same start with a drain timeout longer than the test
+/// really does deadlock, so the test above proves the timeout is what
+/// resolves it.
+#[test]
+fn without_the_drain_timeout_crossed_collective_jobs_wait_for_each_other() {
+    let sandbox = Sandbox::new();
+    let mut args = DAEMON_ARGS.to_vec();
+    args.extend(["--drain-timeout", "60m"]);
+    let _daemon = sandbox.daemon(&args);
+    let mut ranks = start_crossed(&sandbox);
+    // Ten quanta: plenty of time for four steps of 20 ms each.
+    std::thread::sleep(Duration::from_secs(2));
+    for (child, name) in &mut ranks {
+        assert!(
+            child.try_wait().expect("poll a rank").is_none(),
+            "{name} finished: the crossed start did not deadlock"
+        );
+    }
+    for job in ["A", "B"] {
+        let reached = steps_reached(sandbox.path(), job);
+        assert!(
+            reached.iter().all(|&s| s <= 1),
+            "job {job} got past its first collective ({reached:?}): no deadlock to resolve"
+        );
+    }
+    // The sandbox kills the four ranks when dropped.
+}
