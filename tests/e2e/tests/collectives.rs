@@ -117,3 +117,61 @@ fn without_the_drain_timeout_crossed_collective_jobs_wait_for_each_other() {
     }
     // The sandbox kills the four ranks when dropped.
 }
+
+/// A cuda-worker under the hook on `device`: 40 MiB, long enough to be
+/// time-sliced a few times.
+fn worker_on(sandbox: &Sandbox, name: &str, device: u32) -> Command {
+    let mut command = sandbox.hooked("cuda-worker");
+    command
+        .env("FAKE_CUDA_DEVICES", "2")
+        .env("NVSHARE_NAME", name)
+        .args(["--device", &device.to_string()])
+        .args(["--bytes", &(40 * MIB).to_string()])
+        .args([
+            "--iterations",
+            "30",
+            "--sleep-us",
+            "20000",
+            "--pause-ms",
+            "1",
+        ]);
+    command
+}
+
+/// One process drives both GPUs, one thread each, and every step ends in a
+/// collective between its two devices (NCCL in a single process). It holds
+/// GPU 0 while `one` holds GPU 1; `zero` then waits for GPU 0. The drop of
+/// GPU 0 waits for a collective that needs the process's GPU 1 kernel,
+/// which needs the grant of GPU 1: the hook must apply that grant while the
+/// GPU 0 drain is still waiting (each GPU's messages on its own thread), or
+/// the process deadlocks itself. No drain timeout here: the hook alone must
+/// get this right.
+#[test]
+fn a_program_whose_gpus_wait_for_each_other_is_granted_one_while_draining_the_other() {
+    let sandbox = Sandbox::new();
+    let mut args = DAEMON_ARGS.to_vec();
+    args.extend(["--drain-timeout", "60m"]);
+    let _daemon = sandbox.daemon(&args);
+    let one = sandbox.spawn(&mut worker_on(&sandbox, "one", 1));
+    assert!(
+        wait_until(Duration::from_secs(20), || running(&sandbox, "one")),
+        "one did not get GPU 1"
+    );
+    let mut both = sandbox.hooked("cuda-collective");
+    both.env("FAKE_CUDA_DEVICES", "2")
+        .env("NVSHARE_NAME", "both")
+        .args(["--devices", "0,1", "--bytes", &(40 * MIB).to_string()])
+        .args(["--steps", &STEPS.to_string(), "--compute-us", "20000"])
+        .arg("--rendezvous")
+        .arg(sandbox.path().join("both.rendezvous"));
+    let both = sandbox.spawn(&mut both);
+    assert!(
+        wait_until(Duration::from_secs(20), || running(&sandbox, "both")),
+        "both did not get GPU 0"
+    );
+    let zero = sandbox.spawn(&mut worker_on(&sandbox, "zero", 0));
+    for (child, name) in [(both, "both"), (one, "one"), (zero, "zero")] {
+        let result = json_result(&finish_ok(child, name));
+        assert_eq!(result["ok"], true, "{name}: {result}");
+    }
+}

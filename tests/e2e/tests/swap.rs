@@ -5,6 +5,7 @@
 //! `map` when it comes back, the hook's `memcpy` chunks in between), and
 //! each program verifies its own data at the end.
 
+use cuda_programs::artifacts::{artifact, fake_cuda_command};
 use nvshare_e2e::trace::{Event, Trace};
 use nvshare_e2e::{Sandbox, finish_ok, json_result, kill_hard, wait_until};
 use std::process::{Child, Command};
@@ -352,6 +353,85 @@ fn an_allocation_on_a_physically_full_gpu_waits_for_its_turn() {
     );
     let second = spawn("second");
     for (child, name) in [(first, "first"), (second, "second")] {
+        let result = json_result(&finish_ok(child, name));
+        assert_eq!(result["ok"], true, "{name}: {result}");
+    }
+}
+
+/// Whether the program named `name` is in `state` per the daemon's status,
+/// with `resident` bytes on the GPU if given, after at least `grants` grants.
+fn client_is(
+    sandbox: &Sandbox,
+    name: &str,
+    state: &str,
+    resident: Option<u64>,
+    grants: u64,
+) -> bool {
+    let status = sandbox.status();
+    status["gpus"].as_array().into_iter().flatten().any(|gpu| {
+        gpu["clients"].as_array().into_iter().flatten().any(|c| {
+            c["name"] == name
+                && c["state"] == state
+                && resident.is_none_or(|r| c["resident"] == r)
+                && c["grants"].as_u64().unwrap_or(0) >= grants
+        })
+    })
+}
+
+/// Memory the scheduler counts as free may still be held on the card when a
+/// program is granted (a program that just exited, whose memory the driver
+/// frees after its socket closes; a co-runner still evicting). The granted
+/// program's restore then finds the GPU physically full: it waits and
+/// retries instead of opening the gate with its memory missing (its kernels
+/// would touch unmapped memory and fault), and finishes correct.
+#[test]
+fn a_restore_on_a_physically_full_gpu_waits_for_the_memory() {
+    let sandbox = Sandbox::new();
+    // 100 MiB card, 64 MiB virtual GPU: `small` (20 MiB) and `big` (50 MiB)
+    // take turns every second.
+    let _daemon = sandbox.daemon(&["--memory-capacity", CAPACITY, "--quantum", "1"]);
+    let spawn = |name: &str, bytes: u64| {
+        sandbox.spawn(
+            worker(&sandbox, name, 1, bytes, 80, 20)
+                .env("FAKE_CUDA_MEMORY", "100MiB")
+                .env("NVSHARE_LOG", "info"),
+        )
+    };
+    let small = spawn("small", 20 * MIB);
+    assert!(
+        wait_until(Duration::from_secs(20), || client_is(
+            &sandbox, "small", "running", None, 1
+        )),
+        "small never ran"
+    );
+    let big = spawn("big", 50 * MIB);
+    // Wait until big has run once and is swapped out again, small holding.
+    assert!(
+        wait_until(Duration::from_secs(30), || client_is(
+            &sandbox,
+            "big",
+            "waiting",
+            Some(0),
+            1
+        ) && client_is(
+            &sandbox, "small", "running", None, 2
+        )),
+        "big was never swapped out while small ran: {}",
+        sandbox.status()
+    );
+    // A program outside nvshare takes 60 MiB of the card for ~1.5 s: big's
+    // next restore (50 MiB beside small's 14 and these 60) does not fit.
+    let mut outsider = fake_cuda_command(&artifact("cuda-worker"));
+    outsider
+        // Not hooked; the socket only marks it as this sandbox's to clean up.
+        .env("NVSHARE_SOCK", sandbox.socket())
+        .env("FAKE_CUDA_MEMORY", "100MiB")
+        .env("FAKE_CUDA_STATE_DIR", sandbox.path())
+        .env("FAKE_CUDA_TRACE", sandbox.trace_path())
+        .args(["--bytes", &(60 * MIB).to_string(), "--iterations", "75"])
+        .args(["--sleep-us", "20000"]);
+    let outsider = sandbox.spawn(&mut outsider);
+    for (child, name) in [(outsider, "outsider"), (small, "small"), (big, "big")] {
         let result = json_result(&finish_ok(child, name));
         assert_eq!(result["ok"], true, "{name}: {result}");
     }

@@ -48,6 +48,15 @@ pub enum EngineError {
     },
 }
 
+impl EngineError {
+    /// Whether the GPU itself was out of memory (a retry may succeed once
+    /// others free theirs).
+    pub fn is_out_of_device_memory(&self) -> bool {
+        matches!(self, EngineError::Driver { source, .. }
+            if source.code() == crate::ffi::CUresult::ERROR_OUT_OF_MEMORY)
+    }
+}
+
 /// What the wrappers and the gate ask of the memory mode.
 pub trait MemoryEngine: Send + Sync {
     /// The mode's name, for logs.

@@ -12,9 +12,11 @@
 //! as the activity counter of the idle watcher.
 
 use crate::ffi::CUdevice;
-use nvshare_proto::GpuUuid;
+use nvshare_proto::{GpuUuid, SchedulerMsg};
 use parking_lot::{Condvar, Mutex};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 /// The lock-free part read on every work submission, and the slow-path state.
@@ -40,6 +42,10 @@ pub(crate) struct DeviceGate {
     pub state: Mutex<DeviceState>,
     /// Signalled when `held` or `state` changes.
     pub changed: Condvar,
+    /// The queue of this device's worker thread, which applies the
+    /// scheduler's grants, drops and evictions for this device in order
+    /// (started at the first such message).
+    pub mailbox: OnceLock<Sender<SchedulerMsg>>,
 }
 
 /// What the slow path and the session agree on.
@@ -96,6 +102,7 @@ impl DeviceGate {
                 reserving: 0,
             }),
             changed: Condvar::new(),
+            mailbox: OnceLock::new(),
         }
     }
 

@@ -2,9 +2,14 @@
 //! following grants, drops and evictions, reporting idleness, and
 //! reconnecting when the daemon restarts.
 //!
-//! One reader thread per connection applies scheduler messages in order.
-//! Grants restore memory before the gate opens; drops close the gate, wait
-//! for calls in flight, synchronize the device and evict before answering.
+//! One reader thread per connection receives the scheduler's messages and
+//! hands each device's grants, drops and evictions to that device's worker
+//! thread, which applies them in order. A drain that waits for a kernel on
+//! one GPU therefore never holds up a grant on another: a program whose
+//! kernels on two GPUs wait for each other (a collective across its own
+//! devices) would otherwise deadlock inside the hook. Grants restore memory
+//! before the gate opens; drops close the gate, wait for calls in flight,
+//! synchronize the device and evict before answering.
 
 use super::Gate;
 use super::device::DeviceGate;
@@ -166,8 +171,51 @@ fn reconnect(gate: &'static Gate) -> UnixStream {
     }
 }
 
-/// Applies one scheduler message.
+/// Applies one scheduler message: connection-wide ones here, a device's
+/// ones on that device's worker thread.
 fn apply(gate: &'static Gate, msg: SchedulerMsg) {
+    let device_msg_gpu = match &msg {
+        SchedulerMsg::LockGranted { gpu, .. }
+        | SchedulerMsg::Reserved { gpu, .. }
+        | SchedulerMsg::DropLock { gpu, .. }
+        | SchedulerMsg::Evict { gpu, .. } => Some(*gpu),
+        _ => None,
+    };
+    match device_msg_gpu {
+        Some(gpu) => {
+            if let Some(device) = gate.device_by_uuid(&gpu) {
+                deliver(gate, device, msg);
+            }
+        }
+        None => apply_here(gate, msg),
+    }
+}
+
+/// Queues `msg` for `device`'s worker thread, starting it on first use; if
+/// no thread can be started, applies the message on this thread instead.
+fn deliver(gate: &'static Gate, device: &'static DeviceGate, msg: SchedulerMsg) {
+    let mailbox = device.mailbox.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel::<SchedulerMsg>();
+        let spawned = std::thread::Builder::new()
+            .name(format!("nvshare-gpu{}", device.ordinal))
+            .spawn(move || {
+                for msg in receiver {
+                    apply_here(gate, msg);
+                }
+            });
+        if let Err(e) = spawned {
+            // The receiver is gone with the closure: sends fail below.
+            tracing::error!(error = %e, gpu = %device.uuid, "cannot start the GPU's scheduler worker thread; handling its messages on the reader thread");
+        }
+        sender
+    });
+    if let Err(std::sync::mpsc::SendError(msg)) = mailbox.send(msg) {
+        apply_here(gate, msg);
+    }
+}
+
+/// Applies one scheduler message on the calling thread.
+fn apply_here(gate: &'static Gate, msg: SchedulerMsg) {
     match msg {
         SchedulerMsg::Welcome {
             gpu,
@@ -250,24 +298,58 @@ fn grant(gate: &Gate, device: &DeviceGate, room: u64) {
     }
     let started = Instant::now();
     let _current = platform::ContextGuard::enter(device.ordinal);
-    match engine::current().restore(device.ordinal) {
-        Ok(bytes) => {
-            let usage = engine::current().usage(device.ordinal);
-            if bytes > 0 {
-                let elapsed_us = started.elapsed().as_micros() as u64;
-                tracing::debug!(gpu = %device.uuid, bytes, elapsed_us, "memory restored on grant");
-                gate.session.send(&ClientMsg::Restored {
-                    gpu: device.uuid,
-                    bytes,
-                    resident: usage.resident,
-                    elapsed_us,
-                });
-            }
-        }
-        Err(e) => tracing::error!(gpu = %device.uuid, error = %e,
-            "restoring memory on grant failed; the program's next access may fault or run slowly"),
+    let before = engine::current().usage(device.ordinal).resident;
+    restore_waiting_for_memory(device);
+    let resident = engine::current().usage(device.ordinal).resident;
+    let bytes = resident.saturating_sub(before);
+    if bytes > 0 {
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        tracing::debug!(gpu = %device.uuid, bytes, elapsed_us, "memory restored on grant");
+        gate.session.send(&ClientMsg::Restored {
+            gpu: device.uuid,
+            bytes,
+            resident,
+            elapsed_us,
+        });
     }
     device.open(&mut device.state.lock(), room);
+}
+
+/// How long a grant waits for device memory that the scheduler counted as
+/// free but the driver has not given back yet.
+const RESTORE_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Restores everything swapped out of `device`. When the GPU is physically
+/// out of memory, memory the scheduler already counts as free is usually on
+/// its way back: a program that just exited (the scheduler sees its socket
+/// close before the driver has freed its memory) or a co-runner still
+/// evicting. Opening the gate with memory missing would let kernels touch
+/// unmapped addresses, so the restore is retried (each try restores what
+/// fits) for up to [`RESTORE_PATIENCE`]; only then is the failure logged and
+/// the gate opened as it is.
+fn restore_waiting_for_memory(device: &DeviceGate) {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    let mut warned = false;
+    loop {
+        match engine::current().restore(device.ordinal) {
+            Ok(_) => return,
+            Err(e) if e.is_out_of_device_memory() && started.elapsed() < RESTORE_PATIENCE => {
+                if !warned && started.elapsed() > Duration::from_secs(1) {
+                    tracing::warn!(gpu = %device.uuid, error = %e,
+                        "the GPU has no room yet for this program's swapped-out memory; waiting for others to free it");
+                    warned = true;
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            Err(e) => {
+                tracing::error!(gpu = %device.uuid, error = %e, waited_ms = started.elapsed().as_millis() as u64,
+                    "restoring memory on grant failed; the program's next access to the missing memory may fault");
+                return;
+            }
+        }
+    }
 }
 
 /// Stops new work, waits for work in flight, evicts what was asked and

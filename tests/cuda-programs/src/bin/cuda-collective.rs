@@ -5,7 +5,11 @@
 //! file shared by the ranks). A rank whose peer cannot get its GPU is stuck
 //! inside a kernel: it cannot drain, as with NCCL on a real GPU.
 //!
-//! At the end the rank checks its memory. Prints one JSON line
+//! With `--devices`, one process runs every rank, one thread per device
+//! (rank i on the i-th device), as a program that drives several GPUs and
+//! runs collectives between them does (NCCL in a single process).
+//!
+//! At the end each rank checks its memory. Prints one JSON line
 //! (`ok`, `rank`, `steps`, `elapsed_ms`, ...) and exits 0 only if correct.
 
 use std::ffi::c_void;
@@ -23,11 +27,15 @@ use serde_json::json;
 #[command(about = "One rank of a collective job against libcuda.so.1")]
 struct Args {
     /// This rank (0-based).
-    #[arg(long)]
+    #[arg(long, default_value_t = 0)]
     rank: u64,
     /// How many ranks the job has.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     world: u64,
+    /// Run every rank in this process, one thread per device listed (rank i
+    /// on the i-th); overrides --rank, --world and --device.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<i32>,
     /// The file holding the ranks' step counters (created if missing).
     #[arg(long)]
     rendezvous: std::path::PathBuf,
@@ -48,9 +56,11 @@ struct Args {
     library: String,
 }
 
-/// The ranks' shared counters: a `MAP_SHARED` mapping of the rendezvous file.
+/// The ranks' shared counters: a `MAP_SHARED` mapping of the rendezvous
+/// file (its address kept as an integer: only kernels touch the counters,
+/// atomically).
 struct Counters {
-    ptr: *mut c_void,
+    addr: usize,
     len: usize,
 }
 
@@ -79,7 +89,10 @@ impl Counters {
         if ptr == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(Counters { ptr, len })
+        Ok(Counters {
+            addr: ptr as usize,
+            len,
+        })
     }
 }
 
@@ -87,17 +100,42 @@ impl Drop for Counters {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `map`, unmapped once, after every
         // kernel that used it has completed (the caller synchronizes first).
-        unsafe { libc::munmap(self.ptr, self.len) };
+        unsafe { libc::munmap(self.addr as *mut c_void, self.len) };
     }
 }
 
-fn run(args: &Args, counters: &Counters) -> Result<(), Error> {
-    let cuda = Cuda::open(&args.library, false, args.device)?;
+/// Runs every rank of `--devices` in its own thread; the first failure wins.
+fn run_all(args: &Args, counters: &Counters) -> Result<(), Error> {
+    if args.devices.is_empty() {
+        return run(args, args.rank, args.device, counters);
+    }
+    std::thread::scope(|scope| {
+        let ranks: Vec<_> = args
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(rank, &device)| scope.spawn(move || run(args, rank as u64, device, counters)))
+            .collect();
+        ranks
+            .into_iter()
+            .map(|r| r.join().expect("a rank thread panicked"))
+            .collect::<Result<Vec<()>, Error>>()
+            .map(|_| ())
+    })
+}
+
+fn run(args: &Args, rank: u64, device: i32, counters: &Counters) -> Result<(), Error> {
+    let world = if args.devices.is_empty() {
+        args.world
+    } else {
+        args.devices.len() as u64
+    };
+    let cuda = Cuda::open(&args.library, false, device)?;
     let kernels = cuda.kernels()?;
     let stream = cuda.stream()?;
     let count = args.bytes / 4;
     let buffer = Buffer::alloc(&cuda, AllocMode::Device, count * 4, 0)?;
-    let seed = 3 + args.rank as u32;
+    let seed = 3 + rank as u32;
     cuda.launch_u32_op(kernels.fill_u32, stream, buffer.ptr, seed, count)?;
     for step in 1..=args.steps {
         if args.compute_us > 0 {
@@ -106,7 +144,7 @@ fn run(args: &Args, counters: &Counters) -> Result<(), Error> {
         }
         cuda.launch_u32_op(kernels.add_u32, stream, buffer.ptr, step, count)?;
         let (mut slots, mut rank, mut world, mut at) =
-            (counters.ptr as u64, args.rank, args.world, u64::from(step));
+            (counters.addr as u64, rank, world, u64::from(step));
         cuda.launch(
             kernels.rendezvous_u64,
             stream,
@@ -138,16 +176,22 @@ fn run(args: &Args, counters: &Counters) -> Result<(), Error> {
 fn main() {
     let args = Args::parse();
     let started = Instant::now();
-    let outcome = Counters::map(&args.rendezvous, args.world)
+    let world = if args.devices.is_empty() {
+        args.world
+    } else {
+        args.devices.len() as u64
+    };
+    let outcome = Counters::map(&args.rendezvous, world)
         .map_err(|source| Error::File {
             path: args.rendezvous.display().to_string(),
             source,
         })
-        .and_then(|counters| run(&args, &counters));
+        .and_then(|counters| run_all(&args, &counters));
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
     let line = json!({
         "ok": outcome.is_ok(), "error": outcome.as_ref().err().map(|e| e.to_string()),
-        "rank": args.rank, "world": args.world, "device": args.device, "steps": args.steps,
+        "rank": args.rank, "world": world, "device": args.device, "devices": args.devices,
+        "steps": args.steps,
         "elapsed_ms": elapsed_ms, "pid": std::process::id(),
     });
     println!("{line}");
