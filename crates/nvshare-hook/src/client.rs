@@ -87,6 +87,7 @@ impl Connection {
             &mut writer,
             &Hello::new(Role::Client {
                 name: config.name.clone(),
+                group: config.group.clone(),
             }),
         )?;
         match read_msg::<_, HelloReply>(&mut reader)? {

@@ -40,6 +40,10 @@ pub struct HookConfig {
     pub socket: PathBuf,
     /// The job name: `NVSHARE_NAME`, else the program's name.
     pub name: String,
+    /// The multi-process job this program belongs to: `NVSHARE_GROUP`, else
+    /// (under torch.distributed's launchers, `WORLD_SIZE` > 1) the job's
+    /// rendezvous address `torch:MASTER_ADDR:MASTER_PORT`; else none.
+    pub group: Option<String>,
     /// `NVSHARE_ENABLE_SINGLE_OVERSUB=1`: in uvm mode, allow one program to
     /// allocate beyond the capacity (as the original nvshare).
     pub single_oversub: bool,
@@ -90,6 +94,7 @@ impl HookConfig {
             .map(PathBuf::from)
             .unwrap_or_else(default_socket_path);
         let name = var("NVSHARE_NAME").unwrap_or_else(program_name);
+        let group = job_group(&var);
         let single_oversub = var("NVSHARE_ENABLE_SINGLE_OVERSUB").as_deref() == Some("1");
         let idle_after_ms = var("NVSHARE_IDLE_MS")
             .and_then(|v| v.parse().ok())
@@ -115,6 +120,7 @@ impl HookConfig {
             scheduler,
             socket,
             name,
+            group,
             single_oversub,
             idle_after_ms,
             swap_geometry: CopyGeometry {
@@ -124,6 +130,22 @@ impl HookConfig {
             },
         }
     }
+}
+
+/// The program's job group from its environment (see [`HookConfig::group`]).
+fn job_group(var: &impl Fn(&str) -> Option<String>) -> Option<String> {
+    if let Some(group) = var("NVSHARE_GROUP") {
+        return Some(group);
+    }
+    let ranks: u64 = var("WORLD_SIZE")?.trim().parse().ok()?;
+    if ranks < 2 {
+        return None;
+    }
+    Some(format!(
+        "torch:{}:{}",
+        var("MASTER_ADDR")?,
+        var("MASTER_PORT")?
+    ))
 }
 
 /// The swap engine's copy chunk in MiB when `NVSHARE_SWAP_CHUNK_MIB` is
@@ -220,6 +242,44 @@ mod tests {
     use super::*;
 
     const NAME: &str = "NVSHARE_SWAP_STREAMS";
+
+    fn group_of(env: &[(&str, &str)]) -> Option<String> {
+        let var = |name: &str| {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        };
+        job_group(&var)
+    }
+
+    #[test]
+    fn the_job_group_is_named_or_taken_from_torch_distributed() {
+        assert_eq!(group_of(&[]), None);
+        assert_eq!(
+            group_of(&[("NVSHARE_GROUP", "train-7")]).as_deref(),
+            Some("train-7")
+        );
+        let torchrun = [
+            ("WORLD_SIZE", "4"),
+            ("MASTER_ADDR", "10.0.0.1"),
+            ("MASTER_PORT", "29500"),
+        ];
+        assert_eq!(group_of(&torchrun).as_deref(), Some("torch:10.0.0.1:29500"));
+        // NVSHARE_GROUP wins; one rank is no group; without the address no
+        // group can be derived.
+        let mut named = torchrun.to_vec();
+        named.push(("NVSHARE_GROUP", "mine"));
+        assert_eq!(group_of(&named).as_deref(), Some("mine"));
+        assert_eq!(
+            group_of(&[
+                ("WORLD_SIZE", "1"),
+                ("MASTER_ADDR", "a"),
+                ("MASTER_PORT", "1")
+            ]),
+            None
+        );
+        assert_eq!(group_of(&[("WORLD_SIZE", "2"), ("MASTER_PORT", "1")]), None);
+    }
 
     #[test]
     fn an_unset_or_empty_setting_is_the_default() {

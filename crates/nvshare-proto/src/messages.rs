@@ -43,6 +43,11 @@ pub enum Role {
     Client {
         /// The job name: `NVSHARE_NAME`, else the program's name.
         name: String,
+        /// The multi-process job it belongs to, if any (`NVSHARE_GROUP`, or
+        /// derived from torch.distributed's environment): the scheduler
+        /// grants the members of a group that wait together at the same
+        /// time, so that their collectives do not wait for a swapped-out peer.
+        group: Option<String>,
     },
     /// An operator tool (`nvshare-ctl`).
     Control,

@@ -33,7 +33,8 @@ fn error_reply() -> impl Strategy<Value = ErrorReply> {
 
 fn hello() -> impl Strategy<Value = Hello> {
     prop_oneof![
-        ".*".prop_map(|name| Hello::new(Role::Client { name })),
+        (".*", proptest::option::of(".*"))
+            .prop_map(|(name, group)| Hello::new(Role::Client { name, group })),
         Just(Hello::new(Role::Control)),
     ]
 }

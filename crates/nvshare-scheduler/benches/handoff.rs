@@ -24,7 +24,13 @@ const WARMUP: Duration = Duration::from_millis(500);
 
 /// An attached client on a plain blocking connection.
 fn attached(daemon: &Daemon, name: &str) -> Wire {
-    let (mut wire, _) = handshake(&daemon.socket, Role::Client { name: name.into() });
+    let (mut wire, _) = handshake(
+        &daemon.socket,
+        Role::Client {
+            name: name.into(),
+            group: None,
+        },
+    );
     wire.send(&ClientMsg::Attach {
         gpu: GPU,
         physical_memory: 80 * GIB,

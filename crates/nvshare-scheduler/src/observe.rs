@@ -41,8 +41,15 @@ impl Observer {
     }
 
     /// Remembers a client's name for later lines.
-    pub fn client_connected(&mut self, client: ClientId, pid: u32, uid: u32, name: &str) {
-        info!(client, name, pid, uid, "client connected");
+    pub fn client_connected(
+        &mut self,
+        client: ClientId,
+        pid: u32,
+        uid: u32,
+        name: &str,
+        group: Option<&str>,
+    ) {
+        info!(client, name, pid, uid, group, "client connected");
         self.names.insert(client, name.to_owned());
     }
 
@@ -201,7 +208,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let mut observer = Observer::new(metrics.clone());
         let gpu = GpuUuid([1; 16]);
-        observer.client_connected(4, 100, 0, "train");
+        observer.client_connected(4, 100, 0, "train", None);
         observer.record(&Record::Granted {
             client: 4,
             gpu,

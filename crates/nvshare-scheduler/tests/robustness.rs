@@ -115,6 +115,7 @@ fn a_wrong_protocol_version_is_refused_and_named() {
 
     let mut hello = Hello::new(Role::Client {
         name: "from-the-future".into(),
+        group: None,
     });
     hello.version = PROTOCOL_VERSION + 1;
     let refusal = refused_hello(&daemon, &frame(&encode(&hello).unwrap()));
@@ -140,6 +141,7 @@ fn garbage_after_the_handshake_is_refused() {
         &daemon.socket,
         Role::Client {
             name: "rogue".into(),
+            group: None,
         },
     );
     rogue.send(&ClientMsg::Idle { gpu: support::GPU });

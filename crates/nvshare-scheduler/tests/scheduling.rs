@@ -138,6 +138,7 @@ fn a_killed_holder_process_hands_the_lock_on_within_100ms() {
         &daemon.socket,
         Role::Client {
             name: "doomed".into(),
+            group: None,
         },
     );
     holder.send(&ClientMsg::Attach {

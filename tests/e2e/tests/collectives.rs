@@ -175,3 +175,67 @@ fn a_program_whose_gpus_wait_for_each_other_is_granted_one_while_draining_the_ot
         assert_eq!(result["ok"], true, "{name}: {result}");
     }
 }
+
+/// Whether the program named `name` waits for a GPU lock now.
+fn waiting(sandbox: &Sandbox, name: &str) -> bool {
+    let status = sandbox.status();
+    status["gpus"].as_array().into_iter().flatten().any(|gpu| {
+        gpu["clients"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["name"] == name && c["state"] == "waiting")
+    })
+}
+
+/// The crossed arrival again (A0, B1, A1, B0), but while a program holds
+/// both GPUs, and each job's ranks name their job (`NVSHARE_GROUP`): the
+/// scheduler lines the jobs up alike on both GPUs and grants each job's
+/// ranks together, so nothing waits for anything and no drain is ever
+/// overdue (the timeout here is an hour: it cannot be what saves them).
+#[test]
+fn grouped_jobs_arriving_crosswise_are_granted_whole() {
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.daemon(&[
+        "--memory-capacity",
+        "64MiB",
+        "--quantum",
+        "30",
+        "--drain-timeout",
+        "60m",
+    ]);
+    let mut blocker = sandbox.hooked("cuda-worker");
+    blocker
+        .env("FAKE_CUDA_DEVICES", "2")
+        .env("NVSHARE_NAME", "blocker")
+        .args(["--devices", "0,1", "--bytes", &(40 * MIB).to_string()])
+        .args(["--iterations", "150", "--sleep-us", "20000"]);
+    let blocker = sandbox.spawn(&mut blocker);
+    assert!(
+        wait_until(Duration::from_secs(20), || running(&sandbox, "blocker")),
+        "the blocker never ran"
+    );
+    let mut ranks = Vec::new();
+    for (job, r) in [("A", 0), ("B", 1), ("A", 1), ("B", 0)] {
+        let mut command = rank(&sandbox, job, r);
+        command.env("NVSHARE_GROUP", job);
+        ranks.push((sandbox.spawn(&mut command), format!("{job}{r}")));
+        let name = format!("{job}{r}");
+        assert!(
+            wait_until(Duration::from_secs(20), || waiting(&sandbox, &name)),
+            "{name} never queued: {}",
+            sandbox.status()
+        );
+    }
+    let result = json_result(&finish_ok(blocker, "blocker"));
+    assert_eq!(result["ok"], true, "blocker: {result}");
+    for (child, name) in ranks {
+        let result = json_result(&finish_ok(child, &name));
+        assert_eq!(result["ok"], true, "{name}: {result}");
+    }
+    let log = std::fs::read_to_string(sandbox.path().join("daemon.log")).unwrap_or_default();
+    assert!(
+        !log.contains("drain overdue"),
+        "a drain was overdue: the jobs were granted crosswise"
+    );
+}

@@ -27,8 +27,12 @@ ddp_start() {
   shift 2
   local init=$CHECK_DIR/$tag.rendezvous
   rm -f "$init"
+  # The rendezvous is the file above; MASTER_ADDR/PORT are set as torchrun
+  # sets them, so the hook recognises the ranks as one job (gang).
+  local port=$((20000 + $(printf '%s' "$tag" | cksum | cut -d' ' -f1) % 20000))
   for r in 0 1; do
-    local cmd=(env CUDA_DEVICE_ORDER=PCI_BUS_ID RANK=$r LOCAL_RANK=$r WORLD_SIZE=2 "$@")
+    local cmd=(env CUDA_DEVICE_ORDER=PCI_BUS_ID RANK=$r LOCAL_RANK=$r WORLD_SIZE=2
+      MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$@")
     if [[ $how == native ]]; then
       cmd=(native "${cmd[@]}")
     else
@@ -183,11 +187,12 @@ check_ddp_two_jobs() {
   ctl_status "$SOCK" "$CHECK_DIR/status.json" || true
   echo "status after the two jobs: $(cat "$CHECK_DIR/status.json" 2>/dev/null)"
   stop_scheduler
-  local overdue switches
+  local overdue switches groups
   overdue=$(grep -c "drain overdue" "$CHECK_DIR/scheduler.log")
+  groups=$(grep "client connected" "$CHECK_DIR/scheduler.log" | grep -o 'group=[^ ]*' | sort -u | tr '\n' ' ')
   switches=$("$PY" "$STATUS_PY" per-gpu "$CHECK_DIR/status.json" switches | awk '{ printf "%s%s", sep, $2; sep = "/" }')
   [[ -z $failed ]] || fail "${failed}(after $seconds s, $overdue overdue drains)"
   same_ddp native jobA || fail "job A differs from the native run: $DDP_DIFF"
   same_ddp native jobB || fail "job B differs from the native run: $DDP_DIFF"
-  pass "two 2-rank DDP jobs time-sliced on both GPUs ($steps steps, ${ballast} GiB ballast per rank, 10 GiB virtual GPUs, quantum 1 s): both identical to native ($DDP_SAME) in $seconds s (native alone $(value native.r0 seconds) s); $overdue overdue drains let peers in; switches per GPU $switches"
+  pass "two 2-rank DDP jobs time-sliced on both GPUs ($steps steps, ${ballast} GiB ballast per rank, 10 GiB virtual GPUs, quantum 1 s): both identical to native ($DDP_SAME) in $seconds s (native alone $(value native.r0 seconds) s); $overdue overdue drains let peers in; switches per GPU $switches; groups seen: ${groups:-none}"
 }

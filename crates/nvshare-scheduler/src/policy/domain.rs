@@ -89,8 +89,11 @@ impl Domain {
                 m.set_state(ClientState::Waiting);
                 m.requested_at = now;
                 if at_head {
+                    // Ticket 0: ahead of everyone in line, whatever comes.
+                    m.ticket = Some(0);
                     self.queue.push_front(client);
                 } else {
+                    m.ticket = None;
                     self.queue.push_back(client);
                 }
             }
@@ -99,12 +102,43 @@ impl Domain {
         }
     }
 
+    /// Orders the queue by ticket (stable: equal tickets keep their order).
+    pub fn sort_queue(&mut self) {
+        let members = &self.members;
+        self.queue
+            .make_contiguous()
+            .sort_by_key(|c| members.get(c).and_then(|m| m.ticket).unwrap_or(u64::MAX));
+    }
+
+    /// Gives `client` the lock, unless members of its gang wait on other
+    /// GPUs: then it is only marked ready, and the facade grants the whole
+    /// gang at once when every member is (see `gang`). Returns whether it
+    /// was granted.
+    pub fn grant_or_hold(
+        &mut self,
+        client: ClientId,
+        now: Duration,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        if let Some(m) = self.members.get_mut(&client)
+            && m.co_waiters
+        {
+            m.gang_ready = true;
+            return false;
+        }
+        self.grant(client, now, out);
+        true
+    }
+
     /// Gives `client` the lock.
     pub fn grant(&mut self, client: ClientId, now: Duration, out: &mut Vec<Action>) {
         self.queue.retain(|&c| c != client);
         let Some(m) = self.members.get_mut(&client) else {
             return;
         };
+        m.ticket = None;
+        m.co_waiters = false;
+        m.gang_ready = false;
         m.set_state(ClientState::Running);
         m.granted_at = now;
         m.last_ran = now;

@@ -28,6 +28,9 @@ pub(super) fn schedule(d: &mut Domain, now: Duration, out: &mut Vec<Action>) {
             d.grant(head, now, out);
         }
     }
+    for m in d.members.values_mut() {
+        m.gang_ready = false;
+    }
     // Holders already run: their growth goes before newcomers, who would
     // otherwise be granted the room a holder waits for and dropped again.
     let reserving = reserve::serve(d, now, out);
@@ -38,8 +41,10 @@ pub(super) fn schedule(d: &mut Domain, now: Duration, out: &mut Vec<Action>) {
         let leaving = plan_leaving(d, head);
         if leaving.is_empty() {
             if shortage(d, head, &[], Credit::Settled) == 0 {
-                d.grant(head, now, out);
-                continue;
+                if d.grant_or_hold(head, now, out) {
+                    continue;
+                }
+                break;
             }
             let wanted = shortage(d, head, &[], Credit::Pending);
             let uncovered = ask_evictions(d, Some(head), wanted, out);
@@ -50,8 +55,10 @@ pub(super) fn schedule(d: &mut Domain, now: Duration, out: &mut Vec<Action>) {
             if uncovered > 0 && nothing_coming && d.holders().next().is_none() {
                 // Nobody can free the memory (evictions failed): letting the
                 // head run oversubscribed beats a GPU left idle forever.
-                d.grant(head, now, out);
-                continue;
+                if d.grant_or_hold(head, now, out) {
+                    continue;
+                }
+                break;
             }
             break;
         }
@@ -209,6 +216,17 @@ fn let_in_beside_overdue_drains(
                 m.overdue_refused = true;
             }
         }
+        return false;
+    }
+    if d.members[&head].co_waiters {
+        // Its gang goes in together, when the facade sees every member
+        // ready; no timer is needed for these drains until then.
+        for id in leaving {
+            if let Some(m) = d.members.get_mut(id) {
+                m.overdue_refused = true;
+            }
+        }
+        d.grant_or_hold(head, now, out);
         return false;
     }
     for &stuck in leaving {

@@ -42,6 +42,16 @@ pub(super) struct Member {
     pub evict_failed: bool,
     /// It asked for the lock again while releasing it: queue it on release.
     pub requeue_on_release: bool,
+    /// Its place in line while waiting: queues are ordered by ticket, and
+    /// the members of one gang waiting together share one (see `gang`).
+    /// `None` until the facade gives it one.
+    pub ticket: Option<u64>,
+    /// Waiting, and members of its gang wait on other GPUs too: it is
+    /// granted only together with them.
+    pub co_waiters: bool,
+    /// At the head of its queue with nothing else in its way: its gang may
+    /// be granted together (set by `grant::schedule`, read by `gang`).
+    pub gang_ready: bool,
     /// While it holds the lock: the footprint it may reach without asking
     /// (its grant's footprint, raised by each `Reserved`). 0 otherwise.
     pub room: u64,
@@ -72,6 +82,9 @@ impl Member {
             requeue_on_release: false,
             room: 0,
             wants_room: 0,
+            ticket: None,
+            co_waiters: false,
+            gang_ready: false,
         }
     }
 

@@ -14,6 +14,9 @@
 //! - `member`: one client's standing on one GPU.
 //! - `messages`: what each client message changes on its GPU.
 //! - `grant`: the decisions: whom to grant, drop or ask to evict.
+//! - `gang`: tickets that order every queue alike, and granting the
+//!   members of a gang (a multi-process job, or one program's GPUs) that
+//!   wait together at the same time.
 //! - `reserve`: room for holders that grow while they hold the lock.
 //! - `tests`: behaviour tests with simulated time.
 //!
@@ -21,6 +24,7 @@
 //! method signatures in this file are what the shell calls. Keep them stable.
 
 mod domain;
+mod gang;
 mod grant;
 mod member;
 mod messages;
@@ -69,6 +73,8 @@ pub enum Event {
         pid: u32,
         /// Its job name.
         name: String,
+        /// The multi-process job it belongs to, if any.
+        group: Option<String>,
     },
     /// A hook client sent a message.
     Message {
@@ -188,6 +194,8 @@ pub struct Scheduler {
     config: PolicyConfig,
     clients: BTreeMap<ClientId, Client>,
     domains: BTreeMap<GpuUuid, Domain>,
+    /// The last ticket handed out (see `gang`).
+    next_ticket: u64,
 }
 
 /// A connected hook client.
@@ -195,6 +203,7 @@ pub struct Scheduler {
 struct Client {
     pid: u32,
     name: String,
+    group: Option<String>,
     gpus: BTreeSet<GpuUuid>,
 }
 
@@ -205,6 +214,7 @@ impl Scheduler {
             config,
             clients: BTreeMap::new(),
             domains: BTreeMap::new(),
+            next_ticket: 0,
         }
     }
 
@@ -212,25 +222,34 @@ impl Scheduler {
     pub fn handle(&mut self, now: Duration, event: Event) -> Vec<Action> {
         let mut out = Vec::new();
         match event {
-            Event::Connected { client, pid, name } => {
+            Event::Connected {
+                client,
+                pid,
+                name,
+                group,
+            } => {
                 let gpus = BTreeSet::new();
-                self.clients
-                    .entry(client)
-                    .or_insert(Client { pid, name, gpus });
+                self.clients.entry(client).or_insert(Client {
+                    pid,
+                    name,
+                    group,
+                    gpus,
+                });
             }
             Event::Message { client, msg } => self.on_message(client, msg, now, &mut out),
             Event::Disconnected { client } => {
                 if let Some(gone) = self.clients.remove(&client) {
+                    // Gone from every GPU before anyone is scheduled: a
+                    // schedule in between could grant it another GPU.
                     for gpu in gone.gpus {
-                        self.leave(client, gpu, now, &mut out);
+                        if let Some(d) = self.domains.get_mut(&gpu) {
+                            d.remove(client, now, &mut out);
+                        }
                     }
+                    self.settle(now, &mut out);
                 }
             }
-            Event::Tick => {
-                for d in self.domains.values_mut() {
-                    grant::schedule(d, now, &mut out);
-                }
-            }
+            Event::Tick => self.settle(now, &mut out),
         }
         out
     }
@@ -249,8 +268,8 @@ impl Scheduler {
             .collect();
         for d in self.domains.values_mut() {
             d.quantum = quantum;
-            grant::schedule(d, now, &mut out);
         }
+        self.settle(now, &mut out);
         out
     }
 
@@ -273,8 +292,8 @@ impl Scheduler {
                     d.drop_lock(client, 0, "policy change", now, &mut out);
                 }
             }
-            grant::schedule(d, now, &mut out);
         }
+        self.settle(now, &mut out);
         out
     }
 
@@ -358,7 +377,7 @@ impl Scheduler {
             return;
         };
         messages::apply(d, client, msg, now, out);
-        grant::schedule(d, now, out);
+        self.settle(now, out);
     }
 
     /// `client` attached `gpu` (again, after a reconnect, if `holding`).
@@ -408,14 +427,14 @@ impl Scheduler {
         if holding {
             d.request(client, now, true);
         }
-        grant::schedule(d, now, out);
+        self.settle(now, out);
     }
 
     /// `client` leaves `gpu`: its lock and memory there are released now.
     fn leave(&mut self, client: ClientId, gpu: GpuUuid, now: Duration, out: &mut Vec<Action>) {
         if let Some(d) = self.domains.get_mut(&gpu) {
             d.remove(client, now, out);
-            grant::schedule(d, now, out);
         }
+        self.settle(now, out);
     }
 }

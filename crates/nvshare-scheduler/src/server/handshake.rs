@@ -23,19 +23,34 @@ pub fn refusal(err: &ProtoError) -> ErrorReply {
 /// A job name fit for logs and labels: printable, at most [`MAX_NAME_LEN`]
 /// characters, never empty.
 pub fn clean_name(role: &Role) -> Option<String> {
-    let Role::Client { name } = role else {
+    let Role::Client { name, .. } = role else {
         return None;
     };
-    let cleaned: String = name
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_NAME_LEN)
-        .collect();
+    let cleaned = printable(name);
     Some(if cleaned.trim().is_empty() {
         "unnamed".to_owned()
     } else {
         cleaned
     })
+}
+
+/// A client's job group, cleaned like names; an empty one is no group.
+pub fn clean_group(role: &Role) -> Option<String> {
+    let Role::Client {
+        group: Some(group), ..
+    } = role
+    else {
+        return None;
+    };
+    Some(printable(group)).filter(|g| !g.trim().is_empty())
+}
+
+/// `text` without control characters, at most [`MAX_NAME_LEN`] characters.
+fn printable(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_NAME_LEN)
+        .collect()
 }
 
 #[cfg(test)]
@@ -68,12 +83,34 @@ mod tests {
 
     #[test]
     fn names_are_cleaned() {
-        let role = |name: &str| Role::Client { name: name.into() };
+        let role = |name: &str| Role::Client {
+            name: name.into(),
+            group: None,
+        };
         assert_eq!(clean_name(&Role::Control), None);
         assert_eq!(clean_name(&role("job\n\x1b[31m")).unwrap(), "job[31m");
         assert_eq!(clean_name(&role("  ")).unwrap(), "unnamed");
         assert_eq!(
             clean_name(&role(&"x".repeat(500))).unwrap().len(),
+            MAX_NAME_LEN
+        );
+    }
+
+    #[test]
+    fn groups_are_cleaned_and_an_empty_one_is_none() {
+        let role = |group: Option<&str>| Role::Client {
+            name: "rank".into(),
+            group: group.map(str::to_owned),
+        };
+        assert_eq!(clean_group(&Role::Control), None);
+        assert_eq!(clean_group(&role(None)), None);
+        assert_eq!(clean_group(&role(Some(" \n"))), None);
+        assert_eq!(
+            clean_group(&role(Some("torch:a:1\n"))).unwrap(),
+            "torch:a:1"
+        );
+        assert_eq!(
+            clean_group(&role(Some(&"g".repeat(500)))).unwrap().len(),
             MAX_NAME_LEN
         );
     }

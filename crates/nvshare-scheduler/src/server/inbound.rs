@@ -102,6 +102,7 @@ impl Server {
         };
         let peer = conn.peer;
         let name = handshake::clean_name(&role);
+        let group = handshake::clean_group(&role);
         conn.phase = if name.is_some() {
             Phase::Client
         } else {
@@ -117,11 +118,12 @@ impl Server {
         match name {
             Some(name) => {
                 self.observer
-                    .client_connected(id, peer.pid, peer.uid, &name);
+                    .client_connected(id, peer.pid, peer.uid, &name, group.as_deref());
                 let event = Event::Connected {
                     client: id,
                     pid: peer.pid,
                     name,
+                    group,
                 };
                 let actions = self.scheduler.handle(self.now(), event);
                 self.apply(actions);

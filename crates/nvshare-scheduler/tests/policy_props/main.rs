@@ -69,6 +69,47 @@ proptest! {
         }
     }
 
+    /// Invariant (3) with gangs: clients of a few groups (or none) that
+    /// use one or both GPUs, always busy, are all granted within a bound:
+    /// holding a gang's ready members for the rest of it never starves
+    /// anyone, and no two gangs wait for each other.
+    #[test]
+    fn gangs_on_two_gpus_are_all_granted_in_time(
+        seats in proptest::collection::vec((0usize..3, 0usize..3, 1..=CAPACITY), 1..7),
+        exclusive in any::<bool>(),
+    ) {
+        let policy = if exclusive { Policy::Exclusive } else { Policy::Auto };
+        let quantum_ms = 1_000;
+        let mut world = World::new(policy, quantum_ms, true);
+        let mut used = 0u64;
+        for (group, gpus, footprint) in seats {
+            let group = (group > 0).then(|| format!("g{group}"));
+            let id = world.connect_in(group);
+            let on: Vec<usize> = match gpus { 0 => vec![0], 1 => vec![1], _ => vec![0, 1] };
+            for &g in &on {
+                used += 1;
+                world.clients.get_mut(&id).unwrap().insert(GPUS[g], Mem { footprint, ..Mem::default() });
+                let attach = ClientMsg::Attach {
+                    gpu: GPUS[g], physical_memory: CAPACITY, footprint, resident: 0, holding: false,
+                };
+                world.send(id, attach);
+            }
+            for &g in &on {
+                play(&mut world, Op::Request { who: id as usize - 1, gpu: g });
+            }
+        }
+        play(&mut world, Op::Advance { ms: 60_000 });
+        let bound = Duration::from_millis(quantum_ms * 2 * (used + 1));
+        prop_assert!(world.longest_wait <= bound, "waited {:?} > {bound:?}", world.longest_wait);
+        for gpus in world.clients.values() {
+            for mem in gpus.values() {
+                if let Some(since) = mem.waiting_since {
+                    prop_assert!(world.now - since <= bound, "still waiting since {since:?}");
+                }
+            }
+        }
+    }
+
     /// Invariants (2), (4) and (5) whatever clients send, `off` included.
     #[test]
     fn nonsense_never_panics_or_breaks_exclusion(
@@ -152,6 +193,7 @@ fn records_name_every_grant_and_switch() {
                 client: c,
                 pid: 1,
                 name: "x".into(),
+                group: None,
             },
         );
         let attach = ClientMsg::Attach {

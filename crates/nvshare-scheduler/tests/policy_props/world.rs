@@ -78,6 +78,11 @@ impl World {
     }
 
     pub fn connect(&mut self) -> ClientId {
+        self.connect_in(None)
+    }
+
+    /// Connects a client of `group` (a multi-process job), if any.
+    pub fn connect_in(&mut self, group: Option<String>) -> ClientId {
         let id = self.next_id;
         self.next_id += 1;
         self.clients.insert(id, BTreeMap::new());
@@ -86,6 +91,7 @@ impl World {
             client: id,
             pid: id as u32,
             name,
+            group,
         });
         id
     }

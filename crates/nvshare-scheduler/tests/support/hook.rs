@@ -87,6 +87,7 @@ impl HookClient {
             socket,
             Role::Client {
                 name: name.to_owned(),
+                group: None,
             },
         );
         let shared = Arc::new(Mutex::new(Shared {

@@ -16,6 +16,7 @@ fn holder_asked_to_drop(physical: u64) -> Sim {
             client,
             pid: 1000 + client as u32,
             name: format!("job{client}"),
+            group: None,
         });
         sim.msg(
             client,

@@ -31,6 +31,7 @@ fn welcome_reports_the_configured_or_physical_capacity() {
             client: 1,
             pid: 1,
             name: "a".into(),
+            group: None,
         },
     );
     let out = sched.handle(
@@ -76,6 +77,7 @@ fn a_reconnecting_holder_goes_first() {
         client: 2,
         pid: 2,
         name: "b".into(),
+        group: None,
     });
     let out = sim.msg(2, attach(GPU, GIB, GIB, true));
     assert!(matches!(sends(&out)[0].1, SchedulerMsg::Welcome { .. }));
@@ -91,6 +93,7 @@ fn a_reconnecting_holder_goes_first() {
         client: 5,
         pid: 5,
         name: "e".into(),
+        group: None,
     });
     let out = fresh.msg(5, attach(GPU, GIB, GIB, true));
     assert_eq!(granted(&out), vec![5]);

@@ -19,6 +19,7 @@ fn idle_clients_are_asked_to_evict_least_recently_run_first_and_only_what_is_nee
         client: 3,
         pid: 3,
         name: "c".into(),
+        group: None,
     });
     sim.msg(3, attach(GPU, 6 * GIB, 0, false));
     let out = sim.msg(3, ClientMsg::RequestLock { gpu: GPU });
@@ -58,6 +59,7 @@ fn a_failed_eviction_is_not_asked_again_and_others_are_tried() {
         client: 3,
         pid: 3,
         name: "c".into(),
+        group: None,
     });
     sim.msg(3, attach(GPU, 6 * GIB, 0, false));
     assert_eq!(

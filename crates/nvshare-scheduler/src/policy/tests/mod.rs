@@ -2,6 +2,7 @@
 //! the tests by theme in the submodules.
 
 mod drain;
+mod gang;
 mod lifecycle;
 mod memory;
 mod reserve;
@@ -55,6 +56,7 @@ impl Sim {
             client,
             pid: 1000 + client as u32,
             name: format!("job{client}"),
+            group: None,
         });
         self.msg(client, attach(GPU, footprint, 0, false))
     }

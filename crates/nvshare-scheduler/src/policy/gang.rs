@@ -1,0 +1,200 @@
+//! Gangs: programs, or GPUs of one program, that must run at the same time.
+//!
+//! A job whose ranks wait for each other in collectives (PyTorch DDP over
+//! NCCL: one process per GPU, one group) makes no progress while any rank
+//! is off its GPU, and two such jobs granted crosswise (job A on GPU 0, job
+//! B on GPU 1) hold each other up. So the members of a gang that wait
+//! together are granted together:
+//! - A gang is a client's group (`Hello`'s `group`: `NVSHARE_GROUP`, or the
+//!   torch.distributed rendezvous), or else the client alone, which is a
+//!   gang across the GPUs it uses.
+//! - Every queue is ordered by ticket. A waiting member takes its gang's
+//!   ticket if another member already waits, else the next one: the gang
+//!   stands in the same place in every line, so no two gangs can each be
+//!   ahead of the other on different GPUs.
+//! - A member whose gang waits on other GPUs too is not granted when its
+//!   turn comes: it is marked ready (`grant::schedule`), and once the
+//!   first waiting member on each of the gang's GPUs is ready, all of them
+//!   are granted at once here.
+//!
+//! Members that do not wait together are granted as before; a collective
+//! that then waits for a peer is left to the drain timeout (see `grant`).
+
+use super::Scheduler;
+use super::{Action, grant};
+use nvshare_proto::{ClientId, GpuUuid};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// Who runs together.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum GangKey {
+    /// The clients that named this group.
+    Group(String),
+    /// One client without a group: its own GPUs.
+    Solo(ClientId),
+}
+
+impl Scheduler {
+    fn gang_key(&self, client: ClientId) -> GangKey {
+        match self.clients.get(&client).and_then(|c| c.group.clone()) {
+            Some(group) => GangKey::Group(group),
+            None => GangKey::Solo(client),
+        }
+    }
+
+    /// Runs the schedule of every GPU, then grants the gangs that are ready
+    /// everywhere, until nothing more can be granted.
+    pub(super) fn settle(&mut self, now: Duration, out: &mut Vec<Action>) {
+        loop {
+            self.line_up();
+            for d in self.domains.values_mut() {
+                grant::schedule(d, now, out);
+            }
+            if !self.grant_ready_gangs(now, out) {
+                break;
+            }
+        }
+    }
+
+    /// Gives tickets to members that joined a queue since the last event,
+    /// re-sorts the queues, and marks the members of gangs that wait on
+    /// several GPUs, one member on each (one rank per GPU, or one program's
+    /// GPUs). Such a member takes the ticket of its gang's members waiting
+    /// on the other GPUs (it will run with them), else a new one. A gang
+    /// with several members waiting on one GPU is not granted as a whole
+    /// (they could not all be at the head of that queue): its members line
+    /// up one by one, and the drain timeout resolves what waits on whom.
+    fn line_up(&mut self) {
+        let keys: BTreeMap<ClientId, GangKey> = self
+            .clients
+            .keys()
+            .map(|&c| (c, self.gang_key(c)))
+            .collect();
+        let key_of = |c: &ClientId| keys.get(c).cloned().unwrap_or(GangKey::Solo(*c));
+        // Per gang, per GPU it waits on: how many members, the oldest ticket.
+        let mut waiting: BTreeMap<GangKey, BTreeMap<GpuUuid, (usize, Option<u64>)>> =
+            BTreeMap::new();
+        for (gpu, d) in &self.domains {
+            for id in &d.queue {
+                let ticket = d.members[id].ticket;
+                let (count, oldest) = waiting
+                    .entry(key_of(id))
+                    .or_default()
+                    .entry(*gpu)
+                    .or_insert((0, ticket));
+                *count += 1;
+                *oldest = match (*oldest, ticket) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        let spans = |gpus: &BTreeMap<GpuUuid, (usize, Option<u64>)>| {
+            gpus.len() > 1 && gpus.values().all(|&(count, _)| count == 1)
+        };
+        for (gpu, d) in self.domains.iter_mut() {
+            let queue: Vec<ClientId> = d.queue.iter().copied().collect();
+            for id in queue {
+                let key = key_of(&id);
+                let gang = waiting.get_mut(&key).expect("every queued member counted");
+                let spanning = spans(gang);
+                let m = d.members.get_mut(&id).expect("queued members are members");
+                if m.ticket.is_none() {
+                    let shared = spanning
+                        .then(|| {
+                            gang.iter()
+                                .filter(|(g, _)| *g != gpu)
+                                .filter_map(|(_, s)| s.1)
+                                .min()
+                        })
+                        .flatten();
+                    let ticket = shared.unwrap_or_else(|| {
+                        self.next_ticket += 1;
+                        self.next_ticket
+                    });
+                    m.ticket = Some(ticket);
+                    // Members of the gang queued later on other GPUs share it.
+                    if let Some(slot) = gang.get_mut(gpu) {
+                        slot.1 = Some(slot.1.map_or(ticket, |t| t.min(ticket)));
+                    }
+                }
+                m.co_waiters = spanning;
+            }
+        }
+        // A spanning gang stands where its oldest member stands, in every
+        // queue alike: then the gang with the oldest ticket is at the head
+        // of every queue it waits in, and no two gangs wait for each other.
+        for (key, gpus) in &waiting {
+            if !spans(gpus) {
+                continue;
+            }
+            let oldest = gpus.values().filter_map(|&(_, t)| t).min();
+            for d in self.domains.values_mut() {
+                for id in d.queue.iter().filter(|c| key_of(c) == *key) {
+                    if let Some(m) = d.members.get_mut(id) {
+                        m.ticket = oldest.or(m.ticket);
+                    }
+                }
+            }
+        }
+        for d in self.domains.values_mut() {
+            d.sort_queue();
+        }
+    }
+
+    /// Grants every gang whose first waiting member on each of its GPUs is
+    /// at the head of that GPU's queue and ready; returns whether any was.
+    fn grant_ready_gangs(&mut self, now: Duration, out: &mut Vec<Action>) -> bool {
+        // Per gang, per GPU: is its first waiting member there ready?
+        let mut seats: BTreeMap<GangKey, BTreeMap<GpuUuid, (ClientId, bool)>> = BTreeMap::new();
+        for (gpu, d) in &self.domains {
+            for (place, id) in d.queue.iter().enumerate() {
+                let m = &d.members[id];
+                if !m.co_waiters {
+                    continue;
+                }
+                seats
+                    .entry(self.gang_key(*id))
+                    .or_default()
+                    .entry(*gpu)
+                    .or_insert((*id, place == 0 && m.gang_ready));
+            }
+        }
+        let mut turns = Vec::new();
+        for (key, gang) in seats {
+            if gang.len() < 2 || !gang.values().all(|&(_, ready)| ready) {
+                continue;
+            }
+            let mut tickets = BTreeSet::new();
+            for (gpu, (client, _)) in gang {
+                if let Some(d) = self.domains.get_mut(&gpu) {
+                    tickets.extend(d.members.get(&client).and_then(|m| m.ticket));
+                    d.grant(client, now, out);
+                }
+            }
+            turns.push((key, tickets));
+        }
+        // The turn is taken: members still waiting with its ticket get new
+        // ones (behind those who waited meanwhile), or a group with several
+        // members on one GPU would keep its place in line for ever.
+        for (key, tickets) in &turns {
+            let members: BTreeSet<ClientId> = self
+                .clients
+                .keys()
+                .copied()
+                .filter(|&c| self.gang_key(c) == *key)
+                .collect();
+            for d in self.domains.values_mut() {
+                for id in d.queue.iter().filter(|c| members.contains(c)) {
+                    if let Some(m) = d.members.get_mut(id)
+                        && m.ticket.is_some_and(|t| tickets.contains(&t))
+                    {
+                        m.ticket = None;
+                    }
+                }
+            }
+        }
+        !turns.is_empty()
+    }
+}
