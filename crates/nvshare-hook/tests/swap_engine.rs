@@ -32,16 +32,12 @@ fn swap_engine_moves_units_keeps_data_and_answers_queries_on_swapped_memory() {
         scenario();
         return;
     }
-    let trace_dir = tempfile::tempdir().expect("a temp dir for the trace");
-    let trace = trace_dir.path().join("trace.log");
-    run_scenario_in_child(
+    let trace = run_scenario_in_child(
         "swap_engine_moves_units_keeps_data_and_answers_queries_on_swapped_memory",
         CHILD_MARKER,
         "swap",
-        &trace,
         &[("NVSHARE_HOST_LIMIT", HOST_LIMIT.to_string())],
     );
-    let trace = std::fs::read_to_string(&trace).expect("read the fake driver's trace");
     let registered: Vec<_> = trace.lines().filter(|l| l.contains(" register ")).collect();
     let unregistered = trace.lines().filter(|l| l.contains(" unregister ")).count();
     let sizes: Vec<u64> = registered
@@ -74,20 +70,17 @@ fn a_pipelined_restore_with_three_streams_and_odd_chunks_keeps_every_unit_intact
         geometry_scenario();
         return;
     }
-    let trace_dir = tempfile::tempdir().expect("a temp dir for the trace");
-    let trace = trace_dir.path().join("trace.log");
-    run_scenario_in_child(
+    let trace = run_scenario_in_child(
         "a_pipelined_restore_with_three_streams_and_odd_chunks_keeps_every_unit_intact",
         GEOMETRY_CHILD_MARKER,
         "swap",
-        &trace,
         &[
             ("NVSHARE_SWAP_STREAMS", "3".to_owned()),
             ("NVSHARE_SWAP_CHUNK_MIB", "3".to_owned()),
             ("FAKE_CUDA_MEMORY", GEOMETRY_GPU.to_string()),
         ],
     );
-    let trace = std::fs::read_to_string(&trace).expect("read the fake driver's trace");
+
     let sizes = restore_copies_only_into_accessible_memory(&trace);
     assert!(
         sizes.iter().all(|&bytes| bytes <= 3 * MIB),

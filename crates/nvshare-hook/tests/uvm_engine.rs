@@ -24,16 +24,12 @@ fn evict_moves_the_oldest_and_restore_brings_all_back_intact() {
         scenario();
         return;
     }
-    let trace_dir = tempfile::tempdir().expect("a temp dir for the trace");
-    let trace = trace_dir.path().join("trace.log");
-    run_scenario_in_child(
+    let trace = run_scenario_in_child(
         "evict_moves_the_oldest_and_restore_brings_all_back_intact",
         CHILD_MARKER,
         "uvm",
-        &trace,
         &[],
     );
-    let trace = std::fs::read_to_string(&trace).expect("read the fake driver's trace");
     let to_host: Vec<_> = trace
         .lines()
         .filter(|l| l.contains("prefetch") && l.ends_with("dst=cpu"))

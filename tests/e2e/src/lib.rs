@@ -113,6 +113,25 @@ impl Sandbox {
         serde_json::from_slice(&output.stdout).expect("nvshare-ctl prints JSON")
     }
 
+    /// The status entries of the program named `name`: one per GPU it has
+    /// attached (`state`, `resident`, `grants`, ...).
+    pub fn clients_named(&self, name: &str) -> Vec<serde_json::Value> {
+        let status = self.status();
+        status["gpus"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|gpu| gpu["clients"].as_array().cloned().unwrap_or_default())
+            .filter(|c| c["name"] == name)
+            .collect()
+    }
+
+    /// Whether the program named `name` is in `state` (`running`,
+    /// `waiting`, ...) on some GPU.
+    pub fn client_in_state(&self, name: &str, state: &str) -> bool {
+        self.clients_named(name).iter().any(|c| c["state"] == state)
+    }
+
     /// The parsed trace so far.
     pub fn trace(&self) -> trace::Trace {
         trace::Trace::read(&self.trace_path())

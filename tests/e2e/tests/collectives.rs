@@ -33,26 +33,15 @@ fn rank(sandbox: &Sandbox, job: &str, rank: u32) -> Command {
     command
 }
 
-/// Whether the program named `name` holds a GPU lock now.
-fn running(sandbox: &Sandbox, name: &str) -> bool {
-    let status = sandbox.status();
-    status["gpus"].as_array().into_iter().flatten().any(|gpu| {
-        gpu["clients"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["name"] == name && c["state"] == "running")
-    })
-}
-
 /// Starts A0 and B1 and waits until each holds its GPU, then A1 and B0,
 /// which queue behind the other job: the crossed order that deadlocks.
 fn start_crossed(sandbox: &Sandbox) -> Vec<(Child, &'static str)> {
     let a0 = sandbox.spawn(&mut rank(sandbox, "A", 0));
     let b1 = sandbox.spawn(&mut rank(sandbox, "B", 1));
     assert!(
-        wait_until(Duration::from_secs(20), || running(sandbox, "A0")
-            && running(sandbox, "B1")),
+        wait_until(Duration::from_secs(20), || sandbox
+            .client_in_state("A0", "running")
+            && sandbox.client_in_state("B1", "running")),
         "A0 and B1 did not get their GPUs: {}",
         sandbox.status()
     );
@@ -154,7 +143,8 @@ fn a_program_whose_gpus_wait_for_each_other_is_granted_one_while_draining_the_ot
     let _daemon = sandbox.daemon(&args);
     let one = sandbox.spawn(&mut worker_on(&sandbox, "one", 1));
     assert!(
-        wait_until(Duration::from_secs(20), || running(&sandbox, "one")),
+        wait_until(Duration::from_secs(20), || sandbox
+            .client_in_state("one", "running")),
         "one did not get GPU 1"
     );
     let mut both = sandbox.hooked("cuda-collective");
@@ -166,7 +156,8 @@ fn a_program_whose_gpus_wait_for_each_other_is_granted_one_while_draining_the_ot
         .arg(sandbox.path().join("both.rendezvous"));
     let both = sandbox.spawn(&mut both);
     assert!(
-        wait_until(Duration::from_secs(20), || running(&sandbox, "both")),
+        wait_until(Duration::from_secs(20), || sandbox
+            .client_in_state("both", "running")),
         "both did not get GPU 0"
     );
     let zero = sandbox.spawn(&mut worker_on(&sandbox, "zero", 0));
@@ -174,18 +165,6 @@ fn a_program_whose_gpus_wait_for_each_other_is_granted_one_while_draining_the_ot
         let result = json_result(&finish_ok(child, name));
         assert_eq!(result["ok"], true, "{name}: {result}");
     }
-}
-
-/// Whether the program named `name` waits for a GPU lock now.
-fn waiting(sandbox: &Sandbox, name: &str) -> bool {
-    let status = sandbox.status();
-    status["gpus"].as_array().into_iter().flatten().any(|gpu| {
-        gpu["clients"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["name"] == name && c["state"] == "waiting")
-    })
 }
 
 /// The crossed arrival again (A0, B1, A1, B0), but while a program holds
@@ -212,7 +191,8 @@ fn grouped_jobs_arriving_crosswise_are_granted_whole() {
         .args(["--iterations", "150", "--sleep-us", "20000"]);
     let blocker = sandbox.spawn(&mut blocker);
     assert!(
-        wait_until(Duration::from_secs(20), || running(&sandbox, "blocker")),
+        wait_until(Duration::from_secs(20), || sandbox
+            .client_in_state("blocker", "running")),
         "the blocker never ran"
     );
     let mut ranks = Vec::new();
@@ -222,7 +202,8 @@ fn grouped_jobs_arriving_crosswise_are_granted_whole() {
         ranks.push((sandbox.spawn(&mut command), format!("{job}{r}")));
         let name = format!("{job}{r}");
         assert!(
-            wait_until(Duration::from_secs(20), || waiting(&sandbox, &name)),
+            wait_until(Duration::from_secs(20), || sandbox
+                .client_in_state(&name, "waiting")),
             "{name} never queued: {}",
             sandbox.status()
         );

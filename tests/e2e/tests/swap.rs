@@ -358,8 +358,8 @@ fn an_allocation_on_a_physically_full_gpu_waits_for_its_turn() {
     }
 }
 
-/// Whether the program named `name` is in `state` per the daemon's status,
-/// with `resident` bytes on the GPU if given, after at least `grants` grants.
+/// Whether the program named `name` is in `state` with `resident` bytes on
+/// the GPU if given, after at least `grants` grants.
 fn client_is(
     sandbox: &Sandbox,
     name: &str,
@@ -367,14 +367,10 @@ fn client_is(
     resident: Option<u64>,
     grants: u64,
 ) -> bool {
-    let status = sandbox.status();
-    status["gpus"].as_array().into_iter().flatten().any(|gpu| {
-        gpu["clients"].as_array().into_iter().flatten().any(|c| {
-            c["name"] == name
-                && c["state"] == state
-                && resident.is_none_or(|r| c["resident"] == r)
-                && c["grants"].as_u64().unwrap_or(0) >= grants
-        })
+    sandbox.clients_named(name).iter().any(|c| {
+        c["state"] == state
+            && resident.is_none_or(|r| c["resident"] == r)
+            && c["grants"].as_u64().unwrap_or(0) >= grants
     })
 }
 

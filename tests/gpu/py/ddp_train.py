@@ -22,7 +22,6 @@ allreduce_bad=... ballast_bad=... seconds=...`.
 
 import argparse
 import datetime
-import hashlib
 import os
 import sys
 import time
@@ -33,34 +32,12 @@ import torch  # noqa: E402  (CUBLAS_WORKSPACE_CONFIG must be set first)
 import torch.distributed as dist  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
+# The same net, loss and parameter hash as the single-GPU training check.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train_det import cross_entropy, model, parameter_hash  # noqa: E402
+
 SAMPLES = 2048
 BATCH = 64
-
-
-def model():
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 16, 3, stride=2, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.Conv2d(16, 32, 3, stride=2, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.Flatten(),
-        torch.nn.Linear(32 * 4 * 4, 128),
-        torch.nn.ReLU(),
-        torch.nn.Linear(128, 10),
-    )
-
-
-def cross_entropy(logits, onehot):
-    # Written out: log_softmax has a deterministic backward on every build.
-    return -(torch.log_softmax(logits, dim=1) * onehot).sum(dim=1).mean()
-
-
-def parameter_hash(net):
-    digest = hashlib.sha256()
-    for name, tensor in net.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def check_allreduce(rank, world, mib, device):

@@ -124,17 +124,18 @@ pub fn json_of(output: &Output) -> serde_json::Value {
 
 /// Runs test `test_name` of the calling test binary again, in a child
 /// process whose environment sets `marker` (so the test runs its in-process
-/// scenario there), loads the fake driver, runs `mode` unscheduled and
-/// traces into `trace`, plus `envs`. The scenario needs its own process: the
-/// engines keep process-wide driver state. Fails the test with the child's
-/// output if it does not succeed.
+/// scenario there), loads the fake driver, runs `mode` unscheduled with
+/// `envs`, and returns the fake driver's trace of the child. The scenario
+/// needs its own process: the engines keep process-wide driver state. Fails
+/// the test with the child's output if it does not succeed.
 pub fn run_scenario_in_child(
     test_name: &str,
     marker: &str,
     mode: &str,
-    trace: &Path,
     envs: &[(&str, String)],
-) {
+) -> String {
+    let trace_dir = tempfile::tempdir().expect("a temp dir for the trace");
+    let trace = trace_dir.path().join("trace.log");
     artifact("libcuda.so");
     let driver_dir = fake_driver_dir();
     let exe = std::env::current_exe().expect("the test executable has a path");
@@ -145,7 +146,7 @@ pub fn run_scenario_in_child(
         .env("LD_LIBRARY_PATH", driver_dir.path())
         .env("NVSHARE_MODE", mode)
         .env("NVSHARE_SCHEDULER", "off")
-        .env("FAKE_CUDA_TRACE", trace)
+        .env("FAKE_CUDA_TRACE", &trace)
         .env_remove("LD_PRELOAD");
     for (key, value) in envs {
         child.env(key, value);
@@ -158,4 +159,5 @@ pub fn run_scenario_in_child(
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    std::fs::read_to_string(&trace).expect("read the fake driver's trace")
 }
