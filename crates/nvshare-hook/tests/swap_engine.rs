@@ -182,6 +182,36 @@ fn geometry_scenario() {
     }
     let footprint = 20 * MIB + 3 * 2 * MIB;
     assert_eq!(engine.usage(0).footprint, footprint);
+    // The scheduler's hint: shadows for everything made ahead, once, and
+    // the first eviction below uses them instead of making its own.
+    let registered = || {
+        let trace = std::env::var_os("FAKE_CUDA_TRACE").expect("the child traces");
+        let text = std::fs::read_to_string(trace).unwrap_or_default();
+        text.lines().filter(|l| l.contains(" register ")).count()
+    };
+    assert_eq!(engine.prepare(0, footprint).expect("prepare"), footprint);
+    let prepared = registered();
+    assert_eq!(prepared, 5, "one shadow per unit (two units, three slabs)");
+    assert_eq!(
+        engine.prepare(0, footprint).expect("prepare again"),
+        0,
+        "every unit already has its shadow"
+    );
+    assert_eq!(
+        engine.usage(0).resident,
+        footprint,
+        "preparing moves nothing"
+    );
+    assert_eq!(
+        engine.evict(0, footprint).expect("evict everything"),
+        footprint
+    );
+    assert_eq!(
+        registered(),
+        prepared,
+        "the eviction made no shadow of its own"
+    );
+    assert_eq!(engine.restore(0).expect("restore everything"), footprint);
     for round in 0..3 {
         assert_eq!(
             engine.evict(0, footprint).expect("evict everything"),

@@ -217,6 +217,16 @@ pub enum SchedulerMsg {
         /// Bytes to move to host memory before releasing.
         evict_bytes: u64,
     },
+    /// A hint to a holder: others wait for `gpu`, and when its quantum ends
+    /// it will be asked to move about `bytes` to host memory. Making the
+    /// host room for that now, while it runs, takes it off the switch. No
+    /// answer.
+    Prepare {
+        /// The GPU.
+        gpu: GpuUuid,
+        /// Bytes it will likely have to move out.
+        bytes: u64,
+    },
     /// The program does not hold the lock; move `bytes` of its memory on
     /// `gpu` to host memory and answer [`ClientMsg::Evicted`].
     Evict {

@@ -118,6 +118,7 @@ fn scheduler_msg() -> impl Strategy<Value = SchedulerMsg> {
         (gpu(), any::<u64>())
             .prop_map(|(gpu, evict_bytes)| SchedulerMsg::DropLock { gpu, evict_bytes }),
         (gpu(), any::<u64>()).prop_map(|(gpu, bytes)| SchedulerMsg::Evict { gpu, bytes }),
+        (gpu(), any::<u64>()).prop_map(|(gpu, bytes)| SchedulerMsg::Prepare { gpu, bytes }),
         any::<u64>().prop_map(|quantum_ms| SchedulerMsg::QuantumChanged { quantum_ms }),
         error_reply().prop_map(SchedulerMsg::Error),
         Just(SchedulerMsg::ShuttingDown),

@@ -93,6 +93,13 @@ pub trait MemoryEngine: Send + Sync {
     /// released after a grant; returns how much moved.
     fn restore(&self, device: CUdevice) -> Result<u64, EngineError>;
 
+    /// Gets ready, while the program runs, to move `bytes` off `device`
+    /// soon (the scheduler's hint): makes the host room the eviction would
+    /// otherwise make on the switch path. Returns the bytes prepared.
+    fn prepare(&self, _device: CUdevice, _bytes: u64) -> Result<u64, EngineError> {
+        Ok(0)
+    }
+
     /// Forgets per-process driver state in a `fork()` child.
     fn on_fork_child(&self) {}
 }

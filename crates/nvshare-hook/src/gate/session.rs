@@ -178,6 +178,7 @@ fn apply(gate: &'static Gate, msg: SchedulerMsg) {
         SchedulerMsg::LockGranted { gpu, .. }
         | SchedulerMsg::Reserved { gpu, .. }
         | SchedulerMsg::DropLock { gpu, .. }
+        | SchedulerMsg::Prepare { gpu, .. }
         | SchedulerMsg::Evict { gpu, .. } => Some(*gpu),
         _ => None,
     };
@@ -271,6 +272,13 @@ fn apply_here(gate: &'static Gate, msg: SchedulerMsg) {
                 }
             }
         }
+        SchedulerMsg::Prepare { gpu, bytes } => {
+            if let Some(device) = gate.device_by_uuid(&gpu)
+                && device.is_held()
+            {
+                prepare(device, bytes);
+            }
+        }
         SchedulerMsg::QuantumChanged { quantum_ms } => {
             tracing::debug!(quantum_ms, "the scheduler's quantum changed");
         }
@@ -349,6 +357,21 @@ fn restore_waiting_for_memory(device: &DeviceGate) {
                 return;
             }
         }
+    }
+}
+
+/// Makes the host room for an eviction of `bytes` expected at the end of
+/// this hold, on the device's worker thread while the program runs. A
+/// failure is only logged: the eviction then makes what it needs itself.
+fn prepare(device: &DeviceGate, bytes: u64) {
+    let started = Instant::now();
+    let _current = platform::ContextGuard::enter(device.ordinal);
+    match engine::current().prepare(device.ordinal, bytes) {
+        Ok(0) => {}
+        Ok(prepared) => tracing::debug!(gpu = %device.uuid, asked = bytes, bytes = prepared,
+            elapsed_us = started.elapsed().as_micros() as u64, "host shadows prepared"),
+        Err(e) => tracing::debug!(gpu = %device.uuid, error = %e,
+            "cannot prepare host shadows ahead; the eviction will make them"),
     }
 }
 

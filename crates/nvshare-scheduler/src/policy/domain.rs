@@ -139,6 +139,7 @@ impl Domain {
         m.ticket = None;
         m.co_waiters = false;
         m.gang_ready = false;
+        m.prepared = 0;
         m.set_state(ClientState::Running);
         m.granted_at = now;
         m.last_ran = now;

@@ -18,7 +18,7 @@
 use super::domain::Domain;
 use super::reserve;
 use super::{Action, Record};
-use nvshare_proto::{ClientId, ClientState, Policy};
+use nvshare_proto::{ClientId, ClientState, Policy, SchedulerMsg};
 use std::time::Duration;
 
 /// Grants, drops and evicts on `d` as far as the state allows at `now`.
@@ -75,6 +75,7 @@ pub(super) fn schedule(d: &mut Domain, now: Duration, out: &mut Vec<Action>) {
             .iter()
             .all(|id| d.members[id].droppable(now, quantum))
         {
+            hint_leaving(d, head, &leaving, &running, out);
             // Some holder in the way still has quantum left: idle ones give
             // way now, the rest together when the last quantum ends.
             let idle: Vec<ClientId> = running
@@ -106,6 +107,47 @@ pub(super) fn schedule(d: &mut Domain, now: Duration, out: &mut Vec<Action>) {
     }
     drop_overcommitted_holders(d, now, out);
     give_back_excess(d, out);
+}
+
+/// Tells the running holders in `head`'s way how much they will be asked
+/// to move out when their quanta end (what the non-holders cannot free),
+/// once per hold or when it grows, so that they make the host room for it
+/// while they still run: the first eviction of a program otherwise spends
+/// seconds populating and pinning host memory on the switch path.
+fn hint_leaving(
+    d: &mut Domain,
+    head: ClientId,
+    leaving: &[ClientId],
+    running: &[ClientId],
+    out: &mut Vec<Action>,
+) {
+    let wanted = shortage(d, head, leaving, Credit::Pending);
+    let from_others = d
+        .members
+        .values()
+        .filter(|m| {
+            m.client != head
+                && matches!(m.state, ClientState::Idle | ClientState::Waiting)
+                && !m.evict_failed
+        })
+        .map(|m| m.resident_after_evictions())
+        .fold(0u64, u64::saturating_add);
+    let mut need = wanted.saturating_sub(from_others);
+    let gpu = d.uuid;
+    for id in running {
+        let Some(m) = d.members.get_mut(id) else {
+            continue;
+        };
+        let bytes = need.min(m.resident);
+        need -= bytes;
+        if bytes > m.prepared {
+            m.prepared = bytes;
+            out.push(Action::Send {
+                client: *id,
+                msg: SchedulerMsg::Prepare { gpu, bytes },
+            });
+        }
+    }
 }
 
 /// Holders whose footprints stopped fitting together because one of them

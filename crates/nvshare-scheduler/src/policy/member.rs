@@ -52,6 +52,8 @@ pub(super) struct Member {
     /// At the head of its queue with nothing else in its way: its gang may
     /// be granted together (set by `grant::schedule`, read by `gang`).
     pub gang_ready: bool,
+    /// Bytes this hold was told (`Prepare`) it will have to move out.
+    pub prepared: u64,
     /// While it holds the lock: the footprint it may reach without asking
     /// (its grant's footprint, raised by each `Reserved`). 0 otherwise.
     pub room: u64,
@@ -85,6 +87,7 @@ impl Member {
             ticket: None,
             co_waiters: false,
             gang_ready: false,
+            prepared: 0,
         }
     }
 

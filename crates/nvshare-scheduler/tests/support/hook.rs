@@ -275,8 +275,9 @@ fn read_loop(mut wire: Wire, shared: Arc<Mutex<Shared>>, notices: mpsc::Sender<N
                     shared.evict(bytes);
                     continue;
                 }
-                // This simulated hook never sends Reserve.
-                SchedulerMsg::Reserved { .. } => continue,
+                // This simulated hook never sends Reserve, and needs no
+                // host room made ahead of an eviction.
+                SchedulerMsg::Reserved { .. } | SchedulerMsg::Prepare { .. } => continue,
                 SchedulerMsg::QuantumChanged { quantum_ms } => Notice::QuantumChanged(quantum_ms),
                 SchedulerMsg::Error(reply) => Notice::Error(reply),
                 SchedulerMsg::ShuttingDown => Notice::ShuttingDown,

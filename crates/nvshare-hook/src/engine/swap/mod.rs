@@ -262,6 +262,37 @@ impl MemoryEngine for SwapEngine {
         }
     }
 
+    fn prepare(&self, device: CUdevice, bytes: u64) -> Result<u64, EngineError> {
+        // Choose under the lock, make the shadows without it (populating and
+        // pinning take seconds, and the program's allocations and frees need
+        // the lock meanwhile), attach under it again.
+        let (wanted, shadows_now) = {
+            let units = self.units();
+            (
+                moves::shadows_wanted(&units, device, bytes),
+                moves::shadow_total(&units),
+            )
+        };
+        let total = wanted.iter().map(|&(_, n)| n).sum();
+        if total == 0 {
+            return Ok(0);
+        }
+        let host_memory = |source| EngineError::HostMemory {
+            device,
+            bytes: total,
+            source,
+        };
+        self.budget()
+            .admit(shadows_now, total)
+            .map_err(host_memory)?;
+        let made = wanted
+            .into_iter()
+            .map(|(base, n)| shadow::Shadow::new(n).map(|s| (base, s)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(host_memory)?;
+        Ok(moves::attach_shadows(&mut self.units(), made))
+    }
+
     fn evict(&self, device: CUdevice, bytes: u64) -> Result<u64, EngineError> {
         if bytes == 0 {
             return Ok(0);

@@ -129,24 +129,7 @@ pub fn evict(
     bytes: u64,
 ) -> Result<u64, EngineError> {
     let driver_error = |source| EngineError::Driver { device, source };
-    let ages = last_uses(device);
-    let candidates = units
-        .on(device)
-        .filter(|u| u.is_resident())
-        .map(|u| Candidate {
-            base: u.base,
-            bytes: u.bytes,
-            last_use: ages
-                .range(u.base..u.base + u.bytes)
-                .map(|(_, &age)| age)
-                .max()
-                .unwrap_or(0),
-        })
-        .collect();
-    let chosen: Vec<CUdeviceptr> = plan::choose_eviction(candidates, bytes)
-        .iter()
-        .map(|c| c.base)
-        .collect();
+    let chosen = chosen_for_eviction(units, device, bytes);
     if chosen.is_empty() {
         return Ok(0);
     }
@@ -184,8 +167,58 @@ pub fn evict(
     }
 }
 
+/// The resident units of `device` an eviction of `bytes` moves now: the
+/// least recently used first.
+fn chosen_for_eviction(units: &Units, device: CUdevice, bytes: u64) -> Vec<CUdeviceptr> {
+    let ages = last_uses(device);
+    let candidates = units
+        .on(device)
+        .filter(|u| u.is_resident())
+        .map(|u| Candidate {
+            base: u.base,
+            bytes: u.bytes,
+            last_use: ages
+                .range(u.base..u.base + u.bytes)
+                .map(|(_, &age)| age)
+                .max()
+                .unwrap_or(0),
+        })
+        .collect();
+    plan::choose_eviction(candidates, bytes)
+        .iter()
+        .map(|c| c.base)
+        .collect()
+}
+
+/// What an eviction of `bytes` from `device` would need made: the units it
+/// would move that have no shadow yet, with their sizes (see
+/// [`attach_shadows`]).
+pub fn shadows_wanted(units: &Units, device: CUdevice, bytes: u64) -> Vec<(CUdeviceptr, u64)> {
+    chosen_for_eviction(units, device, bytes)
+        .into_iter()
+        .filter(|b| units.by_base[b].shadow.is_none())
+        .map(|b| (b, units.by_base[&b].bytes))
+        .collect()
+}
+
+/// Gives each unit its shadow made ahead of an eviction, unless the unit
+/// was freed, or got one meanwhile: such a shadow is dropped.
+pub fn attach_shadows(units: &mut Units, made: Vec<(CUdeviceptr, Shadow)>) -> u64 {
+    let mut attached = 0;
+    for (base, shadow) in made {
+        if let Some(unit) = units.get_mut(base)
+            && unit.shadow.is_none()
+            && unit.bytes == shadow.bytes()
+        {
+            attached += shadow.bytes();
+            unit.shadow = Some(shadow);
+        }
+    }
+    attached
+}
+
 /// The bytes of every shadow the process keeps.
-fn shadow_total(units: &Units) -> u64 {
+pub fn shadow_total(units: &Units) -> u64 {
     units
         .by_base
         .values()

@@ -125,7 +125,18 @@ fn when_idle_clients_cannot_evict_a_holder_is_dropped_for_memory() {
         resident: 5 * GIB,
         reason: "host memory exhausted".into(),
     };
-    assert!(sim.msg(1, failed).is_empty());
+    // Nothing moves before the quantum ends; holder 2 is only told that it
+    // will have to move 4 GiB out then.
+    assert_eq!(
+        sends(&sim.msg(1, failed)),
+        vec![(
+            2,
+            SchedulerMsg::Prepare {
+                gpu: GPU,
+                bytes: 4 * GIB
+            }
+        )]
+    );
     assert_eq!(sim.sched.next_deadline(), Some(QUANTUM));
     sim.at(30.0);
     assert_eq!(drops(&sim.tick()), vec![(2, 4 * GIB)]);
@@ -179,4 +190,54 @@ fn holders_that_outgrow_the_capacity_together_part_at_once() {
     sim.release(2, 6 * GIB);
     let out = sim.request(2);
     assert!(granted(&out).is_empty());
+}
+
+/// The `Prepare` hints in `actions`: (client, bytes).
+fn prepares(actions: &[Action]) -> Vec<(ClientId, u64)> {
+    sends(actions)
+        .into_iter()
+        .filter_map(|(c, m)| match m {
+            SchedulerMsg::Prepare { bytes, .. } => Some((c, bytes)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_holder_in_the_way_is_told_once_what_it_will_move_out() {
+    let mut sim = Sim::new(Policy::Auto, 10 * GIB);
+    sim.join(1, 6 * GIB);
+    sim.request(1);
+    sim.fully_resident(1, 6 * GIB);
+    sim.join(2, 6 * GIB);
+    // As soon as 2 waits, 1 learns it will have to move 2 GiB out, while it
+    // still has its whole quantum to make the host room for it.
+    assert_eq!(prepares(&sim.request(2)), vec![(1, 2 * GIB)]);
+    sim.at(10.0);
+    assert!(prepares(&sim.tick()).is_empty(), "told once per hold");
+    sim.join(3, 8 * GIB);
+    sim.request(3);
+    sim.at(30.0);
+    assert_eq!(drops(&sim.tick()), vec![(1, 2 * GIB)]);
+    sim.at(31.0);
+    assert_eq!(granted(&sim.release(1, 4 * GIB)), vec![2]);
+    // 3 (8 GiB) waits behind 2 now: once 2's memory is back, its hold gets
+    // its own hint: 4 GiB, what idle 1 cannot give up with its 4.
+    assert_eq!(
+        prepares(&sim.fully_resident(2, 6 * GIB)),
+        vec![(2, 4 * GIB)]
+    );
+    assert!(prepares(&sim.tick()).is_empty());
+}
+
+#[test]
+fn nobody_is_told_to_prepare_when_the_waiter_fits() {
+    let mut sim = Sim::new(Policy::Auto, 10 * GIB);
+    sim.join(1, 4 * GIB);
+    sim.request(1);
+    sim.fully_resident(1, 4 * GIB);
+    sim.join(2, 4 * GIB);
+    let out = sim.request(2);
+    assert_eq!(granted(&out), vec![2]);
+    assert!(prepares(&out).is_empty());
 }
