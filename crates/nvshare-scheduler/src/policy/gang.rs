@@ -66,6 +66,27 @@ impl Scheduler {
     /// (they could not all be at the head of that queue): its members line
     /// up one by one, and the drain timeout resolves what waits on whom.
     fn line_up(&mut self) {
+        if !self
+            .clients
+            .values()
+            .any(|c| c.group.is_some() || c.gpus.len() > 1)
+        {
+            // No gangs (the common case, and the daemon's hot path): every
+            // newcomer takes the next ticket, and arrival order is ticket
+            // order, so the queues need no sorting.
+            for d in self.domains.values_mut() {
+                for id in &d.queue {
+                    if let Some(m) = d.members.get_mut(id) {
+                        m.co_waiters = false;
+                        if m.ticket.is_none() {
+                            self.next_ticket += 1;
+                            m.ticket = Some(self.next_ticket);
+                        }
+                    }
+                }
+            }
+            return;
+        }
         let keys: BTreeMap<ClientId, GangKey> = self
             .clients
             .keys()
