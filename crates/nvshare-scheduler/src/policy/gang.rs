@@ -8,17 +8,20 @@
 //! - A gang is a client's group (`Hello`'s `group`: `NVSHARE_GROUP`, or the
 //!   torch.distributed rendezvous), or else the client alone, which is a
 //!   gang across the GPUs it uses.
-//! - Every queue is ordered by ticket. A waiting member takes its gang's
-//!   ticket if another member already waits, else the next one: the gang
-//!   stands in the same place in every line, so no two gangs can each be
-//!   ahead of the other on different GPUs.
-//! - A member whose gang waits on other GPUs too is not granted when its
-//!   turn comes: it is marked ready (`grant::schedule`), and once the
-//!   first waiting member on each of the gang's GPUs is ready, all of them
-//!   are granted at once here.
+//! - Every queue is ordered by ticket. A gang that waits on several GPUs,
+//!   one member on each ("spanning"), stands everywhere at the place of its
+//!   oldest waiting member: no two gangs can each be ahead of the other on
+//!   different GPUs.
+//! - A member of a spanning gang is not granted when its turn comes: it is
+//!   marked ready (`grant::schedule`), and once the gang's member on each
+//!   of its GPUs is ready, all of them are granted at once here. Members
+//!   still waiting with that turn's ticket then take new ones, so a gang
+//!   cannot keep its place for ever.
 //!
-//! Members that do not wait together are granted as before; a collective
-//! that then waits for a peer is left to the drain timeout (see `grant`).
+//! Members that do not wait together, and gangs with several members
+//! waiting on one GPU, are lined up one by one as before; a collective that
+//! then waits for a peer is left to the drain timeout (see `grant`). With
+//! no group and no program on several GPUs, none of this runs.
 
 use super::Scheduler;
 use super::{Action, grant};
