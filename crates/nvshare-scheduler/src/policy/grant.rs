@@ -253,21 +253,13 @@ fn let_in_beside_overdue_drains(
         .fold(0u64, u64::saturating_add);
     let head_claim = d.members[&head].footprint;
     if claims.saturating_add(head_claim) > d.physical_room {
-        for id in leaving {
-            if let Some(m) = d.members.get_mut(id) {
-                m.overdue_refused = true;
-            }
-        }
+        stop_waiting_for_drains(d, leaving);
         return false;
     }
     if d.members[&head].co_waiters {
         // Its gang goes in together, when the facade sees every member
         // ready; no timer is needed for these drains until then.
-        for id in leaving {
-            if let Some(m) = d.members.get_mut(id) {
-                m.overdue_refused = true;
-            }
-        }
+        stop_waiting_for_drains(d, leaving);
         d.grant_or_hold(head, now, out);
         return false;
     }
@@ -282,6 +274,16 @@ fn let_in_beside_overdue_drains(
     }
     d.grant(head, now, out);
     true
+}
+
+/// Marks `leaving`'s drains as no longer waited for on a timer (until their
+/// state changes): the next event looks at them again.
+fn stop_waiting_for_drains(d: &mut Domain, leaving: &[ClientId]) {
+    for id in leaving {
+        if let Some(m) = d.members.get_mut(id) {
+            m.overdue_refused = true;
+        }
+    }
 }
 
 /// The earliest time at which a holder's quantum ending, or a drain
