@@ -54,6 +54,10 @@ pub struct HookConfig {
     /// `NVSHARE_SWAP_CHUNK_MIB` (default [`DEFAULT_SWAP_CHUNK_MIB`]) and
     /// `NVSHARE_SWAP_STREAMS` (default [`DEFAULT_SWAP_STREAMS`]).
     pub swap_geometry: CopyGeometry,
+    /// Swap mode: the most bytes of one VMM handle, `NVSHARE_SWAP_SEGMENT_MIB`
+    /// (default [`plan::DEFAULT_SEGMENT_BYTES`]): larger allocations are
+    /// backed by several handles, which move one by one.
+    pub swap_segment_bytes: u64,
 }
 
 static CONFIG: OnceLock<HookConfig> = OnceLock::new();
@@ -115,6 +119,11 @@ impl HookConfig {
             SWAP_STREAMS_RANGE,
             DEFAULT_SWAP_STREAMS,
         );
+        let segment_mib = setting(
+            "NVSHARE_SWAP_SEGMENT_MIB",
+            SWAP_SEGMENT_MIB_RANGE,
+            plan::DEFAULT_SEGMENT_BYTES >> 20,
+        );
         HookConfig {
             mode,
             scheduler,
@@ -128,6 +137,7 @@ impl HookConfig {
                 // At most MAX_STREAMS (the range's end), so it fits a usize.
                 streams: streams as usize,
             },
+            swap_segment_bytes: segment_mib << 20,
         }
     }
 }
@@ -163,6 +173,10 @@ pub const DEFAULT_SWAP_STREAMS: u64 = 4;
 /// What `NVSHARE_SWAP_STREAMS` may be (streams are kept for the life of
 /// the process, so the count is bounded).
 pub const SWAP_STREAMS_RANGE: RangeInclusive<u64> = 1..=plan::MAX_STREAMS as u64;
+
+/// What `NVSHARE_SWAP_SEGMENT_MIB` may be: from one 2 MiB granule to 1 TiB
+/// (one handle per allocation, in effect).
+pub const SWAP_SEGMENT_MIB_RANGE: RangeInclusive<u64> = 2..=(1 << 20);
 
 /// Why an environment setting was not used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

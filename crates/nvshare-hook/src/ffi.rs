@@ -154,6 +154,10 @@ pub const CU_MEM_ACCESS_FLAGS_PROT_READWRITE: c_uint = 3;
 pub const CU_MEM_ALLOC_GRANULARITY_MINIMUM: c_int = 0;
 /// `CU_MEMHOSTREGISTER_PORTABLE`: pinned for every context.
 pub const CU_MEMHOSTREGISTER_PORTABLE: c_uint = 1;
+/// `CU_EVENT_DISABLE_TIMING`: an event only waited on, never timed
+/// (cheaper to record).
+pub const CU_EVENT_DISABLE_TIMING: c_uint = 2;
+
 /// `CU_STREAM_NON_BLOCKING`: a stream not ordered with the legacy default
 /// stream.
 pub const CU_STREAM_NON_BLOCKING: CUflags = 1;

@@ -203,7 +203,7 @@ fn geometry_scenario() {
         "preparing moves nothing"
     );
     assert_eq!(
-        engine.evict(0, footprint).expect("evict everything"),
+        engine.evict(0, footprint, &mut |_| {}).expect("evict everything"),
         footprint
     );
     assert_eq!(
@@ -211,15 +211,15 @@ fn geometry_scenario() {
         prepared,
         "the eviction made no shadow of its own"
     );
-    assert_eq!(engine.restore(0).expect("restore everything"), footprint);
+    assert_eq!(engine.restore(0, u64::MAX).expect("restore everything"), footprint);
     for round in 0..3 {
         assert_eq!(
-            engine.evict(0, footprint).expect("evict everything"),
+            engine.evict(0, footprint, &mut |_| {}).expect("evict everything"),
             footprint,
             "round {round}"
         );
         assert_eq!(engine.usage(0).resident, 0);
-        assert_eq!(engine.restore(0).expect("restore everything"), footprint);
+        assert_eq!(engine.restore(0, u64::MAX).expect("restore everything"), footprint);
         assert_eq!(engine.usage(0).resident, footprint);
         for (ptr, data) in &kept {
             assert_intact(*ptr, data);
@@ -237,9 +237,9 @@ fn geometry_scenario() {
     // fit. The restore maps units until one does not fit; those mapped
     // before it (their copies already queued) come back, the rest stay
     // out with their shadows and come back once there is room.
-    assert_eq!(engine.evict(0, footprint).expect("evict all"), footprint);
+    assert_eq!(engine.evict(0, footprint, &mut |_| {}).expect("evict all"), footprint);
     let (blocker, blocker_data) = alloc(8 * MIB, 30);
-    let refused = engine.restore(0);
+    let refused = engine.restore(0, u64::MAX);
     assert!(
         matches!(refused, Err(engine::EngineError::Driver { .. })),
         "18 MiB free cannot take 26 MiB back: {refused:?}"
@@ -252,7 +252,7 @@ fn geometry_scenario() {
     assert_intact(blocker, &blocker_data);
     free(blocker);
     assert_eq!(
-        engine.restore(0).expect("the rest now fits"),
+        engine.restore(0, u64::MAX).expect("the rest now fits"),
         footprint - partly
     );
     for (ptr, data) in &kept {
@@ -411,13 +411,13 @@ fn scenario() {
         "a slab block reads as an allocation of its own"
     );
 
-    let moved = engine.evict(0, 1).expect("evict the oldest");
+    let moved = engine.evict(0, 1, &mut |_| {}).expect("evict the oldest");
     assert_eq!(moved, 6 * MIB, "only the oldest unit moves");
     assert_eq!(engine.usage(0).resident, footprint - moved);
     assert_eq!(engine.usage(0).footprint, footprint);
     queries_answer_as_if_resident(big, 5 * MIB);
 
-    let refused = engine.evict(0, 5 * MIB);
+    let refused = engine.evict(0, 5 * MIB, &mut |_| {});
     assert!(
         matches!(refused, Err(engine::EngineError::HostMemory { .. })),
         "6 MiB more shadows beside 6 exceed the 11 MiB host limit: {refused:?}"
@@ -428,7 +428,7 @@ fn scenario() {
         "a refused eviction moves nothing"
     );
 
-    assert_eq!(engine.restore(0).expect("restore"), 6 * MIB);
+    assert_eq!(engine.restore(0, u64::MAX).expect("restore"), 6 * MIB);
     assert_eq!(engine.usage(0).resident, footprint);
     for (ptr, data) in [
         (big, &big_data),
@@ -444,23 +444,23 @@ fn scenario() {
     // just restored); its shadow still fits beside the big one's.
     assert_eq!(
         engine
-            .evict(0, 4 * MIB)
+            .evict(0, 4 * MIB, &mut |_| {})
             .expect("evict the least recently used"),
         4 * MIB
     );
-    assert_eq!(engine.restore(0).expect("restore"), 4 * MIB);
+    assert_eq!(engine.restore(0, u64::MAX).expect("restore"), 4 * MIB);
     assert_intact(mid, &mid_data);
 
     // Everything but the mid unit (the newest): the big unit's shadow is
     // reused, the two slabs need 4 MiB more, which fits only once the
     // shadow kept for the resident mid unit is dropped.
     assert_eq!(
-        engine.evict(0, 10 * MIB).expect("evict three units"),
+        engine.evict(0, 10 * MIB, &mut |_| {}).expect("evict three units"),
         10 * MIB
     );
     assert_eq!(engine.usage(0).resident, 4 * MIB);
     queries_answer_as_if_resident(small_b, 3000);
-    assert_eq!(engine.restore(0).expect("restore"), 10 * MIB);
+    assert_eq!(engine.restore(0, u64::MAX).expect("restore"), 10 * MIB);
     for (ptr, data) in [
         (big, &big_data),
         (small_a, &small_a_data),
@@ -484,7 +484,7 @@ fn scenario() {
     assert_eq!(engine.usage(0).footprint, 6 * MIB);
 
     // A swapped-out unit is freed without being brought back.
-    assert_eq!(engine.evict(0, 1).expect("evict again"), 6 * MIB);
+    assert_eq!(engine.evict(0, 1, &mut |_| {}).expect("evict again"), 6 * MIB);
     free(big);
     assert_eq!(engine.usage(0).footprint, 0);
     assert_eq!(engine.usage(0).resident, 0);

@@ -96,7 +96,7 @@ fn scenario() {
     let total: u64 = sizes.iter().sum();
     assert_eq!(engine.usage(0).footprint, total);
 
-    let moved = engine.evict(0, 2 * MIB).expect("evict");
+    let moved = engine.evict(0, 2 * MIB, &mut |_| {}).expect("evict");
     assert_eq!(
         moved,
         3 * MIB,
@@ -105,7 +105,7 @@ fn scenario() {
     assert_eq!(engine.usage(0).resident, total - moved);
     assert_eq!(engine.usage(0).footprint, total);
 
-    let restored = engine.restore(0).expect("restore");
+    let restored = engine.restore(0, u64::MAX).expect("restore");
     assert_eq!(restored, moved);
     assert_eq!(engine.usage(0).resident, total);
 

@@ -48,7 +48,10 @@ pub use messages::*;
 ///
 /// 2: holders reserve room before growing (`Reserve`, `Reserved`, the room in
 /// `LockGranted`).
-pub const PROTOCOL_VERSION: u32 = 2;
+///
+/// 3: memory moves overlap (`Evicting` progress, `Fetch`/`Fetched`: the next
+/// program's restore starts while the last one's eviction frees memory).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// First four bytes of every [`Hello`]: tells an nvshare peer from anything
 /// else that connects to the socket.

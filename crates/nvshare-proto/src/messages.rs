@@ -166,6 +166,30 @@ pub enum ClientMsg {
         /// What went wrong, for the operator.
         reason: String,
     },
+    /// Progress of an eviction asked by [`SchedulerMsg::DropLock`] or
+    /// [`SchedulerMsg::Evict`]: part of the memory is already freed (sent as
+    /// each piece is released; the final answer follows as usual). Lets the
+    /// scheduler hand the freed memory to the next program's restore
+    /// ([`SchedulerMsg::Fetch`]) while the rest is still being copied.
+    Evicting {
+        /// The GPU.
+        gpu: GpuUuid,
+        /// Bytes still on the GPU.
+        resident: u64,
+    },
+    /// Answer to [`SchedulerMsg::Fetch`]: memory brought back ahead of a
+    /// grant (0 bytes if none could be: the GPU was full, or nothing
+    /// swapped out fitted the room).
+    Fetched {
+        /// The GPU.
+        gpu: GpuUuid,
+        /// Bytes moved in.
+        bytes: u64,
+        /// Bytes on the GPU now.
+        resident: u64,
+        /// How long it took, in microseconds.
+        elapsed_us: u64,
+    },
     /// The program stopped using `gpu` (context destroyed). Its memory there
     /// is gone and any lock is released.
     Detach {
@@ -225,6 +249,17 @@ pub enum SchedulerMsg {
         /// The GPU.
         gpu: GpuUuid,
         /// Bytes it will likely have to move out.
+        bytes: u64,
+    },
+    /// The program waits for `gpu` and is likely next: bring up to `bytes`
+    /// of its swapped-out memory back now, into memory that is free (the
+    /// switch's eviction and this restore then use the two directions of
+    /// the link at once), and answer [`ClientMsg::Fetched`]. Its work still
+    /// waits for [`SchedulerMsg::LockGranted`].
+    Fetch {
+        /// The GPU.
+        gpu: GpuUuid,
+        /// The most bytes to bring back.
         bytes: u64,
     },
     /// The program does not hold the lock; move `bytes` of its memory on

@@ -99,6 +99,15 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
                 reason,
             }
         }),
+        (gpu(), any::<u64>()).prop_map(|(gpu, resident)| ClientMsg::Evicting { gpu, resident }),
+        (gpu(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(gpu, bytes, resident, elapsed_us)| ClientMsg::Fetched {
+                gpu,
+                bytes,
+                resident,
+                elapsed_us
+            }
+        ),
         gpu().prop_map(|gpu| ClientMsg::Detach { gpu }),
     ]
 }
@@ -119,6 +128,7 @@ fn scheduler_msg() -> impl Strategy<Value = SchedulerMsg> {
             .prop_map(|(gpu, evict_bytes)| SchedulerMsg::DropLock { gpu, evict_bytes }),
         (gpu(), any::<u64>()).prop_map(|(gpu, bytes)| SchedulerMsg::Evict { gpu, bytes }),
         (gpu(), any::<u64>()).prop_map(|(gpu, bytes)| SchedulerMsg::Prepare { gpu, bytes }),
+        (gpu(), any::<u64>()).prop_map(|(gpu, bytes)| SchedulerMsg::Fetch { gpu, bytes }),
         any::<u64>().prop_map(|quantum_ms| SchedulerMsg::QuantumChanged { quantum_ms }),
         error_reply().prop_map(SchedulerMsg::Error),
         Just(SchedulerMsg::ShuttingDown),

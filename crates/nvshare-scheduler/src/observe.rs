@@ -175,10 +175,11 @@ impl Observer {
                 gpu: _,
                 bytes,
                 elapsed,
+                ahead,
             } => {
                 info!(client, name = self.name(*client), gpu = label,
                       bytes = %format_bytes(*bytes), elapsed_ms = ms(*elapsed),
-                      gb_per_s = rate(*bytes, *elapsed), "memory restored");
+                      gb_per_s = rate(*bytes, *elapsed), ahead, "memory restored");
                 g.restored_bytes.inc_by(*bytes);
             }
         }

@@ -225,6 +225,44 @@ pub fn stream_destroy(stream: CUstream) -> Result<(), CudaError> {
     helper!(cuStreamDestroy(stream))
 }
 
+/// An event of the hook's own (no timing), destroyed when dropped: marks a
+/// point in one of the hook's streams to wait for.
+#[derive(Debug)]
+pub struct Event(CUevent);
+
+impl Event {
+    /// A new event in the current context.
+    pub fn new() -> Result<Self, CudaError> {
+        let mut event: CUevent = std::ptr::null_mut();
+        helper!(cuEventCreate(&mut event, CU_EVENT_DISABLE_TIMING))?;
+        Ok(Event(event))
+    }
+
+    /// Marks the end of the work enqueued on `stream` so far.
+    pub fn record(&self, stream: CUstream) -> Result<(), CudaError> {
+        helper!(cuEventRecord(self.0, stream))
+    }
+
+    /// Waits until the stream has reached the last record.
+    pub fn synchronize(&self) -> Result<(), CudaError> {
+        helper!(cuEventSynchronize(self.0))
+    }
+}
+
+impl Event {
+    fn destroy(&self) -> Result<(), CudaError> {
+        helper!(cuEventDestroy(self.0))
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        if let Err(err) = self.destroy() {
+            tracing::debug!(%err, "destroying a copy event failed");
+        }
+    }
+}
+
 /// The base and size of the allocation containing `ptr`.
 pub fn mem_get_address_range(ptr: CUdeviceptr) -> Result<(CUdeviceptr, u64), CudaError> {
     let (mut base, mut size): (CUdeviceptr, usize) = (0, 0);

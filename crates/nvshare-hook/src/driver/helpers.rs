@@ -64,6 +64,10 @@ helpers! {
     cuStreamCreate / "cuStreamCreate" @ 2000 (*mut CUstream, c_uint);
     cuStreamSynchronize / "cuStreamSynchronize" @ 2000 (CUstream);
     cuStreamDestroy / "cuStreamDestroy_v2" @ 4000 (CUstream);
+    cuEventCreate / "cuEventCreate" @ 2000 (*mut CUevent, c_uint);
+    cuEventRecord / "cuEventRecord" @ 2000 (CUevent, CUstream);
+    cuEventSynchronize / "cuEventSynchronize" @ 2000 (CUevent);
+    cuEventDestroy / "cuEventDestroy_v2" @ 4000 (CUevent);
     cuMemGetAddressRange / "cuMemGetAddressRange_v2" @ 3020 (*mut CUdeviceptr, *mut usize, CUdeviceptr);
     cuPointerGetAttribute / "cuPointerGetAttribute" @ 4000 (*mut c_void, c_int, CUdeviceptr);
     // Virtual memory management and pinning (the swap engine).

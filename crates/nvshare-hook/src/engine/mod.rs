@@ -86,12 +86,21 @@ pub trait MemoryEngine: Send + Sync {
 
     /// Moves at least `bytes` of the program's memory off `device` (least
     /// recently used first) and returns how much moved. The gate calls it
-    /// with no work in flight and the contexts synchronized.
-    fn evict(&self, device: CUdevice, bytes: u64) -> Result<u64, EngineError>;
+    /// with no work in flight and the contexts synchronized. Engines that
+    /// free memory piece by piece tell `released` the bytes freed so far
+    /// after each piece.
+    fn evict(
+        &self,
+        device: CUdevice,
+        bytes: u64,
+        released: &mut dyn FnMut(u64),
+    ) -> Result<u64, EngineError>;
 
-    /// Brings the program's memory back onto `device` before its work is
-    /// released after a grant; returns how much moved.
-    fn restore(&self, device: CUdevice) -> Result<u64, EngineError>;
+    /// Brings the program's memory back onto `device`, at most `limit`
+    /// bytes of it (`u64::MAX`: all, before its work is released after a
+    /// grant; less: ahead of a grant, into the room the scheduler has);
+    /// returns how much moved.
+    fn restore(&self, device: CUdevice, limit: u64) -> Result<u64, EngineError>;
 
     /// Gets ready, while the program runs, to move `bytes` off `device`
     /// soon (the scheduler's hint): makes the host room the eviction would

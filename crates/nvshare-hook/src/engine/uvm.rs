@@ -165,7 +165,12 @@ impl MemoryEngine for UvmEngine {
         Ok((ptr, AllocKind::ManagedForDevice))
     }
 
-    fn evict(&self, device: CUdevice, bytes: u64) -> Result<u64, EngineError> {
+    fn evict(
+        &self,
+        device: CUdevice,
+        bytes: u64,
+        _released: &mut dyn FnMut(u64),
+    ) -> Result<u64, EngineError> {
         let resident: Vec<_> = managed_by_age(device)
             .into_iter()
             .filter(|(_, a)| a.resident)
@@ -188,7 +193,7 @@ impl MemoryEngine for UvmEngine {
         Ok(moved)
     }
 
-    fn restore(&self, device: CUdevice) -> Result<u64, EngineError> {
+    fn restore(&self, device: CUdevice, limit: u64) -> Result<u64, EngineError> {
         let capacity = match crate::gate::capacity(device) {
             Some(capacity) => capacity,
             None => driver::device_total_mem(device)
@@ -199,7 +204,7 @@ impl MemoryEngine for UvmEngine {
         let fixed =
             self.usage(device).footprint - managed.iter().map(|(_, a)| a.bytes).sum::<u64>();
         let sizes: Vec<_> = managed.iter().map(|(base, a)| (*base, a.bytes)).collect();
-        let chosen = choose_restore(&sizes, capacity.saturating_sub(fixed));
+        let chosen = choose_restore(&sizes, capacity.saturating_sub(fixed).min(limit));
         self.prefetch_all(device, &chosen, PrefetchTarget::Device(device))
             .map_err(|source| EngineError::Driver { device, source })?;
         let mut moved = 0;

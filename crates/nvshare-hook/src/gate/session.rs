@@ -179,6 +179,7 @@ fn apply(gate: &'static Gate, msg: SchedulerMsg) {
         | SchedulerMsg::Reserved { gpu, .. }
         | SchedulerMsg::DropLock { gpu, .. }
         | SchedulerMsg::Prepare { gpu, .. }
+        | SchedulerMsg::Fetch { gpu, .. }
         | SchedulerMsg::Evict { gpu, .. } => Some(*gpu),
         _ => None,
     };
@@ -279,6 +280,11 @@ fn apply_here(gate: &'static Gate, msg: SchedulerMsg) {
                 prepare(device, bytes);
             }
         }
+        SchedulerMsg::Fetch { gpu, bytes } => {
+            if let Some(device) = gate.device_by_uuid(&gpu) {
+                fetch(gate, device, bytes);
+            }
+        }
         SchedulerMsg::QuantumChanged { quantum_ms } => {
             tracing::debug!(quantum_ms, "the scheduler's quantum changed");
         }
@@ -340,7 +346,7 @@ fn restore_waiting_for_memory(device: &DeviceGate) {
     let mut pause = Duration::from_millis(5);
     let mut warned = false;
     loop {
-        match engine::current().restore(device.ordinal) {
+        match engine::current().restore(device.ordinal, u64::MAX) {
             Ok(_) => return,
             Err(e) if e.is_out_of_device_memory() && started.elapsed() < RESTORE_PATIENCE => {
                 if !warned && started.elapsed() > Duration::from_secs(1) {
@@ -358,6 +364,33 @@ fn restore_waiting_for_memory(device: &DeviceGate) {
             }
         }
     }
+}
+
+/// Brings up to `bytes` of the device's memory back ahead of the grant
+/// (the scheduler's `Fetch`: memory it counts free while this program
+/// waits), and answers with what came back. The program's work still waits
+/// for the grant, whose restore brings the rest.
+fn fetch(gate: &Gate, device: &DeviceGate, bytes: u64) {
+    let started = Instant::now();
+    let _current = platform::ContextGuard::enter(device.ordinal);
+    let before = engine::current().usage(device.ordinal).resident;
+    // A holder has everything back already (its grant restored it).
+    if !device.is_held()
+        && let Err(e) = engine::current().restore(device.ordinal, bytes)
+    {
+        tracing::debug!(gpu = %device.uuid, error = %e,
+            "restoring ahead of the grant stopped short; the grant restores the rest");
+    }
+    let resident = engine::current().usage(device.ordinal).resident;
+    let moved = resident.saturating_sub(before);
+    let elapsed_us = started.elapsed().as_micros() as u64;
+    tracing::debug!(gpu = %device.uuid, asked = bytes, bytes = moved, elapsed_us, "memory restored ahead of the grant");
+    gate.session.send(&ClientMsg::Fetched {
+        gpu: device.uuid,
+        bytes: moved,
+        resident,
+        elapsed_us,
+    });
 }
 
 /// Makes the host room for an eviction of `bytes` expected at the end of
@@ -409,7 +442,16 @@ fn evict(gate: &Gate, device: &DeviceGate, bytes: u64) {
     }
     let started = Instant::now();
     let _current = platform::ContextGuard::enter(device.ordinal);
-    match engine::current().evict(device.ordinal, bytes) {
+    let before = engine::current().usage(device.ordinal).resident;
+    // Each piece freed is reported at once: the scheduler lets the next
+    // program's restore into it while the rest is still being copied.
+    let mut report = |released: u64| {
+        gate.session.send(&ClientMsg::Evicting {
+            gpu: device.uuid,
+            resident: before.saturating_sub(released),
+        });
+    };
+    match engine::current().evict(device.ordinal, bytes, &mut report) {
         Ok(moved) => {
             let usage = engine::current().usage(device.ordinal);
             let elapsed_us = started.elapsed().as_micros() as u64;

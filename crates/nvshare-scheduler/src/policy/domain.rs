@@ -146,6 +146,9 @@ impl Domain {
         m.grants += 1;
         m.idle_hint = false;
         m.requeue_on_release = false;
+        m.restoring = m.resident < m.footprint;
+        // Its claim covers what it was fetching; the answers still come.
+        m.pending_fetches.clear();
         // The grant was decided on this footprint: that is its room.
         m.room = m.footprint;
         m.wants_room = 0;
@@ -224,6 +227,42 @@ impl Domain {
         });
     }
 
+    /// Asks the waiting `client` to bring up to `bytes` of its memory back
+    /// ahead of its grant.
+    pub fn fetch(&mut self, client: ClientId, bytes: u64, out: &mut Vec<Action>) {
+        let Some(m) = self.members.get_mut(&client) else {
+            return;
+        };
+        m.pending_fetches.push_back(bytes);
+        out.push(Action::Send {
+            client,
+            msg: SchedulerMsg::Fetch {
+                gpu: self.uuid,
+                bytes,
+            },
+        });
+    }
+
+    /// Counts memory `client` reported moving back in.
+    pub fn restored(
+        &mut self,
+        client: ClientId,
+        bytes: u64,
+        elapsed_us: u64,
+        ahead: bool,
+        out: &mut Vec<Action>,
+    ) {
+        self.bytes_restored = self.bytes_restored.saturating_add(bytes);
+        self.swap_time_us = self.swap_time_us.saturating_add(elapsed_us);
+        out.push(Action::Record(Record::Restored {
+            client,
+            gpu: self.uuid,
+            bytes,
+            elapsed: Duration::from_micros(elapsed_us),
+            ahead,
+        }));
+    }
+
     /// `client` stopped using the lock, keeping `resident` bytes on the GPU.
     pub fn released(
         &mut self,
@@ -243,6 +282,8 @@ impl Domain {
         m.held_total += held;
         m.last_ran = now;
         m.drop_evict = 0;
+        m.evict_progress = 0;
+        m.restoring = false;
         m.idle_hint = false;
         m.room = 0;
         m.wants_room = 0;

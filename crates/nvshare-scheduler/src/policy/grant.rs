@@ -107,6 +107,7 @@ pub(super) fn schedule(d: &mut Domain, now: Duration, out: &mut Vec<Action>) {
     }
     drop_overcommitted_holders(d, now, out);
     give_back_excess(d, out);
+    super::fetch::fetch_ahead(d, out);
 }
 
 /// Tells the running holders in `head`'s way how much they will be asked

@@ -31,6 +31,17 @@ pub(super) struct Member {
     pub pending_evicts: VecDeque<u64>,
     /// Bytes the outstanding `DropLock` asked it to evict.
     pub drop_evict: u64,
+    /// Bytes the eviction in progress already reported freed (`Evicting`),
+    /// credited against the outstanding requests until their answer.
+    pub evict_progress: u64,
+    /// Bytes asked by outstanding `Fetch` requests, oldest first.
+    pub pending_fetches: VecDeque<u64>,
+    /// Its last fetch brought nothing back; not asked again until its
+    /// state changes.
+    pub fetch_failed: bool,
+    /// Granted with memory swapped out, and not yet reported restored: it
+    /// may bring back its whole footprint even after a drop request.
+    pub restoring: bool,
     /// When the outstanding `DropLock` was sent.
     pub drop_requested_at: Duration,
     /// Its drain is overdue and the GPU had no room to let the next program
@@ -77,6 +88,10 @@ impl Member {
             last_ran: Duration::ZERO,
             pending_evicts: VecDeque::new(),
             drop_evict: 0,
+            evict_progress: 0,
+            pending_fetches: VecDeque::new(),
+            fetch_failed: false,
+            restoring: false,
             drop_requested_at: Duration::ZERO,
             overdue_refused: false,
             idle_hint: false,
@@ -100,6 +115,7 @@ impl Member {
     pub fn set_state(&mut self, state: ClientState) {
         self.state = state;
         self.evict_failed = false;
+        self.fetch_failed = false;
         self.overdue_refused = false;
     }
 
@@ -139,11 +155,24 @@ impl Member {
         self.reservation().min(capacity).max(self.resident)
     }
 
-    /// Memory it will occupy once its outstanding evictions are done.
+    /// Bytes asked by `Fetch` requests not yet answered.
+    pub fn incoming(&self) -> u64 {
+        self.pending_fetches
+            .iter()
+            .fold(0, |a, &b| a.saturating_add(b))
+    }
+
+    /// Memory it will occupy once its outstanding evictions and fetches are
+    /// done (the part of the evictions already reported freed is already
+    /// out of `resident`).
     pub fn resident_after_evictions(&self) -> u64 {
+        let leaving = self
+            .pending_evict()
+            .saturating_add(self.drop_evict)
+            .saturating_sub(self.evict_progress);
         self.resident
-            .saturating_sub(self.pending_evict())
-            .saturating_sub(self.drop_evict)
+            .saturating_sub(leaving)
+            .saturating_add(self.incoming())
     }
 
     /// Whether a drop may be asked of it now: it said it is idle, or its
@@ -156,6 +185,7 @@ impl Member {
     /// Settles the oldest outstanding eviction request (an `Evicted` or
     /// `EvictFailed` answer).
     pub fn settle_eviction(&mut self) {
+        self.evict_progress = 0;
         if self.state == ClientState::Releasing && self.drop_evict > 0 {
             self.drop_evict = 0;
         } else {
@@ -189,6 +219,24 @@ mod tests {
         m.drop_evict = 5;
         m.settle_eviction();
         assert_eq!((m.drop_evict, m.pending_evict()), (0, 20));
+    }
+
+    #[test]
+    fn progress_and_fetches_count_in_what_it_will_occupy() {
+        let mut m = Member::new(1, 100, 100);
+        m.state = ClientState::Releasing;
+        m.drop_evict = 60;
+        assert_eq!(m.resident_after_evictions(), 40);
+        // 25 bytes of the 60 reported freed: resident falls, the outcome
+        // stays.
+        m.resident = 75;
+        m.evict_progress = 25;
+        assert_eq!(m.resident_after_evictions(), 40);
+        m.settle_eviction();
+        m.resident = 40;
+        assert_eq!((m.evict_progress, m.resident_after_evictions()), (0, 40));
+        m.pending_fetches.push_back(30);
+        assert_eq!((m.incoming(), m.resident_after_evictions()), (30, 70));
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub(super) fn gpu_of(msg: &ClientMsg) -> GpuUuid {
         | ClientMsg::Evicted { gpu, .. }
         | ClientMsg::Restored { gpu, .. }
         | ClientMsg::EvictFailed { gpu, .. }
+        | ClientMsg::Evicting { gpu, .. }
+        | ClientMsg::Fetched { gpu, .. }
         | ClientMsg::Detach { gpu } => *gpu,
     }
 }
@@ -103,15 +105,34 @@ pub(super) fn apply(
         } => {
             if let Some(m) = d.members.get_mut(&client) {
                 m.resident = resident;
+                m.restoring = false;
             }
-            d.bytes_restored = d.bytes_restored.saturating_add(bytes);
-            d.swap_time_us = d.swap_time_us.saturating_add(elapsed_us);
-            out.push(Action::Record(Record::Restored {
-                client,
-                gpu,
-                bytes,
-                elapsed: Duration::from_micros(elapsed_us),
-            }));
+            d.restored(client, bytes, elapsed_us, false, out);
+        }
+        ClientMsg::Evicting { resident, .. } => {
+            if let Some(m) = d.members.get_mut(&client)
+                && resident < m.resident
+            {
+                m.evict_progress = m.evict_progress.saturating_add(m.resident - resident);
+                m.resident = resident;
+                // It is evicting, so it is past any restore of its grant.
+                m.restoring = false;
+            }
+        }
+        ClientMsg::Fetched {
+            bytes,
+            resident,
+            elapsed_us,
+            ..
+        } => {
+            if let Some(m) = d.members.get_mut(&client) {
+                m.resident = resident;
+                m.pending_fetches.pop_front();
+                if bytes == 0 {
+                    m.fetch_failed = true;
+                }
+            }
+            d.restored(client, bytes, elapsed_us, true, out);
         }
         ClientMsg::EvictFailed { resident, .. } => {
             if let Some(m) = d.members.get_mut(&client) {

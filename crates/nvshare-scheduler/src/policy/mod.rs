@@ -18,6 +18,8 @@
 //!   members of a gang (a multi-process job, or one program's GPUs) that
 //!   wait together at the same time.
 //! - `reserve`: room for holders that grow while they hold the lock.
+//! - `fetch`: restoring the next program's memory ahead of its grant, into
+//!   memory free now (also while the last holder's eviction frees it).
 //! - `tests`: behaviour tests with simulated time.
 //!
 //! INTERFACE CONTRACT (shared with the I/O shell in `server`): the types and
@@ -28,6 +30,7 @@ mod gang;
 mod grant;
 mod member;
 mod messages;
+mod fetch;
 mod reserve;
 #[cfg(test)]
 mod tests;
@@ -185,6 +188,8 @@ pub enum Record {
         bytes: u64,
         /// How long it took.
         elapsed: Duration,
+        /// Ahead of its grant (a `Fetch`), rather than on it.
+        ahead: bool,
     },
 }
 

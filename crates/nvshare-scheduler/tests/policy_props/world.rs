@@ -240,6 +240,17 @@ impl World {
                     let moved = evict_bytes.min(mem.resident);
                     mem.resident -= moved;
                     let resident = mem.resident;
+                    if moved > 1 {
+                        // The first half is reported freed while the rest
+                        // is still on its way out, as the hook does.
+                        self.replies.push_back((
+                            client,
+                            ClientMsg::Evicting {
+                                gpu,
+                                resident: resident + moved / 2,
+                            },
+                        ));
+                    }
                     if moved > 0 {
                         self.replies.push_back((
                             client,
@@ -270,6 +281,22 @@ impl World {
                         self.replies
                             .push_back((client, ClientMsg::RequestLock { gpu }));
                     }
+                }
+                SchedulerMsg::Fetch { gpu, bytes } => {
+                    let mem = gpus.get_mut(&gpu).expect("fetch on an attached GPU");
+                    assert!(!mem.holding, "fetch for a client that holds the lock");
+                    let moved = bytes.min(mem.footprint.min(CAPACITY).saturating_sub(mem.resident));
+                    mem.resident += moved;
+                    let resident = mem.resident;
+                    self.replies.push_back((
+                        client,
+                        ClientMsg::Fetched {
+                            gpu,
+                            bytes: moved,
+                            resident,
+                            elapsed_us: 10,
+                        },
+                    ));
                 }
                 SchedulerMsg::Evict { gpu, bytes } => {
                     let mem = gpus.get_mut(&gpu).expect("evict on an attached GPU");

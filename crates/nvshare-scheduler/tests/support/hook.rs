@@ -275,6 +275,18 @@ fn read_loop(mut wire: Wire, shared: Arc<Mutex<Shared>>, notices: mpsc::Sender<N
                     shared.evict(bytes);
                     continue;
                 }
+                SchedulerMsg::Fetch { bytes, .. } => {
+                    let moved = bytes.min(shared.footprint - shared.resident);
+                    shared.resident += moved;
+                    let resident = shared.resident;
+                    shared.send(&ClientMsg::Fetched {
+                        gpu: GPU,
+                        bytes: moved,
+                        resident,
+                        elapsed_us: 1_000,
+                    });
+                    continue;
+                }
                 // This simulated hook never sends Reserve, and needs no
                 // host room made ahead of an eviction.
                 SchedulerMsg::Reserved { .. } | SchedulerMsg::Prepare { .. } => continue,

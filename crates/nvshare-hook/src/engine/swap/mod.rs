@@ -126,7 +126,7 @@ impl SwapEngine {
             slab,
             requested: BTreeMap::from([(offset, bytes)]),
         };
-        let unit = Unit::create(device, granularity, contents)?;
+        let unit = Unit::create(device, granularity, granularity, contents)?;
         let base = unit.base;
         units.by_base.insert(base, unit);
         Ok(base + offset)
@@ -142,7 +142,12 @@ impl SwapEngine {
                     function: "cuMemCreate",
                     code: CUresult::ERROR_OUT_OF_MEMORY,
                 })?;
-        let unit = Unit::create(device, size, Contents::Whole { requested: bytes })?;
+        let segment = crate::config::get()
+            .swap_segment_bytes
+            .div_ceil(granularity)
+            .max(1)
+            .saturating_mul(granularity);
+        let unit = Unit::create(device, size, segment, Contents::Whole { requested: bytes })?;
         let base = unit.base;
         self.units().by_base.insert(base, unit);
         Ok(base)
@@ -224,7 +229,7 @@ impl MemoryEngine for SwapEngine {
         }
         let unit = units.by_base.remove(&base).expect("found above");
         drop(units);
-        if unit.is_resident() {
+        if unit.resident_bytes() > 0 {
             synchronize_before_unmap();
         }
         Some(unit.destroy())
@@ -248,8 +253,10 @@ impl MemoryEngine for SwapEngine {
             let asked = unit.requested();
             physical.footprint += unit.bytes;
             requested.footprint += asked;
+            physical.resident += unit.resident_bytes();
+            // The registry counts an allocation resident only once all of
+            // its unit is (see `moves::mark`).
             if unit.is_resident() {
-                physical.resident += unit.bytes;
                 requested.resident += asked;
             }
         }
@@ -293,7 +300,12 @@ impl MemoryEngine for SwapEngine {
         Ok(moves::attach_shadows(&mut self.units(), made))
     }
 
-    fn evict(&self, device: CUdevice, bytes: u64) -> Result<u64, EngineError> {
+    fn evict(
+        &self,
+        device: CUdevice,
+        bytes: u64,
+        released: &mut dyn FnMut(u64),
+    ) -> Result<u64, EngineError> {
         if bytes == 0 {
             return Ok(0);
         }
@@ -309,10 +321,11 @@ impl MemoryEngine for SwapEngine {
             self.budget(),
             device,
             bytes,
+            released,
         )
     }
 
-    fn restore(&self, device: CUdevice) -> Result<u64, EngineError> {
+    fn restore(&self, device: CUdevice, limit: u64) -> Result<u64, EngineError> {
         let mut units = self.units();
         if !units.on(device).any(|u| !u.is_resident()) {
             return Ok(0);
@@ -322,7 +335,7 @@ impl MemoryEngine for SwapEngine {
             .streams
             .of(device, geometry.streams)
             .map_err(|source| EngineError::Driver { device, source })?;
-        moves::restore(&mut units, &streams, geometry.chunk_bytes, device)
+        moves::restore(&mut units, &streams, geometry.chunk_bytes, device, limit)
     }
 
     fn on_fork_child(&self) {

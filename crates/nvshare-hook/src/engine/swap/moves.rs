@@ -1,21 +1,28 @@
-//! Moving units between the GPU and their host shadows.
+//! Moving units' segments between the GPU and their host shadows.
 //!
 //! Both directions copy in chunks dealt over the hook's streams (the
-//! [`CopyGeometry`]: `NVSHARE_SWAP_CHUNK_MIB`, `NVSHARE_SWAP_STREAMS`) and
-//! wait for all of them before any unit counts as moved, so that a failure
-//! leaves every unit either resident and intact, or swapped out with a
-//! complete, authoritative shadow:
+//! [`CopyGeometry`]: `NVSHARE_SWAP_CHUNK_MIB`, `NVSHARE_SWAP_STREAMS`), and
+//! a segment changes sides only once its copies are known complete, so
+//! that a failure leaves every segment either mapped and intact, or
+//! released with its part of the unit's shadow complete and authoritative:
 //! - eviction makes every shadow it needs before copying anything (a
-//!   refusal moves nothing), copies, waits, then unmaps unit by unit;
-//! - restoration is pipelined ([`plan::restore_steps`]): it maps a unit's
-//!   fresh memory (with access set), enqueues that unit's copies at once
-//!   and maps the next unit while they run; a copy only ever goes into
-//!   memory already mapped and accessible. It then waits for every copy.
-//!   A unit counts as restored only after that wait succeeded; if any copy
-//!   fails, all fresh memory of the restore is released again and the
-//!   shadows stay authoritative. If mapping a unit fails (typically the GPU
-//!   is full), the units mapped before it are restored and the rest stay
-//!   swapped out.
+//!   refusal moves nothing), enqueues all copies, and releases the
+//!   segments batch by batch as events show each batch's copies done,
+//!   telling the caller how much is free so far (the scheduler lets the
+//!   next program's restore use it while the rest is still copied);
+//! - restoration is pipelined ([`plan::restore_steps`]): it maps a
+//!   segment's fresh memory (with access set), enqueues that segment's
+//!   copies at once and maps the next while they run; a copy only ever
+//!   goes into memory already mapped and accessible. It then waits for
+//!   every copy. A segment counts as restored only after that wait
+//!   succeeded; if any copy fails, all fresh memory of the restore is
+//!   released again and the shadows stay authoritative. If mapping fails
+//!   (typically the GPU is full), the segments mapped before are restored
+//!   and the rest stay swapped out. A restore may be limited to a number of
+//!   bytes (a restore ahead of the grant, into the room the scheduler has).
+//!
+//! The registry counts an allocation resident only while all of its unit
+//! is mapped.
 
 use super::Units;
 use super::plan::{self, Candidate, Chunk, CopyGeometry, RestoreStep};
@@ -57,32 +64,73 @@ enum Direction {
     ToDevice,
 }
 
-/// Enqueues one chunk of `unit`'s copy between its memory and its shadow
-/// on the chunk's stream. The unit must be mapped with access set and have
-/// a shadow of its size, and both must stay so until the streams have been
-/// synchronized.
+/// One segment a move copies: mapped ones when evicting, missing ones when
+/// restoring.
+#[derive(Clone, Copy, Debug)]
+struct Piece {
+    /// The unit's base.
+    unit: CUdeviceptr,
+    /// The segment's index in the unit.
+    segment: usize,
+    /// The segment's start from the unit's base.
+    offset: u64,
+    /// The segment's size.
+    bytes: u64,
+}
+
+/// The segments of the `chosen` units that are mapped (`mapped`) or not,
+/// unit by unit in the order given.
+fn pieces(units: &Units, chosen: &[CUdeviceptr], mapped: bool) -> Vec<Piece> {
+    chosen
+        .iter()
+        .flat_map(|base| {
+            let unit = &units.by_base[base];
+            unit.segments
+                .iter()
+                .enumerate()
+                .filter(move |(_, s)| s.handle.is_some() == mapped)
+                .map(move |(segment, s)| Piece {
+                    unit: unit.base,
+                    segment,
+                    offset: s.offset,
+                    bytes: s.bytes,
+                })
+        })
+        .collect()
+}
+
+/// Enqueues one chunk of `piece`'s copy between its memory and the unit's
+/// shadow on the chunk's stream. The segment must be mapped with access
+/// set and the unit have a shadow of its size, and both must stay so until
+/// the chunk's stream has been waited for.
 fn enqueue_chunk(
     unit: &Unit,
+    piece: &Piece,
     chunk: &Chunk,
     streams: &CopyStreams,
     direction: Direction,
 ) -> Result<(), CudaError> {
     let shadow = unit.shadow.as_ref().expect("a moved unit has a shadow");
     debug_assert_eq!(shadow.bytes(), unit.bytes);
-    debug_assert!(unit.is_resident(), "copies only touch mapped memory");
-    debug_assert!(chunk.offset + chunk.bytes <= unit.bytes);
-    // SAFETY: the chunk lies within the shadow (same size as the unit, see
-    // `plan::chunks`), which the engine's lock keeps alive and untouched
-    // until the callers' synchronize has returned.
+    debug_assert!(
+        unit.segments[piece.segment].handle.is_some(),
+        "copies only touch mapped memory"
+    );
+    debug_assert!(chunk.offset + chunk.bytes <= piece.bytes);
+    let offset = piece.offset + chunk.offset;
+    // SAFETY: the chunk lies within the piece, which lies within the shadow
+    // (same size as the unit, see `plan::chunks` and `plan::segments`),
+    // which the engine's lock keeps alive and untouched until the chunk's
+    // stream has been waited for.
     let (host, device_ptr) = unsafe {
         (
-            shadow.ptr().cast::<u8>().add(chunk.offset as usize),
-            unit.base + chunk.offset,
+            shadow.ptr().cast::<u8>().add(offset as usize),
+            unit.base + offset,
         )
     };
     let stream = streams.stream(chunk.stream);
     // SAFETY: as above; the device range is mapped and accessible (the
-    // caller's contract) and stays so until the synchronize.
+    // caller's contract) and stays so until the stream is waited for.
     unsafe {
         match direction {
             Direction::ToHost => {
@@ -95,31 +143,72 @@ fn enqueue_chunk(
     }
 }
 
-/// Copies every unit of `chosen` between its memory and its shadow and
-/// waits. Each unit must be mapped and have a shadow of its size.
-fn copy_all(
-    units: &Units,
-    chosen: &[CUdeviceptr],
-    streams: &CopyStreams,
-    chunk_bytes: u64,
-    direction: Direction,
-) -> Result<(), CudaError> {
-    let picked: Vec<&Unit> = chosen.iter().map(|b| &units.by_base[b]).collect();
-    let sizes: Vec<u64> = picked.iter().map(|u| u.bytes).collect();
-    let plan = plan::chunks(&sizes, chunk_bytes, streams.count());
-    let enqueued = picked
-        .iter()
-        .zip(&plan)
-        .flat_map(|(unit, chunks)| chunks.iter().map(move |chunk| (*unit, chunk)))
-        .try_for_each(|(unit, chunk)| enqueue_chunk(unit, chunk, streams, direction));
-    // Wait even after a failure: no copy may still run once we return.
-    let waited = streams.synchronize();
-    enqueued.and(waited)
+/// Bytes an eviction copies before it waits for them and releases their
+/// memory (and reports it released): small enough that the next program's
+/// restore can start early, large enough that waiting costs nothing.
+const RELEASE_STEP: u64 = 256 << 20;
+
+/// Consecutive pieces of at least [`RELEASE_STEP`] together (the last
+/// batch may be smaller): `(first, end)` index ranges.
+fn release_batches(pieces: &[Piece]) -> Vec<(usize, usize)> {
+    let mut batches = Vec::new();
+    let (mut first, mut bytes) = (0, 0u64);
+    for (index, piece) in pieces.iter().enumerate() {
+        bytes += piece.bytes;
+        if bytes >= RELEASE_STEP || index + 1 == pieces.len() {
+            batches.push((first, index + 1));
+            first = index + 1;
+            bytes = 0;
+        }
+    }
+    batches
 }
 
-/// Moves at least `bytes` of `device`'s resident units (least recently
-/// used first) to their shadows and releases their memory; returns the
-/// bytes moved.
+/// Enqueues the copies of `pieces` to their shadows batch by batch,
+/// marking the end of each batch on every stream; returns the marks of
+/// the batches fully enqueued, and the first enqueue failure.
+fn enqueue_to_host(
+    units: &Units,
+    pieces: &[Piece],
+    batches: &[(usize, usize)],
+    streams: &CopyStreams,
+    chunk_bytes: u64,
+) -> (Vec<Vec<driver::Event>>, Result<(), CudaError>) {
+    let sizes: Vec<u64> = pieces.iter().map(|p| p.bytes).collect();
+    let plan = plan::chunks(&sizes, chunk_bytes, streams.count());
+    let mut marks = Vec::with_capacity(batches.len());
+    for &(first, end) in batches {
+        let mut used = [false; plan::MAX_STREAMS];
+        for (piece, chunks) in pieces[first..end].iter().zip(&plan[first..end]) {
+            let unit = &units.by_base[&piece.unit];
+            for chunk in chunks {
+                if let Err(err) = enqueue_chunk(unit, piece, chunk, streams, Direction::ToHost) {
+                    return (marks, Err(err));
+                }
+                used[chunk.stream] = true;
+            }
+        }
+        let recorded = (0..streams.count())
+            .filter(|&s| used[s])
+            .map(|s| {
+                let event = driver::Event::new()?;
+                event.record(streams.stream(s))?;
+                Ok(event)
+            })
+            .collect::<Result<Vec<_>, CudaError>>();
+        match recorded {
+            Ok(events) => marks.push(events),
+            Err(err) => return (marks, Err(err)),
+        }
+    }
+    (marks, Ok(()))
+}
+
+/// Moves at least `bytes` of `device`'s resident memory (least recently
+/// used units first) to the units' shadows and releases it; returns the
+/// bytes moved. Memory is released batch by batch as soon as its copies
+/// are done, and `released` is told the running total each time, so that
+/// the scheduler can let the next program's memory in meanwhile.
 pub fn evict(
     units: &mut Units,
     streams: &CopyStreams,
@@ -127,6 +216,7 @@ pub fn evict(
     budget: HostBudget,
     device: CUdevice,
     bytes: u64,
+    released: &mut dyn FnMut(u64),
 ) -> Result<u64, EngineError> {
     let driver_error = |source| EngineError::Driver { device, source };
     let chosen = chosen_for_eviction(units, device, bytes);
@@ -139,26 +229,47 @@ pub fn evict(
         source,
     })?;
     let _pushed = PushedContext::push(streams.ctx()).map_err(driver_error)?;
-    copy_all(units, &chosen, streams, chunk_bytes, Direction::ToHost).map_err(driver_error)?;
-    let mut evicted = Vec::new();
-    let mut failure = None;
-    for base in &chosen {
-        let unit = units.get_mut(*base).expect("chosen from the units");
-        match unit.unmap_and_release() {
-            Ok(()) => evicted.push((unit.base, unit.bytes)),
-            Err(err) => {
-                failure = Some(err);
-                break;
+    let pieces = pieces(units, &chosen, true);
+    let batches = release_batches(&pieces);
+    let (marks, enqueued) = enqueue_to_host(units, &pieces, &batches, streams, chunk_bytes);
+    let mut moved = 0;
+    let mut failure = enqueued.err();
+    for (&(first, end), events) in batches.iter().zip(&marks) {
+        if let Err(err) = events.iter().try_for_each(driver::Event::synchronize) {
+            failure.get_or_insert(err);
+            break;
+        }
+        for piece in &pieces[first..end] {
+            let unit = units.get_mut(piece.unit).expect("chosen from the units");
+            match unit.unmap_segment(piece.segment) {
+                Ok(bytes) => moved += bytes,
+                Err(err) => {
+                    failure.get_or_insert(err);
+                    break;
+                }
             }
         }
+        if failure.is_some() {
+            break;
+        }
+        released(moved);
     }
-    mark(device, &evicted, false);
-    let moved = evicted.iter().map(|&(_, b)| b).sum();
+    // Wait even after a failure: no copy may still run once we return.
+    if let Err(err) = streams.synchronize() {
+        failure.get_or_insert(err);
+    }
+    let out: Vec<_> = chosen
+        .iter()
+        .map(|b| &units.by_base[b])
+        .filter(|u| !u.is_resident())
+        .map(|u| (u.base, u.bytes))
+        .collect();
+    mark(device, &out, false);
     tracing::debug!(
         device,
         asked = bytes,
         moved,
-        units = evicted.len(),
+        units = out.len(),
         "swapped GPU memory out to host shadows"
     );
     match failure {
@@ -173,10 +284,10 @@ fn chosen_for_eviction(units: &Units, device: CUdevice, bytes: u64) -> Vec<CUdev
     let ages = last_uses(device);
     let candidates = units
         .on(device)
-        .filter(|u| u.is_resident())
+        .filter(|u| u.resident_bytes() > 0)
         .map(|u| Candidate {
             base: u.base,
-            bytes: u.bytes,
+            bytes: u.resident_bytes(),
             last_use: ages
                 .range(u.base..u.base + u.bytes)
                 .map(|(_, &age)| age)
@@ -271,7 +382,8 @@ fn make_shadows(
     Ok(())
 }
 
-/// Brings every swapped-out unit of `device` back at its address, in
+/// Brings `device`'s swapped-out segments back at their addresses, those
+/// that fit within `limit` bytes (first fit, unit by unit), in
 /// `chunk_bytes` chunks over `streams`, mapping and copying pipelined (see
 /// the module documentation); returns the bytes moved.
 pub fn restore(
@@ -279,6 +391,7 @@ pub fn restore(
     streams: &CopyStreams,
     chunk_bytes: u64,
     device: CUdevice,
+    limit: u64,
 ) -> Result<u64, EngineError> {
     let driver_error = |source| EngineError::Driver { device, source };
     let swapped: Vec<CUdeviceptr> = units
@@ -286,7 +399,16 @@ pub fn restore(
         .filter(|u| !u.is_resident())
         .map(|u| u.base)
         .collect();
-    let sizes: Vec<u64> = swapped.iter().map(|b| units.by_base[b].bytes).collect();
+    let missing = pieces(units, &swapped, false);
+    let sizes: Vec<u64> = missing.iter().map(|p| p.bytes).collect();
+    let picked: Vec<Piece> = plan::fit_within(&sizes, limit)
+        .into_iter()
+        .map(|i| missing[i])
+        .collect();
+    if picked.is_empty() {
+        return Ok(0);
+    }
+    let sizes: Vec<u64> = picked.iter().map(|p| p.bytes).collect();
     let geometry = CopyGeometry {
         chunk_bytes,
         streams: streams.count(),
@@ -297,23 +419,26 @@ pub fn restore(
     let mut enqueued = Ok(());
     for step in plan::restore_steps(&sizes, geometry) {
         match step {
-            RestoreStep::Map { unit } => {
-                let base = swapped[unit];
-                match units.get_mut(base).expect("listed above").map_fresh() {
-                    Ok(()) => mapped.push(base),
+            RestoreStep::Map { unit: index } => {
+                let piece = picked[index];
+                let unit = units.get_mut(piece.unit).expect("listed above");
+                match unit.map_fresh(piece.segment) {
+                    Ok(()) => mapped.push(piece),
                     Err(err) => {
                         // Typically out of device memory: restore what fits
-                        // (the units mapped so far, whose copies are queued).
+                        // (the pieces mapped so far, whose copies are queued).
                         map_failure = Some(err);
                         break;
                     }
                 }
             }
-            RestoreStep::Copy { unit, chunk } => {
-                // `restore_steps` puts a unit's copies after its mapping,
+            RestoreStep::Copy { unit: index, chunk } => {
+                // `restore_steps` puts a piece's copies after its mapping,
                 // which succeeded (a failed mapping ends the loop).
-                let unit = &units.by_base[&swapped[unit]];
-                if let Err(err) = enqueue_chunk(unit, &chunk, streams, Direction::ToDevice) {
+                let piece = &picked[index];
+                let unit = &units.by_base[&piece.unit];
+                if let Err(err) = enqueue_chunk(unit, piece, &chunk, streams, Direction::ToDevice)
+                {
                     enqueued = Err(err);
                     break;
                 }
@@ -326,24 +451,27 @@ pub fn restore(
     if let Err(err) = enqueued.and(waited) {
         // Some fresh memory holds garbage, and which copies completed is
         // unknown: give all of it back, the shadows stay authoritative.
-        for base in &mapped {
-            let unit = units.get_mut(*base).expect("listed above");
-            if let Err(undo) = unit.unmap_and_release() {
-                tracing::error!(%undo, base, "cannot unmap GPU memory whose restore failed");
+        for piece in &mapped {
+            let unit = units.get_mut(piece.unit).expect("listed above");
+            if let Err(undo) = unit.unmap_segment(piece.segment) {
+                tracing::error!(%undo, base = piece.unit, "cannot unmap GPU memory whose restore failed");
             }
         }
         return Err(driver_error(err));
     }
-    let ranges: Vec<_> = mapped
+    let whole: Vec<_> = swapped
         .iter()
-        .map(|b| (*b, units.by_base[b].bytes))
+        .map(|b| &units.by_base[b])
+        .filter(|u| u.is_resident())
+        .map(|u| (u.base, u.bytes))
         .collect();
-    mark(device, &ranges, true);
-    let moved = ranges.iter().map(|&(_, b)| b).sum();
+    mark(device, &whole, true);
+    let moved = mapped.iter().map(|p| p.bytes).sum();
     tracing::debug!(
         device,
         moved,
-        units = ranges.len(),
+        segments = mapped.len(),
+        units = whole.len(),
         "swapped GPU memory back in"
     );
     match map_failure {

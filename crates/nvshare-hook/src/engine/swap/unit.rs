@@ -1,7 +1,15 @@
-//! A swappable unit: one reserved VA range backed, while resident, by one
-//! `cuMemCreate` handle mapped over all of it with access set once. Its VA
-//! never changes: swapping out releases the handle and keeps the range
-//! reserved; swapping in maps a fresh handle at the same address.
+//! A swappable unit: one reserved VA range backed, while resident, by
+//! `cuMemCreate` handles, one per segment of the range, each mapped over
+//! its segment with access set once. Its VA never changes: swapping out
+//! releases the handles and keeps the range reserved; swapping in maps
+//! fresh handles at the same addresses.
+//!
+//! Segments ([`super::plan::segments`], `NVSHARE_SWAP_SEGMENT_MIB`) are what
+//! lets memory move piece by piece: an eviction releases each segment as
+//! soon as its copy is done, and a restore ahead of a grant may bring back
+//! only the segments that fit in the room the scheduler has. Between moves
+//! every segment is either mapped (the GPU's copy is the data) or not (the
+//! shadow's copy is): a unit may be partly resident.
 //!
 //! A unit holds either one allocation of the program or a slab of small
 //! ones ([`super::slab`]).
@@ -33,6 +41,17 @@ pub enum Contents {
     },
 }
 
+/// One piece of a unit's range with a handle of its own.
+#[derive(Debug)]
+pub struct Segment {
+    /// Its start, from the unit's base.
+    pub offset: u64,
+    /// Its size, a multiple of the granularity.
+    pub bytes: u64,
+    /// The mapped handle while it is on the device.
+    pub handle: Option<CUmemGenericAllocationHandle>,
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub struct Unit {
@@ -42,8 +61,8 @@ pub struct Unit {
     pub base: CUdeviceptr,
     /// The range's size, a multiple of the granularity: what it occupies.
     pub bytes: u64,
-    /// The mapped handle while resident.
-    pub handle: Option<CUmemGenericAllocationHandle>,
+    /// The range cut into segments, in address order, tiling it exactly.
+    pub segments: Vec<Segment>,
     /// The host copy, kept once made.
     pub shadow: Option<Shadow>,
     /// What it holds.
@@ -86,19 +105,36 @@ fn create_handle(device: CUdevice, bytes: u64) -> Result<CUmemGenericAllocationH
 
 impl Unit {
     /// Reserves `bytes` (a granularity multiple) on `device` and maps fresh
-    /// memory there; nothing is left behind on failure.
-    pub fn create(device: CUdevice, bytes: u64, contents: Contents) -> Result<Unit, CudaError> {
+    /// memory there in segments of at most `segment_bytes` (a granularity
+    /// multiple); nothing is left behind on failure.
+    pub fn create(
+        device: CUdevice,
+        bytes: u64,
+        segment_bytes: u64,
+        contents: Contents,
+    ) -> Result<Unit, CudaError> {
         let base = driver::vmm_reserve(bytes, 0)?;
+        let segments = super::plan::segments(bytes, segment_bytes)
+            .into_iter()
+            .map(|(offset, bytes)| Segment {
+                offset,
+                bytes,
+                handle: None,
+            })
+            .collect();
         let mut unit = Unit {
             device,
             base,
             bytes,
-            handle: None,
+            segments,
             shadow: None,
             contents,
         };
-        if let Err(err) = unit.map_fresh() {
-            if let Err(undo) = driver::vmm_unreserve(base, bytes) {
+        let mapped = (0..unit.segments.len()).try_for_each(|index| unit.map_fresh(index));
+        if let Err(err) = mapped {
+            if let Err(undo) = unit.unmap_and_release() {
+                tracing::warn!(%undo, base, "cannot unmap the memory of a failed allocation");
+            } else if let Err(undo) = driver::vmm_unreserve(base, bytes) {
                 tracing::warn!(%undo, base, bytes, "cannot free the address range of a failed allocation");
             }
             return Err(err);
@@ -106,9 +142,18 @@ impl Unit {
         Ok(unit)
     }
 
-    /// Whether its memory is on the device.
+    /// Whether all its memory is on the device.
     pub fn is_resident(&self) -> bool {
-        self.handle.is_some()
+        self.segments.iter().all(|s| s.handle.is_some())
+    }
+
+    /// The bytes of its segments on the device.
+    pub fn resident_bytes(&self) -> u64 {
+        self.segments
+            .iter()
+            .filter(|s| s.handle.is_some())
+            .map(|s| s.bytes)
+            .sum()
     }
 
     /// The bytes the program asked for that live in this unit.
@@ -119,14 +164,17 @@ impl Unit {
         }
     }
 
-    /// Creates a handle, maps it over the whole range and grants the device
-    /// access (contents undefined). On failure nothing stays mapped.
-    pub fn map_fresh(&mut self) -> Result<(), CudaError> {
-        debug_assert!(self.handle.is_none());
-        let handle = create_handle(self.device, self.bytes)?;
-        let mapped = driver::vmm_map(self.base, self.bytes, handle).and_then(|()| {
-            driver::vmm_set_access(self.base, self.bytes, self.device).inspect_err(|_| {
-                let _ = driver::vmm_unmap(self.base, self.bytes);
+    /// Creates a handle for segment `index` (not mapped), maps it over the
+    /// segment and grants the device access (contents undefined). On
+    /// failure nothing stays mapped.
+    pub fn map_fresh(&mut self, index: usize) -> Result<(), CudaError> {
+        let segment = &self.segments[index];
+        debug_assert!(segment.handle.is_none());
+        let (start, bytes) = (self.base + segment.offset, segment.bytes);
+        let handle = create_handle(self.device, bytes)?;
+        let mapped = driver::vmm_map(start, bytes, handle).and_then(|()| {
+            driver::vmm_set_access(start, bytes, self.device).inspect_err(|_| {
+                let _ = driver::vmm_unmap(start, bytes);
             })
         });
         if let Err(err) = mapped {
@@ -135,23 +183,31 @@ impl Unit {
             }
             return Err(err);
         }
-        self.handle = Some(handle);
+        self.segments[index].handle = Some(handle);
         Ok(())
     }
 
-    /// Unmaps and releases the memory, keeping the range reserved. Work on
-    /// the range must be finished. On an unmap failure the unit stays
-    /// resident and intact; a release failure only leaks the handle.
-    pub fn unmap_and_release(&mut self) -> Result<(), CudaError> {
-        let Some(handle) = self.handle else {
-            return Ok(());
+    /// Unmaps and releases segment `index`'s memory, keeping the range
+    /// reserved; returns the bytes released (0 if it was not mapped). Work
+    /// on the segment must be finished. On an unmap failure the segment
+    /// stays mapped and intact; a release failure only leaks the handle.
+    pub fn unmap_segment(&mut self, index: usize) -> Result<u64, CudaError> {
+        let segment = &mut self.segments[index];
+        let Some(handle) = segment.handle else {
+            return Ok(0);
         };
-        driver::vmm_unmap(self.base, self.bytes)?;
-        self.handle = None;
+        driver::vmm_unmap(self.base + segment.offset, segment.bytes)?;
+        segment.handle = None;
         if let Err(err) = driver::vmm_release(handle) {
             tracing::warn!(%err, base = self.base, "releasing swapped-out GPU memory failed; the driver may keep it allocated");
         }
-        Ok(())
+        Ok(segment.bytes)
+    }
+
+    /// Unmaps and releases every segment, keeping the range reserved (see
+    /// [`Unit::unmap_segment`]); stops at the first failure.
+    pub fn unmap_and_release(&mut self) -> Result<(), CudaError> {
+        (0..self.segments.len()).try_for_each(|index| self.unmap_segment(index).map(drop))
     }
 
     /// Gives everything back: the memory, the range and the shadow.

@@ -2,6 +2,7 @@
 //! the tests by theme in the submodules.
 
 mod drain;
+mod fetch;
 mod gang;
 mod lifecycle;
 mod memory;
@@ -133,6 +134,16 @@ pub(super) fn drops(actions: &[Action]) -> Vec<(ClientId, u64)> {
         .into_iter()
         .filter_map(|(c, m)| match m {
             SchedulerMsg::DropLock { evict_bytes, .. } => Some((c, evict_bytes)),
+            _ => None,
+        })
+        .collect()
+}
+
+pub(super) fn fetches(actions: &[Action]) -> Vec<(ClientId, u64)> {
+    sends(actions)
+        .into_iter()
+        .filter_map(|(c, m)| match m {
+            SchedulerMsg::Fetch { bytes, .. } => Some((c, bytes)),
             _ => None,
         })
         .collect()
