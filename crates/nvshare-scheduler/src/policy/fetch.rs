@@ -15,9 +15,9 @@
 //! free memory fits none of its pieces, or the GPU is physically full) is
 //! not repeated until the program's state changes.
 
+use super::Action;
 use super::domain::Domain;
 use super::member::Member;
-use super::Action;
 use nvshare_proto::{ClientState, Policy};
 
 /// The smallest fetch, as a fraction of the capacity (unless all that is

@@ -26,11 +26,11 @@
 //! method signatures in this file are what the shell calls. Keep them stable.
 
 mod domain;
+mod fetch;
 mod gang;
 mod grant;
 mod member;
 mod messages;
-mod fetch;
 mod reserve;
 #[cfg(test)]
 mod tests;

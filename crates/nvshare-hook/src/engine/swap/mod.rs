@@ -314,10 +314,16 @@ impl MemoryEngine for SwapEngine {
             .streams
             .of(device, geometry.streams)
             .map_err(|source| EngineError::Driver { device, source })?;
+        let steps = moves::EvictSteps {
+            chunk_bytes: geometry.chunk_bytes,
+            release_bytes: crate::config::get()
+                .swap_segment_bytes
+                .min(moves::EvictSteps::MAX_RELEASE_BYTES),
+        };
         moves::evict(
             &mut self.units(),
             &streams,
-            geometry.chunk_bytes,
+            steps,
             self.budget(),
             device,
             bytes,

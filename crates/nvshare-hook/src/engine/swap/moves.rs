@@ -143,19 +143,31 @@ fn enqueue_chunk(
     }
 }
 
-/// Bytes an eviction copies before it waits for them and releases their
-/// memory (and reports it released): small enough that the next program's
-/// restore can start early, large enough that waiting costs nothing.
-const RELEASE_STEP: u64 = 256 << 20;
+/// How an eviction cuts its work.
+#[derive(Debug, Clone, Copy)]
+pub struct EvictSteps {
+    /// Bytes per copy command.
+    pub chunk_bytes: u64,
+    /// Bytes it copies before it waits for them and releases their memory
+    /// (and reports it released): small enough that the next program's
+    /// restore can start early, large enough that waiting costs nothing.
+    pub release_bytes: u64,
+}
 
-/// Consecutive pieces of at least [`RELEASE_STEP`] together (the last
-/// batch may be smaller): `(first, end)` index ranges.
-fn release_batches(pieces: &[Piece]) -> Vec<(usize, usize)> {
+impl EvictSteps {
+    /// The most bytes released at once: 256 MiB (a GiB segment is released
+    /// alone).
+    pub const MAX_RELEASE_BYTES: u64 = 256 << 20;
+}
+
+/// Consecutive pieces of at least `release_bytes` together (the last batch
+/// may be smaller): `(first, end)` index ranges.
+fn release_batches(pieces: &[Piece], release_bytes: u64) -> Vec<(usize, usize)> {
     let mut batches = Vec::new();
     let (mut first, mut bytes) = (0, 0u64);
     for (index, piece) in pieces.iter().enumerate() {
         bytes += piece.bytes;
-        if bytes >= RELEASE_STEP || index + 1 == pieces.len() {
+        if bytes >= release_bytes || index + 1 == pieces.len() {
             batches.push((first, index + 1));
             first = index + 1;
             bytes = 0;
@@ -212,7 +224,7 @@ fn enqueue_to_host(
 pub fn evict(
     units: &mut Units,
     streams: &CopyStreams,
-    chunk_bytes: u64,
+    steps: EvictSteps,
     budget: HostBudget,
     device: CUdevice,
     bytes: u64,
@@ -230,8 +242,8 @@ pub fn evict(
     })?;
     let _pushed = PushedContext::push(streams.ctx()).map_err(driver_error)?;
     let pieces = pieces(units, &chosen, true);
-    let batches = release_batches(&pieces);
-    let (marks, enqueued) = enqueue_to_host(units, &pieces, &batches, streams, chunk_bytes);
+    let batches = release_batches(&pieces, steps.release_bytes);
+    let (marks, enqueued) = enqueue_to_host(units, &pieces, &batches, streams, steps.chunk_bytes);
     let mut moved = 0;
     let mut failure = enqueued.err();
     for (&(first, end), events) in batches.iter().zip(&marks) {
@@ -437,8 +449,7 @@ pub fn restore(
                 // which succeeded (a failed mapping ends the loop).
                 let piece = &picked[index];
                 let unit = &units.by_base[&piece.unit];
-                if let Err(err) = enqueue_chunk(unit, piece, &chunk, streams, Direction::ToDevice)
-                {
+                if let Err(err) = enqueue_chunk(unit, piece, &chunk, streams, Direction::ToDevice) {
                     enqueued = Err(err);
                     break;
                 }

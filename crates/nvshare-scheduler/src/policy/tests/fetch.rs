@@ -53,7 +53,10 @@ fn an_eviction_in_progress_hands_what_it_freed_to_the_next_restore() {
     sim.at(30.0);
     sim.tick();
     // Each piece 1 frees goes to 2 at once, while 1 still copies the rest.
-    assert_eq!(fetches(&evicting(&mut sim, 1, 10 * GIB)), vec![(2, 2 * GIB)]);
+    assert_eq!(
+        fetches(&evicting(&mut sim, 1, 10 * GIB)),
+        vec![(2, 2 * GIB)]
+    );
     assert!(
         fetches(&evicting(&mut sim, 1, 9 * GIB)).is_empty(),
         "one fetch at a time"
@@ -121,7 +124,11 @@ fn a_holder_dropped_before_its_restore_ends_keeps_its_whole_claim() {
     sim.request(1);
     sim.msg(1, ClientMsg::Idle { gpu: GPU });
     let out = sim.request(2);
-    assert_eq!(drops(&out), vec![(1, 0)], "it reported nothing resident yet");
+    assert_eq!(
+        drops(&out),
+        vec![(1, 0)],
+        "it reported nothing resident yet"
+    );
     assert_eq!(
         fetches(&out),
         vec![(2, 4 * GIB)],
