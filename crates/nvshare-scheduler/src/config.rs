@@ -74,6 +74,14 @@ pub struct Cli {
           value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
+    /// Bring a waiting program's memory back ahead of its grant, into
+    /// memory that is free (beside the holder, and as the holder's eviction
+    /// frees it), so that a switch moves memory both ways at once: true or
+    /// false.
+    #[arg(long, env = "NVSHARE_RESTORE_AHEAD", value_name = "BOOL", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub restore_ahead: bool,
+
     /// How GPUs are shared: auto (co-run what fits, time-slice the rest),
     /// exclusive (one holder at a time) or off (no scheduling).
     #[arg(long, env = "NVSHARE_POLICY", default_value_t = Policy::Auto)]
@@ -123,6 +131,7 @@ impl Cli {
                 memory_capacity: self.memory_capacity,
                 memory_reserve: self.memory_reserve,
                 drain_timeout: self.drain_timeout,
+                restore_ahead: self.restore_ahead,
             },
             metrics_addr: self.metrics_addr,
             log_filter,
@@ -175,6 +184,8 @@ mod tests {
             "trace",
             "--socket-group",
             "0",
+            "--restore-ahead",
+            "false",
         ])
         .into_config()
         .unwrap();
@@ -186,6 +197,8 @@ mod tests {
         assert_eq!(config.metrics_addr, Some("127.0.0.1:9400".parse().unwrap()));
         assert_eq!(config.log_filter, "trace");
         assert_eq!(config.socket_group, Some(0));
+        assert!(!config.policy.restore_ahead);
+        assert!(parse(&[]).into_config().unwrap().policy.restore_ahead);
     }
 
     #[test]
@@ -198,6 +211,7 @@ mod tests {
         assert!(parse_err(&["--policy", "fair"]).contains("expected auto, exclusive or off"));
         assert!(parse_err(&["--memory-capacity", "lots"]).contains("e.g. 16GiB"));
         assert!(parse_err(&["--quantum", "0"]).contains("too short"));
+        assert!(parse_err(&["--restore-ahead", "maybe"]).contains("true"));
         assert_eq!(
             parse(&["--memory-capacity", "0"]).into_config(),
             Err(ConfigError::ZeroCapacity)

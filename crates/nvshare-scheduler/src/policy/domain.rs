@@ -27,6 +27,8 @@ pub(super) struct Domain {
     pub physical_room: u64,
     /// How long a drain may take before it counts as stuck.
     pub drain_timeout: Duration,
+    /// Whether waiting programs restore ahead of their grants.
+    pub restore_ahead: bool,
     /// Every attached client.
     pub members: BTreeMap<ClientId, Member>,
     /// Waiting clients, first come first.
@@ -62,6 +64,7 @@ impl Domain {
             quantum,
             physical_room: physical_memory,
             drain_timeout: Duration::MAX,
+            restore_ahead: true,
             members: BTreeMap::new(),
             queue: VecDeque::new(),
             drop_started: None,

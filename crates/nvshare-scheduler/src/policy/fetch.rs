@@ -11,7 +11,9 @@
 //! quantum is filled before the switch, which then moves less: the bytes on
 //! the GPU never exceed the capacity, whatever order the answers come in.
 //!
-//! One fetch is outstanding per program; one that brings nothing back (the
+//! Nothing is fetched while memory is being asked back (a holder waits for
+//! room to grow, or non-holders are evicting an excess). One fetch is
+//! outstanding per program; one that brings nothing back (the
 //! free memory fits none of its pieces, or the GPU is physically full) is
 //! not repeated until the program's state changes.
 
@@ -45,7 +47,7 @@ fn occupancy(m: &Member, capacity: u64) -> u64 {
 /// Asks the head of `d`'s queue to restore what fits in the memory free
 /// now, if that is worth a fetch.
 pub(super) fn fetch_ahead(d: &mut Domain, out: &mut Vec<Action>) {
-    if d.policy == Policy::Off {
+    if d.policy == Policy::Off || !d.restore_ahead {
         return;
     }
     let Some(&head) = d.queue.front() else {
@@ -53,6 +55,15 @@ pub(super) fn fetch_ahead(d: &mut Domain, out: &mut Vec<Action>) {
     };
     let m = &d.members[&head];
     if m.state != ClientState::Waiting || m.fetch_failed || !m.pending_fetches.is_empty() {
+        return;
+    }
+    // Memory is being asked back (a holder waits for room, or the GPU is
+    // over its capacity): what looks free is already spoken for.
+    let short = d
+        .members
+        .values()
+        .any(|o| !o.pending_evicts.is_empty() || o.wants_room > 0);
+    if short {
         return;
     }
     let missing = m.footprint.saturating_sub(m.resident);

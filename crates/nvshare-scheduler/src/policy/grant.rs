@@ -248,7 +248,7 @@ fn let_in_beside_overdue_drains(
             if m.is_holder() {
                 m.footprint.max(m.resident)
             } else {
-                m.resident
+                m.resident.saturating_add(m.incoming())
             }
         })
         .fold(0u64, u64::saturating_add);
@@ -371,7 +371,8 @@ fn shortage(d: &Domain, head: ClientId, leaving: &[ClientId], credit: Credit) ->
         } else if credit == Credit::Pending {
             m.resident_after_evictions()
         } else {
-            m.resident
+            // Memory being fetched is as good as there.
+            m.resident.saturating_add(m.incoming())
         };
         used = used.saturating_add(occupies);
     }

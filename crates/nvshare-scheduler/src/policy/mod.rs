@@ -63,6 +63,10 @@ pub struct PolicyConfig {
     /// two such jobs time-sliced on the same GPUs would wait for each other
     /// forever.
     pub drain_timeout: Duration,
+    /// Whether a waiting program's memory is brought back ahead of its
+    /// grant, into memory free now (see `fetch`): switches then move both
+    /// ways at once. Off, each switch moves out, then in.
+    pub restore_ahead: bool,
 }
 
 /// Something that happened, fed to [`Scheduler::handle`].
@@ -412,6 +416,7 @@ impl Scheduler {
             );
             d.physical_room = physical_memory.saturating_sub(config.memory_reserve);
             d.drain_timeout = config.drain_timeout;
+            d.restore_ahead = config.restore_ahead;
             d
         });
         let m = d

@@ -175,6 +175,7 @@ fn records_name_every_grant_and_switch() {
         memory_capacity: Some(CAPACITY),
         memory_reserve: 0,
         drain_timeout: Duration::from_secs(10),
+        restore_ahead: true,
     });
     let gpu = GPUS[0];
     let mut records = Vec::new();
@@ -249,4 +250,54 @@ fn records_name_every_grant_and_switch() {
         gpu,
         latency: Duration::from_millis(30)
     }));
+}
+
+/// A case the property tests found: a holder that grows past its room
+/// while the next program fetches ahead must not take the GPU past its
+/// capacity.
+#[test]
+fn growth_of_a_holder_while_the_next_program_fetches_stays_within_the_capacity() {
+    let ops = vec![
+        Op::Connect,
+        Op::Connect,
+        Op::Connect,
+        Op::Connect,
+        Op::Attach {
+            who: 2,
+            gpu: 0,
+            footprint: 23,
+        },
+        Op::Connect,
+        Op::Attach {
+            who: 4,
+            gpu: 0,
+            footprint: 40,
+        },
+        Op::Advance { ms: 0 },
+        Op::Connect,
+        Op::Connect,
+        Op::Attach {
+            who: 1,
+            gpu: 0,
+            footprint: 38,
+        },
+        Op::Request { who: 1, gpu: 0 },
+        Op::Advance { ms: 500 },
+        Op::Request { who: 4, gpu: 0 },
+        Op::Request { who: 2, gpu: 0 },
+        Op::Grow {
+            who: 4,
+            gpu: 0,
+            bytes: 13,
+        },
+        Op::Grow {
+            who: 4,
+            gpu: 0,
+            bytes: 26,
+        },
+    ];
+    let mut world = World::new(Policy::Exclusive, 500, false);
+    for op in ops {
+        play(&mut world, op);
+    }
 }

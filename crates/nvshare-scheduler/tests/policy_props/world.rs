@@ -58,6 +58,7 @@ impl World {
                 memory_capacity: Some(CAPACITY),
                 memory_reserve: 0,
                 drain_timeout: Duration::from_secs(10),
+                restore_ahead: true,
             }),
             now: Duration::ZERO,
             policy,
@@ -128,6 +129,7 @@ impl World {
                         .push_back((client, ClientMsg::RequestLock { gpu }));
                 }
             }
+            trace_message("<-", client, &msg);
             self.feed(Event::Message { client, msg });
         }
         panic!("the scheduler and its clients never settle");
@@ -162,6 +164,7 @@ impl World {
                 !self.gone.contains(&client),
                 "{msg:?} sent to disconnected client {client}"
             );
+            trace_message("->", client, &msg);
             let Some(gpus) = self.clients.get_mut(&client) else {
                 panic!("{msg:?} sent to client {client} that never connected");
             };
@@ -362,5 +365,14 @@ fn check_grant(policy: Policy, check_memory: bool, grantee: &Mem, others: &[Mem]
             );
         }
         _ => {}
+    }
+}
+
+/// With `PROPS_TRACE` set, prints every message between the scheduler and
+/// the model's clients (`->` to a client, `<-` from it): how a failing case
+/// the property tests found is read.
+fn trace_message(direction: &str, client: ClientId, msg: &dyn std::fmt::Debug) {
+    if std::env::var_os("PROPS_TRACE").is_some() {
+        eprintln!("{direction} {client}: {msg:?}");
     }
 }

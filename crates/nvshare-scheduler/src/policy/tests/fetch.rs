@@ -137,6 +137,20 @@ fn a_holder_dropped_before_its_restore_ends_keeps_its_whole_claim() {
 }
 
 #[test]
+fn with_restore_ahead_off_a_switch_moves_out_then_in() {
+    let mut sim = Sim::new(Policy::Auto, 16 * GIB);
+    sim.sched.config.restore_ahead = false;
+    sim.join(1, 12 * GIB);
+    sim.request(1);
+    sim.fully_resident(1, 12 * GIB);
+    sim.join(2, 12 * GIB);
+    assert!(fetches(&sim.request(2)).is_empty());
+    sim.at(30.0);
+    assert_eq!(drops(&sim.tick()), vec![(1, 8 * GIB)]);
+    assert!(fetches(&evicting(&mut sim, 1, 6 * GIB)).is_empty());
+}
+
+#[test]
 fn nothing_is_fetched_for_a_program_with_nothing_swapped_out() {
     let mut sim = Sim::new(Policy::Exclusive, 16 * GIB);
     sim.join(1, 4 * GIB);

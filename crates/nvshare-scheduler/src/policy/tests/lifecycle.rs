@@ -24,6 +24,7 @@ fn welcome_reports_the_configured_or_physical_capacity() {
         memory_capacity: None,
         memory_reserve: 2 * GIB,
         drain_timeout: Duration::from_secs(10),
+        restore_ahead: true,
     });
     sched.handle(
         Duration::ZERO,

@@ -125,17 +125,26 @@ fn when_idle_clients_cannot_evict_a_holder_is_dropped_for_memory() {
         resident: 5 * GIB,
         reason: "host memory exhausted".into(),
     };
-    // Nothing moves before the quantum ends; holder 2 is only told that it
-    // will have to move 4 GiB out then.
+    // Nothing moves out before the quantum ends; holder 2 is only told that
+    // it will have to move 4 GiB out then, and 3 fills the 1 GiB free.
     assert_eq!(
         sends(&sim.msg(1, failed)),
-        vec![(
-            2,
-            SchedulerMsg::Prepare {
-                gpu: GPU,
-                bytes: 4 * GIB
-            }
-        )]
+        vec![
+            (
+                2,
+                SchedulerMsg::Prepare {
+                    gpu: GPU,
+                    bytes: 4 * GIB
+                }
+            ),
+            (
+                3,
+                SchedulerMsg::Fetch {
+                    gpu: GPU,
+                    bytes: GIB
+                }
+            )
+        ]
     );
     assert_eq!(sim.sched.next_deadline(), Some(QUANTUM));
     sim.at(30.0);

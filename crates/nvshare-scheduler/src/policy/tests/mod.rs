@@ -32,6 +32,7 @@ impl Sim {
                 memory_capacity: Some(capacity),
                 memory_reserve: 0,
                 drain_timeout: Duration::from_secs(10),
+                restore_ahead: true,
             }),
             now: Duration::ZERO,
         }
