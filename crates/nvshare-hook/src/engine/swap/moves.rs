@@ -241,9 +241,12 @@ pub fn evict(
         source,
     })?;
     let _pushed = PushedContext::push(streams.ctx()).map_err(driver_error)?;
+    let started = std::time::Instant::now();
     let pieces = pieces(units, &chosen, true);
     let batches = release_batches(&pieces, steps.release_bytes);
     let (marks, enqueued) = enqueue_to_host(units, &pieces, &batches, streams, steps.chunk_bytes);
+    let enqueued_at = started.elapsed();
+    let mut first_release = None;
     let mut moved = 0;
     let mut failure = enqueued.err();
     for (&(first, end), events) in batches.iter().zip(&marks) {
@@ -264,6 +267,7 @@ pub fn evict(
         if failure.is_some() {
             break;
         }
+        first_release.get_or_insert(started.elapsed());
         released(moved);
     }
     // Wait even after a failure: no copy may still run once we return.
@@ -282,6 +286,9 @@ pub fn evict(
         asked = bytes,
         moved,
         units = out.len(),
+        enqueued_us = enqueued_at.as_micros() as u64,
+        first_release_us = first_release.map_or(0, |t| t.as_micros() as u64),
+        released_us = started.elapsed().as_micros() as u64,
         "swapped GPU memory out to host shadows"
     );
     match failure {
@@ -426,6 +433,8 @@ pub fn restore(
         streams: streams.count(),
     };
     let _pushed = PushedContext::push(streams.ctx()).map_err(driver_error)?;
+    let started = std::time::Instant::now();
+    let mut mapping = std::time::Duration::ZERO;
     let mut mapped = Vec::new();
     let mut map_failure = None;
     let mut enqueued = Ok(());
@@ -434,7 +443,10 @@ pub fn restore(
             RestoreStep::Map { unit: index } => {
                 let piece = picked[index];
                 let unit = units.get_mut(piece.unit).expect("listed above");
-                match unit.map_fresh(piece.segment) {
+                let map_started = std::time::Instant::now();
+                let made = unit.map_fresh(piece.segment);
+                mapping += map_started.elapsed();
+                match made {
                     Ok(()) => mapped.push(piece),
                     Err(err) => {
                         // Typically out of device memory: restore what fits
@@ -456,9 +468,11 @@ pub fn restore(
             }
         }
     }
+    let enqueued_at = started.elapsed();
     // Wait even after a failure: no copy may still run into memory that
     // is about to be released, and none may be counted before it is done.
     let waited = streams.synchronize();
+    let copied_at = started.elapsed();
     if let Err(err) = enqueued.and(waited) {
         // Some fresh memory holds garbage, and which copies completed is
         // unknown: give all of it back, the shadows stay authoritative.
@@ -478,11 +492,15 @@ pub fn restore(
         .collect();
     mark(device, &whole, true);
     let moved = mapped.iter().map(|p| p.bytes).sum();
+    // The phases, to tell mapping costs from copy speed on a GPU.
     tracing::debug!(
         device,
         moved,
         segments = mapped.len(),
         units = whole.len(),
+        map_us = mapping.as_micros() as u64,
+        enqueued_us = enqueued_at.as_micros() as u64,
+        copied_us = copied_at.as_micros() as u64,
         "swapped GPU memory back in"
     );
     match map_failure {
