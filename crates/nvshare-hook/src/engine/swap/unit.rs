@@ -31,6 +31,10 @@ pub enum Contents {
         /// Offset of each taken block to the size the program asked for.
         requested: BTreeMap<u64, u64>,
     },
+    /// A mapping the program made itself with the VMM API, in its own
+    /// reservation ([`super::mapped`]): made again with the program's
+    /// properties and access, and never unreserved by the hook.
+    Program(super::mapped::Remap),
 }
 
 /// See the module documentation.
@@ -116,6 +120,7 @@ impl Unit {
         match &self.contents {
             Contents::Whole { requested } => *requested,
             Contents::Slab { requested, .. } => requested.values().sum(),
+            Contents::Program(_) => self.bytes,
         }
     }
 
@@ -123,9 +128,16 @@ impl Unit {
     /// access (contents undefined). On failure nothing stays mapped.
     pub fn map_fresh(&mut self) -> Result<(), CudaError> {
         debug_assert!(self.handle.is_none());
-        let handle = create_handle(self.device, self.bytes)?;
+        let handle = match &self.contents {
+            Contents::Program(remap) => remap.create(self.bytes)?,
+            _ => create_handle(self.device, self.bytes)?,
+        };
+        let set_access = || match &self.contents {
+            Contents::Program(remap) => remap.set_access(self.base, self.bytes),
+            _ => driver::vmm_set_access(self.base, self.bytes, self.device),
+        };
         let mapped = driver::vmm_map(self.base, self.bytes, handle).and_then(|()| {
-            driver::vmm_set_access(self.base, self.bytes, self.device).inspect_err(|_| {
+            set_access().inspect_err(|_| {
                 let _ = driver::vmm_unmap(self.base, self.bytes);
             })
         });
@@ -155,8 +167,12 @@ impl Unit {
     }
 
     /// Gives everything back: the memory, the range and the shadow.
+    /// A program's own mapping keeps its range: that is the program's.
     pub fn destroy(mut self) -> Result<(), CudaError> {
         self.unmap_and_release()?;
+        if matches!(self.contents, Contents::Program(_)) {
+            return Ok(());
+        }
         driver::vmm_unreserve(self.base, self.bytes)
     }
 }
