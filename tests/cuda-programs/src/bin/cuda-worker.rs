@@ -32,7 +32,8 @@ struct Args {
     /// How many buffers of `bytes` each to allocate and work on.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     buffers: u32,
-    /// VMM only: bytes per cuMemCreate handle (0: one handle).
+    /// VMM: bytes per cuMemCreate handle (0: one handle); expandable: the
+    /// size of the large segments (0: 20 MiB).
     #[arg(long, default_value_t = 0)]
     chunk: u64,
     /// Iterations of the add kernel (the least, with `--until-file`).
