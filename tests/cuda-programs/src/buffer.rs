@@ -148,13 +148,22 @@ impl Buffer {
             // SAFETY: valid pointers; `address` lies in our reservation and
             // `handle` is live; one valid access descriptor.
             unsafe {
-                check("cuMemCreate", (cuda.api.mem_create)(&mut handle, size as usize, &prop, 0))?;
-                check("cuMemMap", (cuda.api.mem_map)(address, size as usize, 0, handle, 0))?;
+                check(
+                    "cuMemCreate",
+                    (cuda.api.mem_create)(&mut handle, size as usize, &prop, 0),
+                )?;
+                check(
+                    "cuMemMap",
+                    (cuda.api.mem_map)(address, size as usize, 0, handle, 0),
+                )?;
                 if mode == AllocMode::ExpandableReleased {
                     check("cuMemRelease", (cuda.api.mem_release)(handle))?;
                     handle = 0;
                 }
-                check("cuMemSetAccess", (cuda.api.mem_set_access)(address, size as usize, &access, 1))?;
+                check(
+                    "cuMemSetAccess",
+                    (cuda.api.mem_set_access)(address, size as usize, &access, 1),
+                )?;
             }
             buffer.chunks.push(Chunk {
                 address,
@@ -244,6 +253,30 @@ impl Buffer {
             }
         }
         Ok(())
+    }
+
+    /// Exports every VMM handle the buffer still holds as a file
+    /// descriptor (as `torch.multiprocessing` does to share CUDA tensors)
+    /// and closes the descriptors; returns how many were exported.
+    pub fn export_handles(&self, cuda: &Cuda) -> Result<usize, Error> {
+        let mut exported = 0;
+        for chunk in self.chunks.iter().filter(|c| c.handle != 0) {
+            let mut fd: std::ffi::c_int = -1;
+            // SAFETY: `fd` is writable for an int; our live handle, created
+            // with the POSIX file descriptor handle type.
+            check("cuMemExportToShareableHandle", unsafe {
+                (cuda.api.mem_export)(
+                    (&mut fd as *mut std::ffi::c_int).cast(),
+                    chunk.handle,
+                    CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+                    0,
+                )
+            })?;
+            // SAFETY: the descriptor the driver just gave us, closed once.
+            unsafe { libc::close(fd) };
+            exported += 1;
+        }
+        Ok(exported)
     }
 
     /// Copies `data` to the start of the buffer.

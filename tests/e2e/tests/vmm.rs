@@ -172,3 +172,67 @@ fn a_program_whose_segments_exceed_the_capacity_gets_out_of_memory_at_once() {
         "not an out-of-memory error from cuMemCreate: {result}"
     );
 }
+
+#[test]
+fn exported_segments_stay_on_the_gpu_and_intact_beside_swapped_programs() {
+    let sandbox = Sandbox::new();
+    let capacity = format!("{CAPACITY_MIB}MiB");
+    let _daemon = sandbox.daemon(&["--memory-capacity", &capacity, "--quantum", "200ms"]);
+    // A program whose 12 MiB of segments are exported (shared with other
+    // processes: they must never move) beside two that swap: 12 + 30 + 30
+    // MiB (+ 2 MiB each for the hook's own result memory) do not fit on 64
+    // MiB.
+    let mut exported = worker(&sandbox, "exported", "expandable", 12 * MIB, 4 * MIB);
+    exported.arg("--export");
+    let workers = vec![
+        sandbox.spawn(&mut exported),
+        sandbox.spawn(&mut worker(&sandbox, "a", "expandable", 30 * MIB, 6 * MIB)),
+        sandbox.spawn(&mut worker(
+            &sandbox,
+            "b",
+            "expandable-released",
+            30 * MIB,
+            6 * MIB,
+        )),
+    ];
+    let pids: Vec<u32> = workers.iter().map(Child::id).collect();
+    for worker in workers {
+        let output = finish_ok(worker, "a program with expandable segments");
+        assert_eq!(json_result(&output)["ok"], true);
+    }
+    let trace = sandbox.trace();
+    // Each segment was exported after it was mapped (it may have moved
+    // before): from then on it is never unmapped but by the program's own
+    // free at the end, and never mapped again.
+    let exports: Vec<&Event> = trace.named("export").filter(|e| e.pid == pids[0]).collect();
+    assert_eq!(exports.len(), 4, "2 + 4 + 2 + 4 MiB of segments exported");
+    for export in exports {
+        let handle = export.fields["handle"].clone();
+        let segment = trace
+            .named("map")
+            .filter(|e| e.pid == pids[0] && e.ns <= export.ns && e.fields["handle"] == handle)
+            .last()
+            .map(|e| field(e, "ptr"))
+            .expect("an exported handle was mapped");
+        let after = |name: &'static str| {
+            trace
+                .named(name)
+                .filter(|e| e.pid == pids[0] && e.ns > export.ns && field(e, "ptr") == segment)
+                .count()
+        };
+        assert_eq!(
+            (after("unmap"), after("map")),
+            (1, 0),
+            "the exported segment at 0x{segment:x} moved after its export"
+        );
+    }
+    let copied = [
+        copied_out_by(&trace, pids[1]),
+        copied_out_by(&trace, pids[2]),
+    ];
+    eprintln!("copied out of the swapping programs: {copied:?}");
+    assert!(
+        copied.iter().sum::<u64>() > 0,
+        "the other two programs were swapped"
+    );
+}

@@ -690,6 +690,14 @@ pub fn held(device: CUdevice) -> u64 {
     table().held(device)
 }
 
+/// The handle types the program created the memory at `address` with, if
+/// it lies in one of its own mappings.
+pub fn handle_types_at(address: u64) -> Option<c_uint> {
+    let table = table();
+    let va = table.containing(address)?;
+    table.handle_at(va).map(|r| r.prop.handle_types)
+}
+
 /// In a `fork()` child: the parent's handles mean nothing there.
 pub fn forget_after_fork() {
     // SAFETY: in the fork child only this thread exists; a held lock
