@@ -66,6 +66,7 @@ intercepted! {
     cuMemAddressFree = "cuMemAddressFree" @ 10020 legacy => (vmm::address_free) (ptr: CUdeviceptr, size: usize);
     cuMemExportToShareableHandle = "cuMemExportToShareableHandle" @ 10020 legacy => (vmm::export) (shareable: *mut c_void, handle: CUmemGenericAllocationHandle, handle_type: c_int, flags: u64);
     cuMemGetAllocationPropertiesFromHandle = "cuMemGetAllocationPropertiesFromHandle" @ 10020 legacy => (vmm::properties) (prop: *mut CUmemAllocationProp, handle: CUmemGenericAllocationHandle);
+    cuMulticastBindMem = "cuMulticastBindMem" @ 12010 legacy => (vmm::multicast_bind) (multicast: CUmemGenericAllocationHandle, multicast_offset: usize, handle: CUmemGenericAllocationHandle, offset: usize, size: usize, flags: u64);
     cuMemRetainAllocationHandle = "cuMemRetainAllocationHandle" @ 11000 legacy => (vmm::retain) (handle: *mut CUmemGenericAllocationHandle, addr: *mut c_void);
 
     // Pointer queries (answered for swapped-out memory).

@@ -242,9 +242,43 @@ pub unsafe fn export(
         return unsafe { real(shareable, handle, handle_type, flags) };
     };
     with_resident(|| {
-        engine.program_export(handle, |actual| {
+        engine.program_share(handle, |actual| {
             // SAFETY: the program's arguments with its handle translated.
             unsafe { real(shareable, actual, handle_type, flags) }
+        })
+    })
+    .unwrap_or_else(|code| code)
+}
+
+/// `cuMulticastBindMem`: the bound memory stays on the GPU.
+///
+/// # Safety
+/// As the driver's `cuMulticastBindMem`.
+pub unsafe fn multicast_bind(
+    real: unsafe extern "C" fn(
+        CUmemGenericAllocationHandle,
+        usize,
+        CUmemGenericAllocationHandle,
+        usize,
+        usize,
+        u64,
+    ) -> CUresult,
+    multicast: CUmemGenericAllocationHandle,
+    multicast_offset: usize,
+    handle: CUmemGenericAllocationHandle,
+    offset: usize,
+    size: usize,
+    flags: u64,
+) -> CUresult {
+    let engine = engine::swap_engine().filter(|e| e.is_program_handle(handle));
+    let Some(engine) = engine else {
+        // SAFETY: the program's arguments, forwarded.
+        return unsafe { real(multicast, multicast_offset, handle, offset, size, flags) };
+    };
+    with_resident(|| {
+        engine.program_share(handle, |actual| {
+            // SAFETY: the program's arguments with its handle translated.
+            unsafe { real(multicast, multicast_offset, actual, offset, size, flags) }
         })
     })
     .unwrap_or_else(|code| code)

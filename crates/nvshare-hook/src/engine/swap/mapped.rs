@@ -130,7 +130,8 @@ struct Record {
     /// The program's references: create and retains, less releases.
     refs: u32,
     backing: Backing,
-    /// Exported as a shareable handle: another process may map it.
+    /// Exported as a shareable handle or bound to a multicast object:
+    /// mapped where the hook cannot see.
     exported: bool,
     /// The addresses it is mapped at.
     maps: BTreeSet<CUdeviceptr>,
@@ -616,12 +617,13 @@ impl SwapEngine {
         Step::Done((status, freed))
     }
 
-    /// `cuMemExportToShareableHandle` of `id`: once exported, another
-    /// process may map the memory, so it never moves again.
-    pub fn program_export(
+    /// `cuMemExportToShareableHandle` (or `cuMulticastBindMem`) of `id`:
+    /// once exported (or bound), another process (or device) may map the
+    /// memory, so it never moves again. `share` makes the real call.
+    pub fn program_share(
         &self,
         id: u64,
-        export: impl FnOnce(CUmemGenericAllocationHandle) -> CUresult,
+        share: impl FnOnce(CUmemGenericAllocationHandle) -> CUresult,
     ) -> Step<CUresult> {
         let (mut units, mut table) = self.program();
         let Some(record) = table.records.get(&id) else {
@@ -630,7 +632,7 @@ impl SwapEngine {
         let Some(real) = real_of(&units, &table, id) else {
             return Step::NeedsResident(record.device);
         };
-        let status = export(real);
+        let status = share(real);
         if status.is_success() {
             if let Some(record) = table.records.get_mut(&id) {
                 record.exported = true;
