@@ -387,6 +387,11 @@ fn sync(units: &mut Units, table: &mut Table, id: u64) {
                 },
             );
             record.backing = Backing::Unit(va);
+            tracing::trace!(
+                va,
+                bytes = record.bytes,
+                "the program's own GPU mapping can be swapped"
+            );
         }
         (Backing::Unit(va), Some((now, remap))) if va == now => {
             if let Some(unit) = units.by_base.get_mut(&va) {
