@@ -21,7 +21,8 @@ const SLACK: u64 = 2 * MIB;
 
 /// A verified worker whose one buffer of `bytes` is grown like an
 /// expandable segment (`alloc`: `expandable` or `expandable-released`), in
-/// segments alternating 2 MiB and `segment` bytes.
+/// segments alternating 2 MiB and `segment` bytes (the caller adds
+/// `--iterations`).
 fn worker(sandbox: &Sandbox, name: &str, alloc: &str, bytes: u64, segment: u64) -> Command {
     let mut command = sandbox.hooked("cuda-worker");
     command
@@ -31,7 +32,6 @@ fn worker(sandbox: &Sandbox, name: &str, alloc: &str, bytes: u64, segment: u64) 
         .args(["--alloc", alloc])
         .args(["--bytes", &bytes.to_string()])
         .args(["--chunk", &segment.to_string()])
-        .args(["--iterations", "40"])
         .args(["--sleep-us", "5000"])
         .args(["--pause-ms", "1"]);
     command
@@ -68,6 +68,19 @@ fn maps_by_address(trace: &Trace, pid: u32) -> BTreeMap<u64, usize> {
     maps
 }
 
+/// Swap-ins of `pids`' memory so far: every mapping of an address after
+/// its first.
+fn remaps(trace: &Trace, pids: &[u32]) -> usize {
+    pids.iter()
+        .flat_map(|&pid| maps_by_address(trace, pid).into_values())
+        .map(|count| count - 1)
+        .sum()
+}
+
+/// How many times, at least, the three programs' segments come back from
+/// host memory before they are told to stop.
+const REMAPS_WANTED: usize = 60;
+
 #[test]
 fn expandable_segments_are_counted_swapped_at_their_addresses_and_intact() {
     let sandbox = Sandbox::new();
@@ -82,10 +95,18 @@ fn expandable_segments_are_counted_swapped_at_their_addresses_and_intact() {
         ("released", "expandable-released", 24 * MIB, 6 * MIB),
         ("large", "expandable", 22 * MIB, 20 * MIB),
     ];
+    // They run until told to stop, once their segments have come back from
+    // host memory REMAPS_WANTED times, however fast this machine is.
+    let stop = sandbox.path().join("stop");
     let workers: Vec<Child> = shapes
         .iter()
         .map(|&(name, alloc, bytes, segment)| {
-            sandbox.spawn(&mut worker(&sandbox, name, alloc, bytes, segment))
+            sandbox.spawn(
+                worker(&sandbox, name, alloc, bytes, segment)
+                    .args(["--iterations", "3"])
+                    .arg("--until-file")
+                    .arg(&stop),
+            )
         })
         .collect();
     let pids: Vec<u32> = workers.iter().map(Child::id).collect();
@@ -112,11 +133,21 @@ fn expandable_segments_are_counted_swapped_at_their_addresses_and_intact() {
         sandbox.status()
     );
 
+    let swapped_enough = wait_until(Duration::from_secs(120), || {
+        remaps(&sandbox.trace(), &pids) >= REMAPS_WANTED
+    });
+    std::fs::write(&stop, b"").expect("create the stop file");
     for worker in workers {
         let output = finish_ok(worker, "a program with expandable segments");
         assert_eq!(json_result(&output)["ok"], true);
     }
     let trace = sandbox.trace();
+    let remapped = remaps(&trace, &pids);
+    eprintln!("{remapped} segments came back from host memory at their addresses");
+    assert!(
+        swapped_enough,
+        "only {remapped} segments came back from host memory within 120 s"
+    );
     let copied: Vec<u64> = pids.iter().map(|&pid| copied_out_by(&trace, pid)).collect();
     eprintln!("copied out per program: {copied:?}");
     assert!(
@@ -126,15 +157,6 @@ fn expandable_segments_are_counted_swapped_at_their_addresses_and_intact() {
     assert!(
         copied.iter().sum::<u64>() >= 3 * 22 * MIB,
         "too little was swapped: {copied:?}"
-    );
-    let remapped = pids
-        .iter()
-        .flat_map(|&pid| maps_by_address(&trace, pid).into_values())
-        .filter(|&count| count >= 2)
-        .count();
-    assert!(
-        remapped >= 3,
-        "segments come back at the addresses the programs mapped them at: {remapped} did"
     );
     let peak = trace.peak_device_memory();
     eprintln!("peak device memory: {} MiB", peak / MIB);
@@ -151,13 +173,9 @@ fn a_program_whose_segments_exceed_the_capacity_gets_out_of_memory_at_once() {
     let capacity = format!("{CAPACITY_MIB}MiB");
     let _daemon = sandbox.daemon(&["--memory-capacity", &capacity, "--quantum", "200ms"]);
     // cuMemCreate is admitted against the capacity like cuMemAlloc.
-    let mut big = sandbox.spawn(&mut worker(
-        &sandbox,
-        "big",
-        "expandable",
-        80 * MIB,
-        20 * MIB,
-    ));
+    let mut big = sandbox.spawn(
+        worker(&sandbox, "big", "expandable", 80 * MIB, 20 * MIB).args(["--iterations", "40"]),
+    );
     let exited = wait_until(Duration::from_secs(20), || {
         big.try_wait().ok().flatten().is_some()
     });
@@ -183,17 +201,16 @@ fn exported_segments_stay_on_the_gpu_and_intact_beside_swapped_programs() {
     // MiB (+ 2 MiB each for the hook's own result memory) do not fit on 64
     // MiB.
     let mut exported = worker(&sandbox, "exported", "expandable", 12 * MIB, 4 * MIB);
-    exported.arg("--export");
+    exported.args(["--export", "--iterations", "40"]);
     let workers = vec![
         sandbox.spawn(&mut exported),
-        sandbox.spawn(&mut worker(&sandbox, "a", "expandable", 30 * MIB, 6 * MIB)),
-        sandbox.spawn(&mut worker(
-            &sandbox,
-            "b",
-            "expandable-released",
-            30 * MIB,
-            6 * MIB,
-        )),
+        sandbox.spawn(
+            worker(&sandbox, "a", "expandable", 30 * MIB, 6 * MIB).args(["--iterations", "40"]),
+        ),
+        sandbox.spawn(
+            worker(&sandbox, "b", "expandable-released", 30 * MIB, 6 * MIB)
+                .args(["--iterations", "40"]),
+        ),
     ];
     let pids: Vec<u32> = workers.iter().map(Child::id).collect();
     for worker in workers {
