@@ -44,6 +44,7 @@ CHECKS=(
   jax_prealloc:150
   swap_four_12g:150
   swap_deterministic_training:180
+  swap_expandable_segments:180
   ddp_two_gpus:300
   ddp_two_jobs:300
 )

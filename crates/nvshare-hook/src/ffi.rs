@@ -148,6 +148,8 @@ pub struct CUmemLocation {
 pub const CU_MEM_ALLOCATION_TYPE_PINNED: c_uint = 1;
 /// `CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR`: exportable as a file descriptor.
 pub const CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR: c_uint = 1;
+/// `CU_MEM_ACCESS_FLAGS_PROT_NONE`: no access.
+pub const CU_MEM_ACCESS_FLAGS_PROT_NONE: c_uint = 0;
 /// `CU_MEM_ACCESS_FLAGS_PROT_READWRITE`.
 pub const CU_MEM_ACCESS_FLAGS_PROT_READWRITE: c_uint = 3;
 /// `CU_MEM_ALLOC_GRANULARITY_MINIMUM` (`CUmemAllocationGranularity_flags`).

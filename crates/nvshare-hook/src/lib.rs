@@ -19,11 +19,12 @@
 //! - [`logging`]: stderr logging (`NVSHARE_LOG`, `NVSHARE_DEBUG`), started
 //!   at the first CUDA call.
 //! - [`registry`]: the allocation registry and per-device footprint.
-//! - [`engine`]: memory engines (swap: VMM units swapped to host shadows;
+//! - [`engine`]: memory engines (swap: VMM units swapped to host shadows,
+//!   the program's own VMM mappings among them, its handles virtualized;
 //!   uvm: managed memory) behind the `MemoryEngine` trait the gate calls to
 //!   evict and restore.
-//! - [`wrappers`]: handlers of allocation, memory and pointer queries, and
-//!   NVML.
+//! - [`wrappers`]: handlers of allocation, the program's own VMM calls,
+//!   memory and pointer queries, and NVML.
 //! - [`gate`]: the lock gate every work-submitting call passes.
 //! - [`client`]: the connection to the scheduler daemon.
 //! - [`config`]: the environment configuration.

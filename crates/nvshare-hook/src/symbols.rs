@@ -17,7 +17,7 @@
 
 use crate::ffi::*;
 use crate::symbol_macro::intercepted;
-use crate::wrappers::{info, memory, pointer};
+use crate::wrappers::{info, memory, pointer, vmm};
 use std::ffi::{CStr, c_int, c_uint, c_void};
 
 /// One intercepted entry point.
@@ -54,6 +54,20 @@ intercepted! {
     cuMemGetInfo_v2 = "cuMemGetInfo" @ 3020 legacy => (info::mem_get_info) (free: *mut usize, total: *mut usize);
     cuDeviceTotalMem = "cuDeviceTotalMem" @ 2000 legacy => (info::device_total_mem_v1) (bytes: *mut c_uint, device: CUdevice);
     cuDeviceTotalMem_v2 = "cuDeviceTotalMem" @ 3020 legacy => (info::device_total_mem) (bytes: *mut usize, device: CUdevice);
+
+    // The program's own virtual memory management (handles virtualized,
+    // memory admitted, counted and swapped; see wrappers::vmm).
+    cuMemCreate = "cuMemCreate" @ 10020 legacy => (vmm::create) (handle: *mut CUmemGenericAllocationHandle, size: usize, prop: *const CUmemAllocationProp, flags: u64);
+    cuMemRelease = "cuMemRelease" @ 10020 legacy => (vmm::release) (handle: CUmemGenericAllocationHandle);
+    cuMemMap = "cuMemMap" @ 10020 legacy => (vmm::map) (ptr: CUdeviceptr, size: usize, offset: usize, handle: CUmemGenericAllocationHandle, flags: u64);
+    cuMemUnmap = "cuMemUnmap" @ 10020 legacy => (vmm::unmap) (ptr: CUdeviceptr, size: usize);
+    cuMemSetAccess = "cuMemSetAccess" @ 10020 legacy => (vmm::set_access) (ptr: CUdeviceptr, size: usize, desc: *const CUmemAccessDesc, count: usize);
+    cuMemGetAccess = "cuMemGetAccess" @ 10020 legacy => (vmm::get_access) (flags: *mut u64, location: *const CUmemLocation, ptr: CUdeviceptr);
+    cuMemAddressFree = "cuMemAddressFree" @ 10020 legacy => (vmm::address_free) (ptr: CUdeviceptr, size: usize);
+    cuMemExportToShareableHandle = "cuMemExportToShareableHandle" @ 10020 legacy => (vmm::export) (shareable: *mut c_void, handle: CUmemGenericAllocationHandle, handle_type: c_int, flags: u64);
+    cuMemGetAllocationPropertiesFromHandle = "cuMemGetAllocationPropertiesFromHandle" @ 10020 legacy => (vmm::properties) (prop: *mut CUmemAllocationProp, handle: CUmemGenericAllocationHandle);
+    cuMulticastBindMem = "cuMulticastBindMem" @ 12010 legacy => (vmm::multicast_bind) (multicast: CUmemGenericAllocationHandle, multicast_offset: usize, handle: CUmemGenericAllocationHandle, offset: usize, size: usize, flags: u64);
+    cuMemRetainAllocationHandle = "cuMemRetainAllocationHandle" @ 11000 legacy => (vmm::retain) (handle: *mut CUmemGenericAllocationHandle, addr: *mut c_void);
 
     // Pointer queries (answered for swapped-out memory).
     cuPointerGetAttribute = "cuPointerGetAttribute" @ 4000 legacy => (pointer::get_attribute) (data: *mut c_void, attribute: CUpointer_attribute, ptr: CUdeviceptr);

@@ -25,6 +25,11 @@ const INTERCEPTED: &[&str] = &[
     "cuMemsetD32_v2",
     "cuMemPrefetchAsync",
     "cuMemPrefetchAsync_v2",
+    "cuMemCreate",
+    "cuMemMap",
+    "cuMemUnmap",
+    "cuMemRelease",
+    "cuMemSetAccess",
 ];
 
 /// Names the hook leaves to the driver.
@@ -33,8 +38,8 @@ const PASSED_THROUGH: &[&str] = &[
     "cuDeviceGetName",
     "cuGetExportTable",
     "cuMemAdvise",
-    "cuMemCreate",
-    "cuMemMap",
+    "cuMemAddressReserve",
+    "cuMemGetAllocationGranularity",
 ];
 
 /// `(base name, flag label, the export whose wrapper must answer)`.
@@ -55,6 +60,8 @@ const PROC_ADDRESS: &[(&str, &str, &str)] = &[
     ),
     ("cuMemsetD32", "per_thread", "cuMemsetD32_v2_ptds"),
     ("cuGetProcAddress", "default", "cuGetProcAddress_v2"),
+    ("cuMemCreate", "default", "cuMemCreate"),
+    ("cuMemMap", "per_thread", "cuMemMap"),
 ];
 
 fn probe(hooked: bool, names: &[&str]) -> Value {

@@ -1,6 +1,8 @@
 //! A device buffer allocated the way a framework would: `cuMemAlloc_v2`
 //! (PyTorch's default allocator, CuPy), managed memory (nvshare's uvm
-//! world), or VMM reserve/create/map/set-access (PyTorch expandable segments).
+//! world), or VMM reserve/create/map/set-access, either one range mapped at
+//! once or grown segment by segment the way PyTorch's expandable segments
+//! grow.
 
 use std::ffi::c_void;
 
@@ -15,6 +17,14 @@ pub enum AllocMode {
     Device,
     Managed,
     Vmm,
+    /// PyTorch's expandable segments: a reservation twice the size, grown
+    /// in segments alternating 2 MiB and `chunk` bytes (20 MiB if 0), each
+    /// created, mapped and given access on its own; the handles are kept
+    /// until the segments are unmapped.
+    Expandable,
+    /// As `Expandable`, but each handle is released right after it is
+    /// mapped (the memory lives until unmapped), as CUDA's samples do.
+    ExpandableReleased,
 }
 
 /// A VMM handle mapped at `address`.
@@ -77,10 +87,13 @@ impl Buffer {
                 })
             }
             AllocMode::Vmm => Buffer::alloc_vmm(cuda, bytes, chunk),
+            AllocMode::Expandable | AllocMode::ExpandableReleased => {
+                Buffer::alloc_expandable(cuda, mode, bytes, chunk)
+            }
         }
     }
 
-    fn alloc_vmm(cuda: &Cuda, bytes: u64, chunk: u64) -> Result<Buffer, Error> {
+    fn granularity(cuda: &Cuda) -> Result<u64, Error> {
         let prop = CUmemAllocationProp::device(cuda.device);
         let mut granularity = 0usize;
         // SAFETY: valid pointers.
@@ -91,7 +104,79 @@ impl Buffer {
                 CU_MEM_ALLOC_GRANULARITY_MINIMUM,
             )
         })?;
-        let granularity = granularity as u64;
+        Ok(granularity as u64)
+    }
+
+    fn alloc_expandable(
+        cuda: &Cuda,
+        mode: AllocMode,
+        bytes: u64,
+        chunk: u64,
+    ) -> Result<Buffer, Error> {
+        let granularity = Buffer::granularity(cuda)?;
+        let round = |n: u64| n.div_ceil(granularity).max(1) * granularity;
+        let wanted = round(bytes);
+        let large = round(if chunk == 0 { 20 << 20 } else { chunk });
+        let reserved = 2 * wanted;
+        let mut ptr = 0;
+        // SAFETY: valid out-pointer.
+        check("cuMemAddressReserve", unsafe {
+            (cuda.api.mem_address_reserve)(&mut ptr, reserved as usize, 0, 0, 0)
+        })?;
+        let mut buffer = Buffer {
+            ptr,
+            bytes,
+            mode,
+            reserved,
+            chunks: Vec::new(),
+        };
+        let prop = CUmemAllocationProp::device(cuda.device);
+        let access = CUmemAccessDesc {
+            location: CUmemLocation {
+                type_: CU_MEM_LOCATION_TYPE_DEVICE,
+                id: cuda.device,
+            },
+            flags: CU_MEM_ACCESS_FLAGS_PROT_READWRITE,
+        };
+        let mut offset = 0;
+        let mut small = true;
+        while offset < wanted {
+            let size = if small { granularity } else { large }.min(wanted - offset);
+            small = !small;
+            let mut handle = 0;
+            let address = ptr + offset;
+            // SAFETY: valid pointers; `address` lies in our reservation and
+            // `handle` is live; one valid access descriptor.
+            unsafe {
+                check(
+                    "cuMemCreate",
+                    (cuda.api.mem_create)(&mut handle, size as usize, &prop, 0),
+                )?;
+                check(
+                    "cuMemMap",
+                    (cuda.api.mem_map)(address, size as usize, 0, handle, 0),
+                )?;
+                if mode == AllocMode::ExpandableReleased {
+                    check("cuMemRelease", (cuda.api.mem_release)(handle))?;
+                    handle = 0;
+                }
+                check(
+                    "cuMemSetAccess",
+                    (cuda.api.mem_set_access)(address, size as usize, &access, 1),
+                )?;
+            }
+            buffer.chunks.push(Chunk {
+                address,
+                size,
+                handle,
+            });
+            offset += size;
+        }
+        Ok(buffer)
+    }
+
+    fn alloc_vmm(cuda: &Cuda, bytes: u64, chunk: u64) -> Result<Buffer, Error> {
+        let granularity = Buffer::granularity(cuda)?;
         let round = |n: u64| n.div_ceil(granularity).max(1) * granularity;
         let reserved = round(bytes);
         let chunk = if chunk == 0 {
@@ -152,19 +237,46 @@ impl Buffer {
         })
     }
 
-    /// Unmaps and releases every VMM chunk; the VA stays reserved.
+    /// Unmaps and releases every VMM chunk (handle 0: released already);
+    /// the VA stays reserved.
     pub fn unmap(&mut self, cuda: &Cuda) -> Result<(), Error> {
         for chunk in self.chunks.drain(..) {
             // SAFETY: the chunk was mapped by `map`.
             check("cuMemUnmap", unsafe {
                 (cuda.api.mem_unmap)(chunk.address, chunk.size as usize)
             })?;
-            // SAFETY: a handle we created and still own.
-            check("cuMemRelease", unsafe {
-                (cuda.api.mem_release)(chunk.handle)
-            })?;
+            if chunk.handle != 0 {
+                // SAFETY: a handle we created and still own.
+                check("cuMemRelease", unsafe {
+                    (cuda.api.mem_release)(chunk.handle)
+                })?;
+            }
         }
         Ok(())
+    }
+
+    /// Exports every VMM handle the buffer still holds as a file
+    /// descriptor (as `torch.multiprocessing` does to share CUDA tensors)
+    /// and closes the descriptors; returns how many were exported.
+    pub fn export_handles(&self, cuda: &Cuda) -> Result<usize, Error> {
+        let mut exported = 0;
+        for chunk in self.chunks.iter().filter(|c| c.handle != 0) {
+            let mut fd: std::ffi::c_int = -1;
+            // SAFETY: `fd` is writable for an int; our live handle, created
+            // with the POSIX file descriptor handle type.
+            check("cuMemExportToShareableHandle", unsafe {
+                (cuda.api.mem_export)(
+                    (&mut fd as *mut std::ffi::c_int).cast(),
+                    chunk.handle,
+                    CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+                    0,
+                )
+            })?;
+            // SAFETY: the descriptor the driver just gave us, closed once.
+            unsafe { libc::close(fd) };
+            exported += 1;
+        }
+        Ok(exported)
     }
 
     /// Copies `data` to the start of the buffer.
@@ -190,7 +302,7 @@ impl Buffer {
             AllocMode::Device | AllocMode::Managed => {
                 check("cuMemFree", unsafe { (cuda.api.mem_free)(self.ptr) })
             }
-            AllocMode::Vmm => {
+            AllocMode::Vmm | AllocMode::Expandable | AllocMode::ExpandableReleased => {
                 self.unmap(cuda)?;
                 // SAFETY: our reservation, now empty.
                 check("cuMemAddressFree", unsafe {

@@ -198,7 +198,10 @@ impl Daemon {
             .arg("--socket")
             .arg(socket)
             .args(args)
-            .env("NVSHARE_LOG", "debug")
+            .env(
+                "NVSHARE_LOG",
+                std::env::var("E2E_DAEMON_LOG").unwrap_or_else(|_| "debug".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
             .stderr(log)

@@ -151,6 +151,38 @@ impl Trace {
     }
 }
 
+impl Trace {
+    /// Who held the device memory at the moment of [`Trace::peak_device_memory`]:
+    /// `(time, bytes per pid)`, to say which programs overcommitted a GPU.
+    pub fn holdings_at_peak(&self) -> (u64, BTreeMap<u32, i128>) {
+        let mut changes: Vec<(u64, i128, u32)> = self
+            .events
+            .iter()
+            .filter_map(|e| {
+                let bytes: i128 = e.fields.get("bytes")?.parse().ok()?;
+                match e.name.as_str() {
+                    "create" => Some((e.ns, bytes, e.pid)),
+                    "destroy" => Some((e.ns, -bytes, e.pid)),
+                    _ => None,
+                }
+            })
+            .collect();
+        changes.sort_by_key(|&(ns, delta, _)| (ns, delta));
+        let (mut used, mut peak) = (0i128, 0i128);
+        let mut held: BTreeMap<u32, i128> = BTreeMap::new();
+        let mut at_peak = (0, BTreeMap::new());
+        for (ns, delta, pid) in changes {
+            used += delta;
+            *held.entry(pid).or_default() += delta;
+            if used > peak {
+                peak = used;
+                at_peak = (ns, held.clone());
+            }
+        }
+        at_peak
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,12 +47,15 @@ fn programs_growing_past_half_the_capacity_never_overcommit_the_gpu() {
         let result = json_result(&finish_ok(child, "a growing worker"));
         assert_eq!(result["ok"], true, "{result}");
     }
-    let peak = sandbox.trace().peak_device_memory();
+    let trace = sandbox.trace();
+    let peak = trace.peak_device_memory();
     eprintln!("peak device memory: {} MiB", peak / MIB);
     assert!(
         peak <= CAPACITY_MIB * MIB + SLACK,
-        "the GPU held {} MiB at once on a {CAPACITY_MIB} MiB virtual GPU",
-        peak / MIB
+        "the GPU held {} MiB at once on a {CAPACITY_MIB} MiB virtual GPU (at ns, bytes per pid: {:?}); scheduler log:\n{}",
+        peak / MIB,
+        trace.holdings_at_peak(),
+        std::fs::read_to_string(sandbox.path().join("daemon.log")).unwrap_or_default()
     );
 }
 

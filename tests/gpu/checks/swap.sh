@@ -167,3 +167,57 @@ check_swap_deterministic_training() {
   same_training native hooked "${args[@]}"
   pass "identical loss and parameter hash while swapped out $outs times and in $ins times (quantum 1 s, ${cap} GiB capacity, $("$PY" "$STATUS_PY" get "$CHECK_DIR/final.json" switches 2>/dev/null || echo '?') switches): $SAME"
 }
+
+# Proves: memory PyTorch maps itself with CUDA's VMM API
+# (PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True: cuMemCreate, cuMemMap,
+# cuMemSetAccess at addresses of its own reservation) is swapped out and in
+# like cudaMalloc memory and nothing changes: the deterministic training,
+# swapped out and in every second by a second program holding all but 8 MiB
+# of a 4 GiB virtual GPU (quantum 1 s), gives the identical loss and
+# parameter hash as a native run with expandable segments, the hooked run
+# really used expandable segments, and the hook made its segments swap units
+# (NVSHARE_LOG lines "the program's own GPU mapping can be swapped").
+check_swap_expandable_segments() {
+  python_has torch || skip "torch is not importable here"
+  local cap=4 args=(--steps "$SWAP_DET_STEPS") rc=0 frc=0 forcer_pid i
+  local conf=expandable_segments:True
+  need_free_gib $((cap + 8))
+  with_scheduler --memory-capacity "${cap}GiB" --quantum 1
+  prog_bg 300 forcer hooked swap forcer "$PY" "$GPU_DIR/py/swap_forcer.py" \
+    --bytes $((cap * GIB - 8 * 1024 * 1024)) --stop-file "$CHECK_DIR/stop" --name forcer
+  forcer_pid=$BG_PID
+  PYTORCH_CUDA_ALLOC_CONF=$conf prog 150 native native "$PY" "$TORCH_DET" "${args[@]}" ||
+    fail "native run: $(why_failed native $?)"
+  for ((i = 0; i < 600; i++)); do
+    grep -q '^READY ' "$(out_of forcer)" 2>/dev/null && break
+    kill -0 "$forcer_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if ! grep -q '^READY ' "$(out_of forcer)" 2>/dev/null; then
+    touch "$CHECK_DIR/stop"
+    wait_prog forcer "$forcer_pid" || frc=$?
+    fail "the forcing program did not start: $(why_failed forcer "$frc")"
+  fi
+  PYTORCH_CUDA_ALLOC_CONF=$conf NVSHARE_LOG=debug,nvshare::engine::swap::mapped=trace \
+    prog 150 hooked hooked swap det "$PY" "$TORCH_DET" "${args[@]}" || rc=$?
+  touch "$CHECK_DIR/stop"
+  wait_prog forcer "$forcer_pid" || frc=$?
+  ctl_status "$SOCK" "$CHECK_DIR/final.json" || true
+  echo "final status: $(cat "$CHECK_DIR/final.json" 2>/dev/null)"
+  ((rc == 0)) || fail "$(why_failed hooked "$rc")"
+  if ((frc != 0)) || [[ $(value forcer ok) != 1 ]]; then
+    fail "the forcing program failed or its memory did not survive: $(why_failed forcer "$frc") bad=$(value forcer bad)"
+  fi
+  [[ $(value hooked expandable) == 1 ]] ||
+    fail "the hooked run did not use expandable segments (expandable=$(value hooked expandable))"
+  local segments outs ins
+  segments=$(grep -c "the program's own GPU mapping can be swapped" "$(out_of hooked)" 2>/dev/null)
+  outs=$(moves_in hooked evicted)
+  ins=$(moves_in hooked restored)
+  echo "$segments of PyTorch's segments became swappable; the training was swapped out $outs times and in $ins times"
+  ((segments > 0)) || fail "no segment of PyTorch's own VMM memory became swappable"
+  ((outs >= 2 && ins >= 2)) ||
+    fail "the training was swapped out $outs and in $ins times (want >= 2 each): too few switches to prove anything"
+  PYTORCH_CUDA_ALLOC_CONF=$conf same_training native hooked "${args[@]}"
+  pass "expandable segments: identical loss and parameter hash while swapped out $outs times and in $ins times ($segments segments swappable): $SAME"
+}

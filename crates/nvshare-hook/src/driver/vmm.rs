@@ -85,6 +85,27 @@ pub fn vmm_create(
     Ok(handle)
 }
 
+/// Creates `bytes` of memory as described by `prop` (a program's own
+/// `cuMemCreate` properties, replayed when its mapping is swapped back in).
+pub fn vmm_create_like(
+    prop: &CUmemAllocationProp,
+    bytes: u64,
+) -> Result<CUmemGenericAllocationHandle, CudaError> {
+    let mut handle: CUmemGenericAllocationHandle = 0;
+    call!(helpers.cuMemCreate(&mut handle, bytes as usize, prop, 0))?;
+    Ok(handle)
+}
+
+/// Sets the access `descs` on the mapped `[base, base + bytes)` (a program's
+/// own `cuMemSetAccess` descriptors, replayed after a swap-in).
+pub fn vmm_set_access_descs(
+    base: CUdeviceptr,
+    bytes: u64,
+    descs: &[CUmemAccessDesc],
+) -> Result<(), CudaError> {
+    call!(helpers.cuMemSetAccess(base, bytes as usize, descs.as_ptr(), descs.len()))
+}
+
 /// Drops the creator's reference to `handle`; the memory goes once it is
 /// unmapped everywhere too.
 pub fn vmm_release(handle: CUmemGenericAllocationHandle) -> Result<(), CudaError> {

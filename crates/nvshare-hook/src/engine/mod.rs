@@ -124,6 +124,12 @@ pub fn current() -> &'static dyn MemoryEngine {
     }
 }
 
+/// The swap engine, in swap mode (the program's own VMM memory is
+/// virtualized only there).
+pub fn swap_engine() -> Option<&'static swap::SwapEngine> {
+    (config::get().mode == MemoryMode::Swap).then_some(&SWAP)
+}
+
 /// In a `fork()` child: resets the registry and the engine's driver state.
 pub fn on_fork_child() {
     registry::reset_after_fork();

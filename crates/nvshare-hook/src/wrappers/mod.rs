@@ -7,8 +7,11 @@
 //! - [`info`]: memory queries answered with the virtual GPU's capacity.
 //! - [`nvml`]: the NVML memory queries, answered the same way.
 //! - [`pointer`]: pointer queries, answered for swapped-out memory.
+//! - [`vmm`]: the program's own virtual memory management calls, its
+//!   handles virtualized and its memory counted and swapped.
 
 pub mod info;
 pub mod memory;
 pub mod nvml;
 pub mod pointer;
+pub mod vmm;

@@ -128,9 +128,11 @@ fn as_if_resident(
         }
         CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL => Value::I32(found.device),
         CU_POINTER_ATTRIBUTE_MAPPED => Value::U32(1),
-        CU_POINTER_ATTRIBUTE_ALLOWED_HANDLE_TYPES => {
-            Value::U64(crate::engine::swap::unit::exportable_handle_types().into())
-        }
+        CU_POINTER_ATTRIBUTE_ALLOWED_HANDLE_TYPES => Value::U64(
+            crate::engine::swap::mapped::handle_types_at(ptr)
+                .unwrap_or_else(crate::engine::swap::unit::exportable_handle_types)
+                .into(),
+        ),
         CU_POINTER_ATTRIBUTE_ACCESS_FLAGS => Value::U32(CU_MEM_ACCESS_FLAGS_PROT_READWRITE),
         CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR => Value::U64(found.base),
         CU_POINTER_ATTRIBUTE_MAPPING_SIZE => Value::U64(found.bytes),

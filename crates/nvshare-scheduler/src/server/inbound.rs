@@ -10,7 +10,7 @@ use nvshare_proto::{
     ClientId, ClientMsg, ControlReply, ControlRequest, HelloReply, PROTOCOL_VERSION, ProtoError,
     Role, SchedulerMsg, decode, decode_hello,
 };
-use tracing::{debug, warn};
+use tracing::{debug, trace, warn};
 
 /// One decoded frame, by the phase it arrived in.
 enum Inbound {
@@ -74,6 +74,7 @@ impl Server {
         match inbound {
             Inbound::Hello(role) => self.welcome(id, role),
             Inbound::Client(msg) => {
+                trace!(conn = id, ?msg, "from client");
                 let actions = self
                     .scheduler
                     .handle(self.now(), Event::Message { client: id, msg });

@@ -9,14 +9,17 @@ use nix::sys::signal::Signal;
 use nvshare_proto::{ClientId, SchedulerMsg};
 use serde::Serialize;
 use std::time::{Duration, Instant};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 impl Server {
     /// Carries out the policy's actions, in order.
     pub(super) fn apply(&mut self, actions: Vec<Action>) {
         for action in actions {
             match action {
-                Action::Send { client, msg } => self.send(client, &msg),
+                Action::Send { client, msg } => {
+                    trace!(conn = client, ?msg, "to client");
+                    self.send(client, &msg)
+                }
                 Action::Close { client } => self.close(client, "closed by the scheduler"),
                 Action::Record(record) => self.observer.record(&record),
             }

@@ -32,9 +32,14 @@ struct Args {
     /// How many buffers of `bytes` each to allocate and work on.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     buffers: u32,
-    /// VMM only: bytes per cuMemCreate handle (0: one handle).
+    /// VMM: bytes per cuMemCreate handle (0: one handle); expandable: the
+    /// size of the large segments (0: 20 MiB).
     #[arg(long, default_value_t = 0)]
     chunk: u64,
+    /// VMM: export every handle as a file descriptor after mapping (the
+    /// memory is then shared and must stay on the GPU).
+    #[arg(long)]
+    export: bool,
     /// Iterations of the add kernel (the least, with `--until-file`).
     #[arg(long, default_value_t = 10)]
     iterations: u32,
@@ -102,6 +107,11 @@ fn run(args: &Args) -> Result<Outcome, Error> {
     let buffers: Vec<Buffer> = (0..args.buffers)
         .map(|_| Buffer::alloc(&cuda, args.alloc, count * 4, args.chunk))
         .collect::<Result<_, _>>()?;
+    if args.export {
+        for buffer in &buffers {
+            buffer.export_handles(&cuda)?;
+        }
+    }
     let streams: Vec<CUstream> = (0..args.streams)
         .map(|_| cuda.stream())
         .collect::<Result<_, _>>()?;

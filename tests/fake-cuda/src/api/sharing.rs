@@ -32,6 +32,11 @@ pub unsafe extern "C" fn cuMemExportToShareableHandle(
         }
         let fd = os::dup(h.fd.as_raw_fd())?;
         drop(memory);
+        if driver.trace.enabled() {
+            driver
+                .trace
+                .event("export", format_args!("handle=0x{handle:x}"));
+        }
         // SAFETY: forwarded caller contract.
         unsafe { write_out(shareable.cast::<c_int>(), fd.into_raw_fd()) }
     })

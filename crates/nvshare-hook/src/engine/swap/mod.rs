@@ -16,7 +16,10 @@
 //! - [`shadow`]: pinned (or pageable) host copies and their budget.
 //! - [`streams`]: the hook's copy streams per device.
 //! - [`moves`]: eviction and restoration of units.
+//! - [`mapped`]: the program's own VMM handles, virtualized; its mappings
+//!   that can move are units too.
 
+pub mod mapped;
 pub mod moves;
 pub mod plan;
 pub mod shadow;
@@ -163,6 +166,7 @@ impl SwapEngine {
         match &mut unit.contents {
             Contents::Whole { .. } if ptr == unit.base => Ok(true),
             Contents::Whole { .. } => Err(invalid),
+            Contents::Program(_) => Err(invalid),
             Contents::Slab { slab, requested } => {
                 let offset = ptr - unit.base;
                 if !slab.give_back(offset) {
@@ -263,9 +267,15 @@ impl MemoryEngine for SwapEngine {
         // The registry counts swappable allocations at their requested
         // sizes: replace those by the units they occupy.
         let recorded = registry::lock().usage(device);
+        // The program's own VMM handles that never move.
+        let held = mapped::held(device);
         Usage {
-            footprint: recorded.footprint.saturating_sub(requested.footprint) + physical.footprint,
-            resident: recorded.resident.saturating_sub(requested.resident) + physical.resident,
+            footprint: recorded.footprint.saturating_sub(requested.footprint)
+                + physical.footprint
+                + held,
+            resident: recorded.resident.saturating_sub(requested.resident)
+                + physical.resident
+                + held,
         }
     }
 
@@ -358,6 +368,7 @@ impl MemoryEngine for SwapEngine {
             }
         }
         std::mem::forget(std::mem::take(&mut *self.units.lock()));
+        mapped::forget_after_fork();
         self.streams.forget_after_fork();
     }
 }

@@ -39,6 +39,10 @@ pub enum Contents {
         /// Offset of each taken block to the size the program asked for.
         requested: BTreeMap<u64, u64>,
     },
+    /// A mapping the program made itself with the VMM API, in its own
+    /// reservation ([`super::mapped`]): made again with the program's
+    /// properties and access, and never unreserved by the hook.
+    Program(super::mapped::Remap),
 }
 
 /// One piece of a unit's range with a handle of its own.
@@ -142,6 +146,39 @@ impl Unit {
         Ok(unit)
     }
 
+    /// A unit over memory the program already mapped at `base` with one
+    /// `handle` (its own VMM mapping, [`Contents::Program`]): one segment,
+    /// resident.
+    pub fn adopt(
+        device: CUdevice,
+        base: CUdeviceptr,
+        bytes: u64,
+        handle: CUmemGenericAllocationHandle,
+        contents: Contents,
+    ) -> Unit {
+        Unit {
+            device,
+            base,
+            bytes,
+            segments: vec![Segment {
+                offset: 0,
+                bytes,
+                handle: Some(handle),
+            }],
+            shadow: None,
+            contents,
+        }
+    }
+
+    /// The one handle mapped over all of it, if it is made of one segment
+    /// and resident (a program's own mapping always is one segment).
+    pub fn whole_handle(&self) -> Option<CUmemGenericAllocationHandle> {
+        match self.segments.as_slice() {
+            [only] => only.handle,
+            _ => None,
+        }
+    }
+
     /// Whether all its memory is on the device.
     pub fn is_resident(&self) -> bool {
         self.segments.iter().all(|s| s.handle.is_some())
@@ -161,19 +198,28 @@ impl Unit {
         match &self.contents {
             Contents::Whole { requested } => *requested,
             Contents::Slab { requested, .. } => requested.values().sum(),
+            Contents::Program(_) => self.bytes,
         }
     }
 
     /// Creates a handle for segment `index` (not mapped), maps it over the
-    /// segment and grants the device access (contents undefined). On
-    /// failure nothing stays mapped.
+    /// segment and grants access (the device's, or the program's recorded
+    /// access for its own mapping; contents undefined). On failure nothing
+    /// stays mapped.
     pub fn map_fresh(&mut self, index: usize) -> Result<(), CudaError> {
         let segment = &self.segments[index];
         debug_assert!(segment.handle.is_none());
         let (start, bytes) = (self.base + segment.offset, segment.bytes);
-        let handle = create_handle(self.device, bytes)?;
+        let handle = match &self.contents {
+            Contents::Program(remap) => remap.create(bytes)?,
+            _ => create_handle(self.device, bytes)?,
+        };
+        let set_access = || match &self.contents {
+            Contents::Program(remap) => remap.set_access(start, bytes),
+            _ => driver::vmm_set_access(start, bytes, self.device),
+        };
         let mapped = driver::vmm_map(start, bytes, handle).and_then(|()| {
-            driver::vmm_set_access(start, bytes, self.device).inspect_err(|_| {
+            set_access().inspect_err(|_| {
                 let _ = driver::vmm_unmap(start, bytes);
             })
         });
@@ -211,8 +257,12 @@ impl Unit {
     }
 
     /// Gives everything back: the memory, the range and the shadow.
+    /// A program's own mapping keeps its range: that is the program's.
     pub fn destroy(mut self) -> Result<(), CudaError> {
         self.unmap_and_release()?;
+        if matches!(self.contents, Contents::Program(_)) {
+            return Ok(());
+        }
         driver::vmm_unreserve(self.base, self.bytes)
     }
 }
