@@ -56,7 +56,8 @@ fn serve_one(d: &mut Domain, client: ClientId, now: Duration, out: &mut Vec<Acti
     let capacity = d.capacity;
     // The holders fit; memory of programs that do not run must be off the
     // GPU before the allocation is made there.
-    let settled = occupied_by_others(d, client, |m| m.resident);
+    // Memory being fetched is as good as there.
+    let settled = occupied_by_others(d, client, |m| m.resident.saturating_add(m.incoming()));
     if settled.saturating_add(want) <= capacity {
         give_room(d, client, want, out);
         return;

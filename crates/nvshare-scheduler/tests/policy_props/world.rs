@@ -40,6 +40,10 @@ pub struct World {
     pub next_id: ClientId,
     /// Client answers not yet delivered, in order.
     pub replies: VecDeque<(ClientId, ClientMsg)>,
+    /// Answers to fetches, delivered only when time next passes: the
+    /// memory is on the GPU at once, its report comes later, so other
+    /// clients act in between (as they do against the real hook).
+    pub late: Vec<(ClientId, ClientMsg)>,
     /// Whether clients re-request the lock as soon as they release it.
     pub always_busy: bool,
     /// Whether memory invariants are checked (clients obey, no `off`).
@@ -67,6 +71,7 @@ impl World {
             gone: BTreeSet::new(),
             next_id: 1,
             replies: VecDeque::new(),
+            late: Vec::new(),
             always_busy,
             check_memory: policy != Policy::Off,
             longest_wait: Duration::ZERO,
@@ -98,6 +103,13 @@ impl World {
     }
 
     pub fn send(&mut self, client: ClientId, msg: ClientMsg) {
+        // Its own answers held back go first: a client's messages arrive in
+        // the order it sent them.
+        let (held, rest): (Vec<_>, Vec<_>) = self.late.drain(..).partition(|(c, _)| *c == client);
+        self.late = rest;
+        for (client, msg) in held {
+            self.feed(Event::Message { client, msg });
+        }
         self.feed(Event::Message { client, msg });
         self.drain();
     }
@@ -125,8 +137,11 @@ impl World {
                 mem.holding = false;
                 if self.always_busy {
                     mem.waiting_since = Some(self.now);
-                    self.replies
-                        .push_back((client, ClientMsg::RequestLock { gpu }));
+                    reply(
+                        &mut self.replies,
+                        &mut self.late,
+                        (client, ClientMsg::RequestLock { gpu }),
+                    );
                 }
             }
             trace_message("<-", client, &msg);
@@ -138,6 +153,8 @@ impl World {
     /// Lets simulated time reach `target`, ticking at every deadline on the
     /// way as the daemon's shell does.
     pub fn advance_to(&mut self, target: Duration) {
+        self.replies.extend(self.late.drain(..));
+        self.drain();
         while let Some(deadline) = self.sched.next_deadline() {
             if deadline > target {
                 break;
@@ -203,15 +220,19 @@ impl World {
                     if restored > 0 {
                         mem.resident += restored;
                         let resident = mem.resident;
-                        self.replies.push_back((
-                            client,
-                            ClientMsg::Restored {
-                                gpu,
-                                bytes: restored,
-                                resident,
-                                elapsed_us: 10,
-                            },
-                        ));
+                        reply(
+                            &mut self.replies,
+                            &mut self.late,
+                            (
+                                client,
+                                ClientMsg::Restored {
+                                    gpu,
+                                    bytes: restored,
+                                    resident,
+                                    elapsed_us: 10,
+                                },
+                            ),
+                        );
                     }
                 }
                 SchedulerMsg::Reserved { gpu, room } => {
@@ -226,14 +247,18 @@ impl World {
                         mem.footprint = footprint;
                         mem.resident += std::mem::take(&mut mem.growing);
                         let resident = mem.resident;
-                        self.replies.push_back((
-                            client,
-                            ClientMsg::Usage {
-                                gpu,
-                                footprint,
-                                resident,
-                            },
-                        ));
+                        reply(
+                            &mut self.replies,
+                            &mut self.late,
+                            (
+                                client,
+                                ClientMsg::Usage {
+                                    gpu,
+                                    footprint,
+                                    resident,
+                                },
+                            ),
+                        );
                     }
                 }
                 SchedulerMsg::DropLock { gpu, evict_bytes } => {
@@ -246,24 +271,32 @@ impl World {
                     if moved > 1 {
                         // The first half is reported freed while the rest
                         // is still on its way out, as the hook does.
-                        self.replies.push_back((
-                            client,
-                            ClientMsg::Evicting {
-                                gpu,
-                                resident: resident + moved / 2,
-                            },
-                        ));
+                        reply(
+                            &mut self.replies,
+                            &mut self.late,
+                            (
+                                client,
+                                ClientMsg::Evicting {
+                                    gpu,
+                                    resident: resident + moved / 2,
+                                },
+                            ),
+                        );
                     }
                     if moved > 0 {
-                        self.replies.push_back((
-                            client,
-                            ClientMsg::Evicted {
-                                gpu,
-                                bytes: moved,
-                                resident,
-                                elapsed_us: 10,
-                            },
-                        ));
+                        reply(
+                            &mut self.replies,
+                            &mut self.late,
+                            (
+                                client,
+                                ClientMsg::Evicted {
+                                    gpu,
+                                    bytes: moved,
+                                    resident,
+                                    elapsed_us: 10,
+                                },
+                            ),
+                        );
                     }
                     self.replies
                         .push_back((client, ClientMsg::LockReleased { gpu, resident }));
@@ -273,25 +306,33 @@ impl World {
                         mem.footprint += std::mem::take(&mut mem.growing);
                         mem.waiting_since.get_or_insert(self.now);
                         let footprint = mem.footprint;
-                        self.replies.push_back((
-                            client,
-                            ClientMsg::Usage {
-                                gpu,
-                                footprint,
-                                resident,
-                            },
-                        ));
+                        reply(
+                            &mut self.replies,
+                            &mut self.late,
+                            (
+                                client,
+                                ClientMsg::Usage {
+                                    gpu,
+                                    footprint,
+                                    resident,
+                                },
+                            ),
+                        );
                         self.replies
                             .push_back((client, ClientMsg::RequestLock { gpu }));
                     }
                 }
                 SchedulerMsg::Fetch { gpu, bytes } => {
-                    let mem = gpus.get_mut(&gpu).expect("fetch on an attached GPU");
+                    // Nonsense (a raw Attach the model did not follow) can
+                    // leave the scheduler a member the model does not know.
+                    let Some(mem) = gpus.get_mut(&gpu) else {
+                        continue;
+                    };
                     assert!(!mem.holding, "fetch for a client that holds the lock");
                     let moved = bytes.min(mem.footprint.min(CAPACITY).saturating_sub(mem.resident));
                     mem.resident += moved;
                     let resident = mem.resident;
-                    self.replies.push_back((
+                    self.late.push((
                         client,
                         ClientMsg::Fetched {
                             gpu,
@@ -306,15 +347,19 @@ impl World {
                     let moved = bytes.min(mem.resident);
                     mem.resident -= moved;
                     let resident = mem.resident;
-                    self.replies.push_back((
-                        client,
-                        ClientMsg::Evicted {
-                            gpu,
-                            bytes: moved,
-                            resident,
-                            elapsed_us: 10,
-                        },
-                    ));
+                    reply(
+                        &mut self.replies,
+                        &mut self.late,
+                        (
+                            client,
+                            ClientMsg::Evicted {
+                                gpu,
+                                bytes: moved,
+                                resident,
+                                elapsed_us: 10,
+                            },
+                        ),
+                    );
                 }
                 _ => {}
             }
@@ -375,4 +420,17 @@ fn trace_message(direction: &str, client: ClientId, msg: &dyn std::fmt::Debug) {
     if std::env::var_os("PROPS_TRACE").is_some() {
         eprintln!("{direction} {client}: {msg:?}");
     }
+}
+
+/// Queues a client's answer, after any of its own answers held back in
+/// `late`: one client's messages arrive in the order it sent them.
+fn reply(
+    replies: &mut VecDeque<(ClientId, ClientMsg)>,
+    late: &mut Vec<(ClientId, ClientMsg)>,
+    answer: (ClientId, ClientMsg),
+) {
+    let (held, rest): (Vec<_>, Vec<_>) = late.drain(..).partition(|(c, _)| *c == answer.0);
+    *late = rest;
+    replies.extend(held);
+    replies.push_back(answer);
 }
