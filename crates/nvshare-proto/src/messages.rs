@@ -172,6 +172,18 @@ pub enum ClientMsg {
         /// The GPU.
         gpu: GpuUuid,
     },
+    /// The host memory the program keeps for its memory of `gpu`: the
+    /// shadows that hold swapped-out memory (and those made ahead of an
+    /// eviction, or kept from the last one). Sent when it changes. Appended
+    /// last so that every earlier message keeps its encoding.
+    HostShadows {
+        /// The GPU.
+        gpu: GpuUuid,
+        /// Bytes of page-locked shadows.
+        pinned: u64,
+        /// Bytes of pageable shadows (the driver refused to pin them).
+        pageable: u64,
+    },
 }
 
 /// Messages from the scheduler to a hooked program.
@@ -262,6 +274,11 @@ pub enum ControlRequest {
         /// The new policy.
         policy: Policy,
     },
+    /// The host memory each client keeps for its swapped-out GPU memory,
+    /// answered by [`ControlReply::HostShadows`]. A request of its own
+    /// (rather than fields of [`StatusReport`]) so that every earlier
+    /// message keeps its encoding.
+    HostShadows,
 }
 
 /// The scheduler's answer to one [`ControlRequest`].
@@ -273,6 +290,33 @@ pub enum ControlReply {
     Done,
     /// The request was refused.
     Error(ErrorReply),
+    /// Answer to [`ControlRequest::HostShadows`]: one entry per GPU, in
+    /// UUID order.
+    HostShadows(Vec<GpuHostShadows>),
+}
+
+/// The host memory clients keep for their memory of one GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct GpuHostShadows {
+    /// The GPU.
+    pub uuid: GpuUuid,
+    /// Page-locked shadow bytes of every client together.
+    pub pinned: u64,
+    /// Pageable shadow bytes of every client together.
+    pub pageable: u64,
+    /// Each client's share, by id (clients that reported none included).
+    pub clients: Vec<ClientHostShadows>,
+}
+
+/// The host memory one client keeps for its memory of one GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ClientHostShadows {
+    /// The client's id.
+    pub client_id: ClientId,
+    /// Page-locked shadow bytes.
+    pub pinned: u64,
+    /// Pageable shadow bytes.
+    pub pageable: u64,
 }
 
 /// How the scheduler shares a GPU.

@@ -57,6 +57,15 @@ impl EngineError {
     }
 }
 
+/// Host memory an engine keeps as shadows of one device's memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostShadows {
+    /// Page-locked bytes.
+    pub pinned: u64,
+    /// Pageable bytes (the driver refused to pin them).
+    pub pageable: u64,
+}
+
 /// What the wrappers and the gate ask of the memory mode.
 pub trait MemoryEngine: Send + Sync {
     /// The mode's name, for logs.
@@ -82,6 +91,12 @@ pub trait MemoryEngine: Send + Sync {
     /// `device`'s footprint and resident bytes.
     fn usage(&self, device: CUdevice) -> Usage {
         registry::lock().usage(device)
+    }
+
+    /// The host memory kept as shadows of `device`'s memory (swapped out,
+    /// or made ahead of an eviction).
+    fn host_shadows(&self, _device: CUdevice) -> HostShadows {
+        HostShadows::default()
     }
 
     /// Moves at least `bytes` of the program's memory off `device` (least

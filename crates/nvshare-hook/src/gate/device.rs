@@ -46,6 +46,8 @@ pub(crate) struct DeviceGate {
     /// scheduler's grants, drops and evictions for this device in order
     /// (started at the first such message).
     pub mailbox: OnceLock<Sender<SchedulerMsg>>,
+    /// The host shadow bytes (pinned, pageable) last reported.
+    pub host_reported: Mutex<Option<(u64, u64)>>,
 }
 
 /// What the slow path and the session agree on.
@@ -103,6 +105,7 @@ impl DeviceGate {
             }),
             changed: Condvar::new(),
             mailbox: OnceLock::new(),
+            host_reported: Mutex::new(None),
         }
     }
 

@@ -11,8 +11,10 @@
 //!   idle reports, reconnect).
 //! - [`platform`]: the few real driver calls the gate itself makes.
 //! - [`reserve`]: allocations wait for room made for them.
+//! - [`host`]: reports of the host memory kept as shadows.
 
 mod device;
+mod host;
 mod platform;
 mod reserve;
 mod session;
@@ -244,6 +246,7 @@ fn report_usage(ordinal: CUdevice, extra: u64) -> Option<&'static DeviceGate> {
         footprint: usage.footprint.saturating_add(extra),
         resident: usage.resident,
     });
+    host::report(gate, device, false);
     Some(device)
 }
 

@@ -111,6 +111,7 @@ fn send_attach(gate: &Gate, device: &DeviceGate) {
         resident: usage.resident,
         holding: device.is_held(),
     });
+    super::host::report(gate, device, true);
 }
 
 fn spawn_reader(gate: &'static Gate, reader: UnixStream) {
@@ -276,7 +277,7 @@ fn apply_here(gate: &'static Gate, msg: SchedulerMsg) {
             if let Some(device) = gate.device_by_uuid(&gpu)
                 && device.is_held()
             {
-                prepare(device, bytes);
+                prepare(gate, device, bytes);
             }
         }
         SchedulerMsg::QuantumChanged { quantum_ms } => {
@@ -363,7 +364,7 @@ fn restore_waiting_for_memory(device: &DeviceGate) {
 /// Makes the host room for an eviction of `bytes` expected at the end of
 /// this hold, on the device's worker thread while the program runs. A
 /// failure is only logged: the eviction then makes what it needs itself.
-fn prepare(device: &DeviceGate, bytes: u64) {
+fn prepare(gate: &Gate, device: &DeviceGate, bytes: u64) {
     let started = Instant::now();
     let _current = platform::ContextGuard::enter(device.ordinal);
     match engine::current().prepare(device.ordinal, bytes) {
@@ -373,6 +374,7 @@ fn prepare(device: &DeviceGate, bytes: u64) {
         Err(e) => tracing::debug!(gpu = %device.uuid, error = %e,
             "cannot prepare host shadows ahead; the eviction will make them"),
     }
+    super::host::report(gate, device, false);
 }
 
 /// Stops new work, waits for work in flight, evicts what was asked and
@@ -431,6 +433,7 @@ fn evict(gate: &Gate, device: &DeviceGate, bytes: u64) {
             });
         }
     }
+    super::host::report(gate, device, false);
 }
 
 /// Reports a holder with no work for `idle_after_ms` as idle, once per idle

@@ -60,6 +60,10 @@ pub(super) struct Member {
     /// A footprint it asked room for (`Reserve`) and has not been granted;
     /// 0 when none.
     pub wants_room: u64,
+    /// Page-locked host shadow bytes it reported (`HostShadows`).
+    pub host_pinned: u64,
+    /// Pageable host shadow bytes it reported.
+    pub host_pageable: u64,
 }
 
 impl Member {
@@ -88,6 +92,8 @@ impl Member {
             co_waiters: false,
             gang_ready: false,
             prepared: 0,
+            host_pinned: 0,
+            host_pageable: 0,
         }
     }
 

@@ -18,7 +18,8 @@ pub(super) fn gpu_of(msg: &ClientMsg) -> GpuUuid {
         | ClientMsg::Evicted { gpu, .. }
         | ClientMsg::Restored { gpu, .. }
         | ClientMsg::EvictFailed { gpu, .. }
-        | ClientMsg::Detach { gpu } => *gpu,
+        | ClientMsg::Detach { gpu }
+        | ClientMsg::HostShadows { gpu, .. } => *gpu,
     }
 }
 
@@ -118,6 +119,17 @@ pub(super) fn apply(
                 m.resident = resident;
                 m.settle_eviction();
                 m.evict_failed = true;
+            }
+        }
+        ClientMsg::HostShadows {
+            pinned, pageable, ..
+        } => {
+            if let Some(m) = d.members.get_mut(&client)
+                && (m.host_pinned, m.host_pageable) != (pinned, pageable)
+            {
+                m.host_pinned = pinned;
+                m.host_pageable = pageable;
+                out.push(d.host_shadows_record());
             }
         }
         ClientMsg::Attach { .. } | ClientMsg::Detach { .. } => {}

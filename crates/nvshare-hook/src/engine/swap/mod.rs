@@ -262,6 +262,10 @@ impl MemoryEngine for SwapEngine {
         }
     }
 
+    fn host_shadows(&self, device: CUdevice) -> super::HostShadows {
+        moves::shadows_on(&self.units(), device)
+    }
+
     fn prepare(&self, device: CUdevice, bytes: u64) -> Result<u64, EngineError> {
         // Choose under the lock, make the shadows without it (populating and
         // pinning take seconds, and the program's allocations and frees need
