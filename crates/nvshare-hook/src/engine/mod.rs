@@ -115,6 +115,14 @@ pub trait MemoryEngine: Send + Sync {
         Ok(0)
     }
 
+    /// At process exit, with no work of the program running on `device`:
+    /// gives the device memory this engine backs there back to the driver
+    /// now (before the scheduler hears the program is gone), waiting at most
+    /// `patience` for a move in progress. Returns the bytes released.
+    fn release_at_exit(&self, _device: CUdevice, _patience: std::time::Duration) -> u64 {
+        0
+    }
+
     /// Forgets per-process driver state in a `fork()` child.
     fn on_fork_child(&self) {}
 }

@@ -173,6 +173,20 @@ impl DeviceGate {
         }
     }
 
+    /// As [`DeviceGate::close_and_drain`], giving up after `patience`;
+    /// returns whether every admitted call finished.
+    pub fn close_and_drain_for(&self, patience: Duration) -> bool {
+        self.held.store(false, Ordering::SeqCst);
+        let started = Instant::now();
+        while self.in_flight() != 0 {
+            if started.elapsed() >= patience {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        true
+    }
+
     /// Calls that tried the fast path so far (for idle detection).
     pub fn submissions(&self) -> u64 {
         self.entered.load(Ordering::Relaxed)
@@ -224,6 +238,19 @@ mod tests {
         );
         assert!(!gate.try_enter());
         worker.join().unwrap();
+    }
+
+    #[test]
+    fn a_bounded_drain_gives_up_on_a_call_that_does_not_return() {
+        let gate = DeviceGate::new(0, GpuUuid::default(), 1 << 30);
+        gate.open(&mut gate.state.lock(), u64::MAX);
+        assert!(gate.try_enter());
+        let started = Instant::now();
+        assert!(!gate.close_and_drain_for(Duration::from_millis(50)));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(!gate.try_enter(), "the gate stays closed");
+        gate.leave();
+        assert!(gate.close_and_drain_for(Duration::from_millis(50)));
     }
 
     #[test]

@@ -12,8 +12,10 @@
 //! - [`platform`]: the few real driver calls the gate itself makes.
 //! - [`reserve`]: allocations wait for room made for them.
 //! - [`host`]: reports of the host memory kept as shadows.
+//! - [`exit`]: at process exit, memory released before detaching.
 
 mod device;
+mod exit;
 mod host;
 mod platform;
 mod reserve;
@@ -97,6 +99,15 @@ fn gate() -> &'static Gate {
             unsafe { &*winner }
         }
     }
+}
+
+/// The gate if one was made (none in a process that never used CUDA, or in
+/// a `fork()` child that has not yet).
+fn existing_gate() -> Option<&'static Gate> {
+    let current = GATE.load(Ordering::Acquire);
+    // SAFETY: a non-null GATE points to a leaked Box<Gate> that is never
+    // freed, so the reference is valid for 'static.
+    (!current.is_null()).then(|| unsafe { &*current })
 }
 
 /// Makes every `fork()` child start as a new client (once per process; the
@@ -201,6 +212,9 @@ fn ensure_attached(gate: &'static Gate, device: &'static DeviceGate) {
     state.attaching = false;
     if !attached && !state.attached {
         state.unscheduled = true;
+    }
+    if state.attached {
+        exit::register_once();
     }
     device.changed.notify_all();
 }

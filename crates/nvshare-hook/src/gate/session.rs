@@ -72,6 +72,16 @@ impl Session {
         self.connection.lock().clone()
     }
 
+    /// Closes the connection for good (the process exits): nothing is sent
+    /// after this, and the reader thread does not reconnect.
+    pub fn close(&self) {
+        self.unscheduled
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Some(connection) = self.connection.lock().take() {
+            connection.shutdown();
+        }
+    }
+
     /// Sends `msg` if connected; a failure is left to the reader thread,
     /// which sees the same broken socket and reconnects.
     pub fn send(&self, msg: &ClientMsg) {
@@ -127,6 +137,14 @@ fn reader_loop(gate: &'static Gate, mut reader: UnixStream) {
     loop {
         match client::receive(&mut reader) {
             Ok(msg) => apply(gate, msg),
+            Err(_)
+                if gate
+                    .session
+                    .unscheduled
+                    .load(std::sync::atomic::Ordering::Acquire) =>
+            {
+                return;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "lost the connection to the scheduler; reconnecting");
                 reader = reconnect(gate);

@@ -329,6 +329,32 @@ impl MemoryEngine for SwapEngine {
         moves::restore(&mut units, &streams, geometry.chunk_bytes, device)
     }
 
+    fn release_at_exit(&self, device: CUdevice, patience: std::time::Duration) -> u64 {
+        let Some(mut units) = self.units.try_lock_for(patience) else {
+            tracing::warn!(
+                device,
+                "a swap of this GPU's memory is still running at exit; leaving its memory to the driver"
+            );
+            return 0;
+        };
+        let mine: Vec<CUdeviceptr> = units.on(device).map(|u| u.base).collect();
+        let mut released = 0;
+        for base in mine {
+            let mut unit = units.by_base.remove(&base).expect("listed above");
+            let resident = if unit.is_resident() { unit.bytes } else { 0 };
+            // The host copy dies with the process: unpinning and unmapping
+            // it now would only delay the exit.
+            std::mem::forget(unit.shadow.take());
+            match unit.destroy() {
+                Ok(()) => released += resident,
+                Err(err) => {
+                    tracing::debug!(%err, base, "releasing GPU memory at exit failed; the driver frees it with the process")
+                }
+            }
+        }
+        released
+    }
+
     fn on_fork_child(&self) {
         // SAFETY: in the fork child only this thread exists; held locks
         // belong to vanished threads. The parent's units, handles and
