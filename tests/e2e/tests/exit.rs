@@ -87,3 +87,41 @@ fn an_exiting_program_releases_its_memory_before_the_next_is_granted() {
         "the first program's memory was released at exit"
     );
 }
+
+/// The `key=value` numbers of the hook's footprint line in `stderr`.
+fn footprint_line(stderr: &str) -> std::collections::BTreeMap<String, f64> {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("nvshare memory footprint"))
+        .unwrap_or_else(|| panic!("no footprint line in\n{stderr}"));
+    line.split_whitespace()
+        .filter_map(|word| {
+            let (key, value) = word.split_once('=')?;
+            Some((key.to_owned(), value.trim_matches('"').parse().ok()?))
+        })
+        .collect()
+}
+
+/// The hook logs what the program asked for against what its units took,
+/// now and at the peak, at exit (what `benches/gpu` reads).
+#[test]
+fn the_memory_footprint_is_logged_at_exit() {
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.daemon(&["--memory-capacity", "64MiB"]);
+    // 3 MiB take a 4 MiB unit; the 8-byte result buffer takes a 2 MiB slab.
+    let mut command = sandbox.hooked("cuda-worker");
+    command
+        .env("NVSHARE_MODE", "swap")
+        .env("NVSHARE_LOG", "info")
+        .args(["--bytes", &(3 * MIB).to_string(), "--iterations", "2"]);
+    let output = finish_ok(sandbox.spawn(&mut command), "a worker");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let figures = footprint_line(&stderr);
+    let get = |key: &str| figures.get(key).copied().unwrap_or(-1.0);
+    assert_eq!(get("requested"), 0.0, "everything was freed: {figures:?}");
+    assert_eq!(get("peak_physical"), (6 * MIB) as f64, "{figures:?}");
+    assert_eq!(get("peak_requested"), (3 * MIB + 8) as f64, "{figures:?}");
+    assert_eq!(get("peak_slab_physical"), (2 * MIB) as f64, "{figures:?}");
+    assert_eq!(get("peak_slab_requested"), 8.0, "{figures:?}");
+    assert!(get("peak_ratio") > 1.9, "{figures:?}");
+}

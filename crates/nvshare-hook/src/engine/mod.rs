@@ -115,6 +115,10 @@ pub trait MemoryEngine: Send + Sync {
         Ok(0)
     }
 
+    /// Logs `device`'s requested versus physical bytes (one `info` line at
+    /// exit; see `swap::tally`).
+    fn log_footprint(&self, _device: CUdevice) {}
+
     /// At process exit, with no work of the program running on `device`:
     /// gives the device memory this engine backs there back to the driver
     /// now (before the scheduler hears the program is gone), waiting at most

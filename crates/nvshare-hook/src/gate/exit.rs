@@ -12,6 +12,9 @@
 //! logged: a program must never hang or crash on its way out. Devices whose
 //! work does not finish in time keep their memory (unmapping under running
 //! work could fault); the driver frees it with the process, as before.
+//!
+//! The handler first logs each device's requested versus physical bytes
+//! (`engine::swap::tally`), also for programs that ran unscheduled.
 
 use super::Gate;
 use super::device::DeviceGate;
@@ -60,6 +63,7 @@ pub(crate) fn leave(gate: &'static Gate) {
     let mut detached = Vec::new();
     let mut released = 0u64;
     for device in gate.devices() {
+        crate::engine::current().log_footprint(device.ordinal);
         {
             let state = device.state.lock();
             if !state.attached || state.unscheduled {

@@ -213,9 +213,8 @@ fn ensure_attached(gate: &'static Gate, device: &'static DeviceGate) {
     if !attached && !state.attached {
         state.unscheduled = true;
     }
-    if state.attached {
-        exit::register_once();
-    }
+    // Also unscheduled: the handler logs the memory footprint at exit.
+    exit::register_once();
     device.changed.notify_all();
 }
 

@@ -16,12 +16,14 @@
 //! - [`shadow`]: pinned (or pageable) host copies and their budget.
 //! - [`streams`]: the hook's copy streams per device.
 //! - [`moves`]: eviction and restoration of units.
+//! - [`tally`]: requested versus physical bytes, now and at the peak.
 
 pub mod moves;
 pub mod plan;
 pub mod shadow;
 pub mod slab;
 pub mod streams;
+pub mod tally;
 pub mod unit;
 
 use super::{EngineError, MemoryEngine};
@@ -67,6 +69,7 @@ pub struct SwapEngine {
     granularity: Mutex<BTreeMap<CUdevice, u64>>,
     streams: streams::Streams,
     budget: OnceLock<HostBudget>,
+    tally: tally::Tally,
 }
 
 impl SwapEngine {
@@ -79,6 +82,7 @@ impl SwapEngine {
             granularity: Mutex::new(BTreeMap::new()),
             streams: streams::Streams::new(),
             budget: OnceLock::new(),
+            tally: tally::Tally::new(),
         }
     }
 
@@ -116,6 +120,7 @@ impl SwapEngine {
             if let Contents::Slab { slab, requested } = &mut unit.contents {
                 let offset = slab.take().expect("the slab was chosen for having room");
                 requested.insert(offset, bytes);
+                self.tally.add(device, true, bytes, 0);
                 return Ok(unit.base + offset);
             }
         }
@@ -129,6 +134,7 @@ impl SwapEngine {
         let unit = Unit::create(device, granularity, contents)?;
         let base = unit.base;
         units.by_base.insert(base, unit);
+        self.tally.add(device, true, bytes, granularity);
         Ok(base + offset)
     }
 
@@ -145,6 +151,7 @@ impl SwapEngine {
         let unit = Unit::create(device, size, Contents::Whole { requested: bytes })?;
         let base = unit.base;
         self.units().by_base.insert(base, unit);
+        self.tally.add(device, false, bytes, size);
         Ok(base)
     }
 
@@ -214,11 +221,19 @@ impl MemoryEngine for SwapEngine {
     fn free(&self, ptr: CUdeviceptr) -> Option<Result<(), CudaError>> {
         let mut units = self.units();
         let unit = units.containing_mut(ptr)?;
-        let base = unit.base;
+        let (base, device, bytes) = (unit.base, unit.device, unit.bytes);
+        let (slab, asked) = match &unit.contents {
+            Contents::Whole { requested } => (false, *requested),
+            Contents::Slab { requested, .. } => {
+                (true, requested.get(&(ptr - base)).copied().unwrap_or(0))
+            }
+        };
         let emptied = match Self::free_in(unit, ptr) {
             Ok(emptied) => emptied,
             Err(err) => return Some(Err(err)),
         };
+        self.tally
+            .remove(device, slab, asked, if emptied { bytes } else { 0 });
         if !emptied {
             return Some(Ok(()));
         }
@@ -329,6 +344,10 @@ impl MemoryEngine for SwapEngine {
         moves::restore(&mut units, &streams, geometry.chunk_bytes, device)
     }
 
+    fn log_footprint(&self, device: CUdevice) {
+        self.tally.log(device);
+    }
+
     fn release_at_exit(&self, device: CUdevice, patience: std::time::Duration) -> u64 {
         let Some(mut units) = self.units.try_lock_for(patience) else {
             tracing::warn!(
@@ -369,6 +388,7 @@ impl MemoryEngine for SwapEngine {
             }
         }
         std::mem::forget(std::mem::take(&mut *self.units.lock()));
+        self.tally.clear_after_fork();
         self.streams.forget_after_fork();
     }
 }
