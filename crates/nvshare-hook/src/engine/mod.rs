@@ -115,6 +115,18 @@ pub trait MemoryEngine: Send + Sync {
         Ok(0)
     }
 
+    /// As [`MemoryEngine::prepare`], but stops as soon as `abandon` says so
+    /// (a drop or eviction arrived: it must not wait for the rest), keeping
+    /// what was made so far; the eviction makes the rest itself.
+    fn prepare_until(
+        &self,
+        device: CUdevice,
+        bytes: u64,
+        _abandon: &(dyn Fn() -> bool + Sync),
+    ) -> Result<u64, EngineError> {
+        self.prepare(device, bytes)
+    }
+
     /// Logs `device`'s requested versus physical bytes (one `info` line at
     /// exit; see `swap::tally`).
     fn log_footprint(&self, _device: CUdevice) {}

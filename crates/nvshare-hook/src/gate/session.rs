@@ -204,6 +204,14 @@ fn apply(gate: &'static Gate, msg: SchedulerMsg) {
     match device_msg_gpu {
         Some(gpu) => {
             if let Some(device) = gate.device_by_uuid(&gpu) {
+                // Before queueing: a shadow build queued ahead stops for it.
+                match &msg {
+                    SchedulerMsg::DropLock { .. } | SchedulerMsg::Evict { .. } => {
+                        device.note_drop()
+                    }
+                    SchedulerMsg::Prepare { .. } => device.note_prepare(),
+                    _ => {}
+                }
                 deliver(gate, device, msg);
             }
         }
@@ -385,7 +393,9 @@ fn restore_waiting_for_memory(device: &DeviceGate) {
 fn prepare(gate: &Gate, device: &DeviceGate, bytes: u64) {
     let started = Instant::now();
     let _current = platform::ContextGuard::enter(device.ordinal);
-    match engine::current().prepare(device.ordinal, bytes) {
+    let epoch = device.prepare_epoch();
+    let abandon = || device.dropped_since(epoch);
+    match engine::current().prepare_until(device.ordinal, bytes, &abandon) {
         Ok(0) => {}
         Ok(prepared) => tracing::debug!(gpu = %device.uuid, asked = bytes, bytes = prepared,
             elapsed_us = started.elapsed().as_micros() as u64, "host shadows prepared"),

@@ -282,6 +282,15 @@ impl MemoryEngine for SwapEngine {
     }
 
     fn prepare(&self, device: CUdevice, bytes: u64) -> Result<u64, EngineError> {
+        self.prepare_until(device, bytes, &|| false)
+    }
+
+    fn prepare_until(
+        &self,
+        device: CUdevice,
+        bytes: u64,
+        abandon: &(dyn Fn() -> bool + Sync),
+    ) -> Result<u64, EngineError> {
         // Choose under the lock, make the shadows without it (populating and
         // pinning take seconds, and the program's allocations and frees need
         // the lock meanwhile), attach under it again.
@@ -304,12 +313,40 @@ impl MemoryEngine for SwapEngine {
         self.budget()
             .admit(shadows_now, total)
             .map_err(host_memory)?;
-        let made = wanted
-            .into_iter()
-            .map(|(base, n)| shadow::Shadow::new(n).map(|s| (base, s)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(host_memory)?;
-        Ok(moves::attach_shadows(&mut self.units(), made))
+        // Unit by unit, each checked for a drop between populating steps:
+        // what is made when one arrives is kept, the rest left to the
+        // eviction.
+        let (mut made, mut failure, mut abandoned) = (Vec::new(), None, false);
+        for (base, n) in wanted {
+            if abandon() {
+                abandoned = true;
+                break;
+            }
+            match shadow::Shadow::new_until(n, abandon) {
+                Ok(Some(shadow)) => made.push((base, shadow)),
+                Ok(None) => {
+                    abandoned = true;
+                    break;
+                }
+                Err(err) => {
+                    failure = Some(err);
+                    break;
+                }
+            }
+        }
+        let attached = moves::attach_shadows(&mut self.units(), made);
+        if abandoned {
+            tracing::debug!(
+                device,
+                asked = total,
+                prepared = attached,
+                "making host shadows ahead stopped: the GPU is being asked back"
+            );
+        }
+        match failure {
+            Some(source) => Err(host_memory(source)),
+            None => Ok(attached),
+        }
     }
 
     fn evict(&self, device: CUdevice, bytes: u64) -> Result<u64, EngineError> {
