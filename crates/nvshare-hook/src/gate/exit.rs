@@ -20,6 +20,7 @@ use super::Gate;
 use super::device::DeviceGate;
 use super::platform;
 use nvshare_proto::ClientMsg;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -48,12 +49,55 @@ pub(crate) fn register_once() {
     });
 }
 
+/// How long the exit handler waits for the leaving thread in all (its own
+/// waits add up to 5 s).
+const EXIT_PATIENCE: Duration = Duration::from_secs(8);
+
+/// Set by the leaving thread when it is done.
+static LEFT: AtomicBool = AtomicBool::new(false);
+
+/// The `atexit` handler. glibc destroys the exiting thread's thread-locals
+/// before it runs the handlers, and Rust code (logging, locks, channels)
+/// panics on a destroyed one: so this thread only starts a fresh one (a raw
+/// pthread, which touches no thread-local of this thread) to do the work,
+/// and waits for it at most [`EXIT_PATIENCE`].
 extern "C" fn on_exit() {
+    let mut thread: libc::pthread_t = 0;
+    // SAFETY: `leaving_thread` has the signature pthread_create expects and
+    // ignores its argument; default attributes.
+    let rc = unsafe {
+        libc::pthread_create(
+            &mut thread,
+            std::ptr::null(),
+            leaving_thread,
+            std::ptr::null_mut(),
+        )
+    };
+    if rc != 0 {
+        return;
+    }
+    let started = Instant::now();
+    while !LEFT.load(Ordering::Acquire) && started.elapsed() < EXIT_PATIENCE {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: `thread` was created above and is joined or detached once.
+    unsafe {
+        if LEFT.load(Ordering::Acquire) {
+            libc::pthread_join(thread, std::ptr::null_mut());
+        } else {
+            libc::pthread_detach(thread);
+        }
+    }
+}
+
+extern "C" fn leaving_thread(_: *mut std::ffi::c_void) -> *mut std::ffi::c_void {
     crate::guard::ffi_boundary("atexit", (), || {
         if let Some(gate) = super::existing_gate() {
             leave(gate);
         }
     });
+    LEFT.store(true, Ordering::Release);
+    std::ptr::null_mut()
 }
 
 /// Releases every attached device's memory, then detaches them and closes
