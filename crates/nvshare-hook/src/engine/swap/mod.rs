@@ -70,6 +70,8 @@ pub struct SwapEngine {
     streams: streams::Streams,
     budget: OnceLock<HostBudget>,
     tally: tally::Tally,
+    /// The memory was released at process exit (see `release_at_exit`).
+    exited: std::sync::atomic::AtomicBool,
 }
 
 impl SwapEngine {
@@ -83,6 +85,7 @@ impl SwapEngine {
             streams: streams::Streams::new(),
             budget: OnceLock::new(),
             tally: tally::Tally::new(),
+            exited: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -220,7 +223,15 @@ impl MemoryEngine for SwapEngine {
 
     fn free(&self, ptr: CUdeviceptr) -> Option<Result<(), CudaError>> {
         let mut units = self.units();
-        let unit = units.containing_mut(ptr)?;
+        let Some(unit) = units.containing_mut(ptr) else {
+            // After the release at exit, the program's own teardown may
+            // still free what was released: there is nothing left to free,
+            // and the driver must not be handed addresses it never made.
+            return self
+                .exited
+                .load(std::sync::atomic::Ordering::Acquire)
+                .then_some(Ok(()));
+        };
         let (base, device, bytes) = (unit.base, unit.device, unit.bytes);
         let (slab, asked) = match &unit.contents {
             Contents::Whole { requested } => (false, *requested),
@@ -393,6 +404,8 @@ impl MemoryEngine for SwapEngine {
             );
             return 0;
         };
+        self.exited
+            .store(true, std::sync::atomic::Ordering::Release);
         let mine: Vec<CUdeviceptr> = units.on(device).map(|u| u.base).collect();
         let mut released = 0;
         for base in mine {
