@@ -4,7 +4,7 @@
 //! states are strings as people write them, and the wire format may change
 //! between releases while this must not.
 
-use nvshare_proto::{ClientStatus, GpuStatus, StatusReport};
+use nvshare_proto::{ClientHostShadows, ClientStatus, GpuHostShadows, GpuStatus, StatusReport};
 use serde::Serialize;
 
 /// The whole status.
@@ -45,6 +45,11 @@ pub struct JsonGpu {
     pub bytes_restored: u64,
     /// Microseconds spent moving them.
     pub swap_time_us: u64,
+    /// Host memory its programs keep for its memory, page-locked (null if
+    /// the scheduler does not report it).
+    pub host_pinned: Option<u64>,
+    /// The same, pageable.
+    pub host_pageable: Option<u64>,
     /// The programs using it.
     pub clients: Vec<JsonClient>,
 }
@@ -70,21 +75,39 @@ pub struct JsonClient {
     pub held_ms: u64,
     /// Times it was granted the lock.
     pub grants: u64,
+    /// Page-locked host memory it keeps as shadows of its memory on this
+    /// GPU (null if the scheduler does not report it).
+    pub host_pinned: Option<u64>,
+    /// The same, pageable.
+    pub host_pageable: Option<u64>,
 }
 
-impl From<&StatusReport> for JsonStatus {
-    fn from(r: &StatusReport) -> Self {
+impl JsonStatus {
+    /// The status, with the host shadows if the scheduler reported them.
+    pub fn new(r: &StatusReport, host: Option<&[GpuHostShadows]>) -> Self {
         JsonStatus {
             scheduler_pid: r.scheduler_pid,
             scheduler_version: r.scheduler_version.clone(),
             uptime_s: r.uptime_s,
-            gpus: r.gpus.iter().map(JsonGpu::from).collect(),
+            gpus: r
+                .gpus
+                .iter()
+                .map(|g| {
+                    let gpu_host = host.map(|all| {
+                        all.iter()
+                            .find(|h| h.uuid == g.uuid)
+                            .cloned()
+                            .unwrap_or_default()
+                    });
+                    JsonGpu::new(g, gpu_host.as_ref())
+                })
+                .collect(),
         }
     }
 }
 
-impl From<&GpuStatus> for JsonGpu {
-    fn from(g: &GpuStatus) -> Self {
+impl JsonGpu {
+    fn new(g: &GpuStatus, host: Option<&GpuHostShadows>) -> Self {
         JsonGpu {
             uuid: g.uuid.to_string(),
             physical_memory: g.physical_memory,
@@ -97,13 +120,28 @@ impl From<&GpuStatus> for JsonGpu {
             bytes_evicted: g.bytes_evicted,
             bytes_restored: g.bytes_restored,
             swap_time_us: g.swap_time_us,
-            clients: g.clients.iter().map(JsonClient::from).collect(),
+            host_pinned: host.map(|h| h.pinned),
+            host_pageable: host.map(|h| h.pageable),
+            clients: g
+                .clients
+                .iter()
+                .map(|c| {
+                    let mine = host.map(|h| {
+                        h.clients
+                            .iter()
+                            .find(|m| m.client_id == c.client_id)
+                            .copied()
+                            .unwrap_or_default()
+                    });
+                    JsonClient::new(c, mine)
+                })
+                .collect(),
         }
     }
 }
 
-impl From<&ClientStatus> for JsonClient {
-    fn from(c: &ClientStatus) -> Self {
+impl JsonClient {
+    fn new(c: &ClientStatus, host: Option<ClientHostShadows>) -> Self {
         JsonClient {
             client_id: c.client_id,
             pid: c.pid,
@@ -114,23 +152,29 @@ impl From<&ClientStatus> for JsonClient {
             swapped: c.footprint.saturating_sub(c.resident),
             held_ms: c.held_ms,
             grants: c.grants,
+            host_pinned: host.map(|h| h.pinned),
+            host_pageable: host.map(|h| h.pageable),
         }
     }
 }
 
-/// The status as pretty-printed JSON.
-pub fn status_json(report: &StatusReport) -> Result<String, serde_json::Error> {
-    serde_json::to_string_pretty(&JsonStatus::from(report))
+/// The status as pretty-printed JSON; `host` as in
+/// [`crate::table::status_text`].
+pub fn status_json(
+    report: &StatusReport,
+    host: Option<&[GpuHostShadows]>,
+) -> Result<String, serde_json::Error> {
+    serde_json::to_string_pretty(&JsonStatus::new(report, host))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::tests::sample_report;
+    use crate::table::tests::{sample_host, sample_report};
 
     #[test]
     fn the_shape_uses_readable_strings() {
-        let text = status_json(&sample_report()).unwrap();
+        let text = status_json(&sample_report(), None).unwrap();
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         let gpu = &value["gpus"][0];
         assert_eq!(gpu["uuid"], "GPU-12345678-9abc-def0-0123-456789abcdef");
@@ -141,5 +185,20 @@ mod tests {
         assert_eq!(client["name"], "bert");
         assert_eq!(client["swapped"], 8u64 << 30);
         assert_eq!(value["scheduler_version"], "0.1.0");
+    }
+
+    #[test]
+    fn host_shadows_per_gpu_and_program_or_null_when_unknown() {
+        let text = status_json(&sample_report(), Some(&sample_host())).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let gpu = &value["gpus"][0];
+        assert_eq!(gpu["host_pinned"], 12u64 << 30);
+        assert_eq!(gpu["host_pageable"], 1u64 << 30);
+        assert_eq!(gpu["clients"][0]["host_pinned"], 4u64 << 30);
+        assert_eq!(gpu["clients"][1]["host_pageable"], 1u64 << 30);
+        let unknown = status_json(&sample_report(), None).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&unknown).unwrap();
+        assert!(value["gpus"][0]["host_pinned"].is_null());
+        assert!(value["gpus"][0]["clients"][0]["host_pageable"].is_null());
     }
 }

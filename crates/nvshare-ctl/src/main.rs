@@ -22,7 +22,7 @@ mod units;
 use cli::{Cli, Plan};
 use connection::Connection;
 use error::CtlError;
-use nvshare_proto::{ControlReply, ControlRequest};
+use nvshare_proto::{ControlReply, ControlRequest, GpuHostShadows};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
@@ -61,11 +61,18 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
     let path = socket_path::resolve_socket_path(cli.socket.clone());
     let mut conn = Connection::open(&path)?;
     match cli.plan() {
-        Plan::Status { json } => match conn.call(&ControlRequest::Status)? {
-            ControlReply::Status(report) if json => Ok(json::status_json(&report)? + "\n"),
-            ControlReply::Status(report) => Ok(table::status_text(&report)),
-            other => Err(unexpected(&conn, other)),
-        },
+        Plan::Status { json } => {
+            let report = match conn.call(&ControlRequest::Status)? {
+                ControlReply::Status(report) => report,
+                other => return Err(unexpected(&conn, other)),
+            };
+            let host = host_shadows(&mut conn);
+            if json {
+                Ok(json::status_json(&report, host.as_deref())? + "\n")
+            } else {
+                Ok(table::status_text(&report, host.as_deref()))
+            }
+        }
         Plan::Change(requests) => {
             let mut out = String::new();
             for request in &requests {
@@ -79,6 +86,21 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
     }
 }
 
+/// The host shadows of every client, or `None` (shown as unknown) from a
+/// scheduler that does not report them.
+fn host_shadows(conn: &mut Connection) -> Option<Vec<GpuHostShadows>> {
+    match conn.call(&ControlRequest::HostShadows) {
+        Ok(ControlReply::HostShadows(gpus)) => Some(gpus),
+        other => {
+            tracing::debug!(
+                ?other,
+                "the scheduler does not report host shadows; leaving them out"
+            );
+            None
+        }
+    }
+}
+
 /// What was changed, for the operator.
 fn done_line(request: &ControlRequest) -> String {
     match request {
@@ -87,7 +109,7 @@ fn done_line(request: &ControlRequest) -> String {
             units::human_duration_ms(*quantum_ms)
         ),
         ControlRequest::SetPolicy { policy } => format!("policy set to {policy}\n"),
-        ControlRequest::Status => String::new(),
+        ControlRequest::Status | ControlRequest::HostShadows => String::new(),
     }
 }
 

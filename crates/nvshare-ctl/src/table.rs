@@ -1,11 +1,13 @@
 //! `status` as tables for people: one block per GPU, one row per program.
 
 use crate::units::{human_bytes, human_duration_ms};
-use nvshare_proto::{GpuStatus, StatusReport};
+use nvshare_proto::{ClientHostShadows, GpuHostShadows, GpuStatus, StatusReport};
 use std::fmt::Write;
 
-/// The whole status as text, ending with a newline.
-pub fn status_text(report: &StatusReport) -> String {
+/// The whole status as text, ending with a newline. `host` is the host
+/// shadows the scheduler reported, if it does (else their column is left
+/// out).
+pub fn status_text(report: &StatusReport, host: Option<&[GpuHostShadows]>) -> String {
     let mut out = format!(
         "nvshare-scheduler {}, pid {}, up {}\n",
         report.scheduler_version,
@@ -17,13 +19,19 @@ pub fn status_text(report: &StatusReport) -> String {
     }
     for gpu in &report.gpus {
         out.push('\n');
-        out.push_str(&gpu_text(gpu));
+        let gpu_host = host.map(|all| {
+            all.iter()
+                .find(|h| h.uuid == gpu.uuid)
+                .cloned()
+                .unwrap_or_default()
+        });
+        out.push_str(&gpu_text(gpu, gpu_host.as_ref()));
     }
     out
 }
 
 /// One GPU's block: its settings and counters, then its programs.
-fn gpu_text(gpu: &GpuStatus) -> String {
+fn gpu_text(gpu: &GpuStatus, host: Option<&GpuHostShadows>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -44,11 +52,20 @@ fn gpu_text(gpu: &GpuStatus) -> String {
         human_bytes(gpu.bytes_restored),
         human_duration_ms(gpu.swap_time_us / 1000),
     );
+    if let Some(host) = host {
+        let _ = writeln!(
+            out,
+            "  host shadows {} (pinned {}, pageable {})",
+            human_bytes(host.pinned.saturating_add(host.pageable)),
+            human_bytes(host.pinned),
+            human_bytes(host.pageable),
+        );
+    }
     if gpu.clients.is_empty() {
         out.push_str("  no programs\n");
         return out;
     }
-    let header = [
+    let mut header = vec![
         "ID",
         "PID",
         "NAME",
@@ -59,11 +76,14 @@ fn gpu_text(gpu: &GpuStatus) -> String {
         "HELD",
         "GRANTS",
     ];
+    if host.is_some() {
+        header.push("HOST");
+    }
     let rows: Vec<Vec<String>> = gpu
         .clients
         .iter()
         .map(|c| {
-            vec![
+            let mut row = vec![
                 c.client_id.to_string(),
                 c.pid.to_string(),
                 c.name.clone(),
@@ -73,11 +93,32 @@ fn gpu_text(gpu: &GpuStatus) -> String {
                 human_bytes(c.footprint.saturating_sub(c.resident)),
                 human_duration_ms(c.held_ms),
                 c.grants.to_string(),
-            ]
+            ];
+            if let Some(host) = host {
+                let mine = host
+                    .clients
+                    .iter()
+                    .find(|h| h.client_id == c.client_id)
+                    .copied()
+                    .unwrap_or_default();
+                row.push(host_cell(&mine));
+            }
+            row
         })
         .collect();
     out.push_str(&render(&header, &rows));
     out
+}
+
+/// One client's host shadows: the total, and the pageable part if any
+/// (pageable shadows swap several times slower).
+fn host_cell(host: &ClientHostShadows) -> String {
+    let total = human_bytes(host.pinned.saturating_add(host.pageable));
+    if host.pageable == 0 {
+        total
+    } else {
+        format!("{total} ({} pageable)", human_bytes(host.pageable))
+    }
 }
 
 /// Left-aligned columns two spaces apart, indented by two.
@@ -146,7 +187,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_gpu_block_shows_settings_counters_and_programs() {
-        let text = status_text(&sample_report());
+        let text = status_text(&sample_report(), None);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "nvshare-scheduler 0.1.0, pid 77, up 2h 05m");
         assert_eq!(
@@ -176,8 +217,54 @@ pub(crate) mod tests {
     fn empty_states_say_so() {
         let mut report = sample_report();
         report.gpus[0].clients.clear();
-        assert!(status_text(&report).ends_with("  no programs\n"));
+        assert!(status_text(&report, None).ends_with("  no programs\n"));
         report.gpus.clear();
-        assert!(status_text(&report).contains("no GPU in use"));
+        assert!(status_text(&report, None).contains("no GPU in use"));
+    }
+
+    /// Host shadows of the sample's two programs: one pinned, one partly
+    /// pageable.
+    pub(crate) fn sample_host() -> Vec<GpuHostShadows> {
+        let report = sample_report();
+        vec![GpuHostShadows {
+            uuid: report.gpus[0].uuid,
+            pinned: 12 << 30,
+            pageable: 1 << 30,
+            clients: vec![
+                ClientHostShadows {
+                    client_id: 1,
+                    pinned: 4 << 30,
+                    pageable: 0,
+                },
+                ClientHostShadows {
+                    client_id: 2,
+                    pinned: 8 << 30,
+                    pageable: 1 << 30,
+                },
+            ],
+        }]
+    }
+
+    #[test]
+    fn host_shadows_show_per_gpu_and_per_program() {
+        let text = status_text(&sample_report(), Some(&sample_host()));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[4],
+            "  host shadows 13.0 GiB (pinned 12.0 GiB, pageable 1.0 GiB)"
+        );
+        assert!(lines[5].ends_with("GRANTS  HOST"), "{}", lines[5]);
+        assert!(lines[6].ends_with("  4       4.0 GiB"), "{}", lines[6]);
+        assert!(
+            lines[7].ends_with("  4       9.0 GiB (1.0 GiB pageable)"),
+            "{}",
+            lines[7]
+        );
+    }
+
+    #[test]
+    fn a_gpu_missing_from_the_host_report_shows_none() {
+        let text = status_text(&sample_report(), Some(&[]));
+        assert!(text.contains("  host shadows 0 B (pinned 0 B, pageable 0 B)\n"));
     }
 }

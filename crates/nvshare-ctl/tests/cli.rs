@@ -3,8 +3,9 @@
 //! prints and exits with.
 
 use nvshare_proto::{
-    ClientState, ClientStatus, ControlReply, ControlRequest, ErrorCode, ErrorReply, GpuStatus,
-    GpuUuid, HelloReply, Policy, Role, StatusReport, decode, decode_hello, read_payload, write_msg,
+    ClientHostShadows, ClientState, ClientStatus, ControlReply, ControlRequest, ErrorCode,
+    ErrorReply, GpuHostShadows, GpuStatus, GpuUuid, HelloReply, Policy, Role, StatusReport, decode,
+    decode_hello, read_payload, write_msg,
 };
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -70,6 +71,12 @@ struct FakeScheduler {
 
 impl FakeScheduler {
     fn start() -> Self {
+        Self::start_reporting(true)
+    }
+
+    /// As [`FakeScheduler::start`]; without `host_shadows` it refuses
+    /// `HostShadows` as a scheduler that does not know it would.
+    fn start_reporting(host_shadows: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("scheduler.sock");
         let listener = UnixListener::bind(&socket).unwrap();
@@ -88,6 +95,22 @@ impl FakeScheduler {
                     let request: ControlRequest = decode(&payload).unwrap();
                     let reply = match request {
                         ControlRequest::Status => ControlReply::Status(report()),
+                        ControlRequest::HostShadows if host_shadows => {
+                            ControlReply::HostShadows(vec![GpuHostShadows {
+                                uuid: GpuUuid([0xab; 16]),
+                                pinned: 2 << 30,
+                                pageable: 0,
+                                clients: vec![ClientHostShadows {
+                                    client_id: 17,
+                                    pinned: 2 << 30,
+                                    pageable: 0,
+                                }],
+                            }])
+                        }
+                        ControlRequest::HostShadows => ControlReply::Error(ErrorReply {
+                            code: ErrorCode::BadFrame,
+                            message: "unknown request".into(),
+                        }),
                         ControlRequest::SetPolicy {
                             policy: Policy::Off,
                         } => ControlReply::Error(ErrorReply {
@@ -180,10 +203,28 @@ fn status_prints_tables() {
             "6.0 GiB",
             "2.0 GiB",
             "2.5 s",
-            "3"
+            "3",
+            "2.0 GiB"
         ]
     );
-    assert_eq!(fake.received(), vec![ControlRequest::Status]);
+    assert!(stdout.contains("host shadows 2.0 GiB (pinned 2.0 GiB, pageable 0 B)"));
+    assert_eq!(
+        fake.received(),
+        vec![ControlRequest::Status, ControlRequest::HostShadows]
+    );
+}
+
+#[test]
+fn status_from_a_scheduler_without_host_shadows_leaves_them_out() {
+    let fake = FakeScheduler::start_reporting(false);
+    let out = nvshare_ctl(Some(&fake.socket), &["status"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("host shadows"), "{stdout}");
+    assert!(!stdout.contains("HOST"), "{stdout}");
+    let out = nvshare_ctl(Some(&fake.socket), &["status", "--json"]);
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    assert!(value["gpus"][0]["host_pinned"].is_null());
 }
 
 #[test]
@@ -206,7 +247,12 @@ fn status_json_is_for_scripts() {
     assert_eq!(gpu["switches"], 2);
     assert_eq!(gpu["clients"][0]["state"], "releasing");
     assert_eq!(gpu["clients"][0]["swapped"], 2u64 << 30);
-    assert_eq!(fake.received(), vec![ControlRequest::Status]);
+    assert_eq!(gpu["clients"][0]["host_pinned"], 2u64 << 30);
+    assert_eq!(gpu["host_pageable"], 0);
+    assert_eq!(
+        fake.received(),
+        vec![ControlRequest::Status, ControlRequest::HostShadows]
+    );
 }
 
 #[test]

@@ -49,8 +49,10 @@ pub use messages::*;
 /// 2: holders reserve room before growing (`Reserve`, `Reserved`, the room in
 /// `LockGranted`).
 ///
-/// 3: memory moves overlap (`Evicting` progress, `Fetch`/`Fetched`: the next
-/// program's restore starts while the last one's eviction frees memory).
+/// 3: host shadow reports (`HostShadows`), and memory moves overlap
+/// (`Evicting` progress, `Fetch`/`Fetched`: the next program's restore
+/// starts while the last one's eviction frees memory). New messages are
+/// appended to their enums, so every earlier message keeps its encoding.
 pub const PROTOCOL_VERSION: u32 = 3;
 
 /// First four bytes of every [`Hello`]: tells an nvshare peer from anything

@@ -166,6 +166,24 @@ pub enum ClientMsg {
         /// What went wrong, for the operator.
         reason: String,
     },
+    /// The program stopped using `gpu` (context destroyed). Its memory there
+    /// is gone and any lock is released.
+    Detach {
+        /// The GPU.
+        gpu: GpuUuid,
+    },
+    /// The host memory the program keeps for its memory of `gpu`: the
+    /// shadows that hold swapped-out memory (and those made ahead of an
+    /// eviction, or kept from the last one). Sent when it changes. Appended
+    /// last so that every earlier message keeps its encoding.
+    HostShadows {
+        /// The GPU.
+        gpu: GpuUuid,
+        /// Bytes of page-locked shadows.
+        pinned: u64,
+        /// Bytes of pageable shadows (the driver refused to pin them).
+        pageable: u64,
+    },
     /// Progress of an eviction asked by [`SchedulerMsg::DropLock`] or
     /// [`SchedulerMsg::Evict`]: part of the memory is already freed (sent as
     /// each piece is released; the final answer follows as usual). Lets the
@@ -189,12 +207,6 @@ pub enum ClientMsg {
         resident: u64,
         /// How long it took, in microseconds.
         elapsed_us: u64,
-    },
-    /// The program stopped using `gpu` (context destroyed). Its memory there
-    /// is gone and any lock is released.
-    Detach {
-        /// The GPU.
-        gpu: GpuUuid,
     },
 }
 
@@ -251,17 +263,6 @@ pub enum SchedulerMsg {
         /// Bytes it will likely have to move out.
         bytes: u64,
     },
-    /// The program waits for `gpu` and is likely next: bring up to `bytes`
-    /// of its swapped-out memory back now, into memory that is free (the
-    /// switch's eviction and this restore then use the two directions of
-    /// the link at once), and answer [`ClientMsg::Fetched`]. Its work still
-    /// waits for [`SchedulerMsg::LockGranted`].
-    Fetch {
-        /// The GPU.
-        gpu: GpuUuid,
-        /// The most bytes to bring back.
-        bytes: u64,
-    },
     /// The program does not hold the lock; move `bytes` of its memory on
     /// `gpu` to host memory and answer [`ClientMsg::Evicted`].
     Evict {
@@ -280,6 +281,17 @@ pub enum SchedulerMsg {
     /// The scheduler is exiting; the program continues unscheduled until it
     /// can reconnect.
     ShuttingDown,
+    /// The program waits for `gpu` and is likely next: bring up to `bytes`
+    /// of its swapped-out memory back now, into memory that is free (the
+    /// switch's eviction and this restore then use the two directions of
+    /// the link at once), and answer [`ClientMsg::Fetched`]. Its work still
+    /// waits for [`SchedulerMsg::LockGranted`].
+    Fetch {
+        /// The GPU.
+        gpu: GpuUuid,
+        /// The most bytes to bring back.
+        bytes: u64,
+    },
 }
 
 /// Requests of an operator tool.
@@ -297,6 +309,11 @@ pub enum ControlRequest {
         /// The new policy.
         policy: Policy,
     },
+    /// The host memory each client keeps for its swapped-out GPU memory,
+    /// answered by [`ControlReply::HostShadows`]. A request of its own
+    /// (rather than fields of [`StatusReport`]) so that every earlier
+    /// message keeps its encoding.
+    HostShadows,
 }
 
 /// The scheduler's answer to one [`ControlRequest`].
@@ -308,6 +325,33 @@ pub enum ControlReply {
     Done,
     /// The request was refused.
     Error(ErrorReply),
+    /// Answer to [`ControlRequest::HostShadows`]: one entry per GPU, in
+    /// UUID order.
+    HostShadows(Vec<GpuHostShadows>),
+}
+
+/// The host memory clients keep for their memory of one GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct GpuHostShadows {
+    /// The GPU.
+    pub uuid: GpuUuid,
+    /// Page-locked shadow bytes of every client together.
+    pub pinned: u64,
+    /// Pageable shadow bytes of every client together.
+    pub pageable: u64,
+    /// Each client's share, by id (clients that reported none included).
+    pub clients: Vec<ClientHostShadows>,
+}
+
+/// The host memory one client keeps for its memory of one GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ClientHostShadows {
+    /// The client's id.
+    pub client_id: ClientId,
+    /// Page-locked shadow bytes.
+    pub pinned: u64,
+    /// Pageable shadow bytes.
+    pub pageable: u64,
 }
 
 /// How the scheduler shares a GPU.

@@ -109,6 +109,13 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
             }
         ),
         gpu().prop_map(|gpu| ClientMsg::Detach { gpu }),
+        (gpu(), any::<u64>(), any::<u64>()).prop_map(|(gpu, pinned, pageable)| {
+            ClientMsg::HostShadows {
+                gpu,
+                pinned,
+                pageable,
+            }
+        }),
     ]
 }
 
@@ -183,11 +190,33 @@ fn gpu_status() -> impl Strategy<Value = GpuStatus> {
         })
 }
 
+fn gpu_host_shadows() -> impl Strategy<Value = GpuHostShadows> {
+    (
+        gpu(),
+        any::<[u64; 2]>(),
+        prop::collection::vec(any::<[u64; 3]>(), 0..5),
+    )
+        .prop_map(|(uuid, n, clients)| GpuHostShadows {
+            uuid,
+            pinned: n[0],
+            pageable: n[1],
+            clients: clients
+                .into_iter()
+                .map(|c| ClientHostShadows {
+                    client_id: c[0],
+                    pinned: c[1],
+                    pageable: c[2],
+                })
+                .collect(),
+        })
+}
+
 fn control_request() -> impl Strategy<Value = ControlRequest> {
     prop_oneof![
         Just(ControlRequest::Status),
         any::<u64>().prop_map(|quantum_ms| ControlRequest::SetQuantum { quantum_ms }),
         policy().prop_map(|policy| ControlRequest::SetPolicy { policy }),
+        Just(ControlRequest::HostShadows),
     ]
 }
 
@@ -209,6 +238,7 @@ fn control_reply() -> impl Strategy<Value = ControlReply> {
             }),
         Just(ControlReply::Done),
         error_reply().prop_map(ControlReply::Error),
+        prop::collection::vec(gpu_host_shadows(), 0..3).prop_map(ControlReply::HostShadows),
     ]
 }
 
@@ -276,4 +306,41 @@ proptest! {
 
 fn read_payload_any(bytes: &[u8]) -> Result<ClientMsg, ProtoError> {
     read_msg(&mut { bytes })
+}
+
+/// Messages added after a release are appended to their enums: every
+/// message an older peer sends keeps its exact encoding (variant index
+/// first, then the fields in order).
+#[test]
+fn appended_messages_leave_earlier_encodings_unchanged() {
+    let gpu = GpuUuid([7; 16]);
+    let detach = encode(&ClientMsg::Detach { gpu }).unwrap();
+    assert_eq!(detach[0], 9, "Detach is still the tenth client message");
+    assert_eq!(&detach[1..], &[7; 16]);
+    let shadows = encode(&ClientMsg::HostShadows {
+        gpu,
+        pinned: 1,
+        pageable: 2,
+    })
+    .unwrap();
+    assert!(
+        shadows[0] >= 10,
+        "HostShadows comes after every earlier one"
+    );
+    assert_eq!(&shadows[shadows.len() - 2..], &[1, 2]);
+    let evicting = encode(&ClientMsg::Evicting { gpu, resident: 3 }).unwrap();
+    assert!(evicting[0] > shadows[0], "Evicting comes after HostShadows");
+    assert_eq!(encode(&SchedulerMsg::ShuttingDown).unwrap(), vec![8]);
+    let fetch = encode(&SchedulerMsg::Fetch { gpu, bytes: 4 }).unwrap();
+    assert_eq!(
+        fetch[0], 9,
+        "Fetch comes after every earlier scheduler message"
+    );
+    assert_eq!(encode(&ControlRequest::Status).unwrap(), vec![0]);
+    assert_eq!(encode(&ControlRequest::HostShadows).unwrap(), vec![3]);
+    assert_eq!(encode(&ControlReply::Done).unwrap(), vec![1]);
+    assert_eq!(
+        encode(&ControlReply::HostShadows(Vec::new())).unwrap(),
+        vec![3, 0]
+    );
 }

@@ -78,7 +78,8 @@ impl Observer {
             | Record::Switched { gpu, .. }
             | Record::DrainOverdue { gpu, .. }
             | Record::Evicted { gpu, .. }
-            | Record::Restored { gpu, .. } => *gpu,
+            | Record::Restored { gpu, .. }
+            | Record::HostShadows { gpu, .. } => *gpu,
         };
         let metrics = &self.metrics;
         self.gpus.entry(gpu).or_insert_with(|| {
@@ -181,6 +182,17 @@ impl Observer {
                       bytes = %format_bytes(*bytes), elapsed_ms = ms(*elapsed),
                       gb_per_s = rate(*bytes, *elapsed), ahead, "memory restored");
                 g.restored_bytes.inc_by(*bytes);
+            }
+            Record::HostShadows {
+                pinned, pageable, ..
+            } => {
+                tracing::debug!(
+                    gpu = label,
+                    pinned = %format_bytes(*pinned),
+                    pageable = %format_bytes(*pageable),
+                    "host shadows changed"
+                );
+                m.set_host_shadows(label, *pinned, *pageable);
             }
         }
     }

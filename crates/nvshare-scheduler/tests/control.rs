@@ -4,7 +4,8 @@
 mod support;
 
 use nvshare_proto::{
-    ControlReply, ControlRequest, ErrorCode, Hello, HelloReply, Policy, Role, decode, encode_frame,
+    ClientHostShadows, ClientMsg, ControlReply, ControlRequest, ErrorCode, GpuHostShadows, Hello,
+    HelloReply, Policy, Role, decode, encode_frame,
 };
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -30,6 +31,67 @@ fn status_reports_the_daemon_gpus_and_clients() {
     assert_eq!(names, ["alpha", "beta"]);
     // Peer pids come from SO_PEERCRED: the test process itself.
     assert!(gpu.clients.iter().all(|c| c.pid == std::process::id()));
+}
+
+/// The host shadows each client reports are answered per client and
+/// totalled per GPU, and a client that leaves takes its share away.
+#[test]
+fn host_shadows_are_reported_per_client_and_per_gpu() {
+    let daemon = Daemon::start(&["--memory-capacity", "2GiB"]);
+    let a = HookClient::connect_attached(&daemon.socket, "alpha", 300 * MIB);
+    let b = HookClient::connect_attached(&daemon.socket, "beta", 300 * MIB);
+    a.send(&ClientMsg::HostShadows {
+        gpu: support::GPU,
+        pinned: 64 * MIB,
+        pageable: 0,
+    });
+    b.send(&ClientMsg::HostShadows {
+        gpu: support::GPU,
+        pinned: 16 * MIB,
+        pageable: 8 * MIB,
+    });
+    let mut control = daemon.control();
+    let expected = GpuHostShadows {
+        uuid: support::GPU,
+        pinned: 80 * MIB,
+        pageable: 8 * MIB,
+        clients: vec![
+            ClientHostShadows {
+                client_id: a.id,
+                pinned: 64 * MIB,
+                pageable: 0,
+            },
+            ClientHostShadows {
+                client_id: b.id,
+                pinned: 16 * MIB,
+                pageable: 8 * MIB,
+            },
+        ],
+    };
+    let host = |control: &mut support::Control| match control.request(&ControlRequest::HostShadows)
+    {
+        ControlReply::HostShadows(gpus) => gpus,
+        other => panic!("expected host shadows, got {other:?}"),
+    };
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while host(&mut control) != vec![expected.clone()] && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(host(&mut control), vec![expected]);
+    drop(a);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let gpus = host(&mut control);
+        if gpus[0].clients.len() == 1 {
+            assert_eq!((gpus[0].pinned, gpus[0].pageable), (16 * MIB, 8 * MIB));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alpha never left: {gpus:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 #[test]

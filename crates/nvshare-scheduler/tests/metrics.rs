@@ -87,5 +87,46 @@ fn metrics_count_clients_grants_switches_and_swaps() {
         1.0
     );
     assert!(text.contains("# TYPE nvshare_grant_wait_seconds histogram"));
+    assert!(text.contains("# TYPE nvshare_host_shadow_bytes gauge"));
     assert!(text.contains("# TYPE nvshare_rejected_connections counter"));
+}
+
+#[test]
+fn host_shadow_bytes_follow_the_clients_reports() {
+    let daemon = Daemon::start(&["--memory-capacity", "1GiB", "--metrics-addr", "127.0.0.1:0"]);
+    let a = HookClient::connect_attached(&daemon.socket, "alpha", 100 * MIB);
+    let b = HookClient::connect_attached(&daemon.socket, "beta", 100 * MIB);
+    let report = |client: &HookClient, pinned, pageable| {
+        client.send(&nvshare_proto::ClientMsg::HostShadows {
+            gpu: support::GPU,
+            pinned,
+            pageable,
+        })
+    };
+    report(&a, 32 * MIB, 0);
+    report(&b, 8 * MIB, 2 * MIB);
+    let gpu = support::GPU.to_string();
+    let pinned = format!("nvshare_host_shadow_bytes{{gpu=\"{gpu}\",memory=\"pinned\"}}");
+    let pageable = format!("nvshare_host_shadow_bytes{{gpu=\"{gpu}\",memory=\"pageable\"}}");
+    let settled = |want_pinned: u64, want_pageable: u64| {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let text = scrape(&daemon);
+            let now = (
+                text.contains(&pinned).then(|| value(&text, &pinned)),
+                text.contains(&pageable).then(|| value(&text, &pageable)),
+            );
+            if now == (Some(want_pinned as f64), Some(want_pageable as f64)) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "host shadow gauges stayed at {now:?}, expected {want_pinned}/{want_pageable}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    settled(40 * MIB, 2 * MIB);
+    drop(b);
+    settled(32 * MIB, 0);
 }

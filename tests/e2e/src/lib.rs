@@ -156,8 +156,22 @@ impl Drop for Sandbox {
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             }
         }
+        if std::thread::panicking() {
+            // The scheduler's side of a failed test, before the dir goes.
+            let log = std::fs::read_to_string(self.path().join("daemon.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(DAEMON_LOG_TAIL)..];
+            eprintln!(
+                "---- the scheduler's log, last {} lines ----\n{}",
+                tail.len(),
+                tail.join("\n")
+            );
+        }
     }
 }
+
+/// Lines of the scheduler's log a failed test prints.
+const DAEMON_LOG_TAIL: usize = 300;
 
 /// Waits for a test program and returns its output, failing the test with
 /// its stderr if it does not exit successfully within [`PROGRAM_LIMIT`].

@@ -57,6 +57,15 @@ impl EngineError {
     }
 }
 
+/// Host memory an engine keeps as shadows of one device's memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostShadows {
+    /// Page-locked bytes.
+    pub pinned: u64,
+    /// Pageable bytes (the driver refused to pin them).
+    pub pageable: u64,
+}
+
 /// What the wrappers and the gate ask of the memory mode.
 pub trait MemoryEngine: Send + Sync {
     /// The mode's name, for logs.
@@ -84,6 +93,12 @@ pub trait MemoryEngine: Send + Sync {
         registry::lock().usage(device)
     }
 
+    /// The host memory kept as shadows of `device`'s memory (swapped out,
+    /// or made ahead of an eviction).
+    fn host_shadows(&self, _device: CUdevice) -> HostShadows {
+        HostShadows::default()
+    }
+
     /// Moves at least `bytes` of the program's memory off `device` (least
     /// recently used first) and returns how much moved. The gate calls it
     /// with no work in flight and the contexts synchronized. Engines that
@@ -107,6 +122,30 @@ pub trait MemoryEngine: Send + Sync {
     /// otherwise make on the switch path. Returns the bytes prepared.
     fn prepare(&self, _device: CUdevice, _bytes: u64) -> Result<u64, EngineError> {
         Ok(0)
+    }
+
+    /// As [`MemoryEngine::prepare`], but stops as soon as `abandon` says so
+    /// (a drop or eviction arrived: it must not wait for the rest), keeping
+    /// what was made so far; the eviction makes the rest itself.
+    fn prepare_until(
+        &self,
+        device: CUdevice,
+        bytes: u64,
+        _abandon: &(dyn Fn() -> bool + Sync),
+    ) -> Result<u64, EngineError> {
+        self.prepare(device, bytes)
+    }
+
+    /// Logs `device`'s requested versus physical bytes (one `info` line at
+    /// exit; see `swap::tally`).
+    fn log_footprint(&self, _device: CUdevice) {}
+
+    /// At process exit, with no work of the program running on `device`:
+    /// gives the device memory this engine backs there back to the driver
+    /// now (before the scheduler hears the program is gone), waiting at most
+    /// `patience` for a move in progress. Returns the bytes released.
+    fn release_at_exit(&self, _device: CUdevice, _patience: std::time::Duration) -> u64 {
+        0
     }
 
     /// Forgets per-process driver state in a `fork()` child.

@@ -46,6 +46,12 @@ pub(crate) struct DeviceGate {
     /// scheduler's grants, drops and evictions for this device in order
     /// (started at the first such message).
     pub mailbox: OnceLock<Sender<SchedulerMsg>>,
+    /// The host shadow bytes (pinned, pageable) last reported.
+    pub host_reported: Mutex<Option<(u64, u64)>>,
+    /// `DropLock`s and `Evict`s the reader thread received for this device.
+    drops: AtomicU64,
+    /// `drops` when the reader thread received the last `Prepare`.
+    prepare_epoch: AtomicU64,
 }
 
 /// What the slow path and the session agree on.
@@ -103,6 +109,9 @@ impl DeviceGate {
             }),
             changed: Condvar::new(),
             mailbox: OnceLock::new(),
+            host_reported: Mutex::new(None),
+            drops: AtomicU64::new(0),
+            prepare_epoch: AtomicU64::new(0),
         }
     }
 
@@ -170,6 +179,46 @@ impl DeviceGate {
         }
     }
 
+    /// The reader thread received a `DropLock` or `Evict` for this device
+    /// (called before it is queued for the worker).
+    pub fn note_drop(&self) {
+        self.drops.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The reader thread received a `Prepare`: it belongs to the drops seen
+    /// so far.
+    pub fn note_prepare(&self) {
+        self.prepare_epoch
+            .store(self.drops.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    /// The epoch of the last `Prepare` received (see
+    /// [`DeviceGate::dropped_since`]).
+    pub fn prepare_epoch(&self) -> u64 {
+        self.prepare_epoch.load(Ordering::SeqCst)
+    }
+
+    /// Whether a drop or eviction was received after the `Prepare` of
+    /// `epoch`: the shadows it builds must then stop, so as not to hold up
+    /// that drop queued behind it.
+    pub fn dropped_since(&self, epoch: u64) -> bool {
+        self.drops.load(Ordering::SeqCst) != epoch
+    }
+
+    /// As [`DeviceGate::close_and_drain`], giving up after `patience`;
+    /// returns whether every admitted call finished.
+    pub fn close_and_drain_for(&self, patience: Duration) -> bool {
+        self.held.store(false, Ordering::SeqCst);
+        let started = Instant::now();
+        while self.in_flight() != 0 {
+            if started.elapsed() >= patience {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        true
+    }
+
     /// Calls that tried the fast path so far (for idle detection).
     pub fn submissions(&self) -> u64 {
         self.entered.load(Ordering::Relaxed)
@@ -221,6 +270,33 @@ mod tests {
         );
         assert!(!gate.try_enter());
         worker.join().unwrap();
+    }
+
+    #[test]
+    fn a_drop_received_after_a_prepare_supersedes_it_and_not_the_next() {
+        let gate = DeviceGate::new(0, GpuUuid::default(), 1 << 30);
+        gate.note_prepare();
+        let first = gate.prepare_epoch();
+        assert!(!gate.dropped_since(first));
+        gate.note_drop();
+        assert!(gate.dropped_since(first), "the drop queued behind it");
+        gate.note_prepare();
+        let next = gate.prepare_epoch();
+        assert!(!gate.dropped_since(next), "a prepare of the next hold");
+        assert!(gate.dropped_since(first));
+    }
+
+    #[test]
+    fn a_bounded_drain_gives_up_on_a_call_that_does_not_return() {
+        let gate = DeviceGate::new(0, GpuUuid::default(), 1 << 30);
+        gate.open(&mut gate.state.lock(), u64::MAX);
+        assert!(gate.try_enter());
+        let started = Instant::now();
+        assert!(!gate.close_and_drain_for(Duration::from_millis(50)));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(!gate.try_enter(), "the gate stays closed");
+        gate.leave();
+        assert!(gate.close_and_drain_for(Duration::from_millis(50)));
     }
 
     #[test]

@@ -11,8 +11,12 @@
 //!   idle reports, reconnect).
 //! - [`platform`]: the few real driver calls the gate itself makes.
 //! - [`reserve`]: allocations wait for room made for them.
+//! - [`host`]: reports of the host memory kept as shadows.
+//! - [`exit`]: at process exit, memory released before detaching.
 
 mod device;
+mod exit;
+mod host;
 mod platform;
 mod reserve;
 mod session;
@@ -95,6 +99,15 @@ fn gate() -> &'static Gate {
             unsafe { &*winner }
         }
     }
+}
+
+/// The gate if one was made (none in a process that never used CUDA, or in
+/// a `fork()` child that has not yet).
+fn existing_gate() -> Option<&'static Gate> {
+    let current = GATE.load(Ordering::Acquire);
+    // SAFETY: a non-null GATE points to a leaked Box<Gate> that is never
+    // freed, so the reference is valid for 'static.
+    (!current.is_null()).then(|| unsafe { &*current })
 }
 
 /// Makes every `fork()` child start as a new client (once per process; the
@@ -200,6 +213,8 @@ fn ensure_attached(gate: &'static Gate, device: &'static DeviceGate) {
     if !attached && !state.attached {
         state.unscheduled = true;
     }
+    // Also unscheduled: the handler logs the memory footprint at exit.
+    exit::register_once();
     device.changed.notify_all();
 }
 
@@ -244,6 +259,7 @@ fn report_usage(ordinal: CUdevice, extra: u64) -> Option<&'static DeviceGate> {
         footprint: usage.footprint.saturating_add(extra),
         resident: usage.resident,
     });
+    host::report(gate, device, false);
     Some(device)
 }
 

@@ -72,6 +72,16 @@ impl Session {
         self.connection.lock().clone()
     }
 
+    /// Closes the connection for good (the process exits): nothing is sent
+    /// after this, and the reader thread does not reconnect.
+    pub fn close(&self) {
+        self.unscheduled
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Some(connection) = self.connection.lock().take() {
+            connection.shutdown();
+        }
+    }
+
     /// Sends `msg` if connected; a failure is left to the reader thread,
     /// which sees the same broken socket and reconnects.
     pub fn send(&self, msg: &ClientMsg) {
@@ -111,6 +121,7 @@ fn send_attach(gate: &Gate, device: &DeviceGate) {
         resident: usage.resident,
         holding: device.is_held(),
     });
+    super::host::report(gate, device, true);
 }
 
 fn spawn_reader(gate: &'static Gate, reader: UnixStream) {
@@ -126,6 +137,14 @@ fn reader_loop(gate: &'static Gate, mut reader: UnixStream) {
     loop {
         match client::receive(&mut reader) {
             Ok(msg) => apply(gate, msg),
+            Err(_)
+                if gate
+                    .session
+                    .unscheduled
+                    .load(std::sync::atomic::Ordering::Acquire) =>
+            {
+                return;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "lost the connection to the scheduler; reconnecting");
                 reader = reconnect(gate);
@@ -186,6 +205,14 @@ fn apply(gate: &'static Gate, msg: SchedulerMsg) {
     match device_msg_gpu {
         Some(gpu) => {
             if let Some(device) = gate.device_by_uuid(&gpu) {
+                // Before queueing: a shadow build queued ahead stops for it.
+                match &msg {
+                    SchedulerMsg::DropLock { .. } | SchedulerMsg::Evict { .. } => {
+                        device.note_drop()
+                    }
+                    SchedulerMsg::Prepare { .. } => device.note_prepare(),
+                    _ => {}
+                }
                 deliver(gate, device, msg);
             }
         }
@@ -277,7 +304,7 @@ fn apply_here(gate: &'static Gate, msg: SchedulerMsg) {
             if let Some(device) = gate.device_by_uuid(&gpu)
                 && device.is_held()
             {
-                prepare(device, bytes);
+                prepare(gate, device, bytes);
             }
         }
         SchedulerMsg::Fetch { gpu, bytes } => {
@@ -396,16 +423,19 @@ fn fetch(gate: &Gate, device: &DeviceGate, bytes: u64) {
 /// Makes the host room for an eviction of `bytes` expected at the end of
 /// this hold, on the device's worker thread while the program runs. A
 /// failure is only logged: the eviction then makes what it needs itself.
-fn prepare(device: &DeviceGate, bytes: u64) {
+fn prepare(gate: &Gate, device: &DeviceGate, bytes: u64) {
     let started = Instant::now();
     let _current = platform::ContextGuard::enter(device.ordinal);
-    match engine::current().prepare(device.ordinal, bytes) {
+    let epoch = device.prepare_epoch();
+    let abandon = || device.dropped_since(epoch);
+    match engine::current().prepare_until(device.ordinal, bytes, &abandon) {
         Ok(0) => {}
         Ok(prepared) => tracing::debug!(gpu = %device.uuid, asked = bytes, bytes = prepared,
             elapsed_us = started.elapsed().as_micros() as u64, "host shadows prepared"),
         Err(e) => tracing::debug!(gpu = %device.uuid, error = %e,
             "cannot prepare host shadows ahead; the eviction will make them"),
     }
+    super::host::report(gate, device, false);
 }
 
 /// Stops new work, waits for work in flight, evicts what was asked and
@@ -473,6 +503,7 @@ fn evict(gate: &Gate, device: &DeviceGate, bytes: u64) {
             });
         }
     }
+    super::host::report(gate, device, false);
 }
 
 /// Reports a holder with no work for `idle_after_ms` as idle, once per idle

@@ -40,6 +40,15 @@ pub struct DropLabels {
     pub reason: String,
 }
 
+/// Labels of host memory metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HostMemoryLabels {
+    /// The GPU whose memory the host memory holds.
+    pub gpu: String,
+    /// `pinned` (page-locked) or `pageable`.
+    pub memory: String,
+}
+
 type SecondsCounter = Counter<f64, AtomicU64>;
 type HistogramFamily = Family<GpuLabels, Histogram, fn() -> Histogram>;
 
@@ -71,6 +80,8 @@ pub struct Metrics {
     pub overdue_drains: Family<GpuLabels, Counter>,
     /// Connections closed for sending something invalid.
     pub rejected_connections: Counter,
+    /// Host memory clients keep as shadows of their GPU memory.
+    pub host_shadow_bytes: Family<HostMemoryLabels, Gauge>,
 }
 
 /// One GPU's series in the per-GPU families (shared handles: updating one
@@ -116,6 +127,7 @@ impl Metrics {
             grant_wait: HistogramFamily::new_with_constructor(latency_histogram),
             overdue_drains: Family::default(),
             rejected_connections: Counter::default(),
+            host_shadow_bytes: Family::default(),
             registry: Registry::default(),
         };
         registry.register("clients", "Connected hook clients", metrics.clients.clone());
@@ -170,6 +182,11 @@ impl Metrics {
             "Connections closed for invalid frames, versions or messages",
             metrics.rejected_connections.clone(),
         );
+        registry.register(
+            "host_shadow_bytes",
+            "Host memory the programs of a GPU keep for their swapped-out (or about to be swapped) GPU memory, pinned or pageable",
+            metrics.host_shadow_bytes.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -190,6 +207,18 @@ impl Metrics {
             restored_bytes: self.restored_bytes.get_or_create(&labels).clone(),
             switch_latency: self.switch_latency.get_or_create(&labels).clone(),
             grant_wait: self.grant_wait.get_or_create(&labels).clone(),
+        }
+    }
+
+    /// Sets `gpu`'s host shadow gauges.
+    pub fn set_host_shadows(&self, gpu: &str, pinned: u64, pageable: u64) {
+        for (memory, bytes) in [("pinned", pinned), ("pageable", pageable)] {
+            self.host_shadow_bytes
+                .get_or_create(&HostMemoryLabels {
+                    gpu: gpu.to_owned(),
+                    memory: memory.to_owned(),
+                })
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
     }
 
@@ -228,6 +257,7 @@ mod tests {
                 client: "train".into(),
             })
             .inc_by(1.5);
+        metrics.set_host_shadows("GPU-1", 3 << 20, 1 << 20);
         let text = metrics.encode();
         for line in [
             "nvshare_clients 3",
@@ -237,6 +267,9 @@ mod tests {
             "# TYPE nvshare_queue_length gauge",
             "# TYPE nvshare_evicted_bytes counter",
             "# TYPE nvshare_restored_bytes counter",
+            "# TYPE nvshare_host_shadow_bytes gauge",
+            "nvshare_host_shadow_bytes{gpu=\"GPU-1\",memory=\"pinned\"} 3145728",
+            "nvshare_host_shadow_bytes{gpu=\"GPU-1\",memory=\"pageable\"} 1048576",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

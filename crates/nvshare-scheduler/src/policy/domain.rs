@@ -4,7 +4,8 @@
 use super::member::Member;
 use super::{Action, Record};
 use nvshare_proto::{
-    ClientId, ClientState, ClientStatus, GpuStatus, GpuUuid, Policy, SchedulerMsg,
+    ClientHostShadows, ClientId, ClientState, ClientStatus, GpuHostShadows, GpuStatus, GpuUuid,
+    Policy, SchedulerMsg,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -305,15 +306,48 @@ impl Domain {
     /// gone at once.
     pub fn remove(&mut self, client: ClientId, now: Duration, out: &mut Vec<Action>) {
         self.queue.retain(|&c| c != client);
-        if let Some(m) = self.members.remove(&client)
-            && m.is_holder()
-        {
+        let Some(m) = self.members.remove(&client) else {
+            return;
+        };
+        if m.is_holder() {
             out.push(Action::Record(Record::Released {
                 client,
                 gpu: self.uuid,
                 held: now.saturating_sub(m.granted_at),
             }));
         }
+        if m.host_pinned > 0 || m.host_pageable > 0 {
+            out.push(self.host_shadows_record());
+        }
+    }
+
+    /// The host shadows every member keeps for its memory of this GPU.
+    pub fn host_shadows(&self) -> GpuHostShadows {
+        let clients: Vec<ClientHostShadows> = self
+            .members
+            .values()
+            .map(|m| ClientHostShadows {
+                client_id: m.client,
+                pinned: m.host_pinned,
+                pageable: m.host_pageable,
+            })
+            .collect();
+        GpuHostShadows {
+            uuid: self.uuid,
+            pinned: clients.iter().fold(0, |a, c| a.saturating_add(c.pinned)),
+            pageable: clients.iter().fold(0, |a, c| a.saturating_add(c.pageable)),
+            clients,
+        }
+    }
+
+    /// A record of this GPU's host shadow totals (for the metrics).
+    pub fn host_shadows_record(&self) -> Action {
+        let totals = self.host_shadows();
+        Action::Record(Record::HostShadows {
+            gpu: self.uuid,
+            pinned: totals.pinned,
+            pageable: totals.pageable,
+        })
     }
 
     /// This GPU's state for `status`; `who` gives a client's pid and name.

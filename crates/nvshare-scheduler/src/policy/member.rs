@@ -71,6 +71,10 @@ pub(super) struct Member {
     /// A footprint it asked room for (`Reserve`) and has not been granted;
     /// 0 when none.
     pub wants_room: u64,
+    /// Page-locked host shadow bytes it reported (`HostShadows`).
+    pub host_pinned: u64,
+    /// Pageable host shadow bytes it reported.
+    pub host_pageable: u64,
 }
 
 impl Member {
@@ -103,6 +107,8 @@ impl Member {
             co_waiters: false,
             gang_ready: false,
             prepared: 0,
+            host_pinned: 0,
+            host_pageable: 0,
         }
     }
 
@@ -180,6 +186,15 @@ impl Member {
     pub fn droppable(&self, now: Duration, quantum: Duration) -> bool {
         self.state == ClientState::Running
             && (self.idle_hint || now >= self.granted_at.saturating_add(quantum))
+    }
+
+    /// The bytes the eviction an `Evicted` answer settles was asked for.
+    pub fn asked_eviction(&self) -> u64 {
+        if self.state == ClientState::Releasing && self.drop_evict > 0 {
+            self.drop_evict
+        } else {
+            self.pending_evicts.front().copied().unwrap_or(0)
+        }
     }
 
     /// Settles the oldest outstanding eviction request (an `Evicted` or

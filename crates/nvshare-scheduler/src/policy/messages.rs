@@ -20,7 +20,8 @@ pub(super) fn gpu_of(msg: &ClientMsg) -> GpuUuid {
         | ClientMsg::EvictFailed { gpu, .. }
         | ClientMsg::Evicting { gpu, .. }
         | ClientMsg::Fetched { gpu, .. }
-        | ClientMsg::Detach { gpu } => *gpu,
+        | ClientMsg::Detach { gpu }
+        | ClientMsg::HostShadows { gpu, .. } => *gpu,
     }
 }
 
@@ -85,8 +86,15 @@ pub(super) fn apply(
             ..
         } => {
             if let Some(m) = d.members.get_mut(&client) {
+                let asked = m.asked_eviction();
                 m.resident = resident;
                 m.settle_eviction();
+                if bytes < asked && resident > 0 {
+                    // The rest cannot move (memory the program shares, or
+                    // no host memory for more): asking again would only
+                    // get the same answer, until its state changes.
+                    m.evict_failed = true;
+                }
             }
             d.bytes_evicted = d.bytes_evicted.saturating_add(bytes);
             d.swap_time_us = d.swap_time_us.saturating_add(elapsed_us);
@@ -139,6 +147,17 @@ pub(super) fn apply(
                 m.resident = resident;
                 m.settle_eviction();
                 m.evict_failed = true;
+            }
+        }
+        ClientMsg::HostShadows {
+            pinned, pageable, ..
+        } => {
+            if let Some(m) = d.members.get_mut(&client)
+                && (m.host_pinned, m.host_pageable) != (pinned, pageable)
+            {
+                m.host_pinned = pinned;
+                m.host_pageable = pageable;
+                out.push(d.host_shadows_record());
             }
         }
         ClientMsg::Attach { .. } | ClientMsg::Detach { .. } => {}

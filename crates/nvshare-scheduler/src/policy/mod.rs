@@ -38,8 +38,8 @@ mod tests;
 use domain::{Domain, duration_ms};
 use member::Member;
 use nvshare_proto::{
-    ClientId, ClientMsg, ClientState, ErrorCode, ErrorReply, GpuStatus, GpuUuid, Policy,
-    SchedulerMsg,
+    ClientId, ClientMsg, ClientState, ErrorCode, ErrorReply, GpuHostShadows, GpuStatus, GpuUuid,
+    Policy, SchedulerMsg,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -195,6 +195,16 @@ pub enum Record {
         /// Ahead of its grant (a `Fetch`), rather than on it.
         ahead: bool,
     },
+    /// The host shadows kept for `gpu`'s memory changed: the new totals of
+    /// every client together.
+    HostShadows {
+        /// Which GPU.
+        gpu: GpuUuid,
+        /// Page-locked bytes.
+        pinned: u64,
+        /// Pageable bytes.
+        pageable: u64,
+    },
 }
 
 /// The whole scheduling state of one daemon: one domain per GPU UUID.
@@ -320,6 +330,11 @@ impl Scheduler {
                 .unwrap_or_default()
         };
         self.domains.values().map(|d| d.status(now, who)).collect()
+    }
+
+    /// The host shadows clients keep for each GPU, in UUID order.
+    pub fn host_shadows(&self) -> Vec<GpuHostShadows> {
+        self.domains.values().map(Domain::host_shadows).collect()
     }
 
     /// The number of connected clients.

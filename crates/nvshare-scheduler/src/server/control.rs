@@ -35,6 +35,10 @@ pub fn answer(
             }),
             Vec::new(),
         ),
+        ControlRequest::HostShadows => (
+            ControlReply::HostShadows(scheduler.host_shadows()),
+            Vec::new(),
+        ),
         ControlRequest::SetQuantum { quantum_ms } => {
             if let Err(refused) = authorize(peer_uid, daemon.uid, "set the quantum") {
                 return (ControlReply::Error(refused), Vec::new());

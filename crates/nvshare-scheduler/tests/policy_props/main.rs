@@ -240,6 +240,7 @@ fn records_name_every_grant_and_switch() {
             Record::Evicted { .. } => "evicted",
             Record::Restored { .. } => "restored",
             Record::DrainOverdue { .. } => "overdue",
+            Record::HostShadows { .. } => "host shadows",
         })
         .collect();
     assert_eq!(

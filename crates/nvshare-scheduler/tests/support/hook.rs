@@ -144,6 +144,11 @@ impl HookClient {
         client
     }
 
+    /// Sends any message, as the hook would.
+    pub fn send(&self, msg: &ClientMsg) {
+        self.shared.lock().unwrap().send(msg);
+    }
+
     pub fn request(&self) {
         self.shared
             .lock()

@@ -69,6 +69,10 @@ struct Args {
     /// The fill value; iteration i adds i + 1.
     #[arg(long, default_value_t = 7)]
     seed: u32,
+    /// Exit without freeing the device buffers, as PyTorch programs do (its
+    /// caching allocator never frees at exit): the driver reclaims them.
+    #[arg(long)]
+    keep_memory: bool,
     /// The driver library to dlopen.
     #[arg(long, default_value = "libcuda.so.1")]
     library: String,
@@ -178,8 +182,10 @@ fn run(args: &Args) -> Result<Outcome, Error> {
         })?;
     }
     result.free(&cuda)?;
-    for buffer in buffers {
-        buffer.free(&cuda)?;
+    if !args.keep_memory {
+        for buffer in buffers {
+            buffer.free(&cuda)?;
+        }
     }
     Ok(Outcome {
         checksum,

@@ -18,6 +18,7 @@
 //! - [`moves`]: eviction and restoration of units.
 //! - [`mapped`]: the program's own VMM handles, virtualized; its mappings
 //!   that can move are units too.
+//! - [`tally`]: requested versus physical bytes, now and at the peak.
 
 pub mod mapped;
 pub mod moves;
@@ -25,6 +26,7 @@ pub mod plan;
 pub mod shadow;
 pub mod slab;
 pub mod streams;
+pub mod tally;
 pub mod unit;
 
 use super::{EngineError, MemoryEngine};
@@ -70,6 +72,9 @@ pub struct SwapEngine {
     granularity: Mutex<BTreeMap<CUdevice, u64>>,
     streams: streams::Streams,
     budget: OnceLock<HostBudget>,
+    tally: tally::Tally,
+    /// The memory was released at process exit (see `release_at_exit`).
+    exited: std::sync::atomic::AtomicBool,
 }
 
 impl SwapEngine {
@@ -82,6 +87,8 @@ impl SwapEngine {
             granularity: Mutex::new(BTreeMap::new()),
             streams: streams::Streams::new(),
             budget: OnceLock::new(),
+            tally: tally::Tally::new(),
+            exited: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -119,6 +126,7 @@ impl SwapEngine {
             if let Contents::Slab { slab, requested } = &mut unit.contents {
                 let offset = slab.take().expect("the slab was chosen for having room");
                 requested.insert(offset, bytes);
+                self.tally.add(device, true, bytes, 0);
                 return Ok(unit.base + offset);
             }
         }
@@ -132,6 +140,7 @@ impl SwapEngine {
         let unit = Unit::create(device, granularity, granularity, contents)?;
         let base = unit.base;
         units.by_base.insert(base, unit);
+        self.tally.add(device, true, bytes, granularity);
         Ok(base + offset)
     }
 
@@ -153,6 +162,7 @@ impl SwapEngine {
         let unit = Unit::create(device, size, segment, Contents::Whole { requested: bytes })?;
         let base = unit.base;
         self.units().by_base.insert(base, unit);
+        self.tally.add(device, false, bytes, size);
         Ok(base)
     }
 
@@ -222,12 +232,30 @@ impl MemoryEngine for SwapEngine {
 
     fn free(&self, ptr: CUdeviceptr) -> Option<Result<(), CudaError>> {
         let mut units = self.units();
-        let unit = units.containing_mut(ptr)?;
-        let base = unit.base;
+        let Some(unit) = units.containing_mut(ptr) else {
+            // After the release at exit, the program's own teardown may
+            // still free what was released: there is nothing left to free,
+            // and the driver must not be handed addresses it never made.
+            return self
+                .exited
+                .load(std::sync::atomic::Ordering::Acquire)
+                .then_some(Ok(()));
+        };
+        let (base, device, bytes) = (unit.base, unit.device, unit.bytes);
+        let (slab, asked) = match &unit.contents {
+            Contents::Whole { requested } => (false, *requested),
+            Contents::Slab { requested, .. } => {
+                (true, requested.get(&(ptr - base)).copied().unwrap_or(0))
+            }
+            // Not the hook's allocation: `free_in` refuses it below.
+            Contents::Program(_) => (false, 0),
+        };
         let emptied = match Self::free_in(unit, ptr) {
             Ok(emptied) => emptied,
             Err(err) => return Some(Err(err)),
         };
+        self.tally
+            .remove(device, slab, asked, if emptied { bytes } else { 0 });
         if !emptied {
             return Some(Ok(()));
         }
@@ -279,7 +307,20 @@ impl MemoryEngine for SwapEngine {
         }
     }
 
+    fn host_shadows(&self, device: CUdevice) -> super::HostShadows {
+        moves::shadows_on(&self.units(), device)
+    }
+
     fn prepare(&self, device: CUdevice, bytes: u64) -> Result<u64, EngineError> {
+        self.prepare_until(device, bytes, &|| false)
+    }
+
+    fn prepare_until(
+        &self,
+        device: CUdevice,
+        bytes: u64,
+        abandon: &(dyn Fn() -> bool + Sync),
+    ) -> Result<u64, EngineError> {
         // Choose under the lock, make the shadows without it (populating and
         // pinning take seconds, and the program's allocations and frees need
         // the lock meanwhile), attach under it again.
@@ -302,12 +343,40 @@ impl MemoryEngine for SwapEngine {
         self.budget()
             .admit(shadows_now, total)
             .map_err(host_memory)?;
-        let made = wanted
-            .into_iter()
-            .map(|(base, n)| shadow::Shadow::new(n).map(|s| (base, s)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(host_memory)?;
-        Ok(moves::attach_shadows(&mut self.units(), made))
+        // Unit by unit, each checked for a drop between populating steps:
+        // what is made when one arrives is kept, the rest left to the
+        // eviction.
+        let (mut made, mut failure, mut abandoned) = (Vec::new(), None, false);
+        for (base, n) in wanted {
+            if abandon() {
+                abandoned = true;
+                break;
+            }
+            match shadow::Shadow::new_until(n, abandon) {
+                Ok(Some(shadow)) => made.push((base, shadow)),
+                Ok(None) => {
+                    abandoned = true;
+                    break;
+                }
+                Err(err) => {
+                    failure = Some(err);
+                    break;
+                }
+            }
+        }
+        let attached = moves::attach_shadows(&mut self.units(), made);
+        if abandoned {
+            tracing::debug!(
+                device,
+                asked = total,
+                prepared = attached,
+                "making host shadows ahead stopped: the GPU is being asked back"
+            );
+        }
+        match failure {
+            Some(source) => Err(host_memory(source)),
+            None => Ok(attached),
+        }
     }
 
     fn evict(
@@ -354,6 +423,44 @@ impl MemoryEngine for SwapEngine {
         moves::restore(&mut units, &streams, geometry.chunk_bytes, device, limit)
     }
 
+    fn log_footprint(&self, device: CUdevice) {
+        self.tally.log(device);
+    }
+
+    fn release_at_exit(&self, device: CUdevice, patience: std::time::Duration) -> u64 {
+        let Some(mut units) = self.units.try_lock_for(patience) else {
+            tracing::warn!(
+                device,
+                "a swap of this GPU's memory is still running at exit; leaving its memory to the driver"
+            );
+            return 0;
+        };
+        self.exited
+            .store(true, std::sync::atomic::Ordering::Release);
+        // The program's own VMM mappings are left to it (its teardown
+        // unmaps and releases them through the driver).
+        let mine: Vec<CUdeviceptr> = units
+            .on(device)
+            .filter(|u| !matches!(u.contents, Contents::Program(_)))
+            .map(|u| u.base)
+            .collect();
+        let mut released = 0;
+        for base in mine {
+            let mut unit = units.by_base.remove(&base).expect("listed above");
+            let resident = unit.resident_bytes();
+            // The host copy dies with the process: unpinning and unmapping
+            // it now would only delay the exit.
+            std::mem::forget(unit.shadow.take());
+            match unit.destroy() {
+                Ok(()) => released += resident,
+                Err(err) => {
+                    tracing::debug!(%err, base, "releasing GPU memory at exit failed; the driver frees it with the process")
+                }
+            }
+        }
+        released
+    }
+
     fn on_fork_child(&self) {
         // SAFETY: in the fork child only this thread exists; held locks
         // belong to vanished threads. The parent's units, handles and
@@ -369,6 +476,7 @@ impl MemoryEngine for SwapEngine {
         }
         std::mem::forget(std::mem::take(&mut *self.units.lock()));
         mapped::forget_after_fork();
+        self.tally.clear_after_fork();
         self.streams.forget_after_fork();
     }
 }

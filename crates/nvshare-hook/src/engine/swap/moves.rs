@@ -357,6 +357,19 @@ pub fn shadow_total(units: &Units) -> u64 {
         .sum()
 }
 
+/// The shadows of `device`'s units, pinned and pageable.
+pub fn shadows_on(units: &Units, device: CUdevice) -> crate::engine::HostShadows {
+    let mut totals = crate::engine::HostShadows::default();
+    for shadow in units.on(device).filter_map(|u| u.shadow.as_ref()) {
+        if shadow.is_pinned() {
+            totals.pinned += shadow.bytes();
+        } else {
+            totals.pageable += shadow.bytes();
+        }
+    }
+    totals
+}
+
 /// Gives every chosen unit a shadow, within the budget; on failure removes
 /// the shadows made here and moves nothing. Shadows of resident units are
 /// kept for their next eviction, but dropped when host memory is short.

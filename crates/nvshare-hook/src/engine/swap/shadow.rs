@@ -53,6 +53,16 @@ impl Shadow {
     /// Maps, populates (with huge pages where the kernel has them) and, if the
     /// driver agrees, pins `bytes` of host memory.
     pub fn new(bytes: u64) -> Result<Shadow, ShadowError> {
+        Self::new_until(bytes, &|| false).map(|made| made.expect("never abandoned"))
+    }
+
+    /// As [`Shadow::new`], giving up (`Ok(None)`, the memory unmapped again)
+    /// as soon as `abandon` says so between populating steps: a shadow made
+    /// ahead of an eviction must not delay the drop that arrives meanwhile.
+    pub fn new_until(
+        bytes: u64,
+        abandon: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Option<Shadow>, ShadowError> {
         // SAFETY: an anonymous private mapping at an address of the kernel's
         // choosing; no existing memory is affected.
         let ptr = unsafe {
@@ -80,17 +90,25 @@ impl Shadow {
         unsafe {
             libc::madvise(ptr, bytes as usize, libc::MADV_HUGEPAGE);
         }
-        if let Err(error) = populate(ptr as usize, bytes as usize) {
-            if error.raw_os_error() != Some(libc::EINVAL) {
+        match populate(ptr as usize, bytes as usize, abandon) {
+            Ok(true) => {}
+            Ok(false) => {
                 // SAFETY: unmapping the mapping made above, not yet shared.
                 unsafe { libc::munmap(ptr, bytes as usize) };
-                return Err(ShadowError::NoHostMemory {
-                    bytes,
-                    source: error,
-                });
+                return Ok(None);
             }
-            // Kernels before 5.14 (and some sandboxes) lack the advice:
-            // registering below faults the pages in instead.
+            Err(error) => {
+                if error.raw_os_error() != Some(libc::EINVAL) {
+                    // SAFETY: unmapping the mapping made above, not yet shared.
+                    unsafe { libc::munmap(ptr, bytes as usize) };
+                    return Err(ShadowError::NoHostMemory {
+                        bytes,
+                        source: error,
+                    });
+                }
+                // Kernels before 5.14 (and some sandboxes) lack the advice:
+                // registering below faults the pages in instead.
+            }
         }
         // SAFETY: `ptr` is the mapping of `bytes` just made; it stays mapped
         // until this shadow's Drop, which unregisters it first.
@@ -101,11 +119,11 @@ impl Shadow {
                 false
             }
         };
-        Ok(Shadow {
+        Ok(Some(Shadow {
             ptr: ptr as usize,
             bytes,
             pinned,
-        })
+        }))
     }
 
     /// The start of the host copy.
@@ -141,15 +159,37 @@ impl Drop for Shadow {
 const POPULATE_PIECE: usize = 256 << 20;
 /// The most threads that populate one shadow.
 const POPULATE_THREADS: usize = 8;
+/// Each thread populates its piece in steps of this, asking between steps
+/// whether to give up (a few ms each at the rates DESIGN.md measured).
+const POPULATE_STEP: usize = 64 << 20;
+
+/// A pause before each populating step, in microseconds (0: none): lets
+/// tests slow populating down to observe what happens meanwhile.
+static POPULATE_PAUSE_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Slows every populating step by `pause` (tests only: a real shadow of
+/// GiBs takes long enough by itself).
+#[doc(hidden)]
+pub fn slow_populating_for_tests(pause: std::time::Duration) {
+    POPULATE_PAUSE_US.store(pause.as_micros() as u64, Ordering::Relaxed);
+}
 
 /// Faults in every page of the mapping at `addr` (`len` bytes), in
 /// 2 MiB-aligned pieces on several threads: zeroing fresh pages (and, in a
 /// VM, the hypervisor backing them) is the first eviction's main cost, and
 /// it scales with cores (seen on the H200 VM: 12 GiB took ~3 s on one
 /// thread). The first error wins; every thread is joined before returning.
-fn populate(addr: usize, len: usize) -> std::io::Result<()> {
+/// Returns false if `abandon` said to give up (some pages then stay
+/// unpopulated).
+fn populate(addr: usize, len: usize, abandon: &(dyn Fn() -> bool + Sync)) -> std::io::Result<bool> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    populate_in_pieces(addr, len, POPULATE_PIECE, POPULATE_THREADS.min(cores))
+    populate_in_pieces(
+        addr,
+        len,
+        POPULATE_PIECE,
+        POPULATE_THREADS.min(cores),
+        abandon,
+    )
 }
 
 /// [`populate`] with pieces of at least `min_piece` bytes on at most
@@ -159,12 +199,13 @@ fn populate_in_pieces(
     len: usize,
     min_piece: usize,
     max_threads: usize,
-) -> std::io::Result<()> {
+    abandon: &(dyn Fn() -> bool + Sync),
+) -> std::io::Result<bool> {
     const HUGE_PAGE: usize = 2 << 20;
     let threads = (len / min_piece).clamp(1, max_threads.max(1));
     let piece = len.div_ceil(threads).next_multiple_of(HUGE_PAGE);
-    let fault_in = |start: usize| -> std::io::Result<()> {
-        let end = (start + piece).min(len);
+    let abandoned = AtomicBool::new(false);
+    let fault_in = |start: usize, end: usize| -> std::io::Result<()> {
         // SAFETY: [start, end) lies within the private anonymous mapping the
         // caller made and nothing else uses yet; MADV_POPULATE_WRITE only
         // faults its pages in.
@@ -181,23 +222,42 @@ fn populate_in_pieces(
             Err(std::io::Error::last_os_error())
         }
     };
+    let fault_in_piece = |start: usize| -> std::io::Result<()> {
+        let end = (start + piece).min(len);
+        for step in (start..end).step_by(POPULATE_STEP) {
+            let pause = POPULATE_PAUSE_US.load(Ordering::Relaxed);
+            if pause > 0 {
+                std::thread::sleep(std::time::Duration::from_micros(pause));
+            }
+            if abandoned.load(Ordering::Relaxed) || abandon() {
+                abandoned.store(true, Ordering::Relaxed);
+                return Ok(());
+            }
+            fault_in(step, (step + POPULATE_STEP).min(end))?;
+        }
+        Ok(())
+    };
     if threads == 1 {
-        return fault_in(0);
+        fault_in_piece(0)?;
+    } else {
+        std::thread::scope(|scope| {
+            let fault_in_piece = &fault_in_piece;
+            let workers: Vec<_> = (0..len)
+                .step_by(piece)
+                .map(|start| scope.spawn(move || fault_in_piece(start)))
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join().unwrap_or_else(|_| {
+                        Err(std::io::Error::other("a populating thread panicked"))
+                    })
+                })
+                .collect::<std::io::Result<Vec<()>>>()
+                .map(|_| ())
+        })?;
     }
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..len)
-            .step_by(piece)
-            .map(|start| scope.spawn(move || fault_in(start)))
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("a populating thread panicked")))
-            })
-            .collect::<std::io::Result<Vec<()>>>()
-            .map(|_| ())
-    })
+    Ok(!abandoned.load(Ordering::Relaxed))
 }
 
 fn warn_pageable_once(err: &driver::CudaError) {
@@ -311,13 +371,13 @@ mod tests {
         };
         assert_ne!(ptr, libc::MAP_FAILED);
         assert_eq!(resident_pages(ptr as usize, len), 0);
-        let populated = populate_in_pieces(ptr as usize, len, 4 << 20, 4);
+        let populated = populate_in_pieces(ptr as usize, len, 4 << 20, 4, &|| false);
         if let Err(e) = &populated
             && e.raw_os_error() == Some(libc::EINVAL)
         {
             // A kernel without MADV_POPULATE_WRITE: nothing to check here.
         } else {
-            populated.expect("populate");
+            assert!(populated.expect("populate"), "not abandoned");
             assert_eq!(resident_pages(ptr as usize, len), len / 4096);
         }
         // SAFETY: the mapping made above.

@@ -250,3 +250,27 @@ fn nobody_is_told_to_prepare_when_the_waiter_fits() {
     assert_eq!(granted(&out), vec![2]);
     assert!(prepares(&out).is_empty());
 }
+
+#[test]
+fn memory_that_cannot_move_is_not_asked_for_again_and_again() {
+    let mut sim = Sim::new(Policy::Auto, 10 * GIB);
+    sim.join(1, 6 * GIB);
+    sim.request(1);
+    sim.release(1, 6 * GIB);
+    sim.join(2, 6 * GIB);
+    assert_eq!(evicts(&sim.request(2)), vec![(1, 2 * GIB)]);
+    // 1's memory is shared with another process: nothing moves.
+    let out = sim.msg(
+        1,
+        ClientMsg::Evicted {
+            gpu: GPU,
+            bytes: 0,
+            resident: 6 * GIB,
+            elapsed_us: 5,
+        },
+    );
+    assert!(evicts(&out).is_empty(), "asked once, not in a loop");
+    assert!(evicts(&sim.tick()).is_empty());
+    // Nobody can free the memory: 2 runs oversubscribed rather than never.
+    assert_eq!(granted(&out), vec![2]);
+}

@@ -1,0 +1,75 @@
+//! The swap engine's release at process exit, against the fake driver:
+//! every unit of the device goes back to the driver, and the program's own
+//! frees of that memory afterwards (its teardown) succeed without reaching
+//! the driver.
+
+mod support;
+
+use nvshare::ffi::*;
+use nvshare::symbols::exports;
+use nvshare::{driver, engine};
+use std::time::Duration;
+use support::run_scenario_in_child;
+
+const CHILD_MARKER: &str = "NVSHARE_TEST_EXIT_RELEASE_CHILD";
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn memory_released_at_exit_goes_back_and_later_frees_succeed() {
+    if std::env::var_os(CHILD_MARKER).is_some() {
+        scenario();
+        return;
+    }
+    let trace = run_scenario_in_child(
+        "memory_released_at_exit_goes_back_and_later_frees_succeed",
+        CHILD_MARKER,
+        "swap",
+        &[],
+    );
+    let destroyed: Vec<&str> = trace.lines().filter(|l| l.contains(" destroy ")).collect();
+    assert_eq!(
+        destroyed.len(),
+        2,
+        "the 6 MiB unit and the slab are released once each:\n{trace}"
+    );
+    assert!(
+        !trace.lines().any(|l| l.contains(" free ")),
+        "no free reached the driver after the release:\n{trace}"
+    );
+}
+
+fn scenario() {
+    let table = driver::table().expect("the fake driver loads");
+    let init = table.helpers.cuInit.expect("cuInit");
+    // SAFETY: cuInit takes flags only.
+    check("cuInit", unsafe { init(0) });
+    let ctx = driver::primary_ctx_retain(0).expect("retain the primary context");
+    driver::ctx_set_current(ctx).expect("make it current");
+    let engine = engine::current();
+    let big = alloc(6 * MIB);
+    let small = alloc(1000);
+    assert_eq!(engine.usage(0).resident, 8 * MIB);
+    assert_eq!(
+        engine.release_at_exit(0, Duration::from_secs(1)),
+        8 * MIB,
+        "the unit and the slab are released"
+    );
+    // SAFETY: pointers the program allocated above, freed once each.
+    unsafe {
+        check("cuMemFree_v2", exports::cuMemFree_v2(big));
+        check("cuMemFree_v2", exports::cuMemFree_v2(small));
+    }
+}
+
+fn check(call: &str, status: CUresult) {
+    assert!(status.is_success(), "{call} failed: {status}");
+}
+
+fn alloc(bytes: u64) -> CUdeviceptr {
+    let mut ptr: CUdeviceptr = 0;
+    // SAFETY: a valid out-pointer.
+    check("cuMemAlloc_v2", unsafe {
+        exports::cuMemAlloc_v2(&mut ptr, bytes as usize)
+    });
+    ptr
+}
