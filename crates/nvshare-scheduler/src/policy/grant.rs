@@ -31,6 +31,7 @@ pub(super) fn schedule(d: &mut Domain, now: Duration, out: &mut Vec<Action>) {
     for m in d.members.values_mut() {
         m.gang_ready = false;
     }
+    hint_oversubscribed(d, out);
     // Holders already run: their growth goes before newcomers, who would
     // otherwise be granted the room a holder waits for and dropped again.
     let reserving = reserve::serve(d, now, out);
@@ -108,6 +109,36 @@ pub(super) fn schedule(d: &mut Domain, now: Duration, out: &mut Vec<Action>) {
     drop_overcommitted_holders(d, now, out);
     give_back_excess(d, out);
     super::fetch::fetch_ahead(d, out);
+}
+
+/// On a GPU whose programs' footprints do not fit its capacity together,
+/// every running holder will be asked to move memory out sooner or later
+/// (a waiter's turn, another holder's growth): each is told at once how
+/// much that will be at most (the excess, up to what it has), so that its
+/// host room is made while it runs, however its hold ends.
+fn hint_oversubscribed(d: &mut Domain, out: &mut Vec<Action>) {
+    if d.policy == Policy::Off {
+        return;
+    }
+    let total = d
+        .members
+        .values()
+        .fold(0u64, |sum, m| sum.saturating_add(m.footprint));
+    let excess = total.saturating_sub(d.capacity);
+    if excess == 0 {
+        return;
+    }
+    let gpu = d.uuid;
+    for m in d.members.values_mut() {
+        let bytes = excess.min(m.resident);
+        if m.state == ClientState::Running && bytes > m.prepared {
+            m.prepared = bytes;
+            out.push(Action::Send {
+                client: m.client,
+                msg: SchedulerMsg::Prepare { gpu, bytes },
+            });
+        }
+    }
 }
 
 /// Tells the running holders in `head`'s way how much they will be asked

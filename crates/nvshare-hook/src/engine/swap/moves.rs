@@ -143,6 +143,22 @@ fn enqueue_chunk(
     }
 }
 
+/// The first of `pieces` (least recently used units first, each unit's
+/// segments in address order) that hold at least `bytes`: only what was
+/// asked moves, to the segment, so the last unit may stay partly resident.
+fn enough_pieces(mut pieces: Vec<Piece>, bytes: u64) -> Vec<Piece> {
+    let mut total = 0u64;
+    let keep = pieces
+        .iter()
+        .position(|p| {
+            total = total.saturating_add(p.bytes);
+            total >= bytes
+        })
+        .map_or(pieces.len(), |last| last + 1);
+    pieces.truncate(keep);
+    pieces
+}
+
 /// How an eviction cuts its work.
 #[derive(Debug, Clone, Copy)]
 pub struct EvictSteps {
@@ -242,7 +258,7 @@ pub fn evict(
     })?;
     let _pushed = PushedContext::push(streams.ctx()).map_err(driver_error)?;
     let started = std::time::Instant::now();
-    let pieces = pieces(units, &chosen, true);
+    let pieces = enough_pieces(pieces(units, &chosen, true), bytes);
     let batches = release_batches(&pieces, steps.release_bytes);
     let (marks, enqueued) = enqueue_to_host(units, &pieces, &batches, streams, steps.chunk_bytes);
     let enqueued_at = started.elapsed();
@@ -519,5 +535,39 @@ pub fn restore(
     match map_failure {
         Some(source) => Err(driver_error(source)),
         None => Ok(moved),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn piece(unit: CUdeviceptr, segment: usize, bytes: u64) -> Piece {
+        Piece {
+            unit,
+            segment,
+            offset: segment as u64 * 4,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn an_eviction_moves_segments_until_enough_not_whole_units() {
+        let pieces = vec![
+            piece(1, 0, 4),
+            piece(1, 1, 4),
+            piece(1, 2, 2),
+            piece(2, 0, 4),
+        ];
+        let kept = |bytes| -> Vec<(CUdeviceptr, usize)> {
+            enough_pieces(pieces.clone(), bytes)
+                .iter()
+                .map(|p| (p.unit, p.segment))
+                .collect()
+        };
+        assert_eq!(kept(5), vec![(1, 0), (1, 1)], "8 of unit 1's 10");
+        assert_eq!(kept(4), vec![(1, 0)]);
+        assert_eq!(kept(11), vec![(1, 0), (1, 1), (1, 2), (2, 0)]);
+        assert_eq!(kept(100).len(), 4, "all there is");
     }
 }

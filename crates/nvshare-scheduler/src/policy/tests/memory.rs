@@ -117,7 +117,9 @@ fn when_idle_clients_cannot_evict_a_holder_is_dropped_for_memory() {
     sim.join(2, 4 * GIB);
     sim.request(2);
     sim.fully_resident(2, 4 * GIB);
-    sim.join(3, 5 * GIB);
+    // The GPU is oversubscribed (5 + 4 + 5 on 10): holder 2 learns at once
+    // it may have to move out up to 4 GiB.
+    assert_eq!(prepares(&sim.join(3, 5 * GIB)), vec![(2, 4 * GIB)]);
     // The footprints fit (4 + 5), the memory does not: client 1 idles on 5.
     assert_eq!(evicts(&sim.request(3)), vec![(1, 4 * GIB)]);
     let failed = ClientMsg::EvictFailed {
@@ -125,26 +127,16 @@ fn when_idle_clients_cannot_evict_a_holder_is_dropped_for_memory() {
         resident: 5 * GIB,
         reason: "host memory exhausted".into(),
     };
-    // Nothing moves out before the quantum ends; holder 2 is only told that
-    // it will have to move 4 GiB out then, and 3 fills the 1 GiB free.
+    // Nothing moves out before the quantum ends; 3 fills the 1 GiB free.
     assert_eq!(
         sends(&sim.msg(1, failed)),
-        vec![
-            (
-                2,
-                SchedulerMsg::Prepare {
-                    gpu: GPU,
-                    bytes: 4 * GIB
-                }
-            ),
-            (
-                3,
-                SchedulerMsg::Fetch {
-                    gpu: GPU,
-                    bytes: GIB
-                }
-            )
-        ]
+        vec![(
+            3,
+            SchedulerMsg::Fetch {
+                gpu: GPU,
+                bytes: GIB
+            }
+        )]
     );
     assert_eq!(sim.sched.next_deadline(), Some(QUANTUM));
     sim.at(30.0);
@@ -218,23 +210,26 @@ fn a_holder_in_the_way_is_told_once_what_it_will_move_out() {
     sim.join(1, 6 * GIB);
     sim.request(1);
     sim.fully_resident(1, 6 * GIB);
-    sim.join(2, 6 * GIB);
-    // As soon as 2 waits, 1 learns it will have to move 2 GiB out, while it
-    // still has its whole quantum to make the host room for it.
-    assert_eq!(prepares(&sim.request(2)), vec![(1, 2 * GIB)]);
+    // As soon as the GPU is oversubscribed (2 arrives), 1 learns it will
+    // have to move out up to 2 GiB, while it still has its whole quantum
+    // to make the host room for it.
+    assert_eq!(prepares(&sim.join(2, 6 * GIB)), vec![(1, 2 * GIB)]);
+    assert!(prepares(&sim.request(2)).is_empty(), "told once");
     sim.at(10.0);
     assert!(prepares(&sim.tick()).is_empty(), "told once per hold");
-    sim.join(3, 8 * GIB);
+    // More arrive: it may have to move out all it has.
+    assert_eq!(prepares(&sim.join(3, 8 * GIB)), vec![(1, 6 * GIB)]);
     sim.request(3);
     sim.at(30.0);
     assert_eq!(drops(&sim.tick()), vec![(1, 2 * GIB)]);
     sim.at(31.0);
     assert_eq!(granted(&sim.release(1, 4 * GIB)), vec![2]);
     // 3 (8 GiB) waits behind 2 now: once 2's memory is back, its hold gets
-    // its own hint: 4 GiB, what idle 1 cannot give up with its 4.
+    // its own hint: up to all of its 6 GiB on a GPU 10 GiB oversubscribed
+    // (3's turn alone needs 4 of them, what idle 1 cannot give up).
     assert_eq!(
         prepares(&sim.fully_resident(2, 6 * GIB)),
-        vec![(2, 4 * GIB)]
+        vec![(2, 6 * GIB)]
     );
     assert!(prepares(&sim.tick()).is_empty());
 }
