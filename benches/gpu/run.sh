@@ -40,7 +40,7 @@ BENCHES=(
   fitting_mix:90
   oversubscription:300
   multi_gpu_pairs:240
-  slab_waste:200
+  slab_waste:300
 )
 
 if [[ ${1:-} == __check ]]; then

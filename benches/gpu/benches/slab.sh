@@ -50,7 +50,7 @@ bench_slab_waste() {
   slab_results slab-transformer "small transformer LM training (py/slab_workload.py transformer, caching allocator)" || failed=1
   slab_run slab-small small_tensors
   slab_results slab-small "many small tensors (py/slab_workload.py small_tensors, caching allocator)" || failed=1
-  slab_run slab-small-nocache small_tensors PYTORCH_NO_CUDA_MEMORY_CACHING=1
+  SLAB_STEPS=${SLAB_NOCACHE_STEPS:-40} slab_run slab-small-nocache small_tensors PYTORCH_NO_CUDA_MEMORY_CACHING=1
   slab_results slab-small-nocache "many small tensors, PYTORCH_NO_CUDA_MEMORY_CACHING=1 (every tensor its own allocation)" || failed=1
   ((failed == 0)) || fail "a workload was not measured (see the results' notes)"
   pass "footprints measured: see the FOOTPRINT lines"
