@@ -5,10 +5,11 @@
 
 mod support;
 
+use nvshare::engine;
 use nvshare::ffi::*;
 use nvshare::symbols::exports;
-use nvshare::{driver, engine};
 use std::time::Duration;
+use support::device::*;
 use support::run_scenario_in_child;
 
 const CHILD_MARKER: &str = "NVSHARE_TEST_EXIT_RELEASE_CHILD";
@@ -39,12 +40,7 @@ fn memory_released_at_exit_goes_back_and_later_frees_succeed() {
 }
 
 fn scenario() {
-    let table = driver::table().expect("the fake driver loads");
-    let init = table.helpers.cuInit.expect("cuInit");
-    // SAFETY: cuInit takes flags only.
-    check("cuInit", unsafe { init(0) });
-    let ctx = driver::primary_ctx_retain(0).expect("retain the primary context");
-    driver::ctx_set_current(ctx).expect("make it current");
+    start_fake_context();
     let engine = engine::current();
     let big = alloc(6 * MIB);
     let small = alloc(1000);
@@ -59,10 +55,6 @@ fn scenario() {
         check("cuMemFree_v2", exports::cuMemFree_v2(big));
         check("cuMemFree_v2", exports::cuMemFree_v2(small));
     }
-}
-
-fn check(call: &str, status: CUresult) {
-    assert!(status.is_success(), "{call} failed: {status}");
 }
 
 fn alloc(bytes: u64) -> CUdeviceptr {

@@ -6,13 +6,13 @@
 
 mod support;
 
+use nvshare::engine;
 use nvshare::engine::swap::shadow::slow_populating_for_tests;
 use nvshare::ffi::*;
 use nvshare::symbols::exports;
-use nvshare::{driver, engine};
-use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use support::device::*;
 use support::run_scenario_in_child;
 
 const CHILD_MARKER: &str = "NVSHARE_TEST_PREPARE_ABORT_CHILD";
@@ -43,12 +43,7 @@ fn a_drop_during_a_slow_prepare_is_applied_promptly_and_loses_nothing() {
 }
 
 fn scenario() {
-    let table = driver::table().expect("the fake driver loads");
-    let init = table.helpers.cuInit.expect("cuInit");
-    // SAFETY: cuInit takes flags only.
-    check("cuInit", unsafe { init(0) });
-    let ctx = driver::primary_ctx_retain(0).expect("retain the primary context");
-    driver::ctx_set_current(ctx).expect("make it current");
+    start_fake_context();
     let engine = engine::current();
     let kept: Vec<_> = (0..UNITS).map(|i| alloc(UNIT, i as u8)).collect();
     let total = UNITS * UNIT;
@@ -103,35 +98,6 @@ fn scenario() {
     for (ptr, _) in kept {
         free(ptr);
     }
-}
-
-fn check(call: &str, status: CUresult) {
-    assert!(status.is_success(), "{call} failed: {status}");
-}
-
-fn alloc(bytes: u64, seed: u8) -> (CUdeviceptr, Vec<u8>) {
-    let mut ptr: CUdeviceptr = 0;
-    // SAFETY: a valid out-pointer.
-    check("cuMemAlloc_v2", unsafe {
-        exports::cuMemAlloc_v2(&mut ptr, bytes as usize)
-    });
-    let data: Vec<u8> = (0..bytes)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect();
-    // SAFETY: `data` holds `bytes`; `ptr` is a live allocation of that size.
-    check("cuMemcpyHtoD_v2", unsafe {
-        exports::cuMemcpyHtoD_v2(ptr, data.as_ptr().cast::<c_void>(), data.len())
-    });
-    (ptr, data)
-}
-
-fn assert_intact(ptr: CUdeviceptr, data: &[u8]) {
-    let mut back = vec![0u8; data.len()];
-    // SAFETY: `back` holds as many bytes as the allocation.
-    check("cuMemcpyDtoH_v2", unsafe {
-        exports::cuMemcpyDtoH_v2(back.as_mut_ptr().cast::<c_void>(), ptr, back.len())
-    });
-    assert!(back == data, "the contents of 0x{ptr:x} changed");
 }
 
 fn free(ptr: CUdeviceptr) {

@@ -19,6 +19,7 @@ use nvshare::registry::Usage;
 use nvshare::symbols::exports;
 use nvshare::{driver, engine};
 use std::ffi::{c_int, c_void};
+use support::device::*;
 use support::run_scenario_in_child;
 
 const CHILD_MARKER: &str = "NVSHARE_TEST_VMM_MAPPED_CHILD";
@@ -43,10 +44,6 @@ fn the_programs_own_vmm_memory_is_counted_swapped_when_safe_and_kept_intact() {
         created, destroyed,
         "every handle made (the program's and the restores') is given back:\n{trace}"
     );
-}
-
-fn check(call: &str, status: CUresult) {
-    assert!(status.is_success(), "{call} failed: {status}");
 }
 
 fn prop() -> CUmemAllocationProp {
@@ -144,12 +141,7 @@ fn usage(footprint_mib: u64, resident_mib: u64) -> Usage {
 
 /// Runs in the child.
 fn scenario() {
-    let table = driver::table().expect("the fake driver loads");
-    let init = table.helpers.cuInit.expect("cuInit");
-    // SAFETY: cuInit takes flags only.
-    check("cuInit", unsafe { init(0) });
-    let ctx = driver::primary_ctx_retain(0).expect("retain the primary context");
-    driver::ctx_set_current(ctx).expect("make it current");
+    start_fake_context();
     let engine = engine::current();
     let va = driver::vmm_reserve(64 * MIB, 0).expect("reserve like PyTorch");
     let at = |mib: u64| va + mib * MIB;

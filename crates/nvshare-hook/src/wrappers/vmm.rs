@@ -43,6 +43,18 @@ fn report(devices: &[CUdevice]) {
     }
 }
 
+/// The driver's status of a call that may have freed memory on some
+/// devices (whose usage is then reported), or the gate's refusal.
+fn status_reporting_freed(outcome: Result<(CUresult, Vec<CUdevice>), CUresult>) -> CUresult {
+    match outcome {
+        Ok((status, freed)) => {
+            report(&freed);
+            status
+        }
+        Err(code) => code,
+    }
+}
+
 /// `cuMemCreate`.
 ///
 /// # Safety
@@ -168,13 +180,9 @@ pub unsafe fn unmap(
     let Some(engine) = engine::swap_engine() else {
         return call();
     };
-    match with_resident(|| engine.program_unmap(ptr, size as u64, call)) {
-        Ok((status, freed)) => {
-            report(&freed);
-            status
-        }
-        Err(code) => code,
-    }
+    status_reporting_freed(with_resident(|| {
+        engine.program_unmap(ptr, size as u64, call)
+    }))
 }
 
 /// `cuMemSetAccess`.
@@ -216,13 +224,9 @@ pub unsafe fn address_free(
     let Some(engine) = engine::swap_engine() else {
         return call();
     };
-    match with_resident(|| engine.program_address_free(ptr, size as u64, call)) {
-        Ok((status, freed)) => {
-            report(&freed);
-            status
-        }
-        Err(code) => code,
-    }
+    status_reporting_freed(with_resident(|| {
+        engine.program_address_free(ptr, size as u64, call)
+    }))
 }
 
 /// `cuMemExportToShareableHandle`: the exported memory stays on the GPU.
