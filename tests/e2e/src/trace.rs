@@ -17,6 +17,21 @@ pub struct Event {
     pub fields: BTreeMap<String, String>,
 }
 
+impl Event {
+    /// Field `key` as a number (decimal, or hex with `0x`), failing the
+    /// test if it is missing or not a number.
+    pub fn number(&self, key: &str) -> u64 {
+        let text = self
+            .fields
+            .get(key)
+            .unwrap_or_else(|| panic!("{self:?} has no {key}"));
+        text.strip_prefix("0x")
+            .map(|hex| u64::from_str_radix(hex, 16))
+            .unwrap_or_else(|| text.parse())
+            .unwrap_or_else(|_| panic!("{self:?}: {key} is not a number"))
+    }
+}
+
 /// Every event of a trace file, in file order.
 #[derive(Debug, Clone, Default)]
 pub struct Trace {

@@ -6,7 +6,7 @@
 //! each program verifies its own data at the end.
 
 use cuda_programs::artifacts::{artifact, fake_cuda_command};
-use nvshare_e2e::trace::{Event, Trace};
+use nvshare_e2e::trace::Trace;
 use nvshare_e2e::{Sandbox, finish_ok, json_result, kill_hard, wait_until};
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -44,17 +44,6 @@ fn worker(
         // then waits for one iteration, not for the whole queued run.
         .args(["--pause-ms", "1"]);
     command
-}
-
-fn field(event: &Event, key: &str) -> u64 {
-    let text = event
-        .fields
-        .get(key)
-        .unwrap_or_else(|| panic!("{event:?} has no {key}"));
-    text.strip_prefix("0x")
-        .map(|hex| u64::from_str_radix(hex, 16))
-        .unwrap_or_else(|| text.parse())
-        .unwrap_or_else(|_| panic!("{event:?}: {key} is not a number"))
 }
 
 /// `(unmaps, maps)` of `pid`'s memory by the hook: unmaps before the
@@ -145,7 +134,7 @@ fn copied_out_by(trace: &Trace, pid: u32) -> u64 {
     trace
         .named("memcpy")
         .filter(|e| e.pid == pid && e.fields.get("kind").is_some_and(|k| k == "DtoH"))
-        .map(|e| field(e, "bytes"))
+        .map(|e| e.number("bytes"))
         .filter(|&bytes| bytes >= MIB)
         .sum()
 }
@@ -156,7 +145,7 @@ fn unmapped_by_evictions(trace: &Trace, pid: u32, frees: usize) -> u64 {
     let unmaps: Vec<u64> = trace
         .named("unmap")
         .filter(|e| e.pid == pid)
-        .map(|e| field(e, "bytes"))
+        .map(|e| e.number("bytes"))
         .collect();
     assert!(
         unmaps.len() >= frees,
@@ -196,7 +185,7 @@ fn partial_eviction_moves_only_what_was_asked_oldest_first() {
         trace
             .named("unmap")
             .filter(|e| e.pid == many_pid)
-            .all(|e| field(e, "bytes") == 8 * MIB || field(e, "bytes") == 2 * MIB),
+            .all(|e| e.number("bytes") == 8 * MIB || e.number("bytes") == 2 * MIB),
         "units are unmapped whole, one 8 MiB buffer at a time"
     );
 }

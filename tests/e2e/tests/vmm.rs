@@ -37,24 +37,13 @@ fn worker(sandbox: &Sandbox, name: &str, alloc: &str, bytes: u64, segment: u64) 
     command
 }
 
-fn field(event: &Event, key: &str) -> u64 {
-    let text = event
-        .fields
-        .get(key)
-        .unwrap_or_else(|| panic!("{event:?} has no {key}"));
-    text.strip_prefix("0x")
-        .map(|hex| u64::from_str_radix(hex, 16))
-        .unwrap_or_else(|| text.parse())
-        .unwrap_or_else(|_| panic!("{event:?}: {key} is not a number"))
-}
-
 /// The bytes the hook copied out of `pid`'s GPU memory: every device to
 /// host copy of a MiB or more (the program itself copies out 8 bytes).
 fn copied_out_by(trace: &Trace, pid: u32) -> u64 {
     trace
         .named("memcpy")
         .filter(|e| e.pid == pid && e.fields.get("kind").is_some_and(|k| k == "DtoH"))
-        .map(|e| field(e, "bytes"))
+        .map(|e| e.number("bytes"))
         .filter(|&bytes| bytes >= MIB)
         .sum()
 }
@@ -63,7 +52,7 @@ fn copied_out_by(trace: &Trace, pid: u32) -> u64 {
 fn maps_by_address(trace: &Trace, pid: u32) -> BTreeMap<u64, usize> {
     let mut maps = BTreeMap::new();
     for event in trace.named("map").filter(|e| e.pid == pid) {
-        *maps.entry(field(event, "ptr")).or_default() += 1;
+        *maps.entry(event.number("ptr")).or_default() += 1;
     }
     maps
 }
@@ -229,12 +218,12 @@ fn exported_segments_stay_on_the_gpu_and_intact_beside_swapped_programs() {
             .named("map")
             .filter(|e| e.pid == pids[0] && e.ns <= export.ns && e.fields["handle"] == handle)
             .last()
-            .map(|e| field(e, "ptr"))
+            .map(|e| e.number("ptr"))
             .expect("an exported handle was mapped");
         let after = |name: &'static str| {
             trace
                 .named(name)
-                .filter(|e| e.pid == pids[0] && e.ns > export.ns && field(e, "ptr") == segment)
+                .filter(|e| e.pid == pids[0] && e.ns > export.ns && e.number("ptr") == segment)
                 .count()
         };
         assert_eq!(
