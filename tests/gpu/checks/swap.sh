@@ -123,6 +123,47 @@ check_swap_four_12g() {
   pass "4 x ${gib} GiB on ${SWAP_CAPACITY_GIB} GiB, quantum 2 s: all verified; $facts;$times"
 }
 
+# start_forcer CAP_GIB : starts, in the background, a hooked program that
+# holds all but 8 MiB of a CAP_GIB virtual GPU and verifies its memory, so
+# that every switch moves the other program's memory out and back; sets
+# FORCER_PID. It runs until $CHECK_DIR/stop exists.
+start_forcer() {
+  prog_bg 300 forcer hooked swap forcer "$PY" "$GPU_DIR/py/swap_forcer.py" \
+    --bytes $(($1 * GIB - 8 * 1024 * 1024)) --stop-file "$CHECK_DIR/stop" --name forcer
+  FORCER_PID=$BG_PID
+}
+
+# await_forcer : waits up to 60 s for the forcer to hold its memory; fails
+# the check if it never does.
+await_forcer() {
+  local i frc=0
+  for ((i = 0; i < 600; i++)); do
+    grep -q '^READY ' "$(out_of forcer)" 2>/dev/null && break
+    kill -0 "$FORCER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if ! grep -q '^READY ' "$(out_of forcer)" 2>/dev/null; then
+    touch "$CHECK_DIR/stop"
+    wait_prog forcer "$FORCER_PID" || frc=$?
+    fail "the forcing program did not start: $(why_failed forcer "$frc")"
+  fi
+}
+
+# stop_forcer : stops the forcer and waits for it; sets FORCER_RC.
+stop_forcer() {
+  FORCER_RC=0
+  touch "$CHECK_DIR/stop"
+  wait_prog forcer "$FORCER_PID" || FORCER_RC=$?
+}
+
+# forcer_verified : fails the check if the forcer failed or its memory did
+# not survive.
+forcer_verified() {
+  if ((FORCER_RC != 0)) || [[ $(value forcer ok) != 1 ]]; then
+    fail "the forcing program failed or its memory did not survive: $(why_failed forcer "$FORCER_RC") bad=$(value forcer bad)"
+  fi
+}
+
 # Proves: the deterministic training run (tests/gpu/py/train_det.py) gives
 # the identical loss and parameter hash as a native run while it is swapped
 # out and in every second: a second hooked program holding all but 8 MiB of a
@@ -131,33 +172,19 @@ check_swap_four_12g() {
 # The second program verifies its own memory too.
 check_swap_deterministic_training() {
   python_has torch || skip "torch is not importable here"
-  local cap=4 args=(--steps "$SWAP_DET_STEPS") rc=0 frc=0 forcer_pid i
+  local cap=4 args=(--steps "$SWAP_DET_STEPS") rc=0
   need_free_gib $((cap + 8))
   with_scheduler --memory-capacity "${cap}GiB" --quantum 1
-  prog_bg 300 forcer hooked swap forcer "$PY" "$GPU_DIR/py/swap_forcer.py" \
-    --bytes $((cap * GIB - 8 * 1024 * 1024)) --stop-file "$CHECK_DIR/stop" --name forcer
-  forcer_pid=$BG_PID
+  start_forcer "$cap"
   # The native run meanwhile (its result does not depend on sharing the GPU).
   prog 150 native native "$PY" "$TORCH_DET" "${args[@]}" || fail "native run: $(why_failed native $?)"
-  for ((i = 0; i < 600; i++)); do
-    grep -q '^READY ' "$(out_of forcer)" 2>/dev/null && break
-    kill -0 "$forcer_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if ! grep -q '^READY ' "$(out_of forcer)" 2>/dev/null; then
-    touch "$CHECK_DIR/stop"
-    wait_prog forcer "$forcer_pid" || frc=$?
-    fail "the forcing program did not start: $(why_failed forcer "$frc")"
-  fi
+  await_forcer
   NVSHARE_LOG=debug prog 150 hooked hooked swap det "$PY" "$TORCH_DET" "${args[@]}" || rc=$?
-  touch "$CHECK_DIR/stop"
-  wait_prog forcer "$forcer_pid" || frc=$?
+  stop_forcer
   ctl_status "$SOCK" "$CHECK_DIR/final.json" || true
   echo "final status: $(cat "$CHECK_DIR/final.json" 2>/dev/null)"
   ((rc == 0)) || fail "$(why_failed hooked "$rc")"
-  if ((frc != 0)) || [[ $(value forcer ok) != 1 ]]; then
-    fail "the forcing program failed or its memory did not survive: $(why_failed forcer "$frc") bad=$(value forcer bad)"
-  fi
+  forcer_verified
   local outs ins
   outs=$(moves_in hooked evicted)
   ins=$(moves_in hooked restored)
@@ -179,35 +206,21 @@ check_swap_deterministic_training() {
 # (NVSHARE_LOG lines "the program's own GPU mapping can be swapped").
 check_swap_expandable_segments() {
   python_has torch || skip "torch is not importable here"
-  local cap=4 args=(--steps "$SWAP_DET_STEPS") rc=0 frc=0 forcer_pid i
+  local cap=4 args=(--steps "$SWAP_DET_STEPS") rc=0
   local conf=expandable_segments:True
   need_free_gib $((cap + 8))
   with_scheduler --memory-capacity "${cap}GiB" --quantum 1
-  prog_bg 300 forcer hooked swap forcer "$PY" "$GPU_DIR/py/swap_forcer.py" \
-    --bytes $((cap * GIB - 8 * 1024 * 1024)) --stop-file "$CHECK_DIR/stop" --name forcer
-  forcer_pid=$BG_PID
+  start_forcer "$cap"
   PYTORCH_CUDA_ALLOC_CONF=$conf prog 150 native native "$PY" "$TORCH_DET" "${args[@]}" ||
     fail "native run: $(why_failed native $?)"
-  for ((i = 0; i < 600; i++)); do
-    grep -q '^READY ' "$(out_of forcer)" 2>/dev/null && break
-    kill -0 "$forcer_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if ! grep -q '^READY ' "$(out_of forcer)" 2>/dev/null; then
-    touch "$CHECK_DIR/stop"
-    wait_prog forcer "$forcer_pid" || frc=$?
-    fail "the forcing program did not start: $(why_failed forcer "$frc")"
-  fi
+  await_forcer
   PYTORCH_CUDA_ALLOC_CONF=$conf NVSHARE_LOG=debug,nvshare::engine::swap::mapped=trace \
     prog 150 hooked hooked swap det "$PY" "$TORCH_DET" "${args[@]}" || rc=$?
-  touch "$CHECK_DIR/stop"
-  wait_prog forcer "$forcer_pid" || frc=$?
+  stop_forcer
   ctl_status "$SOCK" "$CHECK_DIR/final.json" || true
   echo "final status: $(cat "$CHECK_DIR/final.json" 2>/dev/null)"
   ((rc == 0)) || fail "$(why_failed hooked "$rc")"
-  if ((frc != 0)) || [[ $(value forcer ok) != 1 ]]; then
-    fail "the forcing program failed or its memory did not survive: $(why_failed forcer "$frc") bad=$(value forcer bad)"
-  fi
+  forcer_verified
   [[ $(value hooked expandable) == 1 ]] ||
     fail "the hooked run did not use expandable segments (expandable=$(value hooked expandable))"
   local segments outs ins
