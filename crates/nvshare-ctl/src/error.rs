@@ -47,6 +47,10 @@ pub enum CtlError {
     Json(#[from] serde_json::Error),
 }
 
+/// The exit code for a bad command line (sysexits' `EX_USAGE`), apart from
+/// 2, which scripts of the original nvsharectl read as "no scheduler".
+pub const EXIT_USAGE: u8 = 64;
+
 impl CtlError {
     /// The process exit code: 2 when the daemon cannot be reached (as the
     /// original nvsharectl scripts expect), 1 for everything else.

@@ -9,7 +9,8 @@
 //! - [`table`]: `status` as tables; [`json`]: `status --json`;
 //!   [`units`]: human-readable sizes and durations.
 //! - [`error`]: [`error::CtlError`] and the exit code of each failure: 2 when
-//!   the scheduler cannot be reached, 1 when it refuses or misbehaves.
+//!   the scheduler cannot be reached, 1 when it refuses or misbehaves, 64
+//!   for a bad command line.
 
 mod cli;
 mod connection;
@@ -28,7 +29,15 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     init_logging();
-    let cli = Cli::parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    let cli = match Cli::parse_args(std::env::args_os()) {
+        Ok(cli) => cli,
+        // --help and --version: printed to stdout, exit 0.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(error::EXIT_USAGE);
+        }
+    };
     match run(&cli) {
         Ok(output) => {
             print!("{output}");

@@ -325,3 +325,17 @@ fn debug_logs_go_to_stderr_only() {
     serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("stdout is only JSON");
     assert!(text(&out.stderr).contains("DEBUG"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_bad_command_line_exits_64_apart_from_an_unreachable_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("nobody-listens.sock");
+    for args in [&["frobnicate"][..], &["set-tq"], &["status", "--bogus"]] {
+        let out = nvshare_ctl(Some(&socket), args);
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        assert!(text(&out.stderr).contains("Usage"), "{args:?}");
+    }
+    let help = nvshare_ctl(Some(&socket), &["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(text(&help.stdout).contains("status"));
+}

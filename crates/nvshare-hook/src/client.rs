@@ -86,8 +86,8 @@ impl Connection {
         write_msg(
             &mut writer,
             &Hello::new(Role::Client {
-                name: config.name.clone(),
-                group: config.group.clone(),
+                name: nvshare_proto::hello_text(&config.name),
+                group: config.group.as_deref().map(nvshare_proto::hello_text),
             }),
         )?;
         match read_msg::<_, HelloReply>(&mut reader)? {

@@ -14,6 +14,17 @@ pub const HEADER_LEN: usize = 4;
 /// comfortably; anything larger is a broken or hostile peer.
 pub const MAX_FRAME_LEN: usize = 1 << 20;
 
+/// The largest [`Hello`] payload accepted: a peer that has not said who it is
+/// gets no more buffer than that (job names and groups are cut to fit, see
+/// [`crate::MAX_HELLO_TEXT`]).
+pub const MAX_HELLO_LEN: usize = 1 << 10;
+
+/// The largest payload a peer that has said hello may send the scheduler:
+/// every client message and control request is far smaller. (The
+/// scheduler's answers, a status report among them, may use
+/// [`MAX_FRAME_LEN`].)
+pub const MAX_REQUEST_LEN: usize = 64 << 10;
+
 /// Encodes `msg` as a payload (no header).
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtoError> {
     Ok(postcard::to_stdvec(msg)?)
@@ -115,18 +126,45 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<usize, ProtoError> {
 }
 
 /// Reassembles frames from bytes that arrive in arbitrary pieces (a
-/// non-blocking socket). Oversized headers are refused as soon as they
-/// arrive, before any payload is buffered.
-#[derive(Debug, Default)]
+/// non-blocking socket). Headers announcing more than the buffer's limit
+/// are refused as soon as they arrive, before any payload is buffered.
+#[derive(Debug)]
 pub struct FrameBuffer {
     buf: Vec<u8>,
     start: usize,
+    limit: usize,
+}
+
+impl Default for FrameBuffer {
+    fn default() -> Self {
+        Self::with_limit(MAX_FRAME_LEN)
+    }
 }
 
 impl FrameBuffer {
-    /// An empty buffer.
+    /// An empty buffer taking payloads of up to [`MAX_FRAME_LEN`] bytes.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty buffer taking payloads of up to `limit` bytes.
+    pub fn with_limit(limit: usize) -> Self {
+        FrameBuffer {
+            buf: Vec::new(),
+            start: 0,
+            limit: limit.min(MAX_FRAME_LEN),
+        }
+    }
+
+    /// Changes the largest payload taken from here on.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.min(MAX_FRAME_LEN);
+    }
+
+    /// The most bytes worth buffering: one whole frame of the limit. What a
+    /// peer sends beyond it can wait in the socket until a frame is taken.
+    pub fn capacity(&self) -> usize {
+        HEADER_LEN + self.limit
     }
 
     /// Appends received bytes.
@@ -153,10 +191,10 @@ impl FrameBuffer {
         let mut header = [0u8; HEADER_LEN];
         header.copy_from_slice(&avail[..HEADER_LEN]);
         let len = u32::from_le_bytes(header) as usize;
-        if len > MAX_FRAME_LEN {
+        if len > self.limit {
             return Err(ProtoError::Oversized {
                 len,
-                max: MAX_FRAME_LEN,
+                max: self.limit,
             });
         }
         if avail.len() < HEADER_LEN + len {
@@ -180,6 +218,25 @@ impl FrameBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_limited_buffer_refuses_a_header_past_its_limit_at_once() {
+        let mut frames = FrameBuffer::with_limit(MAX_HELLO_LEN);
+        frames.extend(&((MAX_HELLO_LEN + 1) as u32).to_le_bytes());
+        assert!(matches!(
+            frames.next_payload(),
+            Err(ProtoError::Oversized {
+                max: MAX_HELLO_LEN,
+                ..
+            })
+        ));
+        let mut frames = FrameBuffer::with_limit(MAX_HELLO_LEN);
+        let hello = encode_frame(&Hello::new(crate::Role::Control)).unwrap();
+        frames.extend(&hello);
+        assert!(frames.next_payload().unwrap().is_some());
+        frames.set_limit(MAX_REQUEST_LEN);
+        assert_eq!(frames.capacity(), HEADER_LEN + MAX_REQUEST_LEN);
+    }
     use crate::messages::*;
     use crate::{GpuUuid, MAGIC};
 

@@ -37,8 +37,8 @@ pub mod units;
 
 pub use error::ProtoError;
 pub use frame::{
-    FrameBuffer, HEADER_LEN, MAX_FRAME_LEN, decode, decode_hello, encode, encode_frame, read_msg,
-    read_payload, write_msg,
+    FrameBuffer, HEADER_LEN, MAX_FRAME_LEN, MAX_HELLO_LEN, MAX_REQUEST_LEN, decode, decode_hello,
+    encode, encode_frame, read_msg, read_payload, write_msg,
 };
 pub use gpu::GpuUuid;
 pub use messages::*;
@@ -58,3 +58,16 @@ pub const PROTOCOL_VERSION: u32 = 3;
 /// First four bytes of every [`Hello`]: tells an nvshare peer from anything
 /// else that connects to the socket.
 pub const MAGIC: [u8; 4] = *b"NVSH";
+
+/// The most bytes of a job name or group a hook puts in its [`Hello`], so
+/// that the hello fits [`MAX_HELLO_LEN`] (the scheduler keeps fewer still).
+pub const MAX_HELLO_TEXT: usize = 256;
+
+/// `text` cut to at most [`MAX_HELLO_TEXT`] bytes, at a character boundary.
+pub fn hello_text(text: &str) -> String {
+    let mut end = text.len().min(MAX_HELLO_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}

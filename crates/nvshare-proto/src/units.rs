@@ -8,6 +8,11 @@
 /// forms `K M G T` (as `free -h` and Docker use them); decimal `KB MB GB TB`.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
+    if trimmed.starts_with('-') {
+        return Err(format!(
+            "size {text:?} is negative: give a number of bytes with an optional unit, e.g. 16GiB"
+        ));
+    }
     let split = trimmed
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(trimmed.len());

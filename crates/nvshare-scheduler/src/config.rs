@@ -29,6 +29,8 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// The `tracing` filter (`info`, `debug`, `nvshare_scheduler=trace`, ...).
     pub log_filter: String,
+    /// What connections are given before they prove useful.
+    pub limits: crate::server::ConnectionLimits,
 }
 
 /// The command line of `nvshare-scheduler`.
@@ -52,18 +54,18 @@ pub struct Cli {
 
     /// The memory shared out on every GPU (a virtual GPU smaller than the
     /// card), e.g. 16GiB. Default: each GPU's memory minus --memory-reserve.
-    #[arg(long, env = "NVSHARE_MEMORY_CAPACITY", value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, env = "NVSHARE_MEMORY_CAPACITY", value_name = "SIZE", value_parser = parse_size, allow_hyphen_values = true)]
     pub memory_capacity: Option<u64>,
 
     /// Memory of each GPU kept back for CUDA contexts and library workspaces
     /// when --memory-capacity is not given.
     #[arg(long, env = "NVSHARE_MEMORY_RESERVE", value_name = "SIZE",
-          default_value = DEFAULT_MEMORY_RESERVE, value_parser = parse_size)]
+          default_value = DEFAULT_MEMORY_RESERVE, value_parser = parse_size, allow_hyphen_values = true)]
     pub memory_reserve: u64,
 
     /// The time-slice quantum: seconds (30, 0.5) or with a unit (200ms).
     #[arg(long, env = "NVSHARE_TQ", value_name = "DURATION", default_value = "30",
-          value_parser = parse_duration)]
+          value_parser = parse_duration, allow_hyphen_values = true)]
     pub quantum: Duration,
 
     /// How long a program asked to give a GPU back may take before the next
@@ -71,8 +73,16 @@ pub struct Cli {
     /// longer drain is stuck in work that waits for another program, such as
     /// an NCCL collective whose peer waits for its own GPU.
     #[arg(long, env = "NVSHARE_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "10",
-          value_parser = parse_duration)]
+          value_parser = parse_duration, allow_hyphen_values = true)]
     pub drain_timeout: Duration,
+
+    /// After a restart (the last daemon's socket or lock file was left
+    /// behind): how long nobody is granted a GPU, so that programs still
+    /// running under the last daemon reconnect and say what they hold. Only
+    /// within this time after the start are such claims believed.
+    #[arg(long, env = "NVSHARE_RECOVERY_GRACE", value_name = "DURATION", default_value = "3",
+          value_parser = parse_duration, allow_hyphen_values = true)]
+    pub recovery_grace: Duration,
 
     /// Bring a waiting program's memory back ahead of its grant, into
     /// memory that is free (beside the holder, and as the holder's eviction
@@ -86,6 +96,17 @@ pub struct Cli {
     /// exclusive (one holder at a time) or off (no scheduling).
     #[arg(long, env = "NVSHARE_POLICY", default_value_t = Policy::Auto)]
     pub policy: Policy,
+
+    /// A connection that has not said hello after this long is closed.
+    #[arg(long, env = "NVSHARE_HELLO_TIMEOUT", value_name = "DURATION", default_value = "5",
+          value_parser = parse_duration, allow_hyphen_values = true)]
+    pub hello_timeout: Duration,
+
+    /// Connections one user (uid) may hold open at once; more are closed as
+    /// they come. Each program under the hook holds one.
+    #[arg(long, env = "NVSHARE_MAX_CONNECTIONS_PER_UID", value_name = "COUNT",
+          default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_uid: u32,
 
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (off by default).
     #[arg(long, env = "NVSHARE_METRICS_ADDR", value_name = "HOST:PORT")]
@@ -131,10 +152,15 @@ impl Cli {
                 memory_capacity: self.memory_capacity,
                 memory_reserve: self.memory_reserve,
                 drain_timeout: self.drain_timeout,
+                recovery_grace: self.recovery_grace,
                 restore_ahead: self.restore_ahead,
             },
             metrics_addr: self.metrics_addr,
             log_filter,
+            limits: crate::server::ConnectionLimits {
+                hello_timeout: self.hello_timeout,
+                per_uid: self.max_connections_per_uid as usize,
+            },
         })
     }
 }
@@ -211,6 +237,10 @@ mod tests {
         assert!(parse_err(&["--policy", "fair"]).contains("expected auto, exclusive or off"));
         assert!(parse_err(&["--memory-capacity", "lots"]).contains("e.g. 16GiB"));
         assert!(parse_err(&["--quantum", "0"]).contains("too short"));
+        // Negative values are named as such, not taken for unknown flags.
+        assert!(parse_err(&["--quantum", "-5"]).contains("\"-5\" is negative"));
+        assert!(parse_err(&["--memory-capacity", "-1GiB"]).contains("\"-1GiB\" is negative"));
+        assert!(parse_err(&["--drain-timeout", "-1"]).contains("is negative"));
         assert!(parse_err(&["--restore-ahead", "maybe"]).contains("true"));
         assert_eq!(
             parse(&["--memory-capacity", "0"]).into_config(),

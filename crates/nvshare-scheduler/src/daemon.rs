@@ -19,6 +19,7 @@ use tracing::info;
 /// Runs the daemon until SIGTERM or SIGINT. `Ok` is a clean shutdown.
 pub fn run(config: Config) -> Result<(), ServerError> {
     let started = Instant::now();
+    raise_descriptor_limit();
     let signals =
         ShutdownSignals::install().map_err(ServerError::system("blocking SIGTERM and SIGINT"))?;
     let listener = SocketListener::bind(&config.socket, config.socket_group)?;
@@ -41,15 +42,39 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         ),
         "nvshare-scheduler listening"
     );
-    let scheduler = Scheduler::new(config.policy.clone());
+    let mut scheduler = Scheduler::new(config.policy.clone());
+    if listener.predecessor() {
+        info!(
+            grace_ms = policy.recovery_grace.as_millis() as u64,
+            "the last scheduler on this socket left its files (it crashed, or stopped with programs connected): \
+             no GPU is granted during the recovery grace, while its programs reconnect and say what they hold"
+        );
+        scheduler.recover();
+    }
     let mut server = Server::new(
         listener,
         signals,
         scheduler,
         Observer::new(metrics),
         started,
+        config.limits,
     )?;
     notify("READY=1");
     server.run()?;
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one: every program under
+/// the hook holds a connection, and the usual soft limit (1024) is far below
+/// what a busy node needs.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!(from = soft, to = hard, "raised the open-file limit"),
+            Err(err) => tracing::warn!(%err, soft, hard, "could not raise the open-file limit"),
+        },
+        Ok(_) => {}
+        Err(err) => tracing::warn!(%err, "could not read the open-file limit"),
+    }
 }

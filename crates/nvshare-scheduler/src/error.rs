@@ -12,6 +12,12 @@ pub enum ServerError {
          or start this one with a different --socket"
     )]
     AlreadyRunning(PathBuf),
+    /// Something that is not an nvshare scheduler listens on the socket.
+    #[error(
+        "{0} is a live socket, but what listens on it does not answer as an nvshare-scheduler: \
+         stop that program or start this one with a different --socket"
+    )]
+    ForeignListener(PathBuf),
     /// Something that is not a socket sits at the socket path.
     #[error("{0} exists and is not a socket: remove it or choose another --socket")]
     NotASocket(PathBuf),

@@ -73,6 +73,8 @@ impl Observer {
     pub fn record(&mut self, record: &Record) {
         let gpu = match record {
             Record::Granted { gpu, .. }
+            | Record::Resumed { gpu, .. }
+            | Record::ClaimRefused { gpu, .. }
             | Record::DropRequested { gpu, .. }
             | Record::Released { gpu, .. }
             | Record::Switched { gpu, .. }
@@ -121,6 +123,22 @@ impl Observer {
                         reason: (*reason).to_owned(),
                     })
                     .inc();
+            }
+            Record::Resumed { client, .. } => {
+                info!(
+                    client,
+                    name = self.name(*client),
+                    gpu = label,
+                    "holder resumed after a restart: it keeps the GPU it held"
+                );
+            }
+            Record::ClaimRefused { client, .. } => {
+                warn!(
+                    client,
+                    name = self.name(*client),
+                    gpu = label,
+                    "a program says it holds this GPU, but claims are believed only within the recovery grace after a restart; it waits in line"
+                );
             }
             Record::Released { client, held, .. } => {
                 let name = self.name(*client);

@@ -11,6 +11,11 @@ use std::time::Duration;
 /// number with a unit `ms`, `s` or `m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let trimmed = text.trim();
+    if trimmed.starts_with('-') {
+        return Err(format!(
+            "duration {text:?} is negative: give seconds (30, 0.5) or a number with ms, s or m"
+        ));
+    }
     let split = trimmed
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(trimmed.len());

@@ -5,8 +5,8 @@
 mod support;
 
 use nvshare_proto::{
-    ClientMsg, ErrorCode, Hello, HelloReply, MAX_FRAME_LEN, PROTOCOL_VERSION, Role, SchedulerMsg,
-    encode,
+    ClientMsg, ErrorCode, Hello, HelloReply, MAX_FRAME_LEN, MAX_HELLO_LEN, PROTOCOL_VERSION, Role,
+    SchedulerMsg, encode,
 };
 use std::io::Write;
 use std::time::Duration;
@@ -101,8 +101,22 @@ fn oversized_frames_are_refused_before_being_read() {
         refusal.message
     );
 
-    // A frame of the maximum length that is not a hello: read, then refused.
-    let refusal = refused_hello(&daemon, &frame(&vec![7u8; MAX_FRAME_LEN]));
+    // Before its hello, a peer may send no frame longer than a hello: the
+    // header is refused before anything is buffered for it.
+    let header = ((MAX_HELLO_LEN + 1) as u32).to_le_bytes();
+    let refusal = refused_hello(&daemon, &header);
+    assert_eq!(refusal.code, ErrorCode::BadFrame);
+    assert!(
+        refusal
+            .message
+            .contains(&format!("limit of {MAX_HELLO_LEN}")),
+        "{}",
+        refusal.message
+    );
+
+    // A frame of a hello's maximum length that is not a hello: read, then
+    // refused.
+    let refusal = refused_hello(&daemon, &frame(&vec![7u8; MAX_HELLO_LEN]));
     assert_eq!(refusal.code, ErrorCode::BadVersion);
 
     assert_unharmed(&mut daemon, &mut holder, &mut waiter);

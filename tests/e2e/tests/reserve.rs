@@ -77,6 +77,14 @@ fn a_single_allocation_bigger_than_the_capacity_still_fails_at_once() {
         stderr.contains("OUT_OF_MEMORY") || stderr.contains("out of memory"),
         "not an out-of-memory error: {stderr}"
     );
+    // The hook says why, as a warning, with the numbers and what to change.
+    let refusal = stderr
+        .lines()
+        .find(|l| l.contains("is refused with CUDA_ERROR_OUT_OF_MEMORY"))
+        .unwrap_or_else(|| panic!("the refusal is not explained: {stderr}"));
+    for part in ["WARN", "80.0 MiB", "may use 64.0 MiB", "--memory-capacity"] {
+        assert!(refusal.contains(part), "{part:?} missing in {refusal}");
+    }
     // The daemon still serves others.
     let next = sandbox.spawn(&mut worker(&sandbox, "next", 2, 8 * MIB));
     assert_eq!(

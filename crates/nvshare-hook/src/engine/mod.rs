@@ -189,12 +189,29 @@ pub fn admit(device: CUdevice, bytes: u64) -> Result<(), CUresult> {
     if config.mode == MemoryMode::Uvm && config.single_oversub {
         return Ok(());
     }
-    tracing::info!(
-        device,
-        bytes,
-        footprint,
-        capacity,
-        "allocation refused with CUDA_ERROR_OUT_OF_MEMORY: it exceeds the GPU capacity this program may use (NVSHARE_MODE=uvm with NVSHARE_ENABLE_SINGLE_OVERSUB=1 allows it)"
-    );
+    report_refusal(device, bytes, footprint, capacity);
     Err(CUresult::ERROR_OUT_OF_MEMORY)
+}
+
+/// Says why an allocation failed: once per program as a warning with what to
+/// change (a program usually gives up or retries smaller at its first OOM),
+/// then at info.
+fn report_refusal(device: CUdevice, bytes: u64, footprint: u64, capacity: u64) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let message = format!(
+        "an allocation of {:.1} MiB on GPU {device} is refused with CUDA_ERROR_OUT_OF_MEMORY: \
+         this program holds {:.1} MiB and may use {:.1} MiB of it (the scheduler's capacity, \
+         see nvshare-ctl status). Raise nvshare-scheduler's --memory-capacity, make the \
+         program use less, or run it with NVSHARE_MODE=uvm NVSHARE_ENABLE_SINGLE_OVERSUB=1 \
+         to let it exceed the GPU (slowly, by paging)",
+        mib(bytes),
+        mib(footprint),
+        mib(capacity),
+    );
+    if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!(device, bytes, footprint, capacity, "{message}");
+    } else {
+        tracing::warn!(device, bytes, footprint, capacity, "{message}");
+    }
 }

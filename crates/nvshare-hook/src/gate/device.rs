@@ -44,8 +44,9 @@ pub(crate) struct DeviceGate {
     pub changed: Condvar,
     /// The queue of this device's worker thread, which applies the
     /// scheduler's grants, drops and evictions for this device in order
-    /// (started at the first such message).
-    pub mailbox: OnceLock<Sender<SchedulerMsg>>,
+    /// (started at the first such message); each message carries the
+    /// generation of the connection it came on.
+    pub mailbox: OnceLock<Sender<(u64, SchedulerMsg)>>,
     /// The host shadow bytes (pinned, pageable) last reported.
     pub host_reported: Mutex<Option<(u64, u64)>>,
     /// `DropLock`s and `Evict`s the reader thread received for this device.
@@ -80,6 +81,11 @@ pub(crate) struct DeviceState {
     /// The footprint of the outstanding `Reserve` (0: none); cleared by a
     /// grant or a drop.
     pub reserving: u64,
+    /// A grant's restore or a drop's drain is under way: the gate may be
+    /// closed, yet the program is about to run work or still has work on the
+    /// GPU. A re-attach reports such a device as held, so that a restarted
+    /// scheduler never grants its GPU to another program meanwhile.
+    pub changing_hands: bool,
 }
 
 impl DeviceGate {
@@ -106,6 +112,7 @@ impl DeviceGate {
                 last_activity: Instant::now(),
                 granted_at: None,
                 reserving: 0,
+                changing_hands: false,
             }),
             changed: Condvar::new(),
             mailbox: OnceLock::new(),
@@ -142,6 +149,13 @@ impl DeviceGate {
         self.held.load(Ordering::SeqCst)
     }
 
+    /// Whether the program may run work on this GPU now or at once: it holds
+    /// the lock, or a grant or drop is half done (`state` is this device's
+    /// locked state). What a re-attach claims.
+    pub fn may_run(&self, state: &DeviceState) -> bool {
+        self.is_held() || state.changing_hands
+    }
+
     /// Opens the gate (a grant, or unscheduled running) with room for a
     /// footprint of `room` bytes, and wakes waiters.
     pub fn open(&self, state: &mut DeviceState, room: u64) {
@@ -151,6 +165,7 @@ impl DeviceGate {
         state.idle_reported = false;
         state.last_activity = Instant::now();
         state.granted_at = Some(Instant::now());
+        state.changing_hands = false;
         self.held.store(true, Ordering::SeqCst);
         self.changed.notify_all();
     }

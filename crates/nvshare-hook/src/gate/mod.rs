@@ -182,7 +182,9 @@ fn wait_for_grant(gate: &'static Gate, device: &'static DeviceGate) {
         device.open(&mut state, u64::MAX);
         return;
     }
-    if !state.requested {
+    // While a grant or drop is half done the answer comes from it: the
+    // grant opens the gate, the drop's end asks again for those waiting.
+    if !state.requested && !state.changing_hands {
         state.requested = true;
         gate.session
             .send(&ClientMsg::RequestLock { gpu: device.uuid });

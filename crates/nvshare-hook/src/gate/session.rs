@@ -21,6 +21,7 @@ use nvshare_proto::{ClientMsg, SchedulerMsg};
 use parking_lot::Mutex;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The live connection, if any. `None` while (re)connecting or unscheduled.
@@ -29,8 +30,12 @@ pub(crate) struct Session {
     connection: Mutex<Option<Arc<Connection>>>,
     /// Set once the first connection attempt failed for good: the process
     /// then runs unscheduled (logged once).
-    unscheduled: std::sync::atomic::AtomicBool,
+    unscheduled: AtomicBool,
     started: std::sync::Once,
+    /// Counts connections: raised when a reconnect is installed. A grant
+    /// that arrived on an earlier connection is stale (its scheduler is
+    /// gone, and the new one did not grant it) and is not applied.
+    generation: AtomicU64,
 }
 
 impl Session {
@@ -38,22 +43,23 @@ impl Session {
     pub const fn new() -> Self {
         Session {
             connection: Mutex::new(None),
-            unscheduled: std::sync::atomic::AtomicBool::new(false),
+            unscheduled: AtomicBool::new(false),
             started: std::sync::Once::new(),
+            generation: AtomicU64::new(0),
         }
     }
 
     /// The connection, opening it (and the reader and idle threads) on first
     /// use. `None` means run unscheduled.
     pub fn connection(&self, gate: &'static Gate) -> Option<Arc<Connection>> {
-        if self.unscheduled.load(std::sync::atomic::Ordering::Acquire) {
+        if self.unscheduled.load(Ordering::Acquire) {
             return None;
         }
         self.started.call_once(|| {
             let cfg = config::get();
             if cfg.scheduler == config::SchedulerMode::Off {
                 tracing::warn!("NVSHARE_SCHEDULER=off: this program runs unshared, without a scheduler");
-                self.unscheduled.store(true, std::sync::atomic::Ordering::Release);
+                self.unscheduled.store(true, Ordering::Release);
                 return;
             }
             match Connection::open(cfg) {
@@ -65,7 +71,7 @@ impl Session {
                 }
                 Err(e) => {
                     tracing::warn!("{e}; this program runs unshared");
-                    self.unscheduled.store(true, std::sync::atomic::Ordering::Release);
+                    self.unscheduled.store(true, Ordering::Release);
                 }
             }
         });
@@ -75,8 +81,7 @@ impl Session {
     /// Closes the connection for good (the process exits): nothing is sent
     /// after this, and the reader thread does not reconnect.
     pub fn close(&self) {
-        self.unscheduled
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.unscheduled.store(true, Ordering::Release);
         if let Some(connection) = self.connection.lock().take() {
             connection.shutdown();
         }
@@ -112,15 +117,31 @@ pub(crate) fn attach(gate: &'static Gate, device: &DeviceGate) -> bool {
     true
 }
 
+/// Sends `Attach` for `device`. The claim (`holding`) is decided and sent
+/// under the device's state lock, as are the start of a grant and the end of
+/// a drop (`LockReleased`): a restarted scheduler thus hears either that the
+/// program may run work on the GPU, or that it gave the GPU back, never
+/// neither while it still runs.
 fn send_attach(gate: &Gate, device: &DeviceGate) {
     let usage = engine::current().usage(device.ordinal);
-    gate.session.send(&ClientMsg::Attach {
-        gpu: device.uuid,
-        physical_memory: device.physical_memory,
-        footprint: usage.footprint,
-        resident: usage.resident,
-        holding: device.is_held(),
-    });
+    {
+        let mut state = device.state.lock();
+        let holding = device.may_run(&state);
+        if holding {
+            // The claim stands for any request made to the last daemon:
+            // asking the new one now would be answered with a confirmation
+            // that re-opens the gate after a drain in progress. Threads
+            // still waiting when that drain ends ask then (`drop_lock`).
+            state.requested = false;
+        }
+        gate.session.send(&ClientMsg::Attach {
+            gpu: device.uuid,
+            physical_memory: device.physical_memory,
+            footprint: usage.footprint,
+            resident: usage.resident,
+            holding,
+        });
+    }
     super::host::report(gate, device, true);
 }
 
@@ -137,12 +158,7 @@ fn reader_loop(gate: &'static Gate, mut reader: UnixStream) {
     loop {
         match client::receive(&mut reader) {
             Ok(msg) => apply(gate, msg),
-            Err(_)
-                if gate
-                    .session
-                    .unscheduled
-                    .load(std::sync::atomic::Ordering::Acquire) =>
-            {
+            Err(_) if gate.session.unscheduled.load(Ordering::Acquire) => {
                 return;
             }
             Err(e) => {
@@ -169,6 +185,9 @@ fn reconnect(gate: &'static Gate) -> UnixStream {
                     "reconnected to the scheduler"
                 );
                 *gate.session.connection.lock() = Some(Arc::new(connection));
+                // Before any claim is made: grants still queued from the
+                // last connection are stale from here on.
+                gate.session.generation.fetch_add(1, Ordering::SeqCst);
                 for device in gate.devices() {
                     if device.state.lock().unscheduled {
                         continue;
@@ -213,7 +232,8 @@ fn apply(gate: &'static Gate, msg: SchedulerMsg) {
                     SchedulerMsg::Prepare { .. } => device.note_prepare(),
                     _ => {}
                 }
-                deliver(gate, device, msg);
+                let generation = gate.session.generation.load(Ordering::SeqCst);
+                deliver(gate, device, generation, msg);
             }
         }
         None => apply_here(gate, msg),
@@ -222,14 +242,14 @@ fn apply(gate: &'static Gate, msg: SchedulerMsg) {
 
 /// Queues `msg` for `device`'s worker thread, starting it on first use; if
 /// no thread can be started, applies the message on this thread instead.
-fn deliver(gate: &'static Gate, device: &'static DeviceGate, msg: SchedulerMsg) {
+fn deliver(gate: &'static Gate, device: &'static DeviceGate, generation: u64, msg: SchedulerMsg) {
     let mailbox = device.mailbox.get_or_init(|| {
-        let (sender, receiver) = std::sync::mpsc::channel::<SchedulerMsg>();
+        let (sender, receiver) = std::sync::mpsc::channel::<(u64, SchedulerMsg)>();
         let spawned = std::thread::Builder::new()
             .name(format!("nvshare-gpu{}", device.ordinal))
             .spawn(move || {
-                for msg in receiver {
-                    apply_here(gate, msg);
+                for (generation, msg) in receiver {
+                    apply_device_msg(gate, generation, msg);
                 }
             });
         if let Err(e) = spawned {
@@ -238,9 +258,22 @@ fn deliver(gate: &'static Gate, device: &'static DeviceGate, msg: SchedulerMsg) 
         }
         sender
     });
-    if let Err(std::sync::mpsc::SendError(msg)) = mailbox.send(msg) {
-        apply_here(gate, msg);
+    if let Err(std::sync::mpsc::SendError((generation, msg))) = mailbox.send((generation, msg)) {
+        apply_device_msg(gate, generation, msg);
     }
+}
+
+/// Applies a device's message received on connection `generation`, unless
+/// it is a grant from a scheduler that is gone: its successor did not grant
+/// it, and the program waits for the successor's own grant.
+fn apply_device_msg(gate: &'static Gate, generation: u64, msg: SchedulerMsg) {
+    if let SchedulerMsg::LockGranted { gpu, room } = msg {
+        if let Some(device) = gate.device_by_uuid(&gpu) {
+            grant(gate, device, room, generation);
+        }
+        return;
+    }
+    apply_here(gate, msg);
 }
 
 /// Applies one scheduler message on the calling thread.
@@ -262,7 +295,8 @@ fn apply_here(gate: &'static Gate, msg: SchedulerMsg) {
         }
         SchedulerMsg::LockGranted { gpu, room } => {
             if let Some(device) = gate.device_by_uuid(&gpu) {
-                grant(gate, device, room);
+                let generation = gate.session.generation.load(Ordering::SeqCst);
+                grant(gate, device, room, generation);
             }
         }
         SchedulerMsg::Reserved { gpu, room } => {
@@ -272,9 +306,7 @@ fn apply_here(gate: &'static Gate, msg: SchedulerMsg) {
                 // arrives after a drop is stale (the next grant brings its
                 // own).
                 if device.is_held() {
-                    device
-                        .room
-                        .fetch_max(room, std::sync::atomic::Ordering::SeqCst);
+                    device.room.fetch_max(room, Ordering::SeqCst);
                     device.changed.notify_all();
                 }
             }
@@ -326,16 +358,23 @@ fn apply_here(gate: &'static Gate, msg: SchedulerMsg) {
     }
 }
 
-/// Restores the device's memory, then opens the gate with `room`.
-fn grant(gate: &Gate, device: &DeviceGate, room: u64) {
-    if device.is_held() {
-        // A confirmation of the hold: its room is at least the one we have.
-        let _state = device.state.lock();
-        device
-            .room
-            .fetch_max(room, std::sync::atomic::Ordering::SeqCst);
-        device.changed.notify_all();
-        return;
+/// Restores the device's memory, then opens the gate with `room`; a grant
+/// received on an earlier connection than the current one is dropped.
+fn grant(gate: &Gate, device: &DeviceGate, room: u64, generation: u64) {
+    {
+        let mut state = device.state.lock();
+        if generation != gate.session.generation.load(Ordering::SeqCst) {
+            tracing::debug!(gpu = %device.uuid, "dropping a grant of the scheduler before the reconnect");
+            return;
+        }
+        if device.is_held() {
+            // A confirmation of the hold: its room is at least the one we have.
+            device.room.fetch_max(room, Ordering::SeqCst);
+            device.changed.notify_all();
+            return;
+        }
+        // From here the program may run: a re-attach says so.
+        state.changing_hands = true;
     }
     let started = Instant::now();
     let _current = platform::ContextGuard::enter(device.ordinal);
@@ -442,15 +481,22 @@ fn prepare(gate: &Gate, device: &DeviceGate, bytes: u64) {
 /// gives the lock back.
 fn drop_lock(gate: &Gate, device: &DeviceGate, evict_bytes: u64) {
     let started = Instant::now();
+    {
+        // Until LockReleased is sent, a re-attach claims the GPU: calls in
+        // flight and queued work still run on it.
+        let mut state = device.state.lock();
+        state.changing_hands |= device.is_held();
+    }
     device.close_and_drain();
     platform::synchronize(device.ordinal);
     evict(gate, device, evict_bytes);
     let resident = engine::current().usage(device.ordinal).resident;
+    let mut state = device.state.lock();
     gate.session.send(&ClientMsg::LockReleased {
         gpu: device.uuid,
         resident,
     });
-    let mut state = device.state.lock();
+    state.changing_hands = false;
     state.granted_at = None;
     state.reserving = 0;
     if state.waiters == 0 {

@@ -179,6 +179,26 @@ impl Domain {
         }
     }
 
+    /// Takes `client`, which says it already holds the lock (a program that
+    /// reconnected after a restart), as a holder, without a grant message:
+    /// it runs already, or finishes a drop whose release follows.
+    pub fn resume(&mut self, client: ClientId, now: Duration, out: &mut Vec<Action>) {
+        self.queue.retain(|&c| c != client);
+        let Some(m) = self.members.get_mut(&client) else {
+            return;
+        };
+        m.ticket = None;
+        m.set_state(ClientState::Running);
+        m.granted_at = now;
+        m.last_ran = now;
+        m.restoring = m.resident < m.footprint;
+        m.room = m.footprint;
+        out.push(Action::Record(Record::Resumed {
+            client,
+            gpu: self.uuid,
+        }));
+    }
+
     /// Asks the running `client` to give the lock back after evicting
     /// `evict_bytes`.
     pub fn drop_lock(

@@ -49,6 +49,9 @@ impl Scheduler {
     /// Runs the schedule of every GPU, then grants the gangs that are ready
     /// everywhere, until nothing more can be granted.
     pub(super) fn settle(&mut self, now: Duration, out: &mut Vec<Action>) {
+        if self.recovering(now) {
+            return;
+        }
         loop {
             self.line_up();
             for d in self.domains.values_mut() {

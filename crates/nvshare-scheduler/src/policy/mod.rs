@@ -20,6 +20,8 @@
 //! - `reserve`: room for holders that grow while they hold the lock.
 //! - `fetch`: restoring the next program's memory ahead of its grant, into
 //!   memory free now (also while the last holder's eviction frees it).
+//! - `recovery`: after a restart, holders' claims and no grants until they
+//!   had time to reconnect.
 //! - `tests`: behaviour tests with simulated time.
 //!
 //! INTERFACE CONTRACT (shared with the I/O shell in `server`): the types and
@@ -31,6 +33,7 @@ mod gang;
 mod grant;
 mod member;
 mod messages;
+mod recovery;
 mod reserve;
 #[cfg(test)]
 mod tests;
@@ -67,6 +70,10 @@ pub struct PolicyConfig {
     /// grant, into memory free now (see `fetch`): switches then move both
     /// ways at once. Off, each switch moves out, then in.
     pub restore_ahead: bool,
+    /// How long after the daemon's start programs that held a GPU before a
+    /// restart are believed when they say so, and (after [`Scheduler::recover`])
+    /// how long nobody else is granted one (see `recovery`).
+    pub recovery_grace: Duration,
 }
 
 /// Something that happened, fed to [`Scheduler::handle`].
@@ -154,6 +161,22 @@ pub enum Record {
         /// Who was granted beside it.
         granted: ClientId,
     },
+    /// `client` re-attached `gpu` after a restart saying it holds it, and
+    /// was taken as a holder.
+    Resumed {
+        /// Who.
+        client: ClientId,
+        /// Which GPU.
+        gpu: GpuUuid,
+    },
+    /// `client` said it holds `gpu` long after the daemon started: not
+    /// believed; it waits in line.
+    ClaimRefused {
+        /// Who.
+        client: ClientId,
+        /// Which GPU.
+        gpu: GpuUuid,
+    },
     /// `client` released `gpu` after holding it for `held`.
     Released {
         /// Who.
@@ -215,6 +238,8 @@ pub struct Scheduler {
     domains: BTreeMap<GpuUuid, Domain>,
     /// The last ticket handed out (see `gang`).
     next_ticket: u64,
+    /// Until when nobody is granted a GPU (see `recovery`).
+    recovering_until: Option<Duration>,
 }
 
 /// A connected hook client.
@@ -234,6 +259,7 @@ impl Scheduler {
             clients: BTreeMap::new(),
             domains: BTreeMap::new(),
             next_ticket: 0,
+            recovering_until: None,
         }
     }
 
@@ -318,6 +344,11 @@ impl Scheduler {
 
     /// The earliest time at which [`Event::Tick`] has something to do, if any.
     pub fn next_deadline(&self) -> Option<Duration> {
+        let recovery_end = self.recovering_until;
+        if recovery_end.is_some() {
+            // Nothing but the recovery's end moves a queue before it.
+            return recovery_end;
+        }
         self.domains.values().filter_map(grant::next_deadline).min()
     }
 
@@ -417,6 +448,7 @@ impl Scheduler {
         now: Duration,
         out: &mut Vec<Action>,
     ) {
+        let trusted = self.claims_trusted(now);
         let config = &self.config;
         let d = self.domains.entry(gpu).or_insert_with(|| {
             let capacity = config
@@ -450,7 +482,7 @@ impl Scheduler {
             },
         });
         if holding {
-            d.request(client, now, true);
+            recovery::claim(d, client, trusted, now, out);
         }
         self.settle(now, out);
     }

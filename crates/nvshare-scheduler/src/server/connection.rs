@@ -2,10 +2,13 @@
 //! the bytes waiting to go out.
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-use nvshare_proto::{ClientId, FrameBuffer, ProtoError, encode_frame};
+use nvshare_proto::{
+    ClientId, FrameBuffer, MAX_HELLO_LEN, MAX_REQUEST_LEN, ProtoError, encode_frame,
+};
 use serde::Serialize;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
+use std::time::Instant;
 
 /// A peer that lets this many bytes pile up unread is disconnected: it is
 /// stuck or hostile, and the daemon must not buffer for it without bound.
@@ -57,6 +60,8 @@ pub struct Connection {
     pub phase: Phase,
     /// True while epoll also watches for writability.
     pub watching_writes: bool,
+    /// When it was accepted (it must say hello soon after).
+    pub accepted_at: Instant,
     stream: UnixStream,
     frames: FrameBuffer,
     out: Vec<u8>,
@@ -75,8 +80,10 @@ impl Connection {
             },
             phase: Phase::AwaitingHello,
             watching_writes: false,
+            accepted_at: Instant::now(),
             stream,
-            frames: FrameBuffer::new(),
+            // Until it says who it is, a peer gets room for a hello only.
+            frames: FrameBuffer::with_limit(MAX_HELLO_LEN),
             out: Vec::new(),
             out_start: 0,
         })
@@ -87,16 +94,30 @@ impl Connection {
         &self.stream
     }
 
-    /// Reads what has arrived (up to a fairness budget) into the frame buffer.
+    /// Moves to `phase`: a peer that said hello may send requests.
+    pub fn enter(&mut self, phase: Phase) {
+        self.phase = phase;
+        self.frames.set_limit(MAX_REQUEST_LEN);
+    }
+
+    /// Reads what has arrived (up to a fairness budget, and never more than
+    /// one frame of the phase's limit ahead) into the frame buffer.
     pub fn fill(&mut self, scratch: &mut [u8]) -> ReadStatus {
         let mut total = 0;
         while total < READ_BUDGET {
-            match self.stream.read(scratch) {
+            let room = self.frames.capacity().saturating_sub(self.frames.pending());
+            if room == 0 {
+                // A whole frame's worth is buffered: the rest waits in the
+                // socket until it is taken.
+                break;
+            }
+            let want = room.min(scratch.len());
+            match self.stream.read(&mut scratch[..want]) {
                 Ok(0) => return ReadStatus::Closed,
                 Ok(n) => {
                     self.frames.extend(&scratch[..n]);
                     total += n;
-                    if n < scratch.len() {
+                    if n < want {
                         // Short read: the socket is drained for now.
                         break;
                     }
@@ -144,6 +165,11 @@ impl Connection {
             self.out_start = 0;
         }
         Ok(())
+    }
+
+    /// Bytes received and not yet taken as frames.
+    pub fn pending_input(&self) -> usize {
+        self.frames.pending()
     }
 
     /// Bytes queued but not yet written.

@@ -104,11 +104,11 @@ impl Server {
         let peer = conn.peer;
         let name = handshake::clean_name(&role);
         let group = handshake::clean_group(&role);
-        conn.phase = if name.is_some() {
+        conn.enter(if name.is_some() {
             Phase::Client
         } else {
             Phase::Control
-        };
+        });
         self.send(
             id,
             &HelloReply::Accepted {

@@ -1,5 +1,10 @@
 //! The listening socket's life: its directory, replacing a stale socket file
 //! but never a live one, its mode and group, and removing it on exit.
+//!
+//! Beside the socket, `<socket>.lock` is held for the daemon's life. It is
+//! removed on a clean exit, unless programs were still connected then (they
+//! reconnect to the next daemon): a lock file or socket found at start is a
+//! predecessor's, whose programs may still run (see the policy's recovery).
 
 use crate::error::ServerError;
 use nix::errno::Errno;
@@ -27,6 +32,11 @@ pub struct SocketListener {
     /// Held for the daemon's life: two daemons starting at once cannot both
     /// decide the socket is stale.
     _lock: Flock<File>,
+    lock_path: PathBuf,
+    /// Leave the lock file on exit: programs are still connected.
+    keep_lock_file: bool,
+    /// A predecessor left its socket or lock file.
+    predecessor: bool,
 }
 
 impl SocketListener {
@@ -48,8 +58,9 @@ impl SocketListener {
                     source,
                 })?;
         }
-        let lock = take_lock(path)?;
-        remove_if_stale(path)?;
+        let lock_path = lock_path(path);
+        let (lock, lock_left) = take_lock(&lock_path, path)?;
+        let stale_socket = remove_if_stale(path)?;
 
         // The umask closes the window between bind() and chmod() in which
         // the socket would carry the process's default mode.
@@ -78,7 +89,22 @@ impl SocketListener {
             path: path.to_owned(),
             identity,
             _lock: lock,
+            lock_path,
+            keep_lock_file: false,
+            predecessor: lock_left || stale_socket,
         })
+    }
+
+    /// Whether an earlier daemon left its socket or lock file here: it
+    /// crashed, or stopped while programs were connected.
+    pub fn predecessor(&self) -> bool {
+        self.predecessor
+    }
+
+    /// Keeps the lock file when the daemon exits, telling the next one that
+    /// programs connected to this one may still hold GPUs.
+    pub fn keep_lock_file(&mut self) {
+        self.keep_lock_file = true;
     }
 
     /// Accepts one pending connection, if any, as a non-blocking stream.
@@ -114,39 +140,71 @@ impl Drop for SocketListener {
                 tracing::warn!(path = %self.path.display(), %err, "could not remove the socket file");
             }
         }
+        // Removed while still locked: a daemon starting now either fails to
+        // lock it, or finds its path gone and makes a new one (take_lock).
+        if !self.keep_lock_file
+            && let Err(err) = fs::remove_file(&self.lock_path)
+            && err.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.lock_path.display(), %err, "could not remove the lock file");
+        }
     }
 }
 
-/// Takes `<socket>.lock`; held by a running daemon, so failing to take it
-/// means one is running.
-fn take_lock(path: &Path) -> Result<Flock<File>, ServerError> {
-    let mut lock_path = path.as_os_str().to_owned();
+/// `<socket>.lock`.
+fn lock_path(socket: &Path) -> PathBuf {
+    let mut lock_path = socket.as_os_str().to_owned();
     lock_path.push(".lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|source| ServerError::Socket {
-            path: PathBuf::from(&lock_path),
-            source,
-        })?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(lock),
-        Err((_, Errno::EWOULDBLOCK)) => Err(ServerError::AlreadyRunning(path.to_owned())),
-        Err((_, errno)) => Err(ServerError::Socket {
-            path: PathBuf::from(lock_path),
-            source: errno.into(),
-        }),
-    }
+    PathBuf::from(lock_path)
 }
 
-/// Removes a socket file nobody listens on; refuses a live socket and
-/// anything that is not a socket.
-fn remove_if_stale(path: &Path) -> Result<(), ServerError> {
+/// Takes the lock file of `socket`; held by a running daemon, so failing to
+/// take it means one is running. Also returns whether the file was there
+/// before (a predecessor left it).
+fn take_lock(lock_path: &Path, socket: &Path) -> Result<(Flock<File>, bool), ServerError> {
+    let lock_err = |source| ServerError::Socket {
+        path: lock_path.to_owned(),
+        source,
+    };
+    let left_behind = fs::symlink_metadata(lock_path).is_ok();
+    // A daemon exiting removes its lock file while it holds the lock: the
+    // file locked here may be unlinked by then. Lock again until the locked
+    // file is the one at the path.
+    for _ in 0..8 {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(lock_path)
+            .map_err(lock_err)?;
+        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((_, Errno::EWOULDBLOCK)) => {
+                return Err(ServerError::AlreadyRunning(socket.to_owned()));
+            }
+            Err((_, errno)) => return Err(lock_err(errno.into())),
+        };
+        let locked = lock.metadata().map_err(lock_err)?;
+        match fs::symlink_metadata(lock_path) {
+            Ok(at_path) if (at_path.dev(), at_path.ino()) == (locked.dev(), locked.ino()) => {
+                return Ok((lock, left_behind));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(lock_err(e)),
+        }
+    }
+    Err(lock_err(io::Error::other(
+        "the lock file kept being replaced while it was taken",
+    )))
+}
+
+/// Removes a socket file nobody listens on (returning true); refuses a live
+/// socket and anything that is not a socket.
+fn remove_if_stale(path: &Path) -> Result<bool, ServerError> {
     let meta = match fs::symlink_metadata(path) {
         Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(source) => {
             return Err(ServerError::Socket {
                 path: path.to_owned(),
@@ -158,23 +216,44 @@ fn remove_if_stale(path: &Path) -> Result<(), ServerError> {
         return Err(ServerError::NotASocket(path.to_owned()));
     }
     match UnixStream::connect(path) {
-        Ok(_) => Err(ServerError::AlreadyRunning(path.to_owned())),
+        Ok(stream) if answers_as_scheduler(&stream) => {
+            Err(ServerError::AlreadyRunning(path.to_owned()))
+        }
+        Ok(_) => Err(ServerError::ForeignListener(path.to_owned())),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
             tracing::info!(path = %path.display(), "replacing the stale socket of a scheduler that is gone");
-            fs::remove_file(path).or_else(|e| match e.kind() {
-                io::ErrorKind::NotFound => Ok(()),
-                _ => Err(ServerError::Socket {
+            match fs::remove_file(path) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+                Err(e) => Err(ServerError::Socket {
                     path: path.to_owned(),
                     source: e,
                 }),
-            })
+            }
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(source) => Err(ServerError::Socket {
             path: path.to_owned(),
             source,
         }),
     }
+}
+
+/// How long a live socket's listener has to answer the probe's hello.
+const PROBE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether whoever listens on `stream`'s other end answers a hello as an
+/// nvshare scheduler does (any version: a reply, even a refusal).
+fn answers_as_scheduler(stream: &UnixStream) -> bool {
+    use nvshare_proto::{Hello, HelloReply, Role, read_msg, write_msg};
+    let mut stream = stream;
+    let probe = (|| {
+        stream.set_read_timeout(Some(PROBE_PATIENCE)).ok()?;
+        stream.set_write_timeout(Some(PROBE_PATIENCE)).ok()?;
+        write_msg(&mut stream, &Hello::new(Role::Control)).ok()?;
+        read_msg::<_, HelloReply>(&mut stream).ok()
+    })();
+    probe.is_some()
 }
 
 #[cfg(test)]
@@ -201,15 +280,80 @@ mod tests {
     fn a_live_socket_is_refused_and_a_stale_one_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sock");
-        let live = UnixListener::bind(&path).unwrap();
+        let live = SocketListener::bind(&path, None).unwrap();
+        // Another daemon on the same path, with its own lock file, answers
+        // hellos like a scheduler.
+        let other = dir.path().join("other.sock");
+        std::fs::rename(&path, &other).unwrap();
+        let answering = std::thread::spawn({
+            let listener = live.listener.try_clone().unwrap();
+            move || answer_one_hello(&listener)
+        });
+        std::fs::rename(&other, &path).unwrap();
+        std::fs::remove_file(lock_path(&path)).unwrap();
         assert!(matches!(
             SocketListener::bind(&path, None),
             Err(ServerError::AlreadyRunning(_))
         ));
-        drop(live); // leaves the file behind, nobody listening: stale
+        answering.join().unwrap();
+        drop(live);
+
+        let foreign = UnixListener::bind(&path).unwrap();
+        assert!(matches!(
+            SocketListener::bind(&path, None),
+            Err(ServerError::ForeignListener(_))
+        ));
+        drop(foreign); // leaves the file behind, nobody listening: stale
         assert!(path.exists());
         let replaced = SocketListener::bind(&path, None).unwrap();
+        assert!(replaced.predecessor(), "a stale socket is a predecessor's");
         assert!(UnixStream::connect(replaced.path()).is_ok());
+    }
+
+    /// Accepts one connection on the non-blocking `listener` and answers its
+    /// hello as a scheduler.
+    fn answer_one_hello(listener: &UnixListener) {
+        use nvshare_proto::{Hello, HelloReply, PROTOCOL_VERSION, read_msg, write_msg};
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut stream = loop {
+            match listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Err(e) => panic!("no probe came: {e}"),
+            }
+        };
+        stream.set_nonblocking(false).unwrap();
+        let _: Hello = read_msg(&mut stream).unwrap();
+        write_msg(
+            &mut stream,
+            &HelloReply::Accepted {
+                client_id: 1,
+                version: PROTOCOL_VERSION,
+            },
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn the_lock_file_goes_on_a_clean_exit_unless_programs_were_connected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let first = SocketListener::bind(&path, None).unwrap();
+        assert!(!first.predecessor(), "nothing was here");
+        drop(first);
+        assert!(!lock_path(&path).exists(), "the lock file is left");
+        let mut second = SocketListener::bind(&path, None).unwrap();
+        assert!(!second.predecessor(), "a clean exit leaves no sign");
+        second.keep_lock_file();
+        drop(second);
+        assert!(lock_path(&path).exists());
+        let third = SocketListener::bind(&path, None).unwrap();
+        assert!(
+            third.predecessor(),
+            "programs of the last daemon may still run"
+        );
     }
 
     #[test]

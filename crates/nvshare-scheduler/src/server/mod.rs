@@ -27,7 +27,7 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::Signal;
 use nvshare_proto::ClientId;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
@@ -37,6 +37,18 @@ const SIGNAL_TOKEN: u64 = u64::MAX - 1;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// Read chunk for every connection.
 const SCRATCH_LEN: usize = 64 << 10;
+
+/// How much the daemon gives connections before they prove useful.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// A connection that has not said hello after this long is closed.
+    pub hello_timeout: Duration,
+    /// Connections one uid may hold open at once; more are closed at once.
+    pub per_uid: usize,
+}
+
+/// How long accepting pauses when the daemon is out of file descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The daemon's event loop and everything it owns.
 #[derive(Debug)]
@@ -52,6 +64,18 @@ pub struct Server {
     next_id: ClientId,
     /// False while out of file descriptors (the listener is not watched).
     accepting: bool,
+    /// When to watch the listener again after running out of descriptors.
+    resume_accepting_at: Option<Instant>,
+    /// A descriptor kept free: when the daemon runs out, it is closed to
+    /// accept and at once close one pending connection (its peer sees the
+    /// close, rather than waiting unanswered), then opened again.
+    spare_fd: Option<std::fs::File>,
+    limits: ConnectionLimits,
+    /// Connections not yet past their hello, in accept order (so deadline
+    /// order); entries of connections gone or past it are skipped.
+    hello_deadlines: VecDeque<(Instant, ClientId)>,
+    /// Open connections per peer uid.
+    per_uid: HashMap<u32, usize>,
     started: Instant,
     daemon_uid: u32,
     scratch: Vec<u8>,
@@ -65,6 +89,7 @@ impl Server {
         scheduler: Scheduler,
         observer: Observer,
         started: Instant,
+        limits: ConnectionLimits,
     ) -> Result<Self, ServerError> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
             .map_err(ServerError::system("creating the epoll set"))?;
@@ -87,6 +112,11 @@ impl Server {
             dirty: Vec::new(),
             next_id: 1,
             accepting: true,
+            resume_accepting_at: None,
+            spare_fd: spare_fd(),
+            limits,
+            hello_deadlines: VecDeque::new(),
+            per_uid: HashMap::new(),
             started,
             daemon_uid: nix::unistd::geteuid().as_raw(),
             scratch: vec![0; SCRATCH_LEN],
@@ -109,7 +139,7 @@ impl Server {
                 self.flush_dirty();
                 deadline = self.scheduler.next_deadline();
             }
-            let ready = match self.epoll.wait(&mut events, self.timeout(deadline)) {
+            let ready = match self.epoll.wait(&mut events, self.loop_timeout(deadline)) {
                 Ok(ready) => ready,
                 Err(Errno::EINTR) => 0,
                 Err(errno) => return Err(ServerError::system("waiting for events")(errno)),
@@ -130,9 +160,61 @@ impl Server {
                     id => self.serve(id, event.events()),
                 }
             }
+            self.expire_hellos();
+            if self
+                .resume_accepting_at
+                .is_some_and(|at| Instant::now() >= at)
+            {
+                self.resume_accepting();
+            }
             self.flush_dirty();
             self.observer
                 .set_load(self.scheduler.client_count(), self.scheduler.queue_len());
+        }
+    }
+
+    /// The wait until the policy's `deadline`, the next hello deadline or
+    /// the end of an accept back-off, whichever comes first.
+    fn loop_timeout(&self, deadline: Option<Duration>) -> EpollTimeout {
+        let since_start = |at: Instant| at.saturating_duration_since(self.started);
+        let shell = self
+            .hello_deadlines
+            .front()
+            .map(|&(at, _)| since_start(at))
+            .into_iter()
+            .chain(self.resume_accepting_at.map(since_start))
+            .min();
+        let earliest = match (deadline, shell) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.timeout(earliest)
+    }
+
+    /// Closes connections that have not said hello in time.
+    fn expire_hellos(&mut self) {
+        let now = Instant::now();
+        while let Some(&(deadline, id)) = self.hello_deadlines.front() {
+            let waiting = self
+                .connections
+                .get(&id)
+                .is_some_and(|c| c.phase == connection::Phase::AwaitingHello);
+            if waiting && deadline > now {
+                return;
+            }
+            self.hello_deadlines.pop_front();
+            if waiting {
+                if let Some(conn) = self.connections.get(&id) {
+                    debug!(
+                        conn = id,
+                        pid = conn.peer.pid,
+                        uid = conn.peer.uid,
+                        "no hello in time"
+                    );
+                }
+                self.observer.metrics().rejected_connections.inc();
+                self.close(id, "said no hello in time");
+            }
         }
     }
 
@@ -162,9 +244,10 @@ impl Server {
                 Ok(None) => return,
                 Err(err) => {
                     if matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
-                        // The pending connection stays readable: stop
+                        self.refuse_one_pending();
+                        // The pending connections stay readable: stop
                         // watching the listener (or the loop would spin)
-                        // until a connection closes and frees a descriptor.
+                        // until a connection closes or the back-off ends.
                         self.pause_accepting();
                     }
                     warn!(%err, open = self.connections.len(), "accepting a connection failed");
@@ -180,6 +263,21 @@ impl Server {
                     continue;
                 }
             };
+            let open = self.per_uid.entry(conn.peer.uid).or_default();
+            if *open >= self.limits.per_uid {
+                if *open == self.limits.per_uid {
+                    warn!(
+                        uid = conn.peer.uid,
+                        limit = self.limits.per_uid,
+                        "a user holds as many connections as allowed; closing its new ones until some close (--max-connections-per-uid)"
+                    );
+                    // Warned once until its count falls below the cap.
+                    *open += 1;
+                }
+                self.observer.metrics().rejected_connections.inc();
+                continue;
+            }
+            *open += 1;
             if let Err(err) = self.epoll.add(conn.stream(), interest(id, false)) {
                 warn!(%err, "watching a new connection failed; dropping it");
                 continue;
@@ -190,18 +288,35 @@ impl Server {
                 uid = conn.peer.uid,
                 "accepted"
             );
+            let deadline = conn.accepted_at + self.limits.hello_timeout;
+            self.hello_deadlines.push_back((deadline, id));
             self.connections.insert(id, conn);
         }
+    }
+
+    /// Out of descriptors: uses the spare one to accept a pending connection
+    /// and close it at once, so its peer hears of it now.
+    fn refuse_one_pending(&mut self) {
+        if self.spare_fd.take().is_none() {
+            return;
+        }
+        if let Ok(Some(stream)) = self.listener.accept() {
+            drop(stream);
+            self.observer.metrics().rejected_connections.inc();
+        }
+        self.spare_fd = spare_fd();
     }
 
     fn pause_accepting(&mut self) {
         let mut none = EpollEvent::new(EpollFlags::empty(), LISTENER_TOKEN);
         if self.epoll.modify(self.listener.socket(), &mut none).is_ok() {
             self.accepting = false;
+            self.resume_accepting_at = Some(Instant::now() + ACCEPT_BACKOFF);
         }
     }
 
     fn resume_accepting(&mut self) {
+        self.resume_accepting_at = None;
         let mut readable = EpollEvent::new(EpollFlags::EPOLLIN, LISTENER_TOKEN);
         if self
             .epoll
@@ -211,6 +326,24 @@ impl Server {
             self.accepting = true;
         }
     }
+
+    /// A connection of `uid` closed.
+    fn forget_peer(&mut self, uid: u32) {
+        if let Some(open) = self.per_uid.get_mut(&uid) {
+            // Past the cap only by the warning's mark: back under it.
+            *open = open
+                .saturating_sub(1)
+                .min(self.limits.per_uid.saturating_sub(1));
+            if *open == 0 {
+                self.per_uid.remove(&uid);
+            }
+        }
+    }
+}
+
+/// A descriptor held in reserve for [`Server::refuse_one_pending`].
+fn spare_fd() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
 }
 
 /// What epoll watches on a connection.

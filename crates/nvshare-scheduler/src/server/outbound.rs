@@ -91,8 +91,9 @@ impl Server {
         let _ = conn.flush();
         let _ = self.epoll.delete(conn.stream());
         drop(conn.stream().shutdown(std::net::Shutdown::Both));
-        let phase = conn.phase;
+        let (phase, uid) = (conn.phase, conn.peer.uid);
         drop(conn);
+        self.forget_peer(uid);
         if !self.accepting {
             self.resume_accepting();
         }
@@ -119,6 +120,10 @@ impl Server {
         info!(%signal, clients = clients.len(), socket = %self.listener.path().display(),
               "shutting down: telling clients and removing the socket");
         notify("STOPPING=1");
+        if !clients.is_empty() {
+            // They reconnect to the next daemon, which must wait for them.
+            self.listener.keep_lock_file();
+        }
         for id in clients {
             self.send(id, &SchedulerMsg::ShuttingDown);
         }

@@ -139,8 +139,13 @@ proptest! {
                                 resident: *resident,
                                 ..Mem::default()
                             });
-                            if *holding && !mem.holding {
-                                mem.waiting_since.get_or_insert(now);
+                            if *holding && !mem.holding && mem.waiting_since.is_none() {
+                                if now < world::RECOVERY_GRACE {
+                                    // A claim within the grace: a holder now.
+                                    mem.holding = true;
+                                } else {
+                                    mem.waiting_since = Some(now);
+                                }
                             }
                         }
                         ClientMsg::RequestLock { gpu } => {
@@ -176,6 +181,7 @@ fn records_name_every_grant_and_switch() {
         memory_reserve: 0,
         drain_timeout: Duration::from_secs(10),
         restore_ahead: true,
+        recovery_grace: Duration::from_secs(3),
     });
     let gpu = GPUS[0];
     let mut records = Vec::new();
@@ -241,6 +247,8 @@ fn records_name_every_grant_and_switch() {
             Record::Restored { .. } => "restored",
             Record::DrainOverdue { .. } => "overdue",
             Record::HostShadows { .. } => "host shadows",
+            Record::Resumed { .. } => "resumed",
+            Record::ClaimRefused { .. } => "claim refused",
         })
         .collect();
     assert_eq!(

@@ -52,6 +52,9 @@ pub struct World {
     pub longest_wait: Duration,
 }
 
+/// How long after the start the scheduler believes claims to hold a GPU.
+pub const RECOVERY_GRACE: Duration = Duration::from_secs(3);
+
 impl World {
     pub fn new(policy: Policy, quantum_ms: u64, always_busy: bool) -> Self {
         let quantum = Duration::from_millis(quantum_ms);
@@ -63,6 +66,7 @@ impl World {
                 memory_reserve: 0,
                 drain_timeout: Duration::from_secs(10),
                 restore_ahead: true,
+                recovery_grace: RECOVERY_GRACE,
             }),
             now: Duration::ZERO,
             policy,

@@ -56,6 +56,12 @@ struct Args {
     /// Host-side pause between iterations, in milliseconds (after a synchronize).
     #[arg(long, default_value_t = 0)]
     pause_ms: u64,
+    /// Synchronize after every this many iterations (0: only with
+    /// `--pause-ms`, and at the end), as a program whose launch queue is
+    /// bounded: real drivers block a launch once their queue is full, the
+    /// fake one never does.
+    #[arg(long, default_value_t = 0)]
+    sync_every: u32,
     /// Device ordinal.
     #[arg(long, default_value_t = 0)]
     device: i32,
@@ -150,7 +156,8 @@ fn run(args: &Args) -> Result<Outcome, Error> {
                 )?;
             }
         }
-        if args.pause_ms > 0 {
+        let sync_due = args.sync_every > 0 && (iteration + 1) % args.sync_every == 0;
+        if args.pause_ms > 0 || sync_due {
             for stream in &streams {
                 cuda.synchronize(*stream)?;
             }

@@ -25,6 +25,7 @@ fn welcome_reports_the_configured_or_physical_capacity() {
         memory_reserve: 2 * GIB,
         drain_timeout: Duration::from_secs(10),
         restore_ahead: true,
+        recovery_grace: Duration::from_secs(3),
     });
     sched.handle(
         Duration::ZERO,
@@ -67,37 +68,6 @@ fn messages_for_unattached_gpus_are_refused_and_unknown_clients_ignored() {
     assert_eq!(sim.sched.client_count(), 1);
     // The refused client keeps working.
     assert_eq!(granted(&sim.request(1)), vec![1]);
-}
-
-#[test]
-fn a_reconnecting_holder_goes_first() {
-    let mut sim = Sim::new(Policy::Exclusive, 10 * GIB);
-    sim.join(1, GIB);
-    sim.request(1);
-    sim.event(Event::Connected {
-        client: 2,
-        pid: 2,
-        name: "b".into(),
-        group: None,
-    });
-    let out = sim.msg(2, attach(GPU, GIB, GIB, true));
-    assert!(matches!(sends(&out)[0].1, SchedulerMsg::Welcome { .. }));
-    assert!(granted(&out).is_empty());
-    sim.join(3, GIB);
-    sim.request(3);
-    sim.at(30.0);
-    sim.tick();
-    assert_eq!(granted(&sim.release(1, GIB)), vec![2]);
-
-    let mut fresh = Sim::new(Policy::Auto, 10 * GIB);
-    fresh.event(Event::Connected {
-        client: 5,
-        pid: 5,
-        name: "e".into(),
-        group: None,
-    });
-    let out = fresh.msg(5, attach(GPU, GIB, GIB, true));
-    assert_eq!(granted(&out), vec![5]);
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod fetch;
 mod gang;
 mod lifecycle;
 mod memory;
+mod recovery;
 mod reserve;
 mod time_slicing;
 
@@ -33,6 +34,7 @@ impl Sim {
                 memory_reserve: 0,
                 drain_timeout: Duration::from_secs(10),
                 restore_ahead: true,
+                recovery_grace: Duration::from_secs(3),
             }),
             now: Duration::ZERO,
         }
@@ -61,6 +63,16 @@ impl Sim {
             group: None,
         });
         self.msg(client, attach(GPU, footprint, 0, false))
+    }
+
+    /// Connects `client` without attaching any GPU.
+    fn connect(&mut self, client: ClientId) {
+        self.event(Event::Connected {
+            client,
+            pid: 1000 + client as u32,
+            name: format!("job{client}"),
+            group: None,
+        });
     }
 
     fn request(&mut self, client: ClientId) -> Vec<Action> {
