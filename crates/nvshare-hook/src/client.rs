@@ -22,6 +22,11 @@ use thiserror::Error;
 /// How long to wait for an autostarted scheduler to open its socket.
 const AUTOSTART_WAIT: Duration = Duration::from_secs(5);
 
+/// How long one attempt waits for the scheduler to take the connection and
+/// to answer the hello: a scheduler that does not within this is stuck or
+/// overwhelmed, and the program is not left hanging on it.
+pub const ANSWER_WAIT: Duration = Duration::from_secs(2);
+
 /// Why the hook could not reach a scheduler.
 #[derive(Debug, Error)]
 pub enum ClientError {
@@ -51,9 +56,27 @@ pub enum ClientError {
         /// The scheduler's reason.
         message: String,
     },
+    /// Something listens on the socket but did not answer in time.
+    #[error(
+        "the nvshare scheduler at {path} did not answer within {waited:?}: it is stuck or overwhelmed; check `nvshare-ctl status` and the scheduler's log"
+    )]
+    NoAnswer {
+        /// The socket path.
+        path: PathBuf,
+        /// How long this attempt waited.
+        waited: Duration,
+    },
     /// The conversation failed.
     #[error("talking to the nvshare scheduler failed: {0}")]
     Proto(#[from] ProtoError),
+}
+
+impl ClientError {
+    /// Whether trying again later may succeed (the scheduler is there but
+    /// slow), rather than failing the same way.
+    pub fn is_no_answer(&self) -> bool {
+        matches!(self, ClientError::NoAnswer { .. })
+    }
 }
 
 /// The write half of an open scheduler connection, shared by all threads.
@@ -67,7 +90,15 @@ impl Connection {
     /// Connects (starting a scheduler if allowed and needed) and completes
     /// the handshake. Returns the connection and the stream to read from.
     pub fn open(config: &HookConfig) -> Result<(Connection, UnixStream), ClientError> {
-        let stream = match UnixStream::connect(&config.socket) {
+        let no_answer = || ClientError::NoAnswer {
+            path: config.socket.clone(),
+            waited: ANSWER_WAIT,
+        };
+        let stream = match connect_bounded(&config.socket) {
+            Err(source) if source.kind() == std::io::ErrorKind::WouldBlock => {
+                // The listener's backlog stayed full for the whole wait.
+                return Err(no_answer());
+            }
             Ok(stream) => stream,
             Err(source) if config.scheduler == SchedulerMode::Auto => {
                 tracing::info!(socket = %config.socket.display(), error = %source,
@@ -90,7 +121,23 @@ impl Connection {
                 group: config.group.as_deref().map(nvshare_proto::hello_text),
             }),
         )?;
-        match read_msg::<_, HelloReply>(&mut reader)? {
+        reader
+            .set_read_timeout(Some(ANSWER_WAIT))
+            .map_err(ProtoError::Io)?;
+        let reply = match read_msg::<_, HelloReply>(&mut reader) {
+            Err(ProtoError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(no_answer());
+            }
+            other => other?,
+        };
+        // From here the reader thread blocks on the scheduler's messages.
+        reader.set_read_timeout(None).map_err(ProtoError::Io)?;
+        match reply {
             HelloReply::Accepted { client_id, .. } => Ok((
                 Connection {
                     writer: Mutex::new(writer),
@@ -120,6 +167,33 @@ impl Connection {
     pub fn shutdown(&self) {
         let _ = self.writer.lock().shutdown(std::net::Shutdown::Both);
     }
+}
+
+/// Connects to `socket`, waiting at most [`ANSWER_WAIT`] for room in the
+/// listener's backlog (a blocking connect to a Unix socket whose listener
+/// does not accept waits for as long as the socket's send timeout allows:
+/// forever by default). A full backlog for that long is `WouldBlock`.
+fn connect_bounded(path: &Path) -> std::io::Result<UnixStream> {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, UnixAddr, connect, setsockopt, socket, sockopt,
+    };
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let wait =
+        nix::sys::time::TimeVal::new(ANSWER_WAIT.as_secs() as _, ANSWER_WAIT.subsec_micros() as _);
+    setsockopt(&fd, sockopt::SendTimeout, &wait)?;
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &UnixAddr::new(path)?)?;
+    // Writes are small frames; no send timeout once connected.
+    setsockopt(
+        &fd,
+        sockopt::SendTimeout,
+        &nix::sys::time::TimeVal::new(0, 0),
+    )?;
+    Ok(UnixStream::from(fd))
 }
 
 /// Blocks for the next scheduler message.

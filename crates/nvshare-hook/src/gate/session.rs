@@ -62,7 +62,7 @@ impl Session {
                 self.unscheduled.store(true, Ordering::Release);
                 return;
             }
-            match Connection::open(cfg) {
+            match open_patiently(cfg) {
                 Ok((connection, reader)) => {
                     tracing::debug!(client_id = connection.client_id(), socket = %cfg.socket.display(), "connected to the scheduler");
                     *self.connection.lock() = Some(Arc::new(connection));
@@ -95,6 +95,38 @@ impl Session {
             && let Err(e) = connection.send(msg)
         {
             tracing::debug!(error = %e, "send to the scheduler failed; reconnecting");
+        }
+    }
+}
+
+/// How long the first connection keeps trying a scheduler that is there but
+/// does not answer; the program's first CUDA call waits meanwhile, and then
+/// runs unshared.
+const FIRST_CONNECT_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Opens the first connection, trying again with back-off while a scheduler
+/// listens but does not answer (each try bounded by
+/// [`client::ANSWER_WAIT`]), for up to [`FIRST_CONNECT_PATIENCE`]; warns
+/// once when it starts waiting.
+fn open_patiently(
+    cfg: &config::HookConfig,
+) -> Result<(Connection, UnixStream), client::ClientError> {
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    let mut warned = false;
+    loop {
+        match Connection::open(cfg) {
+            Err(e) if e.is_no_answer() && started.elapsed() < FIRST_CONNECT_PATIENCE => {
+                if !warned {
+                    tracing::warn!(
+                        "{e}; this program's CUDA calls wait while it tries again, for up to {FIRST_CONNECT_PATIENCE:?}, and then run unshared"
+                    );
+                    warned = true;
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
         }
     }
 }

@@ -230,6 +230,14 @@ pub enum Record {
     },
 }
 
+/// The most GPUs one client may attach: more than any node has.
+pub const MAX_GPUS_PER_CLIENT: usize = 64;
+
+/// The most GPUs (scheduling domains) served at once. A domain lives while
+/// a client is attached to it, so made-up GPU ids cannot pile up domains
+/// that every message then walks.
+pub const MAX_GPUS: usize = 256;
+
 /// The whole scheduling state of one daemon: one domain per GPU UUID.
 #[derive(Debug)]
 pub struct Scheduler {
@@ -287,9 +295,7 @@ impl Scheduler {
                     // Gone from every GPU before anyone is scheduled: a
                     // schedule in between could grant it another GPU.
                     for gpu in gone.gpus {
-                        if let Some(d) = self.domains.get_mut(&gpu) {
-                            d.remove(client, now, &mut out);
-                        }
+                        self.remove_member(client, gpu, now, &mut out);
                     }
                     self.settle(now, &mut out);
                 }
@@ -397,6 +403,28 @@ impl Scheduler {
             holding,
         } = msg
         {
+            let new_domain = !self.domains.contains_key(&gpu);
+            let refusal = if !c.gpus.contains(&gpu) && c.gpus.len() >= MAX_GPUS_PER_CLIENT {
+                Some(format!(
+                    "this program attached {MAX_GPUS_PER_CLIENT} GPUs already, the most one program may use; {gpu} is refused"
+                ))
+            } else if new_domain && self.domains.len() >= MAX_GPUS {
+                Some(format!(
+                    "the scheduler serves {MAX_GPUS} GPUs already, more than any node has; {gpu} is refused (is the program sending made-up GPU ids?)"
+                ))
+            } else {
+                None
+            };
+            if let Some(message) = refusal {
+                out.push(Action::Send {
+                    client,
+                    msg: SchedulerMsg::Error(ErrorReply {
+                        code: ErrorCode::Protocol,
+                        message,
+                    }),
+                });
+                return;
+            }
             c.gpus.insert(gpu);
             self.attach(
                 client,
@@ -489,9 +517,24 @@ impl Scheduler {
 
     /// `client` leaves `gpu`: its lock and memory there are released now.
     fn leave(&mut self, client: ClientId, gpu: GpuUuid, now: Duration, out: &mut Vec<Action>) {
+        self.remove_member(client, gpu, now, out);
+        self.settle(now, out);
+    }
+
+    /// Takes `client` off `gpu`; a GPU nobody is attached to any more is
+    /// forgotten (its settings are the daemon's, its counters start again).
+    fn remove_member(
+        &mut self,
+        client: ClientId,
+        gpu: GpuUuid,
+        now: Duration,
+        out: &mut Vec<Action>,
+    ) {
         if let Some(d) = self.domains.get_mut(&gpu) {
             d.remove(client, now, out);
+            if d.members.is_empty() {
+                self.domains.remove(&gpu);
+            }
         }
-        self.settle(now, out);
     }
 }

@@ -143,6 +143,7 @@ proptest! {
                                 if now < world::RECOVERY_GRACE {
                                     // A claim within the grace: a holder now.
                                     mem.holding = true;
+                                    mem.dropping = false;
                                 } else {
                                     mem.waiting_since = Some(now);
                                 }

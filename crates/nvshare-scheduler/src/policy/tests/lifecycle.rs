@@ -176,3 +176,47 @@ fn status_reports_time_held_and_swap_counters() {
     );
     assert_eq!(client.name, "job1");
 }
+
+#[test]
+fn gpus_are_forgotten_with_their_last_client_and_made_up_ones_are_bounded() {
+    let mut sim = Sim::new(Policy::Auto, 10 * GIB);
+    sim.join(1, GIB);
+    sim.join(2, GIB);
+    sim.event(Event::Disconnected { client: 1 });
+    assert_eq!(
+        sim.sched.status(sim.now).len(),
+        1,
+        "client 2 is still there"
+    );
+    sim.msg(2, ClientMsg::Detach { gpu: GPU });
+    assert!(sim.sched.status(sim.now).is_empty(), "an empty GPU is kept");
+
+    // One client sending made-up GPU ids is refused past a node's worth.
+    sim.connect(3);
+    let mut refused = 0;
+    for i in 0..(MAX_GPUS_PER_CLIENT + 10) {
+        let mut uuid = [0u8; 16];
+        uuid[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        let out = sim.msg(3, attach(GpuUuid(uuid), 0, 0, false));
+        if matches!(sends(&out)[..], [(3, SchedulerMsg::Error(_))]) {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 10);
+    assert_eq!(sim.sched.status(sim.now).len(), MAX_GPUS_PER_CLIENT);
+    // Many clients together still make at most MAX_GPUS domains.
+    for client in 10..20u64 {
+        sim.connect(client);
+        for i in 0..MAX_GPUS_PER_CLIENT {
+            let mut uuid = [0xee; 16];
+            uuid[..8].copy_from_slice(&(client * 1000 + i as u64).to_le_bytes());
+            sim.msg(client, attach(GpuUuid(uuid), 0, 0, false));
+        }
+    }
+    assert_eq!(sim.sched.status(sim.now).len(), MAX_GPUS);
+    sim.event(Event::Disconnected { client: 3 });
+    for client in 10..20u64 {
+        sim.event(Event::Disconnected { client });
+    }
+    assert!(sim.sched.status(sim.now).is_empty());
+}
