@@ -285,6 +285,14 @@ fn programs_on_different_gpus_never_wait_for_each_other() {
     let second = spawn("gpu0-b", "0");
     let other = spawn("gpu1", "1");
     let pids = (first.id(), second.id(), other.id());
+    // One scheduling domain per GPU while they run (a GPU is forgotten when
+    // its last program leaves).
+    let gpus = || sandbox.status()["gpus"].as_array().map_or(0, Vec::len);
+    assert!(
+        wait_until(Duration::from_secs(20), || gpus() == 2),
+        "not one scheduling domain per GPU: {}",
+        sandbox.status()
+    );
     finish_all_ok(vec![(first, "gpu0-a"), (second, "gpu0-b"), (other, "gpu1")]);
     let overlaps = sandbox.trace().cross_process_overlaps();
     let pair = |a: u32, b: u32| {
@@ -300,12 +308,7 @@ fn programs_on_different_gpus_never_wait_for_each_other() {
         pair(pids.0, pids.2) || pair(pids.1, pids.2),
         "the program on GPU 1 never ran beside those on GPU 0"
     );
-    let status = sandbox.status();
-    assert_eq!(
-        status["gpus"].as_array().map(Vec::len),
-        Some(2),
-        "one scheduling domain per GPU: {status}"
-    );
+    assert_eq!(gpus(), 0, "GPUs without programs are forgotten");
 }
 
 /// The harness itself: a test that fails half-way must not leave programs
