@@ -82,9 +82,8 @@ impl Domain {
         self.members.values().filter(|m| m.is_holder())
     }
 
-    /// `client` wants the lock: an idle client joins the queue's tail (or
-    /// head, for a client that held it before a daemon restart).
-    pub fn request(&mut self, client: ClientId, now: Duration, at_head: bool) {
+    /// `client` wants the lock: an idle client joins the queue's tail.
+    pub fn request(&mut self, client: ClientId, now: Duration) {
         let Some(m) = self.members.get_mut(&client) else {
             return;
         };
@@ -92,14 +91,8 @@ impl Domain {
             ClientState::Idle => {
                 m.set_state(ClientState::Waiting);
                 m.requested_at = now;
-                if at_head {
-                    // Ticket 0: ahead of everyone in line, whatever comes.
-                    m.ticket = Some(0);
-                    self.queue.push_front(client);
-                } else {
-                    m.ticket = None;
-                    self.queue.push_back(client);
-                }
+                m.ticket = None;
+                self.queue.push_back(client);
             }
             ClientState::Releasing => m.requeue_on_release = true,
             ClientState::Waiting | ClientState::Running => {}
@@ -318,7 +311,7 @@ impl Domain {
             held,
         }));
         if std::mem::take(&mut m.requeue_on_release) {
-            self.request(client, now, false);
+            self.request(client, now);
         }
     }
 

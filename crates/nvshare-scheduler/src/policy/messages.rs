@@ -48,7 +48,7 @@ pub(super) fn apply(
                     msg: SchedulerMsg::LockGranted { gpu, room },
                 });
             } else {
-                d.request(client, now, false);
+                d.request(client, now);
             }
         }
         ClientMsg::LockReleased { resident, .. } => d.released(client, resident, now, out),

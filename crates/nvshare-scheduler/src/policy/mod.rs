@@ -416,13 +416,7 @@ impl Scheduler {
                 None
             };
             if let Some(message) = refusal {
-                out.push(Action::Send {
-                    client,
-                    msg: SchedulerMsg::Error(ErrorReply {
-                        code: ErrorCode::Protocol,
-                        message,
-                    }),
-                });
+                out.push(protocol_error(client, message));
                 return;
             }
             c.gpus.insert(gpu);
@@ -440,15 +434,12 @@ impl Scheduler {
         }
         let gpu = messages::gpu_of(&msg);
         if !c.gpus.contains(&gpu) {
-            out.push(Action::Send {
+            out.push(protocol_error(
                 client,
-                msg: SchedulerMsg::Error(ErrorReply {
-                    code: ErrorCode::Protocol,
-                    message: format!(
-                        "this program has not attached {gpu}: send Attach for a GPU before any other message about it"
-                    ),
-                }),
-            });
+                format!(
+                    "this program has not attached {gpu}: send Attach for a GPU before any other message about it"
+                ),
+            ));
             return;
         }
         if let ClientMsg::Detach { .. } = msg {
@@ -536,5 +527,16 @@ impl Scheduler {
                 self.domains.remove(&gpu);
             }
         }
+    }
+}
+
+/// Tells `client` its message broke the protocol, and why.
+fn protocol_error(client: ClientId, message: String) -> Action {
+    Action::Send {
+        client,
+        msg: SchedulerMsg::Error(ErrorReply {
+            code: ErrorCode::Protocol,
+            message,
+        }),
     }
 }

@@ -72,7 +72,7 @@ pub(super) fn claim(
             client,
             gpu: d.uuid,
         }));
-        d.request(client, now, false);
+        d.request(client, now);
         return;
     }
     let fits = match d.policy {

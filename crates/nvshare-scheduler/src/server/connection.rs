@@ -8,7 +8,6 @@ use nvshare_proto::{
 use serde::Serialize;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::time::Instant;
 
 /// A peer that lets this many bytes pile up unread is disconnected: it is
 /// stuck or hostile, and the daemon must not buffer for it without bound.
@@ -60,8 +59,6 @@ pub struct Connection {
     pub phase: Phase,
     /// True while epoll also watches for writability.
     pub watching_writes: bool,
-    /// When it was accepted (it must say hello soon after).
-    pub accepted_at: Instant,
     stream: UnixStream,
     frames: FrameBuffer,
     out: Vec<u8>,
@@ -80,7 +77,6 @@ impl Connection {
             },
             phase: Phase::AwaitingHello,
             watching_writes: false,
-            accepted_at: Instant::now(),
             stream,
             // Until it says who it is, a peer gets room for a hello only.
             frames: FrameBuffer::with_limit(MAX_HELLO_LEN),
@@ -165,11 +161,6 @@ impl Connection {
             self.out_start = 0;
         }
         Ok(())
-    }
-
-    /// Bytes received and not yet taken as frames.
-    pub fn pending_input(&self) -> usize {
-        self.frames.pending()
     }
 
     /// Bytes queued but not yet written.

@@ -47,6 +47,15 @@ pub struct ConnectionLimits {
     pub per_uid: usize,
 }
 
+/// One uid's connections.
+#[derive(Debug, Default)]
+struct UidConnections {
+    open: usize,
+    /// Its last connection was refused for the cap (warned once until it
+    /// is under the cap again).
+    warned: bool,
+}
+
 /// How long accepting pauses when the daemon is out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -75,7 +84,7 @@ pub struct Server {
     /// order); entries of connections gone or past it are skipped.
     hello_deadlines: VecDeque<(Instant, ClientId)>,
     /// Open connections per peer uid.
-    per_uid: HashMap<u32, usize>,
+    per_uid: HashMap<u32, UidConnections>,
     started: Instant,
     daemon_uid: u32,
     scratch: Vec<u8>,
@@ -160,11 +169,9 @@ impl Server {
                     id => self.serve(id, event.events()),
                 }
             }
-            self.expire_hellos();
-            if self
-                .resume_accepting_at
-                .is_some_and(|at| Instant::now() >= at)
-            {
+            let now = Instant::now();
+            self.expire_hellos(now);
+            if self.resume_accepting_at.is_some_and(|at| now >= at) {
                 self.resume_accepting();
             }
             self.flush_dirty();
@@ -192,8 +199,7 @@ impl Server {
     }
 
     /// Closes connections that have not said hello in time.
-    fn expire_hellos(&mut self) {
-        let now = Instant::now();
+    fn expire_hellos(&mut self, now: Instant) {
         while let Some(&(deadline, id)) = self.hello_deadlines.front() {
             let waiting = self
                 .connections
@@ -263,32 +269,31 @@ impl Server {
                     continue;
                 }
             };
-            let open = self.per_uid.entry(conn.peer.uid).or_default();
-            if *open >= self.limits.per_uid {
-                if *open == self.limits.per_uid {
+            let of_uid = self.per_uid.entry(conn.peer.uid).or_default();
+            if of_uid.open >= self.limits.per_uid {
+                if !std::mem::replace(&mut of_uid.warned, true) {
                     warn!(
                         uid = conn.peer.uid,
                         limit = self.limits.per_uid,
                         "a user holds as many connections as allowed; closing its new ones until some close (--max-connections-per-uid)"
                     );
-                    // Warned once until its count falls below the cap.
-                    *open += 1;
                 }
                 self.observer.metrics().rejected_connections.inc();
                 continue;
             }
-            *open += 1;
             if let Err(err) = self.epoll.add(conn.stream(), interest(id, false)) {
                 warn!(%err, "watching a new connection failed; dropping it");
                 continue;
             }
+            // Counted only once it is kept: `close` uncounts it.
+            of_uid.open += 1;
             debug!(
                 conn = id,
                 pid = conn.peer.pid,
                 uid = conn.peer.uid,
                 "accepted"
             );
-            let deadline = conn.accepted_at + self.limits.hello_timeout;
+            let deadline = Instant::now() + self.limits.hello_timeout;
             self.hello_deadlines.push_back((deadline, id));
             self.connections.insert(id, conn);
         }
@@ -329,12 +334,10 @@ impl Server {
 
     /// A connection of `uid` closed.
     fn forget_peer(&mut self, uid: u32) {
-        if let Some(open) = self.per_uid.get_mut(&uid) {
-            // Past the cap only by the warning's mark: back under it.
-            *open = open
-                .saturating_sub(1)
-                .min(self.limits.per_uid.saturating_sub(1));
-            if *open == 0 {
+        if let Some(of_uid) = self.per_uid.get_mut(&uid) {
+            of_uid.open = of_uid.open.saturating_sub(1);
+            of_uid.warned = false;
+            if of_uid.open == 0 {
                 self.per_uid.remove(&uid);
             }
         }
