@@ -1,9 +1,7 @@
 //! The plugin binary's exit codes: 1 when it cannot run (with a message
 //! saying what to do), 2 for a bad command line.
 
-mod common;
-
-use common::{Node, PATIENCE};
+use crate::common::{Node, PATIENCE};
 use std::process::Command;
 use std::time::Instant;
 

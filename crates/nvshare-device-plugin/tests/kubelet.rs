@@ -2,9 +2,7 @@
 //! Allocate, GetPreferredAllocation, bad requests, and re-registration when
 //! the kubelet restarts.
 
-mod common;
-
-use common::{FakeKubelet, Node, PATIENCE, Setup, next_list, wait_gone};
+use crate::common::{FakeKubelet, Node, PATIENCE, Setup, next_list, wait_gone};
 use nvshare_device_plugin::api::{
     AllocateRequest, ContainerAllocateRequest, ContainerPreferredAllocationRequest, Empty,
     PreferredAllocationRequest,

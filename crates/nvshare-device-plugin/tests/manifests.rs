@@ -3,13 +3,11 @@
 //! names and the resource name are what the scheduler and the plugin expect
 //! (their own command-line parsers read the DaemonSet's commands).
 
-mod manifest_support;
-
-use clap::Parser;
-use manifest_support::{
+use crate::manifest_support::{
     container, copies_into_final_stage, docker_dir, env_names, env_of, host_path_at, manifests,
     one, str_of, strings,
 };
+use clap::Parser;
 use nvshare_device_plugin::constants::{
     DEFAULT_DEVICE_PLUGIN_DIR, DEFAULT_HOST_LIB_DIR, IMAGE_BIN_DIR, IMAGE_REPOSITORY,
     IMAGE_STAGING_DIR, LIB_FILE_NAME, METRICS_PORT, RESOURCE_NAME, SCHEDULER_SOCKET,

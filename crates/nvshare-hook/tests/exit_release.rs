@@ -3,14 +3,12 @@
 //! frees of that memory afterwards (its teardown) succeed without reaching
 //! the driver.
 
-mod support;
-
+use crate::support::device::*;
+use crate::support::run_scenario_in_child;
 use nvshare::engine;
 use nvshare::ffi::*;
 use nvshare::symbols::exports;
 use std::time::Duration;
-use support::device::*;
-use support::run_scenario_in_child;
 
 const CHILD_MARKER: &str = "NVSHARE_TEST_EXIT_RELEASE_CHILD";
 const MIB: u64 = 1 << 20;
@@ -22,7 +20,10 @@ fn memory_released_at_exit_goes_back_and_later_frees_succeed() {
         return;
     }
     let trace = run_scenario_in_child(
-        "memory_released_at_exit_goes_back_and_later_frees_succeed",
+        concat!(
+            module_path!(),
+            "::memory_released_at_exit_goes_back_and_later_frees_succeed"
+        ),
         CHILD_MARKER,
         "swap",
         &[],

@@ -2,10 +2,8 @@
 //! the way libcudart does (`dlopen`, `dlsym`, `cuGetProcAddress_v2` with
 //! each stream flag), run with `libnvshare.so` preloaded and no scheduler.
 
-mod support;
-
+use crate::support::{artifact, command, fake_driver_dir, json_of, run};
 use serde_json::Value;
-use support::{artifact, command, fake_driver_dir, json_of, run};
 
 /// Intercepted names, asked for by `dlsym` exactly as written.
 const INTERCEPTED: &[&str] = &[

@@ -4,16 +4,14 @@
 //! the fake driver, with populating slowed down so that the build would
 //! take far longer than the test waits.
 
-mod support;
-
+use crate::support::device::*;
+use crate::support::run_scenario_in_child;
 use nvshare::engine;
 use nvshare::engine::swap::shadow::slow_populating_for_tests;
 use nvshare::ffi::*;
 use nvshare::symbols::exports;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use support::device::*;
-use support::run_scenario_in_child;
 
 const CHILD_MARKER: &str = "NVSHARE_TEST_PREPARE_ABORT_CHILD";
 const MIB: u64 = 1 << 20;
@@ -30,7 +28,10 @@ fn a_drop_during_a_slow_prepare_is_applied_promptly_and_loses_nothing() {
         return;
     }
     let trace = run_scenario_in_child(
-        "a_drop_during_a_slow_prepare_is_applied_promptly_and_loses_nothing",
+        concat!(
+            module_path!(),
+            "::a_drop_during_a_slow_prepare_is_applied_promptly_and_loses_nothing"
+        ),
         CHILD_MARKER,
         "swap",
         &[],

@@ -10,16 +10,14 @@
 //! The scenarios need the fake `libcuda.so.1` on the library path from
 //! process start, so the test re-runs its own executable as a child.
 
-mod support;
-
+use crate::support::device::*;
+use crate::support::run_scenario_in_child;
 use nvshare::engine::swap::plan::CopyGeometry;
 use nvshare::ffi::*;
 use nvshare::symbols::exports;
 use nvshare::{config, engine};
 use std::collections::BTreeMap;
 use std::ffi::c_void;
-use support::device::*;
-use support::run_scenario_in_child;
 
 const CHILD_MARKER: &str = "NVSHARE_TEST_SWAP_CHILD";
 const GEOMETRY_CHILD_MARKER: &str = "NVSHARE_TEST_SWAP_GEOMETRY_CHILD";
@@ -34,7 +32,10 @@ fn swap_engine_moves_units_keeps_data_and_answers_queries_on_swapped_memory() {
         return;
     }
     let trace = run_scenario_in_child(
-        "swap_engine_moves_units_keeps_data_and_answers_queries_on_swapped_memory",
+        concat!(
+            module_path!(),
+            "::swap_engine_moves_units_keeps_data_and_answers_queries_on_swapped_memory"
+        ),
         CHILD_MARKER,
         "swap",
         &[("NVSHARE_HOST_LIMIT", HOST_LIMIT.to_string())],
@@ -72,7 +73,10 @@ fn a_pipelined_restore_with_three_streams_and_odd_chunks_keeps_every_unit_intact
         return;
     }
     let trace = run_scenario_in_child(
-        "a_pipelined_restore_with_three_streams_and_odd_chunks_keeps_every_unit_intact",
+        concat!(
+            module_path!(),
+            "::a_pipelined_restore_with_three_streams_and_odd_chunks_keeps_every_unit_intact"
+        ),
         GEOMETRY_CHILD_MARKER,
         "swap",
         &[

@@ -8,14 +8,12 @@
 //! The scenario needs the fake `libcuda.so.1` on the library path from
 //! process start, so the test re-runs its own executable as a child.
 
-mod support;
-
+use crate::support::device::*;
+use crate::support::run_scenario_in_child;
 use nvshare::engine;
 use nvshare::ffi::*;
 use nvshare::symbols::exports;
 use std::ffi::c_void;
-use support::device::*;
-use support::run_scenario_in_child;
 
 const CHILD_MARKER: &str = "NVSHARE_TEST_SWAP_SEGMENTS_CHILD";
 const MIB: u64 = 1 << 20;
@@ -27,7 +25,10 @@ fn segments_move_one_by_one_and_a_limited_restore_brings_back_what_fits() {
         return;
     }
     let trace = run_scenario_in_child(
-        "segments_move_one_by_one_and_a_limited_restore_brings_back_what_fits",
+        concat!(
+            module_path!(),
+            "::segments_move_one_by_one_and_a_limited_restore_brings_back_what_fits"
+        ),
         CHILD_MARKER,
         "swap",
         &[

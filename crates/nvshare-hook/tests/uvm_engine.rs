@@ -7,13 +7,11 @@
 //! process start, so the test re-runs its own executable as a child with
 //! that environment.
 
-mod support;
-
+use crate::support::run_scenario_in_child;
 use nvshare::ffi::{CUcontext, CUdeviceptr, CUresult};
 use nvshare::symbols::exports;
 use nvshare::{driver, engine};
 use std::ffi::c_void;
-use support::run_scenario_in_child;
 
 const CHILD_MARKER: &str = "NVSHARE_TEST_UVM_CHILD";
 const MIB: u64 = 1 << 20;
@@ -25,7 +23,10 @@ fn evict_moves_the_oldest_and_restore_brings_all_back_intact() {
         return;
     }
     let trace = run_scenario_in_child(
-        "evict_moves_the_oldest_and_restore_brings_all_back_intact",
+        concat!(
+            module_path!(),
+            "::evict_moves_the_oldest_and_restore_brings_all_back_intact"
+        ),
         CHILD_MARKER,
         "uvm",
         &[],

@@ -11,16 +11,14 @@
 //! The scenario needs the fake `libcuda.so.1` on the library path from
 //! process start, so the test re-runs its own executable as a child.
 
-mod support;
-
+use crate::support::device::*;
+use crate::support::run_scenario_in_child;
 use nvshare::engine::swap::mapped::ID_TAG;
 use nvshare::ffi::*;
 use nvshare::registry::Usage;
 use nvshare::symbols::exports;
 use nvshare::{driver, engine};
 use std::ffi::{c_int, c_void};
-use support::device::*;
-use support::run_scenario_in_child;
 
 const CHILD_MARKER: &str = "NVSHARE_TEST_VMM_MAPPED_CHILD";
 const MIB: u64 = 1 << 20;
@@ -32,7 +30,10 @@ fn the_programs_own_vmm_memory_is_counted_swapped_when_safe_and_kept_intact() {
         return;
     }
     let trace = run_scenario_in_child(
-        "the_programs_own_vmm_memory_is_counted_swapped_when_safe_and_kept_intact",
+        concat!(
+            module_path!(),
+            "::the_programs_own_vmm_memory_is_counted_swapped_when_safe_and_kept_intact"
+        ),
         CHILD_MARKER,
         "swap",
         &[],

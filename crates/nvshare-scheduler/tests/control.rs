@@ -1,15 +1,13 @@
 //! Operator requests through the real daemon: status for anyone; quantum
 //! and policy changes for root (or the daemon's user) only.
 
-mod support;
-
+use crate::support::{Daemon, HookClient, MIB, Notice, PATIENCE, open_up};
 use nvshare_proto::{
     ClientHostShadows, ClientMsg, ControlReply, ControlRequest, ErrorCode, GpuHostShadows, Hello,
     HelloReply, Policy, Role, decode, encode_frame,
 };
 use std::io::Read;
 use std::os::fd::AsRawFd;
-use support::{Daemon, HookClient, MIB, Notice, PATIENCE, open_up};
 
 #[test]
 fn status_reports_the_daemon_gpus_and_clients() {
@@ -23,7 +21,7 @@ fn status_reports_the_daemon_gpus_and_clients() {
     assert_eq!(status.scheduler_pid, daemon.pid());
     assert_eq!(status.scheduler_version, env!("CARGO_PKG_VERSION"));
     let gpu = &status.gpus[0];
-    assert_eq!(gpu.uuid, support::GPU);
+    assert_eq!(gpu.uuid, crate::support::GPU);
     assert_eq!(gpu.capacity, 2 << 30);
     assert_eq!(gpu.quantum_ms, 7_000);
     assert_eq!(gpu.policy, Policy::Auto);
@@ -41,18 +39,18 @@ fn host_shadows_are_reported_per_client_and_per_gpu() {
     let a = HookClient::connect_attached(&daemon.socket, "alpha", 300 * MIB);
     let b = HookClient::connect_attached(&daemon.socket, "beta", 300 * MIB);
     a.send(&ClientMsg::HostShadows {
-        gpu: support::GPU,
+        gpu: crate::support::GPU,
         pinned: 64 * MIB,
         pageable: 0,
     });
     b.send(&ClientMsg::HostShadows {
-        gpu: support::GPU,
+        gpu: crate::support::GPU,
         pinned: 16 * MIB,
         pageable: 8 * MIB,
     });
     let mut control = daemon.control();
     let expected = GpuHostShadows {
-        uuid: support::GPU,
+        uuid: crate::support::GPU,
         pinned: 80 * MIB,
         pageable: 8 * MIB,
         clients: vec![
@@ -68,7 +66,8 @@ fn host_shadows_are_reported_per_client_and_per_gpu() {
             },
         ],
     };
-    let host = |control: &mut support::Control| match control.request(&ControlRequest::HostShadows)
+    let host = |control: &mut crate::support::Control| match control
+        .request(&ControlRequest::HostShadows)
     {
         ControlReply::HostShadows(gpus) => gpus,
         other => panic!("expected host shadows, got {other:?}"),

@@ -3,12 +3,10 @@
 //! many connections, and the daemon out of file descriptors. Operators and
 //! programs that behave must still be served.
 
-mod support;
-
+use crate::support::{Daemon, PATIENCE};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
-use support::{Daemon, PATIENCE};
 
 /// Raises this test process's own open-file limit (it opens many sockets).
 fn raise_own_fd_limit() {

@@ -1,12 +1,10 @@
 //! The daemon's life: socket creation, a stale socket replaced and a live
 //! one refused, systemd readiness, and a clean exit on SIGTERM/SIGINT.
 
-mod support;
-
+use crate::support::{Daemon, HookClient, MIB, Notice, PATIENCE, spawn_daemon, wait_exit};
 use nix::sys::signal::Signal;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
-use support::{Daemon, HookClient, MIB, Notice, PATIENCE, spawn_daemon, wait_exit};
 
 #[test]
 fn the_socket_is_created_0660_in_a_new_directory() {

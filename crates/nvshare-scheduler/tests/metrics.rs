@@ -1,11 +1,9 @@
 //! The Prometheus endpoint of the real daemon serves the named metrics with
 //! the values that the clients' traffic produced.
 
-mod support;
-
+use crate::support::{Daemon, HookClient, MIB, PATIENCE};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use support::{Daemon, HookClient, MIB, PATIENCE};
 
 fn scrape(daemon: &Daemon) -> String {
     let mut stream = TcpStream::connect(daemon.metrics_addr()).unwrap();
@@ -46,7 +44,7 @@ fn metrics_count_clients_grants_switches_and_swaps() {
     b.wait_grant(PATIENCE).unwrap();
     b.release();
 
-    let gpu = support::GPU.to_string();
+    let gpu = crate::support::GPU.to_string();
     let label = format!("{{gpu=\"{gpu}\"}}");
     // The loop updates the metrics right after the messages it handles;
     // scrape until the release has been counted.
@@ -98,14 +96,14 @@ fn host_shadow_bytes_follow_the_clients_reports() {
     let b = HookClient::connect_attached(&daemon.socket, "beta", 100 * MIB);
     let report = |client: &HookClient, pinned, pageable| {
         client.send(&nvshare_proto::ClientMsg::HostShadows {
-            gpu: support::GPU,
+            gpu: crate::support::GPU,
             pinned,
             pageable,
         })
     };
     report(&a, 32 * MIB, 0);
     report(&b, 8 * MIB, 2 * MIB);
-    let gpu = support::GPU.to_string();
+    let gpu = crate::support::GPU.to_string();
     let pinned = format!("nvshare_host_shadow_bytes{{gpu=\"{gpu}\",memory=\"pinned\"}}");
     let pageable = format!("nvshare_host_shadow_bytes{{gpu=\"{gpu}\",memory=\"pageable\"}}");
     let settled = |want_pinned: u64, want_pageable: u64| {

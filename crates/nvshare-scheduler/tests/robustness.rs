@@ -2,15 +2,13 @@
 //! get an error reply and are disconnected; the daemon and its other
 //! clients carry on.
 
-mod support;
-
+use crate::support::{Daemon, HookClient, MIB, Notice, PATIENCE, Wire, handshake};
 use nvshare_proto::{
     ClientMsg, ErrorCode, Hello, HelloReply, MAX_FRAME_LEN, MAX_HELLO_LEN, PROTOCOL_VERSION, Role,
     SchedulerMsg, encode,
 };
 use std::io::Write;
 use std::time::Duration;
-use support::{Daemon, HookClient, MIB, Notice, PATIENCE, Wire, handshake};
 
 /// Sends raw bytes as the first thing on a fresh connection; returns the
 /// daemon's refusal and checks that it then closes the connection.
@@ -158,7 +156,9 @@ fn garbage_after_the_handshake_is_refused() {
             group: None,
         },
     );
-    rogue.send(&ClientMsg::Idle { gpu: support::GPU });
+    rogue.send(&ClientMsg::Idle {
+        gpu: crate::support::GPU,
+    });
     rogue.stream.write_all(&frame(&[0xee; 12])).unwrap();
     match rogue.recv::<SchedulerMsg>(PATIENCE) {
         Ok(SchedulerMsg::Error(reply)) => {
@@ -204,7 +204,7 @@ fn a_peer_that_stops_reading_is_disconnected() {
     // Ask for far more than the daemon buffers for one peer (4 MiB), and
     // never read the answers.
     let requests = (8 << 20) / reply_len + 1;
-    let request = support::frame_of(&nvshare_proto::ControlRequest::Status);
+    let request = crate::support::frame_of(&nvshare_proto::ControlRequest::Status);
     let burst: Vec<u8> = request.repeat(requests);
     // The daemon may hang up before taking every request.
     let _ = greedy.wire.stream.write_all(&burst);

@@ -2,11 +2,9 @@
 //! fit, co-running when it does, quantum preemption in arrival order, and a
 //! dead holder's lock passed on at once.
 
-mod support;
-
+use crate::support::{Daemon, GIB, GPU, HookClient, MIB, PATIENCE, handshake};
 use nvshare_proto::{ClientMsg, ClientState, Role, SchedulerMsg};
 use std::time::{Duration, Instant};
-use support::{Daemon, GIB, GPU, HookClient, MIB, PATIENCE, handshake};
 
 /// A dead holder's lock must be reassigned within this (the requirement).
 const REASSIGN_BOUND: Duration = Duration::from_millis(100);

@@ -8,16 +8,21 @@
 //!   state, and builders for the daemon and the programs.
 //! - [`Daemon`]: a running scheduler, killed when dropped.
 //! - [`trace`]: parsing the fake driver's event trace.
+//! - [`worker`]: the `cuda-worker` command line, built once.
 //!
 //! Artifacts are found in `target/<profile>` (see
 //! `cuda_programs::artifacts`); `cargo build --workspace` builds them.
 
 pub mod trace;
+pub mod worker;
 
 use cuda_programs::artifacts::{artifact, fake_cuda_command, wait_with_timeout};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+/// One mebibyte.
+pub const MIB: u64 = 1 << 20;
 
 /// How long any single test program may run before the test fails.
 pub const PROGRAM_LIMIT: Duration = Duration::from_secs(60);

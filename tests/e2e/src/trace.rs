@@ -67,6 +67,17 @@ impl Trace {
         self.events.iter().filter(move |e| e.name == name)
     }
 
+    /// The bytes the hook copied out of `pid`'s GPU memory: every device
+    /// to host copy of a MiB or more (the test programs themselves copy out
+    /// 8-byte results).
+    pub fn copied_out_by(&self, pid: u32) -> u64 {
+        self.named("memcpy")
+            .filter(|e| e.pid == pid && e.fields.get("kind").is_some_and(|k| k == "DtoH"))
+            .map(|e| e.number("bytes"))
+            .filter(|&bytes| bytes >= crate::MIB)
+            .sum()
+    }
+
     /// Every completed kernel run.
     pub fn kernel_runs(&self) -> Vec<KernelRun> {
         let mut open: BTreeMap<(u32, u32, String), Vec<u64>> = BTreeMap::new();

@@ -8,12 +8,12 @@
 //! their drains cannot finish, so without the scheduler's drain timeout the
 //! four programs wait for each other forever.
 
-use nvshare_e2e::{Sandbox, finish_ok, json_result, wait_until};
+use nvshare_e2e::worker::Worker;
+use nvshare_e2e::{MIB, Sandbox, finish_ok, json_result, wait_until};
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-const MIB: u64 = 1 << 20;
 /// Two ranks of 40 MiB do not fit one 64 MiB virtual GPU together.
 const DAEMON_ARGS: [&str; 4] = ["--memory-capacity", "64MiB", "--quantum", "200ms"];
 const STEPS: u32 = 4;
@@ -110,21 +110,14 @@ fn without_the_drain_timeout_crossed_collective_jobs_wait_for_each_other() {
 /// A cuda-worker under the hook on `device`: 40 MiB, long enough to be
 /// time-sliced a few times.
 fn worker_on(sandbox: &Sandbox, name: &str, device: u32) -> Command {
-    let mut command = sandbox.hooked("cuda-worker");
-    command
-        .env("FAKE_CUDA_DEVICES", "2")
-        .env("NVSHARE_NAME", name)
-        .args(["--device", &device.to_string()])
-        .args(["--bytes", &(40 * MIB).to_string()])
-        .args([
-            "--iterations",
-            "30",
-            "--sleep-us",
-            "20000",
-            "--pause-ms",
-            "1",
-        ]);
-    command
+    Worker::new(name)
+        .env("FAKE_CUDA_DEVICES", 2)
+        .arg("--device", device)
+        .bytes(40 * MIB)
+        .iterations(30)
+        .kernel_ms(20)
+        .pause_ms(1)
+        .command(sandbox)
 }
 
 /// One process drives both GPUs, one thread each, and every step ends in a

@@ -3,24 +3,20 @@
 //! still holds for the dead one.
 
 use nvshare_e2e::trace::Trace;
-use nvshare_e2e::{Sandbox, finish_ok, json_result, wait_until};
+use nvshare_e2e::worker::Worker;
+use nvshare_e2e::{MIB, Sandbox, finish_ok, json_result, wait_until};
 use std::process::Command;
 use std::time::Duration;
 
-const MIB: u64 = 1 << 20;
-
 fn worker(sandbox: &Sandbox, name: &str, iterations: u32) -> Command {
-    let mut command = sandbox.hooked("cuda-worker");
-    command
-        .env("NVSHARE_MODE", "swap")
-        .env("NVSHARE_NAME", name)
+    Worker::swap(name)
         // Never idle: the lock moves only when the holder exits.
-        .env("NVSHARE_IDLE_MS", "600000")
-        .args(["--buffers", "1"])
-        .args(["--bytes", &(40 * MIB).to_string()])
-        .args(["--iterations", &iterations.to_string()])
-        .args(["--sleep-us", "20000"]);
-    command
+        .env("NVSHARE_IDLE_MS", 600_000)
+        .buffers(1)
+        .bytes(40 * MIB)
+        .iterations(iterations)
+        .kernel_ms(20)
+        .command(sandbox)
 }
 
 /// Device memory `pid` holds (created, not yet destroyed) at time `ns`.

@@ -2,23 +2,19 @@
 //! reported to the scheduler and shown by `nvshare-ctl status`, per program
 //! and per GPU.
 
-use nvshare_e2e::{Sandbox, finish_ok, json_result, wait_until};
+use nvshare_e2e::worker::Worker;
+use nvshare_e2e::{MIB, Sandbox, finish_ok, json_result, wait_until};
 use std::process::{Child, Command};
 use std::time::Duration;
 
-const MIB: u64 = 1 << 20;
-
 fn worker(sandbox: &Sandbox, name: &str, bytes: u64, iterations: u32) -> Command {
-    let mut command = sandbox.hooked("cuda-worker");
-    command
-        .env("NVSHARE_MODE", "swap")
-        .env("NVSHARE_NAME", name)
-        .args(["--buffers", "1"])
-        .args(["--bytes", &bytes.to_string()])
-        .args(["--iterations", &iterations.to_string()])
-        .args(["--sleep-us", "5000"])
-        .args(["--pause-ms", "1"]);
-    command
+    Worker::swap(name)
+        .buffers(1)
+        .bytes(bytes)
+        .iterations(iterations)
+        .kernel_ms(5)
+        .pause_ms(1)
+        .command(sandbox)
 }
 
 fn bytes(value: &serde_json::Value) -> u64 {

@@ -7,10 +7,10 @@
 //! and both programs verify their data.
 
 use nvshare_e2e::trace::Trace;
-use nvshare_e2e::{Sandbox, finish_ok, json_result};
+use nvshare_e2e::worker::Worker;
+use nvshare_e2e::{MIB, Sandbox, finish_ok, json_result};
 use std::process::{Child, Command};
 
-const MIB: u64 = 1 << 20;
 const CAPACITY_MIB: u64 = 64;
 
 /// Rounding the scheduler cannot see coming: one 2 MiB granule.
@@ -19,17 +19,14 @@ const SLACK: u64 = 2 * MIB;
 /// A verified swap-mode worker of two 20 MiB buffers in 4 MiB segments
 /// (+ a 2 MiB slab): two of them do not fit on 64 MiB together.
 fn worker(sandbox: &Sandbox, name: &str) -> Command {
-    let mut command = sandbox.hooked("cuda-worker");
-    command
-        .env("NVSHARE_MODE", "swap")
-        .env("NVSHARE_NAME", name)
-        .env("NVSHARE_SWAP_SEGMENT_MIB", "4")
-        .args(["--buffers", "2"])
-        .args(["--bytes", &(20 * MIB).to_string()])
-        .args(["--iterations", "40"])
-        .args(["--sleep-us", "5000"])
-        .args(["--pause-ms", "1"]);
-    command
+    Worker::swap(name)
+        .env("NVSHARE_SWAP_SEGMENT_MIB", 4)
+        .buffers(2)
+        .bytes(20 * MIB)
+        .iterations(40)
+        .kernel_ms(5)
+        .pause_ms(1)
+        .command(sandbox)
 }
 
 /// The evictions of any of `pids` during which another of them made

@@ -2,11 +2,11 @@
 //! never make more memory on it than the scheduler's capacity, measured on
 //! the fake driver's trace of physical memory (`create`/`destroy`).
 
-use nvshare_e2e::{Sandbox, finish_ok, json_result, wait_until};
+use nvshare_e2e::worker::Worker;
+use nvshare_e2e::{MIB, Sandbox, finish_ok, json_result, wait_until};
 use std::process::{Child, Command};
 use std::time::Duration;
 
-const MIB: u64 = 1 << 20;
 const CAPACITY_MIB: u64 = 64;
 
 /// Rounding the scheduler cannot see coming: one 2 MiB granule.
@@ -21,16 +21,13 @@ fn daemon(sandbox: &Sandbox) -> nvshare_e2e::Daemon {
 /// one after the other: it asks for the GPU with its first buffer and grows
 /// while it holds it.
 fn worker(sandbox: &Sandbox, name: &str, buffers: u32, bytes: u64) -> Command {
-    let mut command = sandbox.hooked("cuda-worker");
-    command
-        .env("NVSHARE_MODE", "swap")
-        .env("NVSHARE_NAME", name)
-        .args(["--buffers", &buffers.to_string()])
-        .args(["--bytes", &bytes.to_string()])
-        .args(["--iterations", "20"])
-        .args(["--sleep-us", "3000"])
-        .args(["--pause-ms", "1"]);
-    command
+    Worker::swap(name)
+        .buffers(buffers)
+        .bytes(bytes)
+        .iterations(20)
+        .arg("--sleep-us", 3000)
+        .pause_ms(1)
+        .command(sandbox)
 }
 
 #[test]

@@ -6,10 +6,9 @@
 //! no two programs' kernels at once, and both programs must verify their
 //! data.
 
-use nvshare_e2e::{Daemon, Sandbox, finish_ok, json_result, wait_until};
+use nvshare_e2e::{Daemon, MIB, Sandbox, finish_ok, json_result, wait_until};
 use std::time::Duration;
 
-const MIB: u64 = 1 << 20;
 const RESTARTS: u64 = 20;
 /// Short, so that the programs switch between restarts; the default (3 s)
 /// is for real reconnects under load.

@@ -1,10 +1,9 @@
 //! Programs under the hook sharing one fake GPU through the real daemon.
 
-use nvshare_e2e::{Sandbox, finish_ok, json_result, kill_hard, wait_until};
+use nvshare_e2e::worker::{Worker, finish_verified};
+use nvshare_e2e::{MIB, Sandbox, finish_ok, json_result, kill_hard, wait_until};
 use std::process::{Child, Command};
 use std::time::Duration;
-
-const MIB: u64 = 1 << 20;
 
 /// A worker whose kernels take `kernel_ms` each, `iterations` times.
 fn worker_args(bytes: u64, iterations: u32, kernel_ms: u64) -> Vec<String> {
@@ -20,11 +19,8 @@ fn worker_args(bytes: u64, iterations: u32, kernel_ms: u64) -> Vec<String> {
 
 /// A `cuda-worker` under the hook in `mode`, named `name`, with `args`.
 fn worker(sandbox: &Sandbox, mode: &str, name: &str, args: &[String]) -> Command {
-    let mut command = sandbox.hooked("cuda-worker");
-    command
-        .env("NVSHARE_MODE", mode)
-        .env("NVSHARE_NAME", name)
-        .args(args);
+    let mut command = Worker::new(name).env("NVSHARE_MODE", mode).command(sandbox);
+    command.args(args);
     command
 }
 
@@ -39,8 +35,7 @@ fn spawn_workers(sandbox: &Sandbox, mode: &str, names: &[&str], args: &[String])
 /// Waits for each named worker and checks it verified its result.
 fn finish_all_ok(workers: Vec<(Child, &str)>) {
     for (child, name) in workers {
-        let result = json_result(&finish_ok(child, name));
-        assert_eq!(result["ok"], true, "{name}: {result}");
+        finish_verified(vec![child], name);
     }
 }
 

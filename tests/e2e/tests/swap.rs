@@ -7,11 +7,10 @@
 
 use cuda_programs::artifacts::{artifact, fake_cuda_command};
 use nvshare_e2e::trace::Trace;
-use nvshare_e2e::{Sandbox, finish_ok, json_result, kill_hard, wait_until};
+use nvshare_e2e::worker::{Worker, finish_verified};
+use nvshare_e2e::{MIB, Sandbox, finish_ok, json_result, kill_hard, wait_until};
 use std::process::{Child, Command};
 use std::time::Duration;
-
-const MIB: u64 = 1 << 20;
 
 /// Memory of the virtual GPU every test here shares.
 const CAPACITY: &str = "64MiB";
@@ -31,19 +30,14 @@ fn worker(
     iterations: u32,
     kernel_ms: u64,
 ) -> Command {
-    let mut command = sandbox.hooked("cuda-worker");
-    command
-        .env("NVSHARE_MODE", "swap")
-        .env("NVSHARE_NAME", name)
-        .env("NVSHARE_LOG", "info,nvshare::engine::swap=debug")
-        .args(["--buffers", &buffers.to_string()])
-        .args(["--bytes", &bytes.to_string()])
-        .args(["--iterations", &iterations.to_string()])
-        .args(["--sleep-us", &(kernel_ms * 1000).to_string()])
-        // Synchronize every iteration, as a training loop does: a drop
-        // then waits for one iteration, not for the whole queued run.
-        .args(["--pause-ms", "1"]);
-    command
+    Worker::swap(name)
+        .swap_log()
+        .buffers(buffers)
+        .bytes(bytes)
+        .iterations(iterations)
+        .kernel_ms(kernel_ms)
+        .pause_ms(1)
+        .command(sandbox)
 }
 
 /// `(unmaps, maps)` of `pid`'s memory by the hook: unmaps before the
@@ -81,17 +75,6 @@ fn stderr_of(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-fn finish_all(workers: Vec<Child>, what: &str) -> Vec<std::process::Output> {
-    workers
-        .into_iter()
-        .map(|w| {
-            let output = finish_ok(w, what);
-            assert_eq!(json_result(&output)["ok"], true);
-            output
-        })
-        .collect()
-}
-
 #[test]
 fn contents_survive_repeated_swaps_under_three_competing_programs() {
     let sandbox = Sandbox::new();
@@ -103,7 +86,7 @@ fn contents_survive_repeated_swaps_under_three_competing_programs() {
         .map(|name| sandbox.spawn(&mut worker(&sandbox, name, 2, 12 * MIB, 60, 5)))
         .collect();
     let pids: Vec<u32> = workers.iter().map(Child::id).collect();
-    finish_all(workers, "a swapped worker");
+    finish_verified(workers, "a swapped worker");
     let trace = sandbox.trace();
     let mut total_swaps = 0;
     for &pid in &pids {
@@ -121,22 +104,11 @@ fn contents_survive_repeated_swaps_under_three_competing_programs() {
         total_swaps >= 6,
         "expected repeated swapping among the three, saw {total_swaps} units swapped out"
     );
-    let copied_out: u64 = pids.iter().map(|&pid| copied_out_by(&trace, pid)).sum();
+    let copied_out: u64 = pids.iter().map(|&pid| trace.copied_out_by(pid)).sum();
     assert!(
         copied_out >= 6 * 12 * MIB,
         "the hook copied only {copied_out} bytes out"
     );
-}
-
-/// The bytes the hook copied out of `pid`'s GPU memory: every device to
-/// host copy of a MiB or more (the programs themselves copy out 8 bytes).
-fn copied_out_by(trace: &Trace, pid: u32) -> u64 {
-    trace
-        .named("memcpy")
-        .filter(|e| e.pid == pid && e.fields.get("kind").is_some_and(|k| k == "DtoH"))
-        .map(|e| e.number("bytes"))
-        .filter(|&bytes| bytes >= MIB)
-        .sum()
 }
 
 /// The bytes `pid`'s memory lost from the GPU by eviction: every unmap in
@@ -163,7 +135,7 @@ fn partial_eviction_moves_only_what_was_asked_oldest_first() {
     let many = sandbox.spawn(&mut worker(&sandbox, "many", 4, 8 * MIB, 45, 5));
     let one = sandbox.spawn(&mut worker(&sandbox, "one", 1, 40 * MIB, 45, 5));
     let many_pid = many.id();
-    let outputs = finish_all(vec![many, one], "a partially evicted worker");
+    let outputs = finish_verified(vec![many, one], "a partially evicted worker");
     let evictions = evictions_logged(&stderr_of(&outputs[0]));
     assert!(!evictions.is_empty(), "A was never asked to evict");
     for &(asked, moved) in &evictions {
@@ -176,7 +148,7 @@ fn partial_eviction_moves_only_what_was_asked_oldest_first() {
     }
     let logged: u64 = evictions.iter().map(|&(_, moved)| moved).sum();
     let trace = sandbox.trace();
-    let copied = copied_out_by(&trace, many_pid);
+    let copied = trace.copied_out_by(many_pid);
     assert_eq!(
         copied, logged,
         "the driver copied {copied} bytes out of A's memory, the hook reported {logged} evicted"
@@ -203,7 +175,7 @@ fn pinning_refused_falls_back_to_pageable_shadows_without_loss() {
         })
         .collect();
     let pids: Vec<u32> = workers.iter().map(Child::id).collect();
-    let outputs = finish_all(workers, "a worker with pageable shadows");
+    let outputs = finish_verified(workers, "a worker with pageable shadows");
     let trace = sandbox.trace();
     let evicted: u64 = pids
         .iter()
@@ -239,7 +211,7 @@ fn a_refused_eviction_moves_nothing_and_loses_nothing() {
         })
         .collect();
     let pids: Vec<u32> = workers.iter().map(Child::id).collect();
-    let outputs = finish_all(workers, "a worker whose evictions are refused");
+    let outputs = finish_verified(workers, "a worker whose evictions are refused");
     let refused = outputs
         .iter()
         .filter(|o| stderr_of(o).contains("host memory for swapped-out GPU memory is exhausted"))
@@ -253,7 +225,7 @@ fn a_refused_eviction_moves_nothing_and_loses_nothing() {
             "pid {pid} lost memory"
         );
         assert_eq!(
-            copied_out_by(&trace, pid),
+            trace.copied_out_by(pid),
             0,
             "a refused eviction copied memory out"
         );
@@ -280,14 +252,14 @@ fn a_program_killed_while_swapping_leaves_the_others_and_the_daemon_healthy() {
         "the victim was never swapped out"
     );
     kill_hard(&mut victim);
-    finish_all(others, "a worker beside a killed one");
+    finish_verified(others, "a worker beside a killed one");
     let status = sandbox.status();
     assert!(
         status.is_object(),
         "the daemon answers after the kill: {status}"
     );
     let after = sandbox.spawn(&mut worker(&sandbox, "after", 2, 12 * MIB, 10, 1));
-    finish_all(vec![after], "a worker started after the kill");
+    finish_verified(vec![after], "a worker started after the kill");
 }
 
 #[test]
@@ -309,7 +281,7 @@ fn memory_the_engine_cannot_move_is_never_moved_or_corrupted() {
         sandbox.spawn(&mut worker(&sandbox, "b", 2, 12 * MIB, 40, 5)),
     ];
     let managed_pid = programs[1].id();
-    finish_all(programs, "a worker beside swapped ones");
+    finish_verified(programs, "a worker beside swapped ones");
     let trace = sandbox.trace();
     // The managed program's own small device allocation (its 8-byte
     // checksum result, in a swappable 2 MiB slab) may be swapped; its

@@ -16,14 +16,12 @@
 //! evictions pick different subsets of units from run to run. The seed is
 //! printed; `NVSHARE_SWAP_CYCLES_SEED=<n>` replays a run.
 
-use nvshare_e2e::{PROGRAM_LIMIT, Sandbox, json_result, kill_hard};
+use nvshare_e2e::{MIB, PROGRAM_LIMIT, Sandbox, json_result, kill_hard};
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const MIB: u64 = 1 << 20;
 
 /// The VMM granularity of the fake driver: the size of a slab, and what a
 /// large allocation is rounded up to.

@@ -8,12 +8,12 @@
 //! Each program verifies its data at the end.
 
 use nvshare_e2e::trace::{Event, Trace};
-use nvshare_e2e::{Sandbox, finish_ok, json_result, wait_until};
+use nvshare_e2e::worker::Worker;
+use nvshare_e2e::{MIB, Sandbox, finish_ok, json_result, wait_until};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command};
 use std::time::Duration;
 
-const MIB: u64 = 1 << 20;
 const CAPACITY_MIB: u64 = 64;
 
 /// Rounding the scheduler cannot see coming: one 2 MiB granule.
@@ -24,28 +24,14 @@ const SLACK: u64 = 2 * MIB;
 /// segments alternating 2 MiB and `segment` bytes (the caller adds
 /// `--iterations`).
 fn worker(sandbox: &Sandbox, name: &str, alloc: &str, bytes: u64, segment: u64) -> Command {
-    let mut command = sandbox.hooked("cuda-worker");
-    command
-        .env("NVSHARE_MODE", "swap")
-        .env("NVSHARE_NAME", name)
-        .env("NVSHARE_LOG", "info,nvshare::engine::swap=debug")
-        .args(["--alloc", alloc])
-        .args(["--bytes", &bytes.to_string()])
-        .args(["--chunk", &segment.to_string()])
-        .args(["--sleep-us", "5000"])
-        .args(["--pause-ms", "1"]);
-    command
-}
-
-/// The bytes the hook copied out of `pid`'s GPU memory: every device to
-/// host copy of a MiB or more (the program itself copies out 8 bytes).
-fn copied_out_by(trace: &Trace, pid: u32) -> u64 {
-    trace
-        .named("memcpy")
-        .filter(|e| e.pid == pid && e.fields.get("kind").is_some_and(|k| k == "DtoH"))
-        .map(|e| e.number("bytes"))
-        .filter(|&bytes| bytes >= MIB)
-        .sum()
+    Worker::swap(name)
+        .swap_log()
+        .arg("--alloc", alloc)
+        .bytes(bytes)
+        .arg("--chunk", segment)
+        .kernel_ms(5)
+        .pause_ms(1)
+        .command(sandbox)
 }
 
 /// How many times each address of `pid` was mapped.
@@ -137,7 +123,7 @@ fn expandable_segments_are_counted_swapped_at_their_addresses_and_intact() {
         swapped_enough,
         "only {remapped} segments came back from host memory within 120 s"
     );
-    let copied: Vec<u64> = pids.iter().map(|&pid| copied_out_by(&trace, pid)).collect();
+    let copied: Vec<u64> = pids.iter().map(|&pid| trace.copied_out_by(pid)).collect();
     eprintln!("copied out per program: {copied:?}");
     assert!(
         copied.iter().filter(|&&bytes| bytes > 0).count() >= 2,
@@ -232,10 +218,7 @@ fn exported_segments_stay_on_the_gpu_and_intact_beside_swapped_programs() {
             "the exported segment at 0x{segment:x} moved after its export"
         );
     }
-    let copied = [
-        copied_out_by(&trace, pids[1]),
-        copied_out_by(&trace, pids[2]),
-    ];
+    let copied = [trace.copied_out_by(pids[1]), trace.copied_out_by(pids[2])];
     eprintln!("copied out of the swapping programs: {copied:?}");
     assert!(
         copied.iter().sum::<u64>() > 0,

@@ -1,12 +1,10 @@
 //! Device memory accounting across processes (FAKE_CUDA_STATE_DIR), as a
 //! real GPU's cuMemGetInfo shows every process's use.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 
-use common::{LIMIT, assert_success, command, run_program};
+use crate::common::{LIMIT, assert_success, command, run_program};
 use cuda_programs::artifacts::wait_with_timeout;
 use serde_json::Value;
 

@@ -1,9 +1,7 @@
 //! Memory that is unmapped must never be touched: the fake makes such a
 //! touch fatal, as a test of the hook's discipline requires.
 
-mod common;
-
-use common::{LIMIT, command, last_json};
+use crate::common::{LIMIT, command, last_json};
 use cuda_programs::artifacts::{run, terminating_signal};
 
 fn assert_dies_touching(by: &str) {

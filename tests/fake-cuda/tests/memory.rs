@@ -1,9 +1,7 @@
 //! Allocation, capacity and VMM behaviour of the fake driver, through the
 //! real test programs.
 
-mod common;
-
-use common::{assert_success, run_program};
+use crate::common::{assert_success, run_program};
 
 #[test]
 fn every_allocation_mode_computes_the_right_checksum() {

@@ -1,9 +1,7 @@
 //! Symbol resolution as libcudart does it: dlsym of exported names and
 //! cuGetProcAddress_v2 with versions and stream flags.
 
-mod common;
-
-use common::{assert_success, run_program};
+use crate::common::{assert_success, run_program};
 use serde_json::Value;
 
 fn probe(names: &str, version: &str) -> Value {

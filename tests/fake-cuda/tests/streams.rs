@@ -1,9 +1,7 @@
 //! GPU asynchrony: queued work runs later, and queries and synchronization
 //! see it as a real GPU's would.
 
-mod common;
-
-use common::{assert_success, run_program};
+use crate::common::{assert_success, run_program};
 
 #[test]
 fn a_long_kernel_is_pending_until_synchronized() {

@@ -1,8 +1,6 @@
 //! The FAKE_CUDA_TRACE event log: one line per event, from every process.
 
-mod common;
-
-use common::{assert_success, run_program};
+use crate::common::{assert_success, run_program};
 
 struct Line {
     pid: u32,

@@ -124,7 +124,16 @@ pub fn json_of(output: &Output) -> serde_json::Value {
     })
 }
 
-/// Runs test `test_name` of the calling test binary again, in a child
+/// The test's name as the test harness knows it: `module_path!()::name`
+/// without the binary's own name in front.
+fn test_path(test_name: &str) -> &str {
+    test_name
+        .split_once("::")
+        .map_or(test_name, |(_binary, path)| path)
+}
+
+/// Runs test `test_name` (`concat!(module_path!(), "::name")`) of the
+/// calling test binary again, in a child
 /// process whose environment sets `marker` (so the test runs its in-process
 /// scenario there), loads the fake driver, runs `mode` unscheduled with
 /// `envs`, and returns the fake driver's trace of the child. The scenario
@@ -143,7 +152,7 @@ pub fn run_scenario_in_child(
     let exe = std::env::current_exe().expect("the test executable has a path");
     let mut child = Command::new(exe);
     child
-        .args(["--exact", test_name, "--nocapture"])
+        .args(["--exact", test_path(test_name), "--nocapture"])
         .env(marker, "1")
         .env("LD_LIBRARY_PATH", driver_dir.path())
         .env("NVSHARE_MODE", mode)

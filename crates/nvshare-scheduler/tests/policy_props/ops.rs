@@ -1,6 +1,6 @@
 //! Random scenario steps and how an obeying client plays each.
 
-use crate::world::{CAPACITY, GPUS, Mem, World};
+use super::world::{CAPACITY, GPUS, Mem, World};
 use nvshare_proto::{ClientMsg, GpuUuid, Policy};
 use nvshare_scheduler::policy::Event;
 use proptest::prelude::*;

@@ -15,8 +15,23 @@ use proptest::prelude::*;
 use std::time::Duration;
 use world::{CAPACITY, GPUS, Mem, World};
 
+/// `cases` random cases, after the saved failures: the test binary holds
+/// several modules, so proptest's default (a file beside the binary's
+/// root) would not find them; cargo runs tests in the package directory.
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(
+                "tests/proptest-regressions/policy_props.txt",
+            ),
+        )),
+        ..ProptestConfig::default()
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(config(256))]
 
     /// Invariants (1), (2), (4) and (6) with obeying clients and changes of
     /// policy and quantum.

@@ -1,0 +1,15 @@
+//! End-to-end tests: the daemon, preloaded programs and the fake driver, in one test binary (one link instead of one per file).
+//!
+//! Each module is one area.
+
+mod collectives;
+mod exit;
+mod host_shadows;
+mod overlap;
+mod reserve;
+mod restart;
+mod sharing;
+mod swap;
+mod swap_cycles;
+mod unresponsive;
+mod vmm;
