@@ -2,6 +2,7 @@
 //! nvsharectl's `-T`/`-S` flags, turned into the requests to send.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use nvshare_proto::units::parse_duration;
 use nvshare_proto::{ControlRequest, Policy};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,11 +19,11 @@ pub struct Cli {
     /// The scheduler's socket [default: /var/run/nvshare/scheduler.sock for
     /// root, else $XDG_RUNTIME_DIR/nvshare/scheduler.sock, else
     /// /tmp/nvshare-<uid>/scheduler.sock]
-    #[arg(long, global = true, env = "NVSHARE_SOCK", value_name = "PATH")]
+    #[arg(long, global = true, env = nvshare_proto::env::SOCK, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
     /// Set the time quantum to SECONDS (nvsharectl compatible).
-    #[arg(short = 'T', long = "set-tq", value_name = "SECONDS", value_parser = parse_quantum)]
+    #[arg(short = 'T', long = "set-tq", value_name = "SECONDS", value_parser = parse_duration, allow_hyphen_values = true)]
     pub set_tq: Option<Duration>,
 
     /// on: one program per GPU at a time (the exclusive policy); off: no
@@ -47,8 +48,9 @@ pub enum Command {
     /// Set the time quantum every GPU is sliced with.
     #[command(name = "set-tq")]
     SetTq {
-        /// The quantum in seconds (fractions allowed, at least 0.001).
-        #[arg(value_parser = parse_quantum)]
+        /// The quantum: seconds (30, 0.5) or a number with ms, s or m
+        /// (200ms), as the daemon's --quantum; at least 1ms.
+        #[arg(value_parser = parse_duration, allow_hyphen_values = true)]
         seconds: Duration,
     },
     /// Set the scheduling policy of every GPU.
@@ -139,19 +141,6 @@ fn set_quantum(quantum: Duration) -> ControlRequest {
     }
 }
 
-/// Parses a quantum in seconds: a positive number, at least a millisecond.
-fn parse_quantum(text: &str) -> Result<Duration, String> {
-    let seconds: f64 = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    if !(0.001..=1e9).contains(&seconds) {
-        return Err(format!(
-            "a quantum of {text} seconds is out of range: give at least 0.001"
-        ));
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
 fn parse_policy(text: &str) -> Result<Policy, String> {
     text.parse()
 }
@@ -184,6 +173,10 @@ mod tests {
         assert_eq!(
             plan(&["set-tq", "0.25"]),
             Plan::Change(vec![ControlRequest::SetQuantum { quantum_ms: 250 }])
+        );
+        assert_eq!(
+            plan(&["set-tq", "200ms"]),
+            Plan::Change(vec![ControlRequest::SetQuantum { quantum_ms: 200 }])
         );
         assert_eq!(
             plan(&["set-policy", "exclusive"]),

@@ -3,11 +3,10 @@
 //! # Layout
 //! - [`cli`]: the command line (subcommands and nvsharectl's `-T`/`-S`) and
 //!   the requests it stands for.
-//! - [`socket_path`]: where the scheduler's socket is (the rule the daemon
-//!   shares).
 //! - [`connection`]: the control conversation over the Unix socket.
 //! - [`table`]: `status` as tables; [`json`]: `status --json`;
-//!   [`units`]: human-readable sizes and durations.
+//!   [`units`]: durations as people read them (sizes:
+//!   [`nvshare_proto::units::Bytes`]).
 //! - [`error`]: [`error::CtlError`] and the exit code of each failure: 2 when
 //!   the scheduler cannot be reached, 1 when it refuses or misbehaves, 64
 //!   for a bad command line.
@@ -16,7 +15,6 @@ mod cli;
 mod connection;
 mod error;
 mod json;
-mod socket_path;
 mod table;
 mod units;
 
@@ -50,15 +48,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// Debug logs with `NVSHARE_DEBUG=1` (as the original nvshare), else as
-/// `NVSHARE_LOG` filters them (warnings by default), always to stderr.
+/// Logs to stderr as `NVSHARE_LOG` filters them, else debug logs with
+/// `NVSHARE_DEBUG=1` (as the original nvshare), else warnings (the rule of
+/// every nvshare program).
 fn init_logging() {
-    let debug = std::env::var("NVSHARE_DEBUG").is_ok_and(|v| v == "1");
-    let filter = if debug {
-        EnvFilter::new("debug")
-    } else {
-        EnvFilter::try_from_env("NVSHARE_LOG").unwrap_or_else(|_| EnvFilter::new("warn"))
-    };
+    let directive =
+        nvshare_proto::env::log_filter(std::env::var(nvshare_proto::env::LOG).ok(), "warn");
+    let filter = EnvFilter::try_new(directive).unwrap_or_else(|_| EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -67,7 +63,7 @@ fn init_logging() {
 
 /// Carries out the command line; returns what to print.
 fn run(cli: &Cli) -> Result<String, CtlError> {
-    let path = socket_path::resolve_socket_path(cli.socket.clone());
+    let path = nvshare_proto::socket::resolve(cli.socket.clone());
     let mut conn = Connection::open(&path)?;
     match cli.plan() {
         Plan::Status { json } => {

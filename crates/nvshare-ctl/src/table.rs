@@ -1,6 +1,7 @@
 //! `status` as tables for people: one block per GPU, one row per program.
 
-use crate::units::{human_bytes, human_duration_ms};
+use crate::units::human_duration_ms;
+use nvshare_proto::units::Bytes;
 use nvshare_proto::{ClientHostShadows, GpuHostShadows, GpuStatus, StatusReport};
 use std::fmt::Write;
 
@@ -37,28 +38,28 @@ fn gpu_text(gpu: &GpuStatus, host: Option<&GpuHostShadows>) -> String {
         out,
         "{}  capacity {} (physical {})  policy {}  quantum {}",
         gpu.uuid,
-        human_bytes(gpu.capacity),
-        human_bytes(gpu.physical_memory),
+        size(gpu.capacity),
+        size(gpu.physical_memory),
         gpu.policy,
         human_duration_ms(gpu.quantum_ms),
     );
     let _ = writeln!(
         out,
         "  resident {}  grants {}  switches {}  swapped out {}, in {} ({})",
-        human_bytes(gpu.resident),
+        size(gpu.resident),
         gpu.grants,
         gpu.switches,
-        human_bytes(gpu.bytes_evicted),
-        human_bytes(gpu.bytes_restored),
+        size(gpu.bytes_evicted),
+        size(gpu.bytes_restored),
         human_duration_ms(gpu.swap_time_us / 1000),
     );
     if let Some(host) = host {
         let _ = writeln!(
             out,
             "  host shadows {} (pinned {}, pageable {})",
-            human_bytes(host.pinned.saturating_add(host.pageable)),
-            human_bytes(host.pinned),
-            human_bytes(host.pageable),
+            size(host.pinned.saturating_add(host.pageable)),
+            size(host.pinned),
+            size(host.pageable),
         );
     }
     if gpu.clients.is_empty() {
@@ -88,9 +89,9 @@ fn gpu_text(gpu: &GpuStatus, host: Option<&GpuHostShadows>) -> String {
                 c.pid.to_string(),
                 c.name.clone(),
                 c.state.as_str().to_owned(),
-                human_bytes(c.footprint),
-                human_bytes(c.resident),
-                human_bytes(c.footprint.saturating_sub(c.resident)),
+                size(c.footprint),
+                size(c.resident),
+                size(c.footprint.saturating_sub(c.resident)),
                 human_duration_ms(c.held_ms),
                 c.grants.to_string(),
             ];
@@ -113,11 +114,11 @@ fn gpu_text(gpu: &GpuStatus, host: Option<&GpuHostShadows>) -> String {
 /// One client's host shadows: the total, and the pageable part if any
 /// (pageable shadows swap several times slower).
 fn host_cell(host: &ClientHostShadows) -> String {
-    let total = human_bytes(host.pinned.saturating_add(host.pageable));
+    let total = size(host.pinned.saturating_add(host.pageable));
     if host.pageable == 0 {
         total
     } else {
-        format!("{total} ({} pageable)", human_bytes(host.pageable))
+        format!("{total} ({} pageable)", size(host.pageable))
     }
 }
 
@@ -140,6 +141,11 @@ fn render(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// A size as the tables print it: `12.0 GiB`.
+fn size(bytes: u64) -> String {
+    format!("{:#}", Bytes(bytes))
 }
 
 #[cfg(test)]

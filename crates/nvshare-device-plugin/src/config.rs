@@ -89,12 +89,12 @@ pub struct Cli {
 
     /// The scheduler's socket on the node; its directory is mounted into
     /// containers at the same path.
-    #[arg(long, env = "NVSHARE_SOCK", value_name = "PATH", default_value = SCHEDULER_SOCKET)]
+    #[arg(long, env = nvshare_proto::env::SOCK, value_name = "PATH", default_value = SCHEDULER_SOCKET)]
     pub scheduler_socket: PathBuf,
 
     /// Log filter in tracing's syntax. Default: info, or debug when
     /// NVSHARE_DEBUG=1.
-    #[arg(long, env = "NVSHARE_LOG", value_name = "FILTER")]
+    #[arg(long, env = nvshare_proto::env::LOG, value_name = "FILTER")]
     pub log: Option<String>,
 }
 
@@ -106,13 +106,7 @@ impl Cli {
             (None, Some(file)) => GpuSource::File(file),
             (None, None) => GpuSource::NvidiaSmi(self.nvidia_smi),
         };
-        let log_filter = self.log.unwrap_or_else(|| {
-            match std::env::var("NVSHARE_DEBUG").as_deref() {
-                Ok("1") => "debug",
-                _ => "info",
-            }
-            .to_owned()
-        });
+        let log_filter = nvshare_proto::env::log_filter(self.log, "info");
         Config {
             replicas: self.replicas,
             device_plugin_dir: self.device_plugin_dir,

@@ -72,10 +72,10 @@ pub mod env {
     /// Preloads the hook.
     pub const LD_PRELOAD: &str = "LD_PRELOAD";
     /// The scheduler socket the hook connects to.
-    pub const NVSHARE_SOCK: &str = "NVSHARE_SOCK";
+    pub const NVSHARE_SOCK: &str = nvshare_proto::env::SOCK;
     /// Set to [`SCHEDULER_EXTERNAL`]: a container must use the node's
     /// scheduler, never start its own.
-    pub const NVSHARE_SCHEDULER: &str = "NVSHARE_SCHEDULER";
+    pub const NVSHARE_SCHEDULER: &str = nvshare_proto::env::SCHEDULER;
     /// The value of [`NVSHARE_SCHEDULER`] in containers.
     pub const SCHEDULER_EXTERNAL: &str = "external";
     /// The physical GPUs the NVIDIA container runtime makes visible.
@@ -83,5 +83,5 @@ pub mod env {
     /// The job name the hook reports; not set by the plugin (the kubelet
     /// does not say which pod an allocation is for), set by the pod spec
     /// from the downward API.
-    pub const NVSHARE_NAME: &str = "NVSHARE_NAME";
+    pub const NVSHARE_NAME: &str = nvshare_proto::env::NAME;
 }

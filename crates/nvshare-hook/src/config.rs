@@ -5,6 +5,7 @@
 //! training job that would run fine unshared.
 
 use crate::engine::swap::plan::{self, CopyGeometry};
+use nvshare_proto::env;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -71,7 +72,7 @@ impl HookConfig {
     /// Reads the environment.
     pub fn from_env() -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let mode = match var("NVSHARE_MODE").as_deref() {
+        let mode = match var(env::MODE).as_deref() {
             None | Some("swap") => MemoryMode::Swap,
             Some("uvm") => MemoryMode::Uvm,
             Some(other) => {
@@ -82,7 +83,7 @@ impl HookConfig {
                 MemoryMode::Swap
             }
         };
-        let scheduler = match var("NVSHARE_SCHEDULER").as_deref() {
+        let scheduler = match var(env::SCHEDULER).as_deref() {
             None | Some("auto") | Some("on") => SchedulerMode::Auto,
             Some("external") => SchedulerMode::NoAutostart,
             Some("off") => SchedulerMode::Off,
@@ -94,13 +95,11 @@ impl HookConfig {
                 SchedulerMode::Auto
             }
         };
-        let socket = var("NVSHARE_SOCK")
-            .map(PathBuf::from)
-            .unwrap_or_else(default_socket_path);
-        let name = var("NVSHARE_NAME").unwrap_or_else(program_name);
+        let socket = nvshare_proto::socket::resolve(var(env::SOCK).map(PathBuf::from));
+        let name = var(env::NAME).unwrap_or_else(program_name);
         let group = job_group(&var);
-        let single_oversub = var("NVSHARE_ENABLE_SINGLE_OVERSUB").as_deref() == Some("1");
-        let idle_after_ms = var("NVSHARE_IDLE_MS")
+        let single_oversub = var(env::ENABLE_SINGLE_OVERSUB).as_deref() == Some("1");
+        let idle_after_ms = var(env::IDLE_MS)
             .and_then(|v| v.parse().ok())
             .unwrap_or(DEFAULT_IDLE_MS);
         let setting = |name: &'static str, range: RangeInclusive<u64>, default: u64| {
@@ -110,17 +109,13 @@ impl HookConfig {
             })
         };
         let chunk_mib = setting(
-            "NVSHARE_SWAP_CHUNK_MIB",
+            env::SWAP_CHUNK_MIB,
             SWAP_CHUNK_MIB_RANGE,
             DEFAULT_SWAP_CHUNK_MIB,
         );
-        let streams = setting(
-            "NVSHARE_SWAP_STREAMS",
-            SWAP_STREAMS_RANGE,
-            DEFAULT_SWAP_STREAMS,
-        );
+        let streams = setting(env::SWAP_STREAMS, SWAP_STREAMS_RANGE, DEFAULT_SWAP_STREAMS);
         let segment_mib = setting(
-            "NVSHARE_SWAP_SEGMENT_MIB",
+            env::SWAP_SEGMENT_MIB,
             SWAP_SEGMENT_MIB_RANGE,
             plan::DEFAULT_SEGMENT_BYTES >> 20,
         );
@@ -144,7 +139,7 @@ impl HookConfig {
 
 /// The program's job group from its environment (see [`HookConfig::group`]).
 fn job_group(var: &impl Fn(&str) -> Option<String>) -> Option<String> {
-    if let Some(group) = var("NVSHARE_GROUP") {
+    if let Some(group) = var(env::GROUP) {
         return Some(group);
     }
     let ranks: u64 = var("WORLD_SIZE")?.trim().parse().ok()?;
@@ -233,15 +228,6 @@ pub fn parse_bounded(
 
 /// A holder with no GPU work for this long tells the scheduler it is idle.
 pub const DEFAULT_IDLE_MS: u64 = 1000;
-
-/// The scheduler socket when `NVSHARE_SOCK` is unset: the rule the daemon
-/// and `nvshare-ctl` use too.
-pub fn default_socket_path() -> PathBuf {
-    nvshare_proto::socket::default_socket_path(
-        nix::unistd::geteuid().as_raw(),
-        std::env::var_os("XDG_RUNTIME_DIR"),
-    )
-}
 
 fn program_name() -> String {
     std::env::args_os()

@@ -3,6 +3,7 @@
 //! `nvshare=trace`, ...); `NVSHARE_DEBUG=1`, the original nvshare's switch,
 //! means `debug`; the default shows warnings and errors.
 
+use nvshare_proto::env;
 use std::io::IsTerminal;
 use std::sync::Once;
 use tracing_subscriber::EnvFilter;
@@ -11,16 +12,7 @@ use tracing_subscriber::EnvFilter;
 pub fn init() {
     static STARTED: Once = Once::new();
     STARTED.call_once(|| {
-        let directive = std::env::var("NVSHARE_LOG")
-            .ok()
-            .filter(|value| !value.is_empty())
-            .unwrap_or_else(|| {
-                if std::env::var("NVSHARE_DEBUG").as_deref() == Ok("1") {
-                    "debug".to_owned()
-                } else {
-                    "warn".to_owned()
-                }
-            });
+        let directive = env::log_filter(std::env::var(env::LOG).ok(), "warn");
         let (filter, invalid) = match EnvFilter::try_new(&directive) {
             Ok(filter) => (filter, None),
             Err(err) => (EnvFilter::new("warn"), Some(err)),

@@ -11,7 +11,7 @@ use nvshare::symbols::exports;
 use std::time::Duration;
 
 const CHILD_MARKER: &str = "NVSHARE_TEST_EXIT_RELEASE_CHILD";
-const MIB: u64 = 1 << 20;
+use nvshare_proto::units::MIB;
 
 #[test]
 fn memory_released_at_exit_goes_back_and_later_frees_succeed() {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const CHILD_MARKER: &str = "NVSHARE_TEST_PREPARE_ABORT_CHILD";
-const MIB: u64 = 1 << 20;
+use nvshare_proto::units::MIB;
 const UNITS: u64 = 8;
 const UNIT: u64 = 16 * MIB;
 /// The pause before each populating step: one step per 16 MiB shadow, so a

@@ -21,7 +21,7 @@ use std::ffi::c_void;
 
 const CHILD_MARKER: &str = "NVSHARE_TEST_SWAP_CHILD";
 const GEOMETRY_CHILD_MARKER: &str = "NVSHARE_TEST_SWAP_GEOMETRY_CHILD";
-const MIB: u64 = 1 << 20;
+use nvshare_proto::units::MIB;
 /// Room for the shadows of the 6 and 4 MiB units, not for 6 + 4 + 2.
 const HOST_LIMIT: u64 = 11 * MIB;
 

@@ -16,7 +16,7 @@ use nvshare::symbols::exports;
 use std::ffi::c_void;
 
 const CHILD_MARKER: &str = "NVSHARE_TEST_SWAP_SEGMENTS_CHILD";
-const MIB: u64 = 1 << 20;
+use nvshare_proto::units::MIB;
 
 #[test]
 fn segments_move_one_by_one_and_a_limited_restore_brings_back_what_fits() {

@@ -14,7 +14,7 @@ use nvshare::{driver, engine};
 use std::ffi::c_void;
 
 const CHILD_MARKER: &str = "NVSHARE_TEST_UVM_CHILD";
-const MIB: u64 = 1 << 20;
+use nvshare_proto::units::MIB;
 
 #[test]
 fn evict_moves_the_oldest_and_restore_brings_all_back_intact() {

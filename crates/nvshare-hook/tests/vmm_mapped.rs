@@ -21,7 +21,7 @@ use nvshare::{driver, engine};
 use std::ffi::{c_int, c_void};
 
 const CHILD_MARKER: &str = "NVSHARE_TEST_VMM_MAPPED_CHILD";
-const MIB: u64 = 1 << 20;
+use nvshare_proto::units::MIB;
 
 #[test]
 fn the_programs_own_vmm_memory_is_counted_swapped_when_safe_and_kept_intact() {

@@ -15,8 +15,10 @@
 //!   blocking helpers ([`write_msg`], [`read_msg`]) and an incremental
 //!   [`FrameBuffer`] for non-blocking readers.
 //! - [`error`]: [`ProtoError`], the typed failures of decoding and framing.
-//! - [`socket`]: the default socket path every side agrees on.
-//! - [`units`]: byte sizes as people write them.
+//! - [`env`]: the environment variables nvshare reads, and the log filter
+//!   rule every program shares.
+//! - [`socket`]: the socket path every side agrees on.
+//! - [`units`]: sizes and durations as people write and read them.
 //!
 //! # The conversation
 //! 1. The connecting side sends [`Hello`] (magic, [`PROTOCOL_VERSION`], role).
@@ -28,6 +30,7 @@
 //! 3. A control client sends [`ControlRequest`]s, each answered by one
 //!    [`ControlReply`].
 
+pub mod env;
 pub mod error;
 pub mod frame;
 pub mod gpu;

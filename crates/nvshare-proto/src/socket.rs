@@ -25,9 +25,25 @@ pub fn default_socket_path(euid: u32, xdg_runtime_dir: Option<OsString>) -> Path
     }
 }
 
+/// The socket to use: `explicit` (from `--socket` or [`crate::env::SOCK`])
+/// if given, else the default for this process's user and environment.
+pub fn resolve(explicit: Option<PathBuf>) -> PathBuf {
+    explicit.unwrap_or_else(|| {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        default_socket_path(euid, std::env::var_os("XDG_RUNTIME_DIR"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_explicit_path_wins() {
+        let explicit = PathBuf::from("/somewhere/else.sock");
+        assert_eq!(resolve(Some(explicit.clone())), explicit);
+    }
 
     #[test]
     fn root_uses_the_system_socket_whatever_the_environment() {

@@ -2,11 +2,9 @@
 //! environment into a plain [`Config`].
 
 use crate::policy::PolicyConfig;
-use crate::units::parse_duration;
 use clap::Parser;
 use nvshare_proto::Policy;
-use nvshare_proto::socket::default_socket_path;
-use nvshare_proto::units::parse_size;
+use nvshare_proto::units::{parse_duration, parse_size};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -44,7 +42,7 @@ pub struct Cli {
     /// The Unix socket to listen on. Default: /var/run/nvshare/scheduler.sock
     /// for root, else $XDG_RUNTIME_DIR/nvshare/scheduler.sock, else
     /// /tmp/nvshare-$UID/scheduler.sock.
-    #[arg(long, env = "NVSHARE_SOCK", value_name = "PATH")]
+    #[arg(long, env = nvshare_proto::env::SOCK, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
     /// Give the socket to this group (name or gid): with the socket's mode
@@ -114,7 +112,7 @@ pub struct Cli {
 
     /// Log filter in tracing's syntax (info, debug, nvshare_scheduler=trace).
     /// Default: info, or debug when NVSHARE_DEBUG=1.
-    #[arg(long, env = "NVSHARE_LOG", value_name = "FILTER")]
+    #[arg(long, env = nvshare_proto::env::LOG, value_name = "FILTER")]
     pub log: Option<String>,
 }
 
@@ -132,17 +130,12 @@ pub enum ConfigError {
 impl Cli {
     /// Resolves defaults that depend on the process and its environment.
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        let socket = self.socket.unwrap_or_else(|| {
-            default_socket_path(
-                nix::unistd::geteuid().as_raw(),
-                std::env::var_os("XDG_RUNTIME_DIR"),
-            )
-        });
+        let socket = nvshare_proto::socket::resolve(self.socket);
         let socket_group = self.socket_group.map(|g| resolve_group(&g)).transpose()?;
         if self.memory_capacity == Some(0) {
             return Err(ConfigError::ZeroCapacity);
         }
-        let log_filter = log_filter(self.log, std::env::var("NVSHARE_DEBUG").ok());
+        let log_filter = nvshare_proto::env::log_filter(self.log, "info");
         Ok(Config {
             socket,
             socket_group,
@@ -162,15 +155,6 @@ impl Cli {
                 per_uid: self.max_connections_per_uid as usize,
             },
         })
-    }
-}
-
-/// `--log` wins; else `NVSHARE_DEBUG=1` means debug; else info.
-fn log_filter(flag: Option<String>, debug_env: Option<String>) -> String {
-    match (flag, debug_env.as_deref()) {
-        (Some(filter), _) => filter,
-        (None, Some("1")) => "debug".to_owned(),
-        (None, _) => "info".to_owned(),
     }
 }
 
@@ -250,13 +234,5 @@ mod tests {
             parse(&["--socket-group", "no-such-group-here"]).into_config(),
             Err(ConfigError::UnknownGroup("no-such-group-here".into()))
         );
-    }
-
-    #[test]
-    fn debug_env_raises_the_default_log_level() {
-        assert_eq!(log_filter(None, None), "info");
-        assert_eq!(log_filter(None, Some("1".into())), "debug");
-        assert_eq!(log_filter(None, Some("0".into())), "info");
-        assert_eq!(log_filter(Some("warn".into()), Some("1".into())), "warn");
     }
 }

@@ -11,7 +11,7 @@ use crate::policy::Scheduler;
 use crate::server::Server;
 use crate::server::listener::SocketListener;
 use crate::signals::ShutdownSignals;
-use crate::units::format_bytes;
+use nvshare_proto::units::Bytes;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::info;
@@ -37,8 +37,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         policy = %policy.policy,
         quantum_ms = policy.quantum.as_millis() as u64,
         capacity = %policy.memory_capacity.map_or_else(
-            || format!("GPU memory - {}", format_bytes(policy.memory_reserve)),
-            format_bytes,
+            || format!("GPU memory - {}", Bytes(policy.memory_reserve)),
+            |capacity| Bytes(capacity).to_string(),
         ),
         "nvshare-scheduler listening"
     );

@@ -14,7 +14,6 @@
 //! - [`daemon`]: startup in order (signals, socket, metrics, readiness, loop).
 //! - [`config`]: the command line and environment, parsed once into
 //!   [`config::Config`].
-//! - [`units`]: human sizes (`16GiB`) and durations (`200ms`).
 //! - [`observe`]: the policy's records as log lines and metric updates.
 //! - [`logging`]: log output batched by a background thread, so the loop
 //!   never waits on stderr.
@@ -34,4 +33,3 @@ pub mod observe;
 pub mod policy;
 pub mod server;
 pub mod signals;
-pub mod units;

@@ -2,7 +2,7 @@
 
 use crate::metrics::{ClientLabels, DropLabels, GpuMetrics, Metrics};
 use crate::policy::Record;
-use crate::units::format_bytes;
+use nvshare_proto::units::Bytes;
 use nvshare_proto::{ClientId, GpuUuid};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -116,7 +116,7 @@ impl Observer {
                 reason,
             } => {
                 info!(client, name = self.name(*client), gpu = label,
-                      evict = %format_bytes(*evict_bytes), reason, "lock drop requested");
+                      evict = %Bytes(*evict_bytes), reason, "lock drop requested");
                 m.drop_requests
                     .get_or_create(&DropLabels {
                         gpu: label.to_owned(),
@@ -185,7 +185,7 @@ impl Observer {
                 elapsed,
             } => {
                 info!(client, name = self.name(*client), gpu = label,
-                      bytes = %format_bytes(*bytes), elapsed_ms = ms(*elapsed),
+                      bytes = %Bytes(*bytes), elapsed_ms = ms(*elapsed),
                       gb_per_s = rate(*bytes, *elapsed), "memory evicted");
                 g.evicted_bytes.inc_by(*bytes);
             }
@@ -197,7 +197,7 @@ impl Observer {
                 ahead,
             } => {
                 info!(client, name = self.name(*client), gpu = label,
-                      bytes = %format_bytes(*bytes), elapsed_ms = ms(*elapsed),
+                      bytes = %Bytes(*bytes), elapsed_ms = ms(*elapsed),
                       gb_per_s = rate(*bytes, *elapsed), ahead, "memory restored");
                 g.restored_bytes.inc_by(*bytes);
             }
@@ -206,8 +206,8 @@ impl Observer {
             } => {
                 tracing::debug!(
                     gpu = label,
-                    pinned = %format_bytes(*pinned),
-                    pageable = %format_bytes(*pageable),
+                    pinned = %Bytes(*pinned),
+                    pageable = %Bytes(*pageable),
                     "host shadows changed"
                 );
                 m.set_host_shadows(label, *pinned, *pageable);

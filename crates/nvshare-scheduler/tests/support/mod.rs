@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 /// Generous bound for anything that should happen "at once" on a loaded CI
 /// machine; tests that bound a latency use their own, tighter, figure.
 pub const PATIENCE: Duration = Duration::from_secs(10);
-pub const MIB: u64 = 1 << 20;
-pub const GIB: u64 = 1 << 30;
+pub use nvshare_proto::units::{GIB, MIB};
 /// The GPU every test client attaches to.
 pub const GPU: GpuUuid = GpuUuid([0xab; 16]);
 

@@ -282,7 +282,7 @@ impl HostBudget {
     /// Reads `NVSHARE_HOST_LIMIT` (bytes, or with a `KiB`/`MiB`/`GiB`/`TiB`
     /// suffix); an invalid value is logged and ignored.
     pub fn from_env() -> Self {
-        let explicit_limit = std::env::var("NVSHARE_HOST_LIMIT")
+        let explicit_limit = std::env::var(nvshare_proto::env::HOST_LIMIT)
             .ok()
             .filter(|v| !v.is_empty())
             .and_then(|text| {

@@ -13,7 +13,7 @@ mod time_slicing;
 use super::*;
 use nvshare_proto::{ClientState, ClientStatus};
 
-pub(super) const GIB: u64 = 1 << 30;
+pub(super) use nvshare_proto::units::GIB;
 pub(super) const GPU: GpuUuid = GpuUuid([7; 16]);
 pub(super) const OTHER_GPU: GpuUuid = GpuUuid([9; 16]);
 pub(super) const QUANTUM: Duration = Duration::from_secs(30);

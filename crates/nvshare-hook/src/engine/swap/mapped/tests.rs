@@ -1,6 +1,6 @@
 use super::*;
 
-const MIB: u64 = 1 << 20;
+use nvshare_proto::units::MIB;
 
 fn prop(device: CUdevice) -> Prop {
     Prop {
