@@ -6,15 +6,14 @@
 //!
 //! # Layout
 //! - [`ffi`]: raw CUDA and NVML types and constants.
+//! - [`entry_points`]: the table of intercepted entry points, one line
+//!   each (the one place to add one).
+//! - [`driver`]: the real driver, loaded once past the hook's own exports
+//!   (`loader`), its function for every table line and the lookups by name
+//!   and by `cuGetProcAddress` version (`real`), and safe calls into it.
 //! - [`interpose`]: the exported `dlsym`, `cuGetProcAddress` and
-//!   `cuGetProcAddress_v2`, which hand out the hook's wrappers; the real
-//!   `dlsym`.
-//! - [`symbol_macro`]: the `intercepted!` macro that turns one line per
-//!   entry point into wrapper, real-function slot and lookup entry.
-//! - [`symbols`]: the table of intercepted entry points (the one place to
-//!   add one) and the allocation-free lookups by name and by
-//!   `cuGetProcAddress` version and flags.
-//! - [`driver`]: the real driver, loaded once, and safe calls into it.
+//!   `cuGetProcAddress_v2`, which hand out the hook's wrappers, and the
+//!   wrappers themselves (`exports`).
 //! - [`guard`]: the panic guard of every `extern "C"` entry point.
 //! - [`logging`]: stderr logging (`NVSHARE_LOG`, `NVSHARE_DEBUG`), started
 //!   at the first CUDA call.
@@ -33,12 +32,11 @@ pub mod client;
 pub mod config;
 pub mod driver;
 pub mod engine;
+pub mod entry_points;
 pub mod ffi;
 pub mod gate;
 pub mod guard;
 pub mod interpose;
 pub mod logging;
 pub mod registry;
-pub mod symbol_macro;
-pub mod symbols;
 pub mod wrappers;

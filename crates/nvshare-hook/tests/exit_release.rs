@@ -7,7 +7,7 @@ use crate::support::device::*;
 use crate::support::run_scenario_in_child;
 use nvshare::engine;
 use nvshare::ffi::*;
-use nvshare::symbols::exports;
+use nvshare::interpose::exports::exports;
 use std::time::Duration;
 
 const CHILD_MARKER: &str = "NVSHARE_TEST_EXIT_RELEASE_CHILD";

@@ -9,7 +9,7 @@ use crate::support::run_scenario_in_child;
 use nvshare::engine;
 use nvshare::engine::swap::shadow::slow_populating_for_tests;
 use nvshare::ffi::*;
-use nvshare::symbols::exports;
+use nvshare::interpose::exports::exports;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 

@@ -14,7 +14,7 @@ use crate::support::device::*;
 use crate::support::run_scenario_in_child;
 use nvshare::engine::swap::plan::CopyGeometry;
 use nvshare::ffi::*;
-use nvshare::symbols::exports;
+use nvshare::interpose::exports::exports;
 use nvshare::{config, engine};
 use std::collections::BTreeMap;
 use std::ffi::c_void;

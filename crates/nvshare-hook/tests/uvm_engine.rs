@@ -9,7 +9,7 @@
 
 use crate::support::run_scenario_in_child;
 use nvshare::ffi::{CUcontext, CUdeviceptr, CUresult};
-use nvshare::symbols::exports;
+use nvshare::interpose::exports::exports;
 use nvshare::{driver, engine};
 use std::ffi::c_void;
 
@@ -72,8 +72,8 @@ fn scenario() {
     let init = table.helpers.cuInit.expect("cuInit");
     // SAFETY: cuInit takes flags only.
     check("cuInit", unsafe { init(0) });
-    let ctx: CUcontext = driver::primary_ctx_retain(0).expect("retain the primary context");
-    driver::ctx_set_current(ctx).expect("make it current");
+    let ctx: CUcontext = driver::ctx::retain_primary(0).expect("retain the primary context");
+    driver::ctx::set_current(ctx).expect("make it current");
 
     let sizes = [MIB, 2 * MIB, 3 * MIB];
     let mut buffers: Vec<(CUdeviceptr, Vec<u8>)> = Vec::new();

@@ -15,8 +15,8 @@ use crate::support::device::*;
 use crate::support::run_scenario_in_child;
 use nvshare::engine::swap::mapped::ID_TAG;
 use nvshare::ffi::*;
+use nvshare::interpose::exports::exports;
 use nvshare::registry::Usage;
-use nvshare::symbols::exports;
 use nvshare::{driver, engine};
 use std::ffi::{c_int, c_void};
 
@@ -144,7 +144,7 @@ fn usage(footprint_mib: u64, resident_mib: u64) -> Usage {
 fn scenario() {
     start_fake_context();
     let engine = engine::current();
-    let va = driver::vmm_reserve(64 * MIB, 0).expect("reserve like PyTorch");
+    let va = driver::vmm::reserve(64 * MIB, 0).expect("reserve like PyTorch");
     let at = |mib: u64| va + mib * MIB;
 
     // A: 4 MiB, one handle mapped whole with access: swappable.
@@ -311,5 +311,5 @@ fn scenario() {
         release(handle);
     }
     assert_eq!(engine.usage(0), usage(0, 0), "nothing is counted any more");
-    driver::vmm_unreserve(va, 64 * MIB).expect("the reservation is empty");
+    driver::vmm::unreserve(va, 64 * MIB).expect("the reservation is empty");
 }

@@ -7,24 +7,25 @@
 //! through the hook; that call also starts logging. Nothing here runs for a
 //! program that never touches CUDA.
 
-mod calls;
+mod call;
+pub mod ctx;
+pub mod device;
 mod error;
 mod helpers;
-mod vmm;
+pub mod loader;
+pub mod mem;
+pub mod real;
+pub mod stream;
+pub mod vmm;
 
-pub use calls::*;
 pub use error::CudaError;
 pub use helpers::HelperFns;
-pub use vmm::*;
 
 use crate::ffi::*;
-use crate::interpose::real_dlsym;
-use crate::symbols::{self, RealFns, SYMBOLS, Symbol};
+use loader::{open_libcuda, proc_address, real_dlsym};
+use real::{ENTRY_POINTS, EntryPoint, RealFns};
 use std::ffi::{CStr, c_int, c_void};
 use std::sync::OnceLock;
-
-/// The library the hook loads (the name libcudart loads too).
-const LIBCUDA: &CStr = c"libcuda.so.1";
 
 /// Everything resolved from the real driver. Intercepted functions are
 /// taken by their exact exported names through the real `dlsym` on the
@@ -37,7 +38,7 @@ pub struct Driver {
     pub get_proc_address_v2: Option<CuGetProcAddressV2>,
     /// The real functions behind the hook's wrappers.
     pub intercepted: RealFns,
-    /// The addresses in `intercepted`, in [`SYMBOLS`] order, to recognize
+    /// The addresses in `intercepted`, in [`ENTRY_POINTS`] order, to recognize
     /// what the real `cuGetProcAddress` returns.
     real_addresses: Vec<usize>,
     /// Driver functions the hook calls but does not wrap.
@@ -55,7 +56,7 @@ pub fn table() -> Result<&'static Driver, CudaError> {
             let loaded = Driver::load();
             match &loaded {
                 Ok(driver) => tracing::debug!(
-                    intercepted = SYMBOLS.len(),
+                    intercepted = ENTRY_POINTS.len(),
                     resolved = driver.real_addresses.iter().filter(|&&a| a != 0).count(),
                     "nvshare hook attached to the CUDA driver"
                 ),
@@ -108,9 +109,9 @@ impl Driver {
         // (base, version) pair depends on where each driver draws the line
         // between variants. cuGetProcAddress serves functions the driver
         // does not export, where the base has one variant of this kind.
-        let intercepted = RealFns::resolve(|symbol: &Symbol| {
+        let intercepted = RealFns::resolve(|symbol: &EntryPoint| {
             let exact = lookup(symbol.name);
-            let found = if !exact.is_null() || !symbols::is_unambiguous(symbol) {
+            let found = if !exact.is_null() || !real::is_unambiguous(symbol) {
                 exact
             } else {
                 let flags = if symbol.per_thread {
@@ -121,7 +122,7 @@ impl Driver {
                 proc(symbol.base, symbol.version, flags)
             };
             // Never resolve to the hook itself: that would recurse forever.
-            if symbols::is_own_wrapper(found) {
+            if loader::in_this_library(found) {
                 std::ptr::null_mut()
             } else {
                 found
@@ -146,60 +147,11 @@ impl Driver {
     }
 
     /// The intercepted entry point whose real function is at `address`.
-    pub fn symbol_for_real(&self, address: *mut c_void) -> Option<&'static Symbol> {
+    pub fn entry_for_real(&self, address: *mut c_void) -> Option<&'static EntryPoint> {
         let wanted = address as usize;
         self.real_addresses
             .iter()
             .position(|&a| a == wanted && a != 0)
-            .map(|index| &SYMBOLS[index])
-    }
-}
-
-fn open_libcuda() -> Result<*mut c_void, CudaError> {
-    // A program that calls the driver has usually loaded it already.
-    for mode in [
-        libc::RTLD_NOW | libc::RTLD_NOLOAD,
-        libc::RTLD_NOW | libc::RTLD_GLOBAL,
-    ] {
-        // SAFETY: a literal library name and valid flags.
-        let handle = unsafe { libc::dlopen(LIBCUDA.as_ptr(), mode) };
-        if !handle.is_null() {
-            return Ok(handle);
-        }
-    }
-    // SAFETY: dlerror returns null or a C string valid until the next dl call.
-    let reason = unsafe {
-        let message = libc::dlerror();
-        if message.is_null() {
-            "unknown error".to_owned()
-        } else {
-            CStr::from_ptr(message).to_string_lossy().into_owned()
-        }
-    };
-    Err(CudaError::NoDriver { reason })
-}
-
-/// Asks the real `cuGetProcAddress` (the `_v2` one where present).
-fn proc_address(
-    v1: Option<CuGetProcAddressV1>,
-    v2: Option<CuGetProcAddressV2>,
-    base: &CStr,
-    version: c_int,
-    flags: u64,
-) -> *mut c_void {
-    let mut found: *mut c_void = std::ptr::null_mut();
-    let mut status: CUdriverProcAddressQueryResult = CU_GET_PROC_ADDRESS_SUCCESS;
-    // SAFETY: the real functions with valid out-pointers and a C string.
-    let result = unsafe {
-        match (v2, v1) {
-            (Some(v2), _) => v2(base.as_ptr(), &mut found, version, flags, &mut status),
-            (None, Some(v1)) => v1(base.as_ptr(), &mut found, version, flags),
-            (None, None) => return std::ptr::null_mut(),
-        }
-    };
-    if result.is_success() && status == CU_GET_PROC_ADDRESS_SUCCESS {
-        found
-    } else {
-        std::ptr::null_mut()
+            .map(|index| &ENTRY_POINTS[index])
     }
 }

@@ -4,7 +4,9 @@
 //! for memory the hook could have moved at full PCIe speed.
 
 use super::{EngineError, MemoryEngine};
-use crate::driver::{self, CudaError, PrefetchTarget, PushedContext};
+use crate::driver::ctx::PushedContext;
+use crate::driver::mem::PrefetchTarget;
+use crate::driver::{self, CudaError};
 use crate::ffi::{
     CU_MEM_ATTACH_GLOBAL, CU_STREAM_DEFAULT, CUcontext, CUdevice, CUdeviceptr, CUstream,
 };
@@ -46,12 +48,12 @@ impl UvmEngine {
         if let Some(mover) = self.movers.lock().get(&device) {
             return Ok(*mover);
         }
-        let ctx = driver::primary_ctx_retain(device)?;
+        let ctx = driver::ctx::retain_primary(device)?;
         let stream = {
             let _pushed = PushedContext::push(ctx)?;
             // A blocking stream: the legacy default stream, where most
             // programs launch, waits for the hook's prefetches.
-            driver::stream_create(CU_STREAM_DEFAULT)?
+            driver::stream::create(CU_STREAM_DEFAULT)?
         };
         let made = Mover {
             ctx: ctx as usize,
@@ -63,8 +65,8 @@ impl UvmEngine {
             let first = *first;
             drop(movers);
             let _pushed = PushedContext::push(ctx)?;
-            driver::stream_destroy(stream)?;
-            driver::primary_ctx_release(device)?;
+            driver::stream::destroy(stream)?;
+            driver::ctx::release_primary(device)?;
             return Ok(first);
         }
         movers.insert(device, made);
@@ -84,16 +86,16 @@ impl UvmEngine {
         let mover = self.mover(device)?;
         let _pushed = PushedContext::push(mover.ctx())?;
         for &(ptr, bytes) in items {
-            driver::mem_prefetch(ptr, bytes, target, mover.stream())?;
+            driver::mem::prefetch(ptr, bytes, target, mover.stream())?;
         }
-        driver::stream_synchronize(mover.stream())
+        driver::stream::synchronize(mover.stream())
     }
 
     /// Enqueues the prefetch of a fresh allocation without waiting for it.
     fn populate(&self, device: CUdevice, ptr: CUdeviceptr, bytes: u64) -> Result<(), CudaError> {
         let mover = self.mover(device)?;
         let _pushed = PushedContext::push(mover.ctx())?;
-        driver::mem_prefetch(ptr, bytes, PrefetchTarget::Device(device), mover.stream())
+        driver::mem::prefetch(ptr, bytes, PrefetchTarget::Device(device), mover.stream())
     }
 }
 
@@ -156,7 +158,7 @@ impl MemoryEngine for UvmEngine {
     }
 
     fn alloc(&self, device: CUdevice, bytes: u64) -> Result<(CUdeviceptr, AllocKind), CudaError> {
-        let ptr = driver::mem_alloc_managed(bytes, CU_MEM_ATTACH_GLOBAL)?;
+        let ptr = driver::mem::alloc_managed(bytes, CU_MEM_ATTACH_GLOBAL)?;
         if crate::gate::holds(device) {
             if let Err(err) = self.populate(device, ptr, bytes) {
                 tracing::debug!(%err, device, bytes, "fresh managed allocation not prefetched; it fills on first touch");
@@ -196,7 +198,7 @@ impl MemoryEngine for UvmEngine {
     fn restore(&self, device: CUdevice, limit: u64) -> Result<u64, EngineError> {
         let capacity = match crate::gate::capacity(device) {
             Some(capacity) => capacity,
-            None => driver::device_total_mem(device)
+            None => driver::device::total_mem(device)
                 .map_err(|source| EngineError::Driver { device, source })?,
         };
         let managed = managed_by_age(device);

@@ -15,20 +15,20 @@ pub(super) fn current_device() -> Result<CUdevice, CUresult> {
     static DEVICE_COUNT: OnceLock<i32> = OnceLock::new();
     let count = match DEVICE_COUNT.get() {
         Some(count) => Some(*count),
-        None => driver::device_get_count()
+        None => driver::device::count()
             .ok()
             .map(|count| *DEVICE_COUNT.get_or_init(|| count)),
     };
     if count == Some(1) {
         return Ok(0);
     }
-    driver::ctx_get_device().map_err(|e| e.code())
+    driver::ctx::device().map_err(|e| e.code())
 }
 
 /// The UUID and physical memory of `device`.
 pub(super) fn identify(device: CUdevice) -> Result<(GpuUuid, u64), CUresult> {
-    let uuid = driver::device_uuid(device).map_err(|e| e.code())?;
-    let total = driver::device_total_mem(device).map_err(|e| e.code())?;
+    let uuid = driver::device::uuid(device).map_err(|e| e.code())?;
+    let total = driver::device::total_mem(device).map_err(|e| e.code())?;
     Ok((GpuUuid(uuid), total))
 }
 
@@ -36,7 +36,7 @@ pub(super) fn identify(device: CUdevice) -> Result<(GpuUuid, u64), CUresult> {
 /// Failures are logged: the drop must still answer the scheduler.
 pub(super) fn synchronize(device: CUdevice) {
     let _current = ContextGuard::enter(device);
-    if let Err(e) = driver::ctx_synchronize() {
+    if let Err(e) = driver::ctx::synchronize() {
         tracing::warn!(device, error = %e, "synchronizing before giving the GPU back failed");
     }
 }
@@ -45,16 +45,16 @@ pub(super) fn synchronize(device: CUdevice) {
 /// gate's own threads), undone on drop.
 pub(super) struct ContextGuard {
     device: CUdevice,
-    pushed: Option<driver::PushedContext>,
+    pushed: Option<driver::ctx::PushedContext>,
 }
 
 impl ContextGuard {
     /// Retains and pushes the primary context; on failure the guard is inert
     /// and the engine's calls report the driver's error themselves.
     pub(super) fn enter(device: CUdevice) -> Self {
-        let pushed = driver::primary_ctx_retain(device).and_then(|ctx| {
-            driver::PushedContext::push(ctx).inspect_err(|_| {
-                let _ = driver::primary_ctx_release(device);
+        let pushed = driver::ctx::retain_primary(device).and_then(|ctx| {
+            driver::ctx::PushedContext::push(ctx).inspect_err(|_| {
+                let _ = driver::ctx::release_primary(device);
             })
         });
         let pushed = pushed
@@ -69,7 +69,7 @@ impl ContextGuard {
 impl Drop for ContextGuard {
     fn drop(&mut self) {
         if self.pushed.take().is_some() {
-            let _ = driver::primary_ctx_release(self.device);
+            let _ = driver::ctx::release_primary(self.device);
         }
     }
 }

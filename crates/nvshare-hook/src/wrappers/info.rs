@@ -52,8 +52,7 @@ unsafe fn mem_get_info_as<T: SizeType>(
     if !status.is_success() {
         return status;
     }
-    if let Some((virtual_free, virtual_total)) =
-        driver::ctx_get_device().ok().and_then(virtual_memory)
+    if let Some((virtual_free, virtual_total)) = driver::ctx::device().ok().and_then(virtual_memory)
     {
         // SAFETY: the successful real call wrote through both pointers.
         unsafe {

@@ -43,7 +43,7 @@ fn tracked(
     call: impl FnOnce() -> CUresult,
     made: impl FnOnce() -> (CUdeviceptr, u64),
 ) -> CUresult {
-    let device = match driver::ctx_get_device() {
+    let device = match driver::ctx::device() {
         Ok(device) => device,
         Err(err) => return err.code(),
     };
@@ -60,7 +60,7 @@ fn tracked(
 
 /// A device allocation through the engine.
 fn engine_alloc(bytes: u64) -> Result<CUdeviceptr, CUresult> {
-    let device = driver::ctx_get_device().map_err(|err| err.code())?;
+    let device = driver::ctx::device().map_err(|err| err.code())?;
     admit(device, bytes)?;
     // Device memory is made only while the program holds the GPU with room
     // for it: made without the lock it would sit beside the memory of the

@@ -9,9 +9,9 @@
 #![allow(non_snake_case)]
 
 use crate::driver;
+use crate::driver::loader::real_dlsym;
 use crate::ffi::*;
 use crate::guard::ffi_boundary;
-use crate::interpose::real_dlsym;
 use crate::wrappers::info::virtual_memory;
 use nvshare_proto::GpuUuid;
 use std::ffi::{CStr, c_char, c_uint, c_void};
@@ -80,9 +80,9 @@ fn cuda_device_of(nvml: &Nvml, device: nvmlDevice_t) -> Option<CUdevice> {
         return None;
     }
     let wanted = parse_nvml_uuid(&buffer)?;
-    (0..driver::device_get_count().ok()?).find_map(|ordinal| {
-        let cuda_device = driver::device_get(ordinal).ok()?;
-        (driver::device_uuid(cuda_device).ok()? == wanted.0).then_some(cuda_device)
+    (0..driver::device::count().ok()?).find_map(|ordinal| {
+        let cuda_device = driver::device::get(ordinal).ok()?;
+        (driver::device::uuid(cuda_device).ok()? == wanted.0).then_some(cuda_device)
     })
 }
 

@@ -94,15 +94,15 @@ fn range_attribute(found: Swappable, attribute: CUpointer_attribute) -> Option<V
 /// The context to report: the caller's if it is on the allocation's device,
 /// else the device's primary context.
 fn context_of(device: CUdevice) -> usize {
-    let current = driver::ctx_get_current().ok().flatten();
+    let current = driver::ctx::current().ok().flatten();
     if let Some(ctx) = current {
-        if driver::ctx_get_device().ok() == Some(device) {
+        if driver::ctx::device().ok() == Some(device) {
             return ctx as usize;
         }
     }
     // The retain is kept: a released primary context could be destroyed
     // under the handle this returns.
-    driver::primary_ctx_retain(device).map_or(0, |ctx| ctx as usize)
+    driver::ctx::retain_primary(device).map_or(0, |ctx| ctx as usize)
 }
 
 /// What the driver answered for the same memory while it was mapped (as

@@ -4,7 +4,7 @@
 
 use nvshare::driver;
 use nvshare::ffi::*;
-use nvshare::symbols::exports;
+use nvshare::interpose::exports::exports;
 use std::ffi::c_void;
 
 /// Initializes the fake driver and makes device 0's primary context
@@ -14,8 +14,8 @@ pub fn start_fake_context() {
     let init = table.helpers.cuInit.expect("cuInit");
     // SAFETY: cuInit takes flags only.
     check("cuInit", unsafe { init(0) });
-    let ctx = driver::primary_ctx_retain(0).expect("retain the primary context");
-    driver::ctx_set_current(ctx).expect("make it current");
+    let ctx = driver::ctx::retain_primary(0).expect("retain the primary context");
+    driver::ctx::set_current(ctx).expect("make it current");
 }
 
 pub fn check(call: &str, status: CUresult) {

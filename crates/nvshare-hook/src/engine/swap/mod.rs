@@ -96,7 +96,7 @@ impl SwapEngine {
         if let Some(&known) = self.granularity.lock().get(&device) {
             return Ok(known);
         }
-        let granularity = driver::vmm_granularity(device)?.max(1);
+        let granularity = driver::vmm::granularity(device)?.max(1);
         self.granularity.lock().insert(device, granularity);
         Ok(granularity)
     }
@@ -207,7 +207,7 @@ fn warn_no_vmm_once(err: &CudaError) {
 /// Waits for the calling thread's context before memory is unmapped under
 /// work that may still use it (`cuMemFree` synchronizes too).
 fn synchronize_before_unmap() {
-    if let Err(err) = driver::ctx_synchronize() {
+    if let Err(err) = driver::ctx::synchronize() {
         tracing::debug!(%err, "no context to synchronize before freeing GPU memory");
     }
 }
@@ -220,7 +220,7 @@ impl MemoryEngine for SwapEngine {
     fn alloc(&self, device: CUdevice, bytes: u64) -> Result<(CUdeviceptr, AllocKind), CudaError> {
         if let Err(err) = self.granularity(device) {
             warn_no_vmm_once(&err);
-            return Ok((driver::mem_alloc(bytes)?, AllocKind::Device));
+            return Ok((driver::mem::alloc(bytes)?, AllocKind::Device));
         }
         let ptr = if slab::is_small(bytes) {
             self.alloc_small(device, bytes)?

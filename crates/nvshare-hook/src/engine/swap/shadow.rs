@@ -112,7 +112,7 @@ impl Shadow {
         }
         // SAFETY: `ptr` is the mapping of `bytes` just made; it stays mapped
         // until this shadow's Drop, which unregisters it first.
-        let pinned = match unsafe { driver::host_register(ptr, bytes) } {
+        let pinned = match unsafe { driver::mem::host_register(ptr, bytes) } {
             Ok(()) => true,
             Err(err) => {
                 warn_pageable_once(&err);
@@ -146,7 +146,7 @@ impl Drop for Shadow {
     fn drop(&mut self) {
         if self.pinned {
             // SAFETY: registered in `new` and still mapped.
-            if let Err(err) = unsafe { driver::host_unregister(self.ptr()) } {
+            if let Err(err) = unsafe { driver::mem::host_unregister(self.ptr()) } {
                 tracing::debug!(%err, "unregistering a host shadow failed; unmapping it anyway");
             }
         }

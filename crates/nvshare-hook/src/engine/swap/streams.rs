@@ -3,7 +3,8 @@
 //! first swap and kept for the life of the process.
 
 use super::plan;
-use crate::driver::{self, CudaError, PushedContext};
+use crate::driver::ctx::PushedContext;
+use crate::driver::{self, CudaError};
 use crate::ffi::{CU_STREAM_NON_BLOCKING, CUcontext, CUdevice, CUstream};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -40,7 +41,7 @@ impl CopyStreams {
     pub fn synchronize(&self) -> Result<(), CudaError> {
         let mut first_error = None;
         for index in 0..self.count {
-            if let Err(err) = driver::stream_synchronize(self.stream(index)) {
+            if let Err(err) = driver::stream::synchronize(self.stream(index)) {
                 first_error.get_or_insert(err);
             }
         }
@@ -72,20 +73,20 @@ impl Streams {
             return Ok(*made);
         }
         let count = count.clamp(1, plan::MAX_STREAMS);
-        let ctx = driver::primary_ctx_retain(device)?;
+        let ctx = driver::ctx::retain_primary(device)?;
         let mut streams = [0usize; plan::MAX_STREAMS];
         {
             let _pushed = PushedContext::push(ctx)?;
             for made in 0..count {
                 // Non-blocking: the copies must not wait for, or hold up,
                 // the legacy default stream of a program.
-                match driver::stream_create(CU_STREAM_NON_BLOCKING) {
+                match driver::stream::create(CU_STREAM_NON_BLOCKING) {
                     Ok(stream) => streams[made] = stream as usize,
                     Err(err) => {
                         // The next swap tries again from scratch: give back
                         // the streams made so far rather than leak them.
                         for &stream in &streams[..made] {
-                            if let Err(undo) = driver::stream_destroy(stream as CUstream) {
+                            if let Err(undo) = driver::stream::destroy(stream as CUstream) {
                                 tracing::debug!(%undo, "cannot destroy a copy stream");
                             }
                         }

@@ -92,7 +92,7 @@ pub fn exportable_handle_types() -> std::ffi::c_uint {
 /// the driver allows it.
 fn create_handle(device: CUdevice, bytes: u64) -> Result<CUmemGenericAllocationHandle, CudaError> {
     if !NO_EXPORTABLE_HANDLES.load(Ordering::Relaxed) {
-        match driver::vmm_create(device, bytes, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) {
+        match driver::vmm::create(device, bytes, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) {
             Ok(handle) => return Ok(handle),
             Err(CudaError::Failed { code, .. })
                 if code == CUresult::ERROR_NOT_SUPPORTED
@@ -104,7 +104,7 @@ fn create_handle(device: CUdevice, bytes: u64) -> Result<CUmemGenericAllocationH
             Err(err) => return Err(err),
         }
     }
-    driver::vmm_create(device, bytes, 0)
+    driver::vmm::create(device, bytes, 0)
 }
 
 impl Unit {
@@ -117,7 +117,7 @@ impl Unit {
         segment_bytes: u64,
         contents: Contents,
     ) -> Result<Unit, CudaError> {
-        let base = driver::vmm_reserve(bytes, 0)?;
+        let base = driver::vmm::reserve(bytes, 0)?;
         let segments = super::plan::segments(bytes, segment_bytes)
             .into_iter()
             .map(|(offset, bytes)| Segment {
@@ -138,7 +138,7 @@ impl Unit {
         if let Err(err) = mapped {
             if let Err(undo) = unit.unmap_and_release() {
                 tracing::warn!(%undo, base, "cannot unmap the memory of a failed allocation");
-            } else if let Err(undo) = driver::vmm_unreserve(base, bytes) {
+            } else if let Err(undo) = driver::vmm::unreserve(base, bytes) {
                 tracing::warn!(%undo, base, bytes, "cannot free the address range of a failed allocation");
             }
             return Err(err);
@@ -216,15 +216,15 @@ impl Unit {
         };
         let set_access = || match &self.contents {
             Contents::Program(remap) => remap.set_access(start, bytes),
-            _ => driver::vmm_set_access(start, bytes, self.device),
+            _ => driver::vmm::set_access(start, bytes, self.device),
         };
-        let mapped = driver::vmm_map(start, bytes, handle).and_then(|()| {
+        let mapped = driver::vmm::map(start, bytes, handle).and_then(|()| {
             set_access().inspect_err(|_| {
-                let _ = driver::vmm_unmap(start, bytes);
+                let _ = driver::vmm::unmap(start, bytes);
             })
         });
         if let Err(err) = mapped {
-            if let Err(undo) = driver::vmm_release(handle) {
+            if let Err(undo) = driver::vmm::release(handle) {
                 tracing::warn!(%undo, "cannot release the handle of a failed mapping");
             }
             return Err(err);
@@ -242,9 +242,9 @@ impl Unit {
         let Some(handle) = segment.handle else {
             return Ok(0);
         };
-        driver::vmm_unmap(self.base + segment.offset, segment.bytes)?;
+        driver::vmm::unmap(self.base + segment.offset, segment.bytes)?;
         segment.handle = None;
-        if let Err(err) = driver::vmm_release(handle) {
+        if let Err(err) = driver::vmm::release(handle) {
             tracing::warn!(%err, base = self.base, "releasing swapped-out GPU memory failed; the driver may keep it allocated");
         }
         Ok(segment.bytes)
@@ -263,6 +263,6 @@ impl Unit {
         if matches!(self.contents, Contents::Program(_)) {
             return Ok(());
         }
-        driver::vmm_unreserve(self.base, self.bytes)
+        driver::vmm::unreserve(self.base, self.bytes)
     }
 }

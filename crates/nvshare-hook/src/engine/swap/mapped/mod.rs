@@ -114,12 +114,12 @@ pub struct Remap {
 impl Remap {
     /// Creates fresh memory of `bytes` like the program's.
     pub fn create(&self, bytes: u64) -> Result<CUmemGenericAllocationHandle, CudaError> {
-        driver::vmm_create_like(&self.prop.to_c(), bytes)
+        driver::vmm::create_like(&self.prop.to_c(), bytes)
     }
 
     /// Sets the program's access on the fresh mapping at `base`.
     pub fn set_access(&self, base: CUdeviceptr, bytes: u64) -> Result<(), CudaError> {
-        driver::vmm_set_access_descs(base, bytes, &self.access)
+        driver::vmm::set_access_descs(base, bytes, &self.access)
     }
 }
 

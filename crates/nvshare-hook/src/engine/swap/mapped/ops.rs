@@ -106,7 +106,7 @@ fn sync(units: &mut Units, table: &mut Table, id: u64) {
 fn finish(table: &mut Table, id: u64) -> Option<CUdevice> {
     let record = table.records.remove(&id)?;
     if let Backing::Own(handle) = record.backing
-        && let Err(err) = driver::vmm_release(handle)
+        && let Err(err) = driver::vmm::release(handle)
     {
         tracing::warn!(%err, "releasing the program's GPU memory failed; the driver may keep it");
     }
@@ -272,7 +272,7 @@ impl SwapEngine {
         for va in ours {
             if !swapped.contains(&va) {
                 let bytes = table.mappings[&va].bytes;
-                if let Err(err) = driver::vmm_unmap(va, bytes) {
+                if let Err(err) = driver::vmm::unmap(va, bytes) {
                     return Step::Done((err.code(), freed));
                 }
             }

@@ -61,7 +61,7 @@ fn enqueue_to_host(
     batches: &[(usize, usize)],
     streams: &CopyStreams,
     chunk_bytes: u64,
-) -> (Vec<Vec<driver::Event>>, Result<(), CudaError>) {
+) -> (Vec<Vec<driver::stream::Event>>, Result<(), CudaError>) {
     let sizes: Vec<u64> = pieces.iter().map(|p| p.bytes).collect();
     // One stream, in order: the copy engine serves a GPU's streams one
     // after the other (on the H200, the first of 9 segments dealt over four
@@ -84,7 +84,7 @@ fn enqueue_to_host(
         let recorded = (0..streams.count())
             .filter(|&s| used[s])
             .map(|s| {
-                let event = driver::Event::new()?;
+                let event = driver::stream::Event::new()?;
                 event.record(streams.stream(s))?;
                 Ok(event)
             })
@@ -131,7 +131,10 @@ pub fn evict(
     let mut moved = 0;
     let mut failure = enqueued.err();
     for (&(first, end), events) in batches.iter().zip(&marks) {
-        if let Err(err) = events.iter().try_for_each(driver::Event::synchronize) {
+        if let Err(err) = events
+            .iter()
+            .try_for_each(driver::stream::Event::synchronize)
+        {
             failure.get_or_insert(err);
             break;
         }

@@ -42,7 +42,8 @@ use super::plan::{self, Candidate, Chunk, CopyGeometry, RestoreStep};
 use super::shadow::{HostBudget, Shadow};
 use super::streams::CopyStreams;
 use super::unit::Unit;
-use crate::driver::{self, CudaError, PushedContext};
+use crate::driver::ctx::PushedContext;
+use crate::driver::{self, CudaError};
 use crate::engine::EngineError;
 use crate::ffi::{CUdevice, CUdeviceptr};
 use crate::registry::{self, AllocKind};
@@ -147,10 +148,10 @@ fn enqueue_chunk(
     unsafe {
         match direction {
             Direction::ToHost => {
-                driver::copy_to_host_async(host.cast(), device_ptr, chunk.bytes, stream)
+                driver::mem::copy_to_host_async(host.cast(), device_ptr, chunk.bytes, stream)
             }
             Direction::ToDevice => {
-                driver::copy_to_device_async(device_ptr, host.cast(), chunk.bytes, stream)
+                driver::mem::copy_to_device_async(device_ptr, host.cast(), chunk.bytes, stream)
             }
         }
     }

@@ -7,57 +7,14 @@
 //! code included), so its path allocates nothing, takes no lock, logs nothing
 //! and never initializes the hook.
 
+use crate::driver::loader::{real_dlsym, real_dlsym_fn};
+use crate::driver::real::{by_name, for_proc_address};
 use crate::ffi::*;
-use crate::{driver, guard, symbols, wrappers};
+use crate::{driver, guard, wrappers};
+use exports::{is_own_wrapper, wrapper_of};
+
+pub mod exports;
 use std::ffi::{CStr, c_char, c_int, c_void};
-use std::sync::atomic::{AtomicPtr, Ordering};
-
-type DlsymFn = unsafe extern "C" fn(*mut c_void, *const c_char) -> *mut c_void;
-
-/// The real `dlsym`, cached (null until first needed).
-static REAL_DLSYM: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
-
-/// The glibc symbol versions `dlsym` has had: the original for each
-/// architecture, then the one glibc 2.34 gave it when libdl merged into libc.
-#[cfg(target_arch = "x86_64")]
-const DLSYM_VERSIONS: [&CStr; 2] = [c"GLIBC_2.2.5", c"GLIBC_2.34"];
-#[cfg(target_arch = "aarch64")]
-const DLSYM_VERSIONS: [&CStr; 2] = [c"GLIBC_2.17", c"GLIBC_2.34"];
-
-fn real_dlsym_fn() -> Option<DlsymFn> {
-    let mut address = REAL_DLSYM.load(Ordering::Acquire);
-    if address.is_null() {
-        for version in DLSYM_VERSIONS {
-            // SAFETY: dlvsym with RTLD_NEXT and NUL-terminated literals;
-            // it is not interposed, so this cannot recurse.
-            address = unsafe { libc::dlvsym(libc::RTLD_NEXT, c"dlsym".as_ptr(), version.as_ptr()) };
-            if !address.is_null() {
-                break;
-            }
-        }
-        if address.is_null() {
-            return None;
-        }
-        // Racing threads store the same value.
-        REAL_DLSYM.store(address, Ordering::Release);
-    }
-    // SAFETY: `address` is glibc's `dlsym`, which has this signature.
-    Some(unsafe { std::mem::transmute::<*mut c_void, DlsymFn>(address) })
-}
-
-/// The real `dlsym`: every lookup the hook itself makes goes through here,
-/// never through the exported override.
-///
-/// # Safety
-/// As `dlsym(3)`: `handle` is a handle from `dlopen` or a pseudo-handle and
-/// `name` a NUL-terminated string.
-pub unsafe fn real_dlsym(handle: *mut c_void, name: *const c_char) -> *mut c_void {
-    match real_dlsym_fn() {
-        // SAFETY: forwarded under the caller's contract.
-        Some(dlsym) => unsafe { dlsym(handle, name) },
-        None => std::ptr::null_mut(),
-    }
-}
 
 /// The hook's own entry points found by name besides the driver table: the
 /// lookup functions themselves and the NVML memory queries.
@@ -77,8 +34,8 @@ fn own_entry_point(name: &[u8]) -> Option<*mut c_void> {
 
 /// The wrapper `dlsym(_, name)` returns in place of the real `found`.
 fn replacement(name: &CStr) -> Option<*mut c_void> {
-    if let Some(symbol) = symbols::by_name(name) {
-        return Some((symbol.wrapper)());
+    if let Some(entry) = by_name(name) {
+        return Some(wrapper_of(entry));
     }
     let bytes = name.to_bytes();
     if bytes.starts_with(b"cuGetProcAddress") || bytes.starts_with(b"nvmlDeviceGetMemoryInfo") {
@@ -226,25 +183,25 @@ fn substitute(symbol: *const c_char, pfn: *mut *mut c_void, cuda_version: c_int,
     // Recognize the function by address: exact whatever version boundaries
     // this driver draws. Failing that (a driver handing out addresses other
     // than its exports), by name, version and flags.
-    let wrapped = table.symbol_for_real(found).or_else(|| {
-        if symbols::is_own_wrapper(found) {
+    let wrapped = table.entry_for_real(found).or_else(|| {
+        if is_own_wrapper(found) {
             return None;
         }
-        let by_name = symbols::for_proc_address(name, cuda_version, flags);
-        if let Some(symbol) = by_name {
+        let chosen = for_proc_address(name, cuda_version, flags);
+        if let Some(entry) = chosen {
             tracing::debug!(
                 symbol = ?name,
                 cuda_version,
                 flags,
-                chosen = ?symbol.name,
+                chosen = ?entry.name,
                 "driver address unknown; wrapper chosen by version and flags"
             );
         }
-        by_name
+        chosen
     });
     if let Some(wrapped) = wrapped {
         // SAFETY: as above.
-        unsafe { *pfn = (wrapped.wrapper)() };
+        unsafe { *pfn = wrapper_of(wrapped) };
     }
 }
 
@@ -310,13 +267,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn real_dlsym_finds_libc_functions() {
-        // SAFETY: RTLD_DEFAULT and a literal name.
-        let found = unsafe { real_dlsym(libc::RTLD_DEFAULT, c"getpid".as_ptr()) };
-        assert!(!found.is_null());
-    }
-
-    #[test]
     fn exported_dlsym_returns_null_for_unknown_names() {
         // SAFETY: RTLD_DEFAULT and a literal name.
         let found = unsafe { dlsym(libc::RTLD_DEFAULT, c"no_such_symbol_anywhere_42".as_ptr()) };
@@ -367,9 +317,6 @@ mod tests {
         );
         assert!(replacement(c"cuInit").is_none());
         let wrapped = replacement(c"cuMemAlloc_v2").expect("cuMemAlloc_v2 is intercepted");
-        assert_eq!(
-            wrapped,
-            (symbols::by_name(c"cuMemAlloc_v2").unwrap().wrapper)()
-        );
+        assert_eq!(wrapped, wrapper_of(by_name(c"cuMemAlloc_v2").unwrap()));
     }
 }

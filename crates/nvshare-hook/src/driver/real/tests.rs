@@ -1,11 +1,12 @@
 use super::*;
+use std::ffi::CStr;
 
 #[test]
 fn names_are_unique_and_the_order_is_sorted() {
     for pair in BY_NAME.windows(2) {
         let (a, b) = (
-            SYMBOLS[pair[0] as usize].name,
-            SYMBOLS[pair[1] as usize].name,
+            ENTRY_POINTS[pair[0] as usize].name,
+            ENTRY_POINTS[pair[1] as usize].name,
         );
         assert!(
             a.to_bytes() < b.to_bytes(),
@@ -16,7 +17,7 @@ fn names_are_unique_and_the_order_is_sorted() {
 
 #[test]
 fn every_entry_is_found_by_its_exported_name() {
-    for symbol in SYMBOLS {
+    for symbol in ENTRY_POINTS {
         let found = by_name(symbol.name).unwrap_or_else(|| panic!("{:?} not found", symbol.name));
         assert!(std::ptr::eq(found, symbol));
     }
@@ -24,7 +25,7 @@ fn every_entry_is_found_by_its_exported_name() {
 
 #[test]
 fn every_entry_is_found_by_its_base_version_and_stream_kind() {
-    for symbol in SYMBOLS {
+    for symbol in ENTRY_POINTS {
         let flags = if symbol.per_thread {
             CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM
         } else {
@@ -38,7 +39,7 @@ fn every_entry_is_found_by_its_base_version_and_stream_kind() {
 
 #[test]
 fn exported_names_extend_their_base_names() {
-    for symbol in SYMBOLS {
+    for symbol in ENTRY_POINTS {
         assert!(
             symbol.name.to_bytes().starts_with(symbol.base.to_bytes()),
             "{:?}",
@@ -48,15 +49,6 @@ fn exported_names_extend_their_base_names() {
         let per_thread_suffix = suffix.ends_with(b"_ptds") || suffix.ends_with(b"_ptsz");
         assert_eq!(per_thread_suffix, symbol.per_thread, "{:?}", symbol.name);
     }
-}
-
-#[test]
-fn wrappers_are_distinct_functions() {
-    let mut addresses: Vec<_> = SYMBOLS.iter().map(|s| (s.wrapper)() as usize).collect();
-    addresses.sort_unstable();
-    addresses.dedup();
-    assert_eq!(addresses.len(), SYMBOLS.len());
-    assert!(addresses.iter().all(|&a| a != 0));
 }
 
 fn proc_name(base: &CStr, version: c_int, flags: u64) -> Option<&'static CStr> {
@@ -147,13 +139,8 @@ fn ambiguity_is_per_base_and_stream_kind() {
 }
 
 #[test]
-fn own_wrappers_are_recognized() {
-    let wrapper = (entry_wrapper(c"cuMemAlloc_v2"))();
-    assert!(is_own_wrapper(wrapper));
-    assert!(!is_own_wrapper(std::ptr::null_mut()));
-    assert!(!is_own_wrapper(libc::getpid as *const () as *mut c_void));
-}
-
-fn entry_wrapper(name: &CStr) -> fn() -> *mut c_void {
-    by_name(name).expect("intercepted").wrapper
+fn each_entry_knows_its_place() {
+    for (index, entry) in ENTRY_POINTS.iter().enumerate() {
+        assert_eq!(entry.index, index, "{:?}", entry.name);
+    }
 }
