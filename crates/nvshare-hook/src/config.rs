@@ -3,8 +3,10 @@
 //! Parsing never fails the program: an invalid value is logged and the
 //! default used, because a typo in an environment variable must not break a
 //! training job that would run fine unshared.
+//!
+//! A leaf: the engines and the gate are given what they need from here when
+//! they are made; nothing here knows them.
 
-use crate::engine::swap::plan::{self, CopyGeometry};
 use nvshare_proto::env;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -51,14 +53,38 @@ pub struct HookConfig {
     /// Milliseconds without GPU work after which a holder reports itself
     /// idle (`NVSHARE_IDLE_MS`, default [`DEFAULT_IDLE_MS`]).
     pub idle_after_ms: u64,
-    /// How the swap engine cuts and spreads its copies:
-    /// `NVSHARE_SWAP_CHUNK_MIB` (default [`DEFAULT_SWAP_CHUNK_MIB`]) and
+    /// The swap engine's settings.
+    pub swap: SwapSettings,
+}
+
+/// What the swap engine is made with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwapSettings {
+    /// Bytes per copy command: `NVSHARE_SWAP_CHUNK_MIB` (default
+    /// [`DEFAULT_SWAP_CHUNK_MIB`]).
+    pub chunk_bytes: u64,
+    /// Copy streams per device, 1 to [`MAX_SWAP_STREAMS`]:
     /// `NVSHARE_SWAP_STREAMS` (default [`DEFAULT_SWAP_STREAMS`]).
-    pub swap_geometry: CopyGeometry,
-    /// Swap mode: the most bytes of one VMM handle, `NVSHARE_SWAP_SEGMENT_MIB`
-    /// (default [`plan::DEFAULT_SEGMENT_BYTES`]): larger allocations are
-    /// backed by several handles, which move one by one.
-    pub swap_segment_bytes: u64,
+    pub streams: usize,
+    /// The most bytes of one VMM handle, `NVSHARE_SWAP_SEGMENT_MIB`
+    /// (default [`DEFAULT_SWAP_SEGMENT_MIB`]): larger allocations are backed
+    /// by several handles, which move one by one.
+    pub segment_bytes: u64,
+    /// A cap on the host memory this process's shadows take:
+    /// `NVSHARE_HOST_LIMIT` (a size such as `8GiB`); none by default (the
+    /// available memory less a margin).
+    pub host_limit: Option<u64>,
+}
+
+impl Default for SwapSettings {
+    fn default() -> Self {
+        SwapSettings {
+            chunk_bytes: DEFAULT_SWAP_CHUNK_MIB << 20,
+            streams: DEFAULT_SWAP_STREAMS as usize,
+            segment_bytes: DEFAULT_SWAP_SEGMENT_MIB << 20,
+            host_limit: None,
+        }
+    }
 }
 
 static CONFIG: OnceLock<HookConfig> = OnceLock::new();
@@ -117,8 +143,18 @@ impl HookConfig {
         let segment_mib = setting(
             env::SWAP_SEGMENT_MIB,
             SWAP_SEGMENT_MIB_RANGE,
-            plan::DEFAULT_SEGMENT_BYTES >> 20,
+            DEFAULT_SWAP_SEGMENT_MIB,
         );
+        let host_limit = var(env::HOST_LIMIT).and_then(|text| {
+            let parsed = nvshare_proto::units::parse_size(&text).ok();
+            if parsed.is_none() {
+                tracing::warn!(
+                    value = text,
+                    "NVSHARE_HOST_LIMIT must be a byte count such as 8GiB; using the available memory instead"
+                );
+            }
+            parsed
+        });
         HookConfig {
             mode,
             scheduler,
@@ -127,12 +163,13 @@ impl HookConfig {
             group,
             single_oversub,
             idle_after_ms,
-            swap_geometry: CopyGeometry {
+            swap: SwapSettings {
                 chunk_bytes: chunk_mib << 20,
-                // At most MAX_STREAMS (the range's end), so it fits a usize.
+                // At most MAX_SWAP_STREAMS (the range's end): fits a usize.
                 streams: streams as usize,
+                segment_bytes: segment_mib << 20,
+                host_limit,
             },
-            swap_segment_bytes: segment_mib << 20,
         }
     }
 }
@@ -167,7 +204,17 @@ pub const DEFAULT_SWAP_STREAMS: u64 = 4;
 
 /// What `NVSHARE_SWAP_STREAMS` may be (streams are kept for the life of
 /// the process, so the count is bounded).
-pub const SWAP_STREAMS_RANGE: RangeInclusive<u64> = 1..=plan::MAX_STREAMS as u64;
+pub const SWAP_STREAMS_RANGE: RangeInclusive<u64> = 1..=MAX_SWAP_STREAMS as u64;
+
+/// The most copy streams the swap engine keeps per device.
+pub const MAX_SWAP_STREAMS: usize = 8;
+
+/// The default segment size in MiB (`NVSHARE_SWAP_SEGMENT_MIB`): 1 GiB
+/// handles cost ~0.2 ms each to create, map and give access to (DESIGN.md:
+/// 12 GiB as one handle 1.3 ms, as 64 MiB handles 10.7 ms), and are fine
+/// enough that a switch's eviction hands memory to the next program's
+/// restore in steps of a twelfth of a 12 GiB working set.
+pub const DEFAULT_SWAP_SEGMENT_MIB: u64 = 1024;
 
 /// What `NVSHARE_SWAP_SEGMENT_MIB` may be: from one 2 MiB granule to 1 TiB
 /// (one handle per allocation, in effect).
@@ -326,12 +373,6 @@ mod tests {
     fn the_geometry_defaults_lie_in_their_ranges() {
         assert!(SWAP_CHUNK_MIB_RANGE.contains(&DEFAULT_SWAP_CHUNK_MIB));
         assert!(SWAP_STREAMS_RANGE.contains(&DEFAULT_SWAP_STREAMS));
-        assert_eq!(
-            CopyGeometry::DEFAULT,
-            CopyGeometry {
-                chunk_bytes: DEFAULT_SWAP_CHUNK_MIB << 20,
-                streams: DEFAULT_SWAP_STREAMS as usize,
-            }
-        );
+        assert!(SWAP_SEGMENT_MIB_RANGE.contains(&DEFAULT_SWAP_SEGMENT_MIB));
     }
 }

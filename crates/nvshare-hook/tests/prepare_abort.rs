@@ -90,7 +90,9 @@ fn scenario() {
     );
     assert_eq!(engine.usage(0).resident, 0);
     assert_eq!(
-        engine.restore(0, u64::MAX).expect("restore everything"),
+        engine
+            .restore(0, u64::MAX, None)
+            .expect("restore everything"),
         total
     );
     for (ptr, data) in &kept {

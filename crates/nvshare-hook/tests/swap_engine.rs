@@ -167,7 +167,7 @@ fn geometry_scenario() {
     start_fake_context();
     let engine = engine::current();
     assert_eq!(
-        config::get().swap_geometry,
+        CopyGeometry::from(&config::get().swap),
         CopyGeometry {
             chunk_bytes: 3 * MIB,
             streams: 3
@@ -214,7 +214,9 @@ fn geometry_scenario() {
         "the eviction made no shadow of its own"
     );
     assert_eq!(
-        engine.restore(0, u64::MAX).expect("restore everything"),
+        engine
+            .restore(0, u64::MAX, None)
+            .expect("restore everything"),
         footprint
     );
     for round in 0..3 {
@@ -227,7 +229,9 @@ fn geometry_scenario() {
         );
         assert_eq!(engine.usage(0).resident, 0);
         assert_eq!(
-            engine.restore(0, u64::MAX).expect("restore everything"),
+            engine
+                .restore(0, u64::MAX, None)
+                .expect("restore everything"),
             footprint
         );
         assert_eq!(engine.usage(0).resident, footprint);
@@ -252,7 +256,7 @@ fn geometry_scenario() {
         footprint
     );
     let (blocker, blocker_data) = alloc(8 * MIB, 30);
-    let refused = engine.restore(0, u64::MAX);
+    let refused = engine.restore(0, u64::MAX, None);
     assert!(
         matches!(refused, Err(engine::EngineError::Driver { .. })),
         "18 MiB free cannot take 26 MiB back: {refused:?}"
@@ -265,7 +269,9 @@ fn geometry_scenario() {
     assert_intact(blocker, &blocker_data);
     free(blocker);
     assert_eq!(
-        engine.restore(0, u64::MAX).expect("the rest now fits"),
+        engine
+            .restore(0, u64::MAX, None)
+            .expect("the rest now fits"),
         footprint - partly
     );
     for (ptr, data) in &kept {
@@ -320,7 +326,7 @@ fn scenario() {
         "a refused eviction moves nothing"
     );
 
-    assert_eq!(engine.restore(0, u64::MAX).expect("restore"), 6 * MIB);
+    assert_eq!(engine.restore(0, u64::MAX, None).expect("restore"), 6 * MIB);
     assert_eq!(engine.usage(0).resident, footprint);
     for (ptr, data) in [
         (big, &big_data),
@@ -340,7 +346,7 @@ fn scenario() {
             .expect("evict the least recently used"),
         4 * MIB
     );
-    assert_eq!(engine.restore(0, u64::MAX).expect("restore"), 4 * MIB);
+    assert_eq!(engine.restore(0, u64::MAX, None).expect("restore"), 4 * MIB);
     assert_intact(mid, &mid_data);
 
     // Everything but the mid unit (the newest): the big unit's shadow is
@@ -354,7 +360,10 @@ fn scenario() {
     );
     assert_eq!(engine.usage(0).resident, 4 * MIB);
     queries_answer_as_if_resident(small_b, 3000);
-    assert_eq!(engine.restore(0, u64::MAX).expect("restore"), 10 * MIB);
+    assert_eq!(
+        engine.restore(0, u64::MAX, None).expect("restore"),
+        10 * MIB
+    );
     for (ptr, data) in [
         (big, &big_data),
         (small_a, &small_a_data),

@@ -74,7 +74,7 @@ fn scenario() {
     assert_eq!(engine.usage(0).resident, 0);
 
     // Ahead of a grant, 7 MiB of room: whole segments that fit, no more.
-    let ahead = engine.restore(0, 7 * MIB).expect("restore ahead");
+    let ahead = engine.restore(0, 7 * MIB, None).expect("restore ahead");
     assert!(
         (6 * MIB..=7 * MIB).contains(&ahead),
         "first fit takes a 4 MiB and a 2 MiB segment: {ahead}"
@@ -106,9 +106,14 @@ fn scenario() {
             .expect("evict again"),
         ahead
     );
-    assert_eq!(engine.restore(0, 7 * MIB).expect("ahead again"), ahead);
     assert_eq!(
-        engine.restore(0, u64::MAX).expect("the rest, on the grant"),
+        engine.restore(0, 7 * MIB, None).expect("ahead again"),
+        ahead
+    );
+    assert_eq!(
+        engine
+            .restore(0, u64::MAX, None)
+            .expect("the rest, on the grant"),
         footprint - ahead
     );
     assert_eq!(engine.usage(0).resident, footprint);
@@ -127,8 +132,8 @@ fn scenario() {
     engine
         .evict(0, footprint, &mut |_| {})
         .expect("evict everything");
-    engine.restore(0, 5 * MIB).expect("part ahead");
-    engine.restore(0, u64::MAX).expect("the rest");
+    engine.restore(0, 5 * MIB, None).expect("part ahead");
+    engine.restore(0, u64::MAX, None).expect("the rest");
     for (ptr, data) in &kept {
         assert_intact(*ptr, data);
     }

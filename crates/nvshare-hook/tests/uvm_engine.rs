@@ -106,7 +106,7 @@ fn scenario() {
     assert_eq!(engine.usage(0).resident, total - moved);
     assert_eq!(engine.usage(0).footprint, total);
 
-    let restored = engine.restore(0, u64::MAX).expect("restore");
+    let restored = engine.restore(0, u64::MAX, None).expect("restore");
     assert_eq!(restored, moved);
     assert_eq!(engine.usage(0).resident, total);
 

@@ -241,7 +241,7 @@ fn scenario() {
 
     // Back at the same addresses, intact; changes made in between survive
     // the next round too.
-    assert_eq!(engine.restore(0, u64::MAX).expect("restore"), 6 * MIB);
+    assert_eq!(engine.restore(0, u64::MAX, None).expect("restore"), 6 * MIB);
     assert_eq!(engine.usage(0), usage(16, 16));
     assert_intact(at(0), &a_data);
     assert_intact(at(4), &d_data);
@@ -255,7 +255,10 @@ fn scenario() {
         engine.evict(0, 64 * MIB, &mut |_| {}).expect("evict again"),
         6 * MIB
     );
-    assert_eq!(engine.restore(0, u64::MAX).expect("restore again"), 6 * MIB);
+    assert_eq!(
+        engine.restore(0, u64::MAX, None).expect("restore again"),
+        6 * MIB
+    );
     assert_intact(at(0), &a_data);
 
     // Unmapping swapped-out memory the program no longer holds (D) only
@@ -284,7 +287,7 @@ fn scenario() {
         2 * MIB
     );
     assert_eq!(unmap(at(16), 2 * MIB), CUresult::ERROR_OUT_OF_MEMORY);
-    assert_eq!(engine.restore(0, u64::MAX).expect("restore"), 6 * MIB);
+    assert_eq!(engine.restore(0, u64::MAX, None).expect("restore"), 6 * MIB);
     assert_intact(at(0), &a_data);
     assert_intact(at(16), &g_data);
 
@@ -300,7 +303,7 @@ fn scenario() {
         8 * MIB,
         "A, G and now C move"
     );
-    assert_eq!(engine.restore(0, u64::MAX).expect("restore"), 8 * MIB);
+    assert_eq!(engine.restore(0, u64::MAX, None).expect("restore"), 8 * MIB);
     assert_intact(at(20), &c_data);
 
     // Everything back to the driver.

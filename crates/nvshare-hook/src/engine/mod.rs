@@ -10,8 +10,9 @@ pub mod uvm;
 
 use crate::config::{self, MemoryMode};
 use crate::driver::CudaError;
-use crate::ffi::{CUdevice, CUdeviceptr, CUresult};
+use crate::ffi::{CUdevice, CUdeviceptr};
 use crate::registry::{self, AllocKind, Usage};
+use std::sync::OnceLock;
 
 /// Why an engine could not move memory.
 #[derive(Debug, thiserror::Error)]
@@ -72,9 +73,15 @@ pub trait MemoryEngine: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// Backs a new device allocation of `bytes` on `device` (the current
-    /// context's device), returning its address and kind. The caller records
-    /// it in the registry.
-    fn alloc(&self, device: CUdevice, bytes: u64) -> Result<(CUdeviceptr, AllocKind), CudaError>;
+    /// context's device), returning its address and kind. `on_gpu` says
+    /// whether the program holds the GPU now (memory may be placed there at
+    /// once). The caller records it in the registry.
+    fn alloc(
+        &self,
+        device: CUdevice,
+        bytes: u64,
+        on_gpu: bool,
+    ) -> Result<(CUdeviceptr, AllocKind), CudaError>;
 
     /// Frees `ptr` if this engine backs it (`cuMemFree`); `None` leaves it
     /// to the real driver.
@@ -113,9 +120,15 @@ pub trait MemoryEngine: Send + Sync {
 
     /// Brings the program's memory back onto `device`, at most `limit`
     /// bytes of it (`u64::MAX`: all, before its work is released after a
-    /// grant; less: ahead of a grant, into the room the scheduler has);
+    /// grant; less: ahead of a grant, into the room the scheduler has), and
+    /// never past `capacity` in all (the scheduler's; `None`: the GPU's);
     /// returns how much moved.
-    fn restore(&self, device: CUdevice, limit: u64) -> Result<u64, EngineError>;
+    fn restore(
+        &self,
+        device: CUdevice,
+        limit: u64,
+        capacity: Option<u64>,
+    ) -> Result<u64, EngineError>;
 
     /// Gets ready, while the program runs, to move `bytes` off `device`
     /// soon (the scheduler's hint): makes the host room the eviction would
@@ -152,66 +165,43 @@ pub trait MemoryEngine: Send + Sync {
     fn on_fork_child(&self) {}
 }
 
-static SWAP: swap::SwapEngine = swap::SwapEngine::new();
-static UVM: uvm::UvmEngine = uvm::UvmEngine::new();
+/// The engine of the configured mode, made once from the configuration.
+enum Engine {
+    Swap(swap::SwapEngine),
+    Uvm(uvm::UvmEngine),
+}
+
+static ENGINE: OnceLock<Engine> = OnceLock::new();
+
+fn engine() -> &'static Engine {
+    ENGINE.get_or_init(|| {
+        let config = config::get();
+        match config.mode {
+            MemoryMode::Swap => Engine::Swap(swap::SwapEngine::new(&config.swap)),
+            MemoryMode::Uvm => Engine::Uvm(uvm::UvmEngine::new()),
+        }
+    })
+}
 
 /// The engine of the configured mode.
 pub fn current() -> &'static dyn MemoryEngine {
-    match config::get().mode {
-        MemoryMode::Swap => &SWAP,
-        MemoryMode::Uvm => &UVM,
+    match engine() {
+        Engine::Swap(swap) => swap,
+        Engine::Uvm(uvm) => uvm,
     }
 }
 
 /// The swap engine, in swap mode (the program's own VMM memory is
 /// virtualized only there).
 pub fn swap_engine() -> Option<&'static swap::SwapEngine> {
-    (config::get().mode == MemoryMode::Swap).then_some(&SWAP)
+    match engine() {
+        Engine::Swap(swap) => Some(swap),
+        Engine::Uvm(_) => None,
+    }
 }
 
 /// In a `fork()` child: resets the registry and the engine's driver state.
 pub fn on_fork_child() {
     registry::reset_after_fork();
     current().on_fork_child();
-}
-
-/// Whether a new allocation of `bytes` on `device` stays within the capacity
-/// the program may use; the OOM a program sees when it does not.
-pub fn admit(device: CUdevice, bytes: u64) -> Result<(), CUresult> {
-    let Some(capacity) = crate::gate::capacity(device) else {
-        return Ok(());
-    };
-    let footprint = current().usage(device).footprint;
-    if footprint.saturating_add(bytes) <= capacity {
-        return Ok(());
-    }
-    let config = config::get();
-    if config.mode == MemoryMode::Uvm && config.single_oversub {
-        return Ok(());
-    }
-    report_refusal(device, bytes, footprint, capacity);
-    Err(CUresult::ERROR_OUT_OF_MEMORY)
-}
-
-/// Says why an allocation failed: once per program as a warning with what to
-/// change (a program usually gives up or retries smaller at its first OOM),
-/// then at info.
-fn report_refusal(device: CUdevice, bytes: u64, footprint: u64, capacity: u64) {
-    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
-    let message = format!(
-        "an allocation of {:.1} MiB on GPU {device} is refused with CUDA_ERROR_OUT_OF_MEMORY: \
-         this program holds {:.1} MiB and may use {:.1} MiB of it (the scheduler's capacity, \
-         see nvshare-ctl status). Raise nvshare-scheduler's --memory-capacity, make the \
-         program use less, or run it with NVSHARE_MODE=uvm NVSHARE_ENABLE_SINGLE_OVERSUB=1 \
-         to let it exceed the GPU (slowly, by paging)",
-        mib(bytes),
-        mib(footprint),
-        mib(capacity),
-    );
-    if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        tracing::info!(device, bytes, footprint, capacity, "{message}");
-    } else {
-        tracing::warn!(device, bytes, footprint, capacity, "{message}");
-    }
 }

@@ -157,9 +157,14 @@ impl MemoryEngine for UvmEngine {
         "uvm"
     }
 
-    fn alloc(&self, device: CUdevice, bytes: u64) -> Result<(CUdeviceptr, AllocKind), CudaError> {
+    fn alloc(
+        &self,
+        device: CUdevice,
+        bytes: u64,
+        on_gpu: bool,
+    ) -> Result<(CUdeviceptr, AllocKind), CudaError> {
         let ptr = driver::mem::alloc_managed(bytes, CU_MEM_ATTACH_GLOBAL)?;
-        if crate::gate::holds(device) {
+        if on_gpu {
             if let Err(err) = self.populate(device, ptr, bytes) {
                 tracing::debug!(%err, device, bytes, "fresh managed allocation not prefetched; it fills on first touch");
             }
@@ -195,8 +200,13 @@ impl MemoryEngine for UvmEngine {
         Ok(moved)
     }
 
-    fn restore(&self, device: CUdevice, limit: u64) -> Result<u64, EngineError> {
-        let capacity = match crate::gate::capacity(device) {
+    fn restore(
+        &self,
+        device: CUdevice,
+        limit: u64,
+        capacity: Option<u64>,
+    ) -> Result<u64, EngineError> {
+        let capacity = match capacity {
             Some(capacity) => capacity,
             None => driver::device::total_mem(device)
                 .map_err(|source| EngineError::Driver { device, source })?,

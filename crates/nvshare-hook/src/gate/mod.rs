@@ -6,6 +6,7 @@
 //! any work is admitted. The hook's own driver calls never pass the gate.
 //!
 //! # Layout
+//! - [`admission`]: whether an allocation fits the program's capacity.
 //! - [`device`]: one GPU's gate (the lock-free fast path and the drain).
 //! - [`session`]: the scheduler conversation (attach, grant, drop, evict,
 //!   idle reports, reconnect).
@@ -14,6 +15,7 @@
 //! - [`host`]: reports of the host memory kept as shadows.
 //! - [`exit`]: at process exit, memory released before detaching.
 
+mod admission;
 mod device;
 mod exit;
 mod host;
@@ -21,6 +23,7 @@ mod platform;
 mod reserve;
 mod session;
 
+pub use admission::admit;
 pub use reserve::{AllocationGuard, enter_allocation};
 
 use crate::ffi::{CUdevice, CUresult};

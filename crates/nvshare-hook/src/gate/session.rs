@@ -443,8 +443,9 @@ fn restore_waiting_for_memory(device: &DeviceGate) {
     let started = Instant::now();
     let mut pause = Duration::from_millis(5);
     let mut warned = false;
+    let capacity = device.state.lock().capacity;
     loop {
-        match engine::current().restore(device.ordinal, u64::MAX) {
+        match engine::current().restore(device.ordinal, u64::MAX, capacity) {
             Ok(_) => return,
             Err(e) if e.is_out_of_device_memory() && started.elapsed() < RESTORE_PATIENCE => {
                 if !warned && started.elapsed() > Duration::from_secs(1) {
@@ -472,9 +473,10 @@ fn fetch(gate: &Gate, device: &DeviceGate, bytes: u64) {
     let started = Instant::now();
     let _current = platform::ContextGuard::enter(device.ordinal);
     let before = engine::current().usage(device.ordinal).resident;
+    let capacity = device.state.lock().capacity;
     // A holder has everything back already (its grant restored it).
     if !device.is_held()
-        && let Err(e) = engine::current().restore(device.ordinal, bytes)
+        && let Err(e) = engine::current().restore(device.ordinal, bytes, capacity)
     {
         tracing::debug!(gpu = %device.uuid, error = %e,
             "restoring ahead of the grant stopped short; the grant restores the rest");

@@ -7,9 +7,10 @@
 
 use crate::config::{self, MemoryMode};
 use crate::driver;
-use crate::engine::{self, admit};
+use crate::engine;
 use crate::ffi::*;
 use crate::gate;
+use crate::gate::admit;
 use crate::registry::{self, AllocKind, Allocation};
 use std::ffi::c_uint;
 
@@ -74,7 +75,7 @@ fn engine_alloc(bytes: u64) -> Result<CUdeviceptr, CUresult> {
     } else {
         None
     };
-    let mut made = engine::current().alloc(device, bytes);
+    let mut made = engine::current().alloc(device, bytes, gate::holds(device));
     if matches!(&made, Err(err) if err.code() == CUresult::ERROR_OUT_OF_MEMORY)
         && !gate::holds(device)
     {
@@ -82,7 +83,7 @@ fn engine_alloc(bytes: u64) -> Result<CUdeviceptr, CUresult> {
         // of programs that run now: wait for this program's turn, which
         // comes with room made for it, and try again.
         gate::wait_for_room(device, bytes);
-        made = engine::current().alloc(device, bytes);
+        made = engine::current().alloc(device, bytes, gate::holds(device));
     }
     let (base, kind) = made.map_err(|err| {
         tracing::debug!(%err, device, bytes, "device allocation failed");

@@ -10,10 +10,11 @@
 //! still is not back (the GPU is full), it fails with
 //! `CUDA_ERROR_OUT_OF_MEMORY` rather than lose anything.
 
+use crate::engine;
 use crate::engine::swap::mapped::{Properties, Step};
-use crate::engine::{self, admit};
 use crate::ffi::*;
 use crate::gate;
+use crate::gate::admit;
 use std::ffi::{c_int, c_void};
 
 /// Runs `attempt` until it is done, waiting once at the gate of the device

@@ -30,14 +30,15 @@ pub mod tally;
 pub mod unit;
 
 use super::{EngineError, MemoryEngine};
+use crate::config::SwapSettings;
 use crate::driver::{self, CudaError};
 use crate::ffi::{CUdevice, CUdeviceptr, CUresult};
 use crate::registry::{self, AllocKind, Usage};
 use parking_lot::{Mutex, MutexGuard};
+use plan::CopyGeometry;
 use shadow::HostBudget;
 use slab::Slab;
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 use unit::{Contents, Unit};
 
 /// Every unit, by base address. Ranges never overlap (they are distinct
@@ -71,7 +72,10 @@ pub struct SwapEngine {
     units: Mutex<Units>,
     granularity: Mutex<BTreeMap<CUdevice, u64>>,
     streams: streams::Streams,
-    budget: OnceLock<HostBudget>,
+    budget: HostBudget,
+    geometry: CopyGeometry,
+    /// The most bytes of one VMM handle (see `SwapSettings::segment_bytes`).
+    segment_bytes: u64,
     tally: tally::Tally,
     /// The memory was released at process exit (see `release_at_exit`).
     exited: std::sync::atomic::AtomicBool,
@@ -79,14 +83,19 @@ pub struct SwapEngine {
 
 impl SwapEngine {
     /// An engine with no memory yet.
-    pub const fn new() -> Self {
+    /// An engine with no memory yet, made with `settings`.
+    pub fn new(settings: &SwapSettings) -> Self {
         SwapEngine {
             units: Mutex::new(Units {
                 by_base: BTreeMap::new(),
             }),
             granularity: Mutex::new(BTreeMap::new()),
             streams: streams::Streams::new(),
-            budget: OnceLock::new(),
+            budget: HostBudget {
+                explicit_limit: settings.host_limit,
+            },
+            geometry: CopyGeometry::from(settings),
+            segment_bytes: settings.segment_bytes,
             tally: tally::Tally::new(),
             exited: std::sync::atomic::AtomicBool::new(false),
         }
@@ -102,7 +111,7 @@ impl SwapEngine {
     }
 
     fn budget(&self) -> HostBudget {
-        *self.budget.get_or_init(HostBudget::from_env)
+        self.budget
     }
 
     /// The units, locked. Moves hold this for their whole duration, so a
@@ -154,8 +163,8 @@ impl SwapEngine {
                     function: "cuMemCreate",
                     code: CUresult::ERROR_OUT_OF_MEMORY,
                 })?;
-        let segment = crate::config::get()
-            .swap_segment_bytes
+        let segment = self
+            .segment_bytes
             .div_ceil(granularity)
             .max(1)
             .saturating_mul(granularity);
@@ -191,7 +200,7 @@ impl SwapEngine {
 
 impl Default for SwapEngine {
     fn default() -> Self {
-        Self::new()
+        Self::new(&SwapSettings::default())
     }
 }
 
@@ -217,7 +226,12 @@ impl MemoryEngine for SwapEngine {
         "swap"
     }
 
-    fn alloc(&self, device: CUdevice, bytes: u64) -> Result<(CUdeviceptr, AllocKind), CudaError> {
+    fn alloc(
+        &self,
+        device: CUdevice,
+        bytes: u64,
+        _on_gpu: bool,
+    ) -> Result<(CUdeviceptr, AllocKind), CudaError> {
         if let Err(err) = self.granularity(device) {
             warn_no_vmm_once(&err);
             return Ok((driver::mem::alloc(bytes)?, AllocKind::Device));
@@ -388,16 +402,14 @@ impl MemoryEngine for SwapEngine {
         if bytes == 0 {
             return Ok(0);
         }
-        let geometry = crate::config::get().swap_geometry;
+        let geometry = self.geometry;
         let streams = self
             .streams
             .of(device, geometry.streams)
             .map_err(|source| EngineError::Driver { device, source })?;
         let steps = moves::EvictSteps {
             chunk_bytes: geometry.chunk_bytes,
-            release_bytes: crate::config::get()
-                .swap_segment_bytes
-                .min(moves::EvictSteps::MAX_RELEASE_BYTES),
+            release_bytes: self.segment_bytes.min(moves::EvictSteps::MAX_RELEASE_BYTES),
         };
         moves::evict(
             &mut self.units(),
@@ -410,12 +422,17 @@ impl MemoryEngine for SwapEngine {
         )
     }
 
-    fn restore(&self, device: CUdevice, limit: u64) -> Result<u64, EngineError> {
+    fn restore(
+        &self,
+        device: CUdevice,
+        limit: u64,
+        _capacity: Option<u64>,
+    ) -> Result<u64, EngineError> {
         let mut units = self.units();
         if !units.on(device).any(|u| !u.is_resident()) {
             return Ok(0);
         }
-        let geometry = crate::config::get().swap_geometry;
+        let geometry = self.geometry;
         let streams = self
             .streams
             .of(device, geometry.streams)

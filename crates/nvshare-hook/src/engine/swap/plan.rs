@@ -6,7 +6,7 @@ use crate::ffi::CUdeviceptr;
 
 /// The most copy streams per device (`NVSHARE_SWAP_STREAMS` is bounded by
 /// it; the streams live as long as the process).
-pub const MAX_STREAMS: usize = 8;
+pub const MAX_STREAMS: usize = crate::config::MAX_SWAP_STREAMS;
 
 /// How the swap engine's copies are cut and spread: `chunk_bytes` per copy
 /// command, dealt round-robin over `streams` streams. Set by
@@ -23,16 +23,25 @@ pub struct CopyGeometry {
 impl CopyGeometry {
     /// 64 MiB chunks (12 GiB in 64 MiB chunks reached 51-53 GB/s, DESIGN.md:
     /// large enough for full PCIe speed, small enough that every stream
-    /// stays busy to the end) over 4 streams.
+    /// stays busy to the end) over 4 streams: the configuration's defaults.
     pub const DEFAULT: CopyGeometry = CopyGeometry {
-        chunk_bytes: 64 << 20,
-        streams: 4,
+        chunk_bytes: crate::config::DEFAULT_SWAP_CHUNK_MIB << 20,
+        streams: crate::config::DEFAULT_SWAP_STREAMS as usize,
     };
 }
 
 impl Default for CopyGeometry {
     fn default() -> Self {
         Self::DEFAULT
+    }
+}
+
+impl From<&crate::config::SwapSettings> for CopyGeometry {
+    fn from(settings: &crate::config::SwapSettings) -> Self {
+        CopyGeometry {
+            chunk_bytes: settings.chunk_bytes.max(1),
+            streams: settings.streams.clamp(1, MAX_STREAMS),
+        }
     }
 }
 
@@ -62,13 +71,6 @@ pub fn choose_eviction(mut candidates: Vec<Candidate>, bytes: u64) -> Vec<Candid
     }
     chosen
 }
-
-/// The default segment size (`NVSHARE_SWAP_SEGMENT_MIB`): 1 GiB handles
-/// cost ~0.2 ms each to create, map and give access to (DESIGN.md: 12 GiB
-/// as one handle 1.3 ms, as 64 MiB handles 10.7 ms), and are fine enough
-/// that a switch's eviction hands memory to the next program's restore in
-/// steps of a twelfth of a 12 GiB working set.
-pub const DEFAULT_SEGMENT_BYTES: u64 = 1 << 30;
 
 /// Cuts a unit of `bytes` into segments of `segment_bytes` (both multiples
 /// of the granularity), the last one shorter: `(offset, size)` in address

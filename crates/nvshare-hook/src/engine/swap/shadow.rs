@@ -279,25 +279,6 @@ pub struct HostBudget {
 }
 
 impl HostBudget {
-    /// Reads `NVSHARE_HOST_LIMIT` (bytes, or with a `KiB`/`MiB`/`GiB`/`TiB`
-    /// suffix); an invalid value is logged and ignored.
-    pub fn from_env() -> Self {
-        let explicit_limit = std::env::var(nvshare_proto::env::HOST_LIMIT)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .and_then(|text| {
-                let parsed = nvshare_proto::units::parse_size(&text).ok();
-                if parsed.is_none() {
-                    tracing::warn!(
-                        value = text,
-                        "NVSHARE_HOST_LIMIT must be a byte count such as 8GiB; using the available memory instead"
-                    );
-                }
-                parsed
-            });
-        HostBudget { explicit_limit }
-    }
-
     /// Fails unless `wanted` more shadow bytes fit beside `shadows_now`.
     pub fn admit(&self, shadows_now: u64, wanted: u64) -> Result<(), ShadowError> {
         if wanted == 0 {

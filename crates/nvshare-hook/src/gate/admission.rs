@@ -1,0 +1,47 @@
+//! Whether an allocation may happen at all: the program's footprint stays
+//! within the capacity the scheduler gave it. The gate decides; the engine
+//! only reports the footprint and backs what is admitted.
+
+use crate::config::{self, MemoryMode};
+use crate::ffi::{CUdevice, CUresult};
+
+/// Whether a new allocation of `bytes` on `device` stays within the capacity
+/// the program may use; the OOM a program sees when it does not.
+pub fn admit(device: CUdevice, bytes: u64) -> Result<(), CUresult> {
+    let Some(capacity) = super::capacity(device) else {
+        return Ok(());
+    };
+    let footprint = crate::engine::current().usage(device).footprint;
+    if footprint.saturating_add(bytes) <= capacity {
+        return Ok(());
+    }
+    let config = config::get();
+    if config.mode == MemoryMode::Uvm && config.single_oversub {
+        return Ok(());
+    }
+    report_refusal(device, bytes, footprint, capacity);
+    Err(CUresult::ERROR_OUT_OF_MEMORY)
+}
+
+/// Says why an allocation failed: once per program as a warning with what to
+/// change (a program usually gives up or retries smaller at its first OOM),
+/// then at info.
+fn report_refusal(device: CUdevice, bytes: u64, footprint: u64, capacity: u64) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let message = format!(
+        "an allocation of {:.1} MiB on GPU {device} is refused with CUDA_ERROR_OUT_OF_MEMORY: \
+         this program holds {:.1} MiB and may use {:.1} MiB of it (the scheduler's capacity, \
+         see nvshare-ctl status). Raise nvshare-scheduler's --memory-capacity, make the \
+         program use less, or run it with NVSHARE_MODE=uvm NVSHARE_ENABLE_SINGLE_OVERSUB=1 \
+         to let it exceed the GPU (slowly, by paging)",
+        mib(bytes),
+        mib(footprint),
+        mib(capacity),
+    );
+    if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!(device, bytes, footprint, capacity, "{message}");
+    } else {
+        tracing::warn!(device, bytes, footprint, capacity, "{message}");
+    }
+}
