@@ -266,7 +266,7 @@ fn start_scheduler(socket: &Path) -> Result<UnixStream, ClientError> {
 
 /// `nvshare-scheduler` beside the loaded `libnvshare.so`, else on `PATH`.
 fn scheduler_binary() -> Option<PathBuf> {
-    let beside = own_library_path()
+    let beside = crate::driver::loader::this_library_path()
         .and_then(|lib| lib.parent().map(|dir| dir.join("nvshare-scheduler")))
         .filter(|path| path.is_file());
     beside.or_else(|| {
@@ -276,26 +276,4 @@ fn scheduler_binary() -> Option<PathBuf> {
                 .find(|path| path.is_file())
         })
     })
-}
-
-/// The file this library was loaded from.
-fn own_library_path() -> Option<PathBuf> {
-    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
-    let here = own_library_path as *const ();
-    // SAFETY: dladdr only reads its address argument and fills `info`; a
-    // zero return means `info` is untouched and is not read.
-    let found = unsafe { libc::dladdr(here.cast(), info.as_mut_ptr()) };
-    if found == 0 {
-        return None;
-    }
-    // SAFETY: dladdr returned non-zero, so `info` is initialised and
-    // `dli_fname` is null or a NUL-terminated path owned by the loader.
-    let info = unsafe { info.assume_init() };
-    if info.dli_fname.is_null() {
-        return None;
-    }
-    // SAFETY: non-null, NUL-terminated, valid while the library is loaded.
-    let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
-    use std::os::unix::ffi::OsStrExt;
-    Some(PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes())))
 }

@@ -14,6 +14,7 @@
 //! - [`interpose`]: the exported `dlsym`, `cuGetProcAddress` and
 //!   `cuGetProcAddress_v2`, which hand out the hook's wrappers, and the
 //!   wrappers themselves (`exports`).
+//! - [`fork`]: the parent's tables emptied in a `fork()` child.
 //! - [`guard`]: the panic guard of every `extern "C"` entry point.
 //! - [`logging`]: stderr logging (`NVSHARE_LOG`, `NVSHARE_DEBUG`), started
 //!   at the first CUDA call.
@@ -28,15 +29,29 @@
 //! - [`client`]: the connection to the scheduler daemon.
 //! - [`config`]: the environment configuration.
 
-pub mod client;
+// Unsafe code lives only where the hook meets C: the FFI types, the driver
+// layer, the interposed entry points and their handlers (which read and
+// write the program's raw pointers), the process hooks of the gate (fork,
+// exit), the fork-child proof, and the swap engine's host shadows and raw
+// copies. Everywhere else it does not compile.
+#![deny(unsafe_code)]
+
+pub(crate) mod client;
 pub mod config;
+#[allow(unsafe_code)]
 pub mod driver;
 pub mod engine;
-pub mod entry_points;
+pub(crate) mod entry_points;
+#[allow(unsafe_code)]
 pub mod ffi;
-pub mod gate;
-pub mod guard;
+#[allow(unsafe_code)]
+pub(crate) mod fork;
+#[allow(unsafe_code)]
+pub(crate) mod gate;
+pub(crate) mod guard;
+#[allow(unsafe_code)]
 pub mod interpose;
-pub mod logging;
+pub(crate) mod logging;
 pub mod registry;
-pub mod wrappers;
+#[allow(unsafe_code)]
+pub(crate) mod wrappers;

@@ -3,6 +3,7 @@
 //! queries and the scheduler's usage reports cost no scan.
 
 use crate::ffi::{CUdevice, CUdeviceptr};
+use crate::fork::InForkChild;
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::BTreeMap;
 
@@ -170,17 +171,8 @@ pub fn lock() -> MutexGuard<'static, Registry> {
 /// In a `fork()` child: the parent's allocations do not exist there (CUDA
 /// does not survive fork), and another parent thread may have held the lock
 /// at the fork.
-pub fn reset_after_fork() {
-    // SAFETY: called in the child right after fork, where only the calling
-    // thread exists, so a held lock belongs to a thread that is gone; the
-    // possibly half-updated contents are discarded (leaked, not dropped).
-    unsafe {
-        if REGISTRY.is_locked() {
-            REGISTRY.force_unlock();
-        }
-    }
-    let stale = std::mem::take(&mut *REGISTRY.lock());
-    std::mem::forget(stale);
+pub fn reset_after_fork(child: &InForkChild) {
+    crate::fork::forget_contents(&REGISTRY, child);
 }
 
 #[cfg(test)]

@@ -202,6 +202,8 @@ fn exchange_as_nobody(socket: &std::path::Path, frames: &[Vec<u8>]) -> Vec<Vec<u
     // SAFETY: the child runs only async-signal-safe raw system calls on
     // memory prepared before the fork, then `_exit`s.
     match unsafe { nix::unistd::fork() }.unwrap() {
+        // SAFETY: as above: raw system calls on memory prepared before the
+        // fork, each checked, then `_exit`.
         nix::unistd::ForkResult::Child => unsafe {
             if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
                 || libc::syscall(libc::SYS_setgid, NOBODY) != 0

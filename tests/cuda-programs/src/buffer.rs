@@ -298,8 +298,8 @@ impl Buffer {
     /// Frees the buffer (VMM: unmaps, releases, frees the reservation).
     pub fn free(mut self, cuda: &Cuda) -> Result<(), Error> {
         match self.mode {
-            // SAFETY: our own allocation, freed once.
             AllocMode::Device | AllocMode::Managed => {
+                // SAFETY: our own allocation, freed once.
                 check("cuMemFree", unsafe { (cuda.api.mem_free)(self.ptr) })
             }
             AllocMode::Vmm | AllocMode::Expandable | AllocMode::ExpandableReleased => {

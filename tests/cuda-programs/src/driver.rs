@@ -143,8 +143,8 @@ pub fn library_of(pointer: *mut c_void) -> Option<String> {
     let pointer = pointer as *const c_void;
     // SAFETY: an all-zero Dl_info is a valid value to be overwritten.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    // SAFETY: dladdr only reads the address value and writes `info`.
     if pointer.is_null()
+        // SAFETY: dladdr only reads the address value and writes `info`.
         || unsafe { libc::dladdr(pointer, &mut info) } == 0
         || info.dli_fname.is_null()
     {

@@ -44,12 +44,14 @@ impl Cuda {
             api,
             device: 0,
         };
-        // SAFETY (all calls below): valid out-pointers, per cuda.h.
+        // SAFETY: cuInit takes a plain flag.
         check("cuInit", unsafe { (cuda.api.init)(0) })?;
+        // SAFETY: a valid out-pointer, per cuda.h.
         check("cuDeviceGet", unsafe {
             (cuda.api.device_get)(&mut cuda.device, device)
         })?;
         let mut ctx = std::ptr::null_mut();
+        // SAFETY: a valid out-pointer and the device just found.
         check("cuDevicePrimaryCtxRetain", unsafe {
             (cuda.api.primary_ctx_retain)(&mut ctx, cuda.device)
         })?;

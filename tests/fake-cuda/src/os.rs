@@ -207,10 +207,8 @@ mod tests {
         map_shared(base + two_mib, two_mib, &fd).unwrap();
         protect(base + two_mib, two_mib, true, false).unwrap();
         // SAFETY: mapped readable just above.
-        assert_eq!(
-            unsafe { ((base + two_mib) as *const u32).read() },
-            0xdead_beef
-        );
+        let read = unsafe { ((base + two_mib) as *const u32).read() };
+        assert_eq!(read, 0xdead_beef);
         release(base, 4 * two_mib);
     }
 }

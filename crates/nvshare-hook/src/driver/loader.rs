@@ -6,6 +6,7 @@
 use super::CudaError;
 use crate::ffi::*;
 use std::ffi::{CStr, c_char, c_int, c_void};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// The library the hook loads (the name libcudart loads too).
@@ -68,14 +69,38 @@ pub fn in_this_library(address: *mut c_void) -> bool {
         return false;
     }
     let base_of = |address: *const c_void| {
+        // SAFETY: an all-zero Dl_info is a valid value to be overwritten.
+        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
         // SAFETY: `info` is a valid out-parameter; dladdr only reads the
         // loader's tables for `address` and never dereferences it.
-        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
         let found = unsafe { libc::dladdr(address, &mut info) };
         (found != 0).then_some(info.dli_fbase)
     };
     let own = base_of(in_this_library as *const () as *const c_void);
     own.is_some() && base_of(address) == own
+}
+
+/// The file the hook was loaded from (`libnvshare.so`, or the program it
+/// is linked into).
+pub fn this_library_path() -> Option<PathBuf> {
+    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    let here = this_library_path as *const ();
+    // SAFETY: dladdr only reads its address argument and fills `info`; a
+    // zero return means `info` is untouched and is not read.
+    let found = unsafe { libc::dladdr(here.cast(), info.as_mut_ptr()) };
+    if found == 0 {
+        return None;
+    }
+    // SAFETY: dladdr returned non-zero, so `info` is initialised and
+    // `dli_fname` is null or a NUL-terminated path owned by the loader.
+    let info = unsafe { info.assume_init() };
+    if info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: non-null, NUL-terminated, valid while the library is loaded.
+    let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
+    use std::os::unix::ffi::OsStrExt;
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes())))
 }
 
 /// `libcuda.so.1`, loaded by the program already or now.

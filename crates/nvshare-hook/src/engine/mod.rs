@@ -11,6 +11,7 @@ pub mod uvm;
 use crate::config::{self, MemoryMode};
 use crate::driver::CudaError;
 use crate::ffi::{CUdevice, CUdeviceptr};
+use crate::fork::InForkChild;
 use crate::registry::{self, AllocKind, Usage};
 use std::sync::OnceLock;
 
@@ -162,7 +163,7 @@ pub trait MemoryEngine: Send + Sync {
     }
 
     /// Forgets per-process driver state in a `fork()` child.
-    fn on_fork_child(&self) {}
+    fn on_fork_child(&self, _child: &InForkChild) {}
 }
 
 /// The engine of the configured mode, made once from the configuration.
@@ -201,7 +202,7 @@ pub fn swap_engine() -> Option<&'static swap::SwapEngine> {
 }
 
 /// In a `fork()` child: resets the registry and the engine's driver state.
-pub fn on_fork_child() {
-    registry::reset_after_fork();
-    current().on_fork_child();
+pub fn on_fork_child(child: &InForkChild) {
+    registry::reset_after_fork(child);
+    current().on_fork_child(child);
 }

@@ -10,6 +10,7 @@ use crate::driver::{self, CudaError};
 use crate::ffi::{
     CU_MEM_ATTACH_GLOBAL, CU_STREAM_DEFAULT, CUcontext, CUdevice, CUdeviceptr, CUstream,
 };
+use crate::fork::InForkChild;
 use crate::registry::{self, AllocKind, Allocation};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -236,16 +237,8 @@ impl MemoryEngine for UvmEngine {
         Ok(moved)
     }
 
-    fn on_fork_child(&self) {
-        // SAFETY: in the fork child only this thread exists; a held lock
-        // belongs to a vanished thread. The parent's streams and contexts
-        // are meaningless here and are forgotten, not released.
-        unsafe {
-            if self.movers.is_locked() {
-                self.movers.force_unlock();
-            }
-        }
-        self.movers.lock().clear();
+    fn on_fork_child(&self, child: &InForkChild) {
+        crate::fork::forget_contents(&self.movers, child);
     }
 }
 

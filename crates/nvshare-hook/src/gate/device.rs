@@ -12,11 +12,9 @@
 //! as the activity counter of the idle watcher.
 
 use crate::ffi::CUdevice;
-use nvshare_proto::{GpuUuid, SchedulerMsg};
+use nvshare_proto::GpuUuid;
 use parking_lot::{Condvar, Mutex};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 /// The lock-free part read on every work submission, and the slow-path state.
@@ -42,11 +40,6 @@ pub(crate) struct DeviceGate {
     pub state: Mutex<DeviceState>,
     /// Signalled when `held` or `state` changes.
     pub changed: Condvar,
-    /// The queue of this device's worker thread, which applies the
-    /// scheduler's grants, drops and evictions for this device in order
-    /// (started at the first such message); each message carries the
-    /// generation of the connection it came on.
-    pub mailbox: OnceLock<Sender<(u64, SchedulerMsg)>>,
     /// The host shadow bytes (pinned, pageable) last reported.
     pub host_reported: Mutex<Option<(u64, u64)>>,
     /// `DropLock`s and `Evict`s the reader thread received for this device.
@@ -115,7 +108,6 @@ impl DeviceGate {
                 changing_hands: false,
             }),
             changed: Condvar::new(),
-            mailbox: OnceLock::new(),
             host_reported: Mutex::new(None),
             drops: AtomicU64::new(0),
             prepare_epoch: AtomicU64::new(0),

@@ -24,7 +24,7 @@ mod reserve;
 mod session;
 
 pub use admission::admit;
-pub use reserve::{AllocationGuard, enter_allocation};
+pub use reserve::enter_allocation;
 
 use crate::ffi::{CUdevice, CUresult};
 use device::DeviceGate;
@@ -33,7 +33,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// Device ordinals this hook tracks; CUDA numbers a process's devices from 0.
-const MAX_DEVICES: usize = 64;
+pub(crate) const MAX_DEVICES: usize = 64;
 
 /// The process-wide gate state.
 pub(crate) struct Gate {
@@ -119,8 +119,11 @@ fn register_fork_handler() {
     static REGISTERED: std::sync::Once = std::sync::Once::new();
     REGISTERED.call_once(|| {
         extern "C" fn in_child() {
+            // SAFETY: the pthread_atfork child handler, which runs before
+            // the child can start a thread.
+            let child = unsafe { crate::fork::InForkChild::assume() };
             forget_after_fork();
-            crate::engine::on_fork_child();
+            crate::engine::on_fork_child(&child);
         }
         // SAFETY: `in_child` is a plain function that only stores atomics
         // and resets engine state without locking; it is valid for the life

@@ -21,8 +21,10 @@
 //! - [`tally`]: requested versus physical bytes, now and at the peak.
 
 pub mod mapped;
+#[allow(unsafe_code)]
 pub mod moves;
 pub mod plan;
+#[allow(unsafe_code)]
 pub mod shadow;
 pub mod slab;
 pub mod streams;
@@ -33,6 +35,7 @@ use super::{EngineError, MemoryEngine};
 use crate::config::SwapSettings;
 use crate::driver::{self, CudaError};
 use crate::ffi::{CUdevice, CUdeviceptr, CUresult};
+use crate::fork::InForkChild;
 use crate::registry::{self, AllocKind, Usage};
 use parking_lot::{Mutex, MutexGuard};
 use plan::CopyGeometry;
@@ -478,22 +481,11 @@ impl MemoryEngine for SwapEngine {
         released
     }
 
-    fn on_fork_child(&self) {
-        // SAFETY: in the fork child only this thread exists; held locks
-        // belong to vanished threads. The parent's units, handles and
-        // streams are meaningless here and are forgotten (never released:
-        // the shadows' host memory is the parent's copy-on-write pages).
-        unsafe {
-            if self.units.is_locked() {
-                self.units.force_unlock();
-            }
-            if self.granularity.is_locked() {
-                self.granularity.force_unlock();
-            }
-        }
-        std::mem::forget(std::mem::take(&mut *self.units.lock()));
-        mapped::forget_after_fork();
-        self.tally.clear_after_fork();
-        self.streams.forget_after_fork();
+    fn on_fork_child(&self, child: &InForkChild) {
+        crate::fork::forget_contents(&self.units, child);
+        crate::fork::forget_contents(&self.granularity, child);
+        mapped::forget_after_fork(child);
+        self.tally.clear_after_fork(child);
+        self.streams.forget_after_fork(child);
     }
 }

@@ -6,6 +6,7 @@ use super::plan;
 use crate::driver::ctx::PushedContext;
 use crate::driver::{self, CudaError};
 use crate::ffi::{CU_STREAM_NON_BLOCKING, CUcontext, CUdevice, CUstream};
+use crate::fork::InForkChild;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 
@@ -110,14 +111,7 @@ impl Streams {
     }
 
     /// In a `fork()` child: the parent's streams mean nothing there.
-    pub fn forget_after_fork(&self) {
-        // SAFETY: in the fork child only this thread exists; a held lock
-        // belongs to a vanished thread. The contents are forgotten.
-        unsafe {
-            if self.by_device.is_locked() {
-                self.by_device.force_unlock();
-            }
-        }
-        std::mem::forget(std::mem::take(&mut *self.by_device.lock()));
+    pub fn forget_after_fork(&self, child: &InForkChild) {
+        crate::fork::forget_contents(&self.by_device, child);
     }
 }

@@ -7,6 +7,7 @@
 //! even when the program freed everything before exiting.
 
 use crate::ffi::CUdevice;
+use crate::fork::InForkChild;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 
@@ -94,15 +95,8 @@ impl Tally {
     }
 
     /// Forgets everything (a `fork()` child).
-    pub fn clear_after_fork(&self) {
-        // SAFETY: in the fork child only this thread exists; a held lock
-        // belongs to a vanished thread.
-        unsafe {
-            if self.by_device.is_locked() {
-                self.by_device.force_unlock();
-            }
-        }
-        self.by_device.lock().clear();
+    pub fn clear_after_fork(&self, child: &InForkChild) {
+        crate::fork::forget_contents(&self.by_device, child);
     }
 
     /// Logs `device`'s figures as one `info` line (the line

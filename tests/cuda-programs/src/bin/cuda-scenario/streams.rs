@@ -15,7 +15,7 @@ pub fn async_streams(cuda: &Cuda, sleep_us: u64) -> Result<Value, Error> {
     let kernels = cuda.kernels()?;
     let stream = cuda.stream()?;
     let mut event = std::ptr::null_mut();
-    // SAFETY (event calls): valid handles and out-pointers.
+    // SAFETY: handles this program created and live out-pointers, per cuda.h.
     check("cuEventCreate", unsafe {
         (cuda.api.event_create)(&mut event, 0)
     })?;
@@ -29,11 +29,13 @@ pub fn async_streams(cuda: &Cuda, sleep_us: u64) -> Result<Value, Error> {
     let launch_ms = started.elapsed().as_secs_f64() * 1e3;
     // SAFETY: a stream from this driver.
     let query_running = unsafe { (cuda.api.stream_query)(stream) };
+    // SAFETY: handles this program created and live out-pointers, per cuda.h.
     let event_running = unsafe { (cuda.api.event_query)(event) };
     cuda.synchronize(stream)?;
     let sync_ms = started.elapsed().as_secs_f64() * 1e3;
     // SAFETY: as above.
     let query_done = unsafe { (cuda.api.stream_query)(stream) };
+    // SAFETY: handles this program created and live out-pointers, per cuda.h.
     let event_done = unsafe { (cuda.api.event_query)(event) };
     // A synchronous copy runs on the legacy stream, which waits for the
     // blocking stream's kernel first.
@@ -45,7 +47,9 @@ pub fn async_streams(cuda: &Cuda, sleep_us: u64) -> Result<Value, Error> {
     // SAFETY: as above.
     let query_after_copy = unsafe { (cuda.api.stream_query)(stream) };
     buffer.free(cuda)?;
+    // SAFETY: handles this program created and live out-pointers, per cuda.h.
     check("cuEventDestroy", unsafe { (cuda.api.event_destroy)(event) })?;
+    // SAFETY: handles this program created and live out-pointers, per cuda.h.
     check("cuStreamDestroy", unsafe {
         (cuda.api.stream_destroy)(stream)
     })?;
@@ -64,12 +68,13 @@ pub fn graph(cuda: &Cuda, launches: u32) -> Result<Value, Error> {
     let stream = cuda.stream()?;
     cuda.launch_u32_op(kernels.fill_u32, stream, buffer.ptr, 10, 1024)?;
     cuda.synchronize(stream)?;
-    // SAFETY (graph calls): valid handles and out-pointers.
+    // SAFETY: handles this program created and live out-pointers, per cuda.h.
     check("cuStreamBeginCapture", unsafe {
         (cuda.api.stream_begin_capture)(stream, 0)
     })?;
     cuda.launch_u32_op(kernels.add_u32, stream, buffer.ptr, 1, 1024)?;
     cuda.launch_u32_op(kernels.add_u32, stream, buffer.ptr, 2, 1024)?;
+    // SAFETY: handles this program created and live out-pointers, per cuda.h.
     let query_capturing = unsafe { (cuda.api.stream_query)(stream) };
     let mut graph = std::ptr::null_mut();
     // SAFETY: a driver function resolved for this signature, called with live out-pointers and handles this program created.

@@ -30,7 +30,7 @@ pub fn unmapped_queries(cuda: &Cuda) -> Result<Value, Error> {
         let mut range_size: u64 = 0;
         let (mut base, mut size) = (0u64, 0usize);
         let mut ipc = [0u8; 64];
-        // SAFETY (all four): valid out-pointers of the attribute's type.
+        // SAFETY: handles this program created and live out-pointers, per cuda.h.
         let type_code = unsafe {
             (cuda.api.pointer_get_attribute)(
                 arg(&mut memory_type),

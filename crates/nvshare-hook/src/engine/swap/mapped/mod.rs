@@ -54,6 +54,7 @@ use super::unit::{Contents, Unit};
 use super::{SwapEngine, Units};
 use crate::driver::{self, CudaError};
 use crate::ffi::*;
+use crate::fork::InForkChild;
 use crate::registry::{self, AllocKind, Allocation};
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::{BTreeMap, BTreeSet};
@@ -345,15 +346,8 @@ pub fn handle_types_at(address: u64) -> Option<c_uint> {
 }
 
 /// In a `fork()` child: the parent's handles mean nothing there.
-pub fn forget_after_fork() {
-    // SAFETY: in the fork child only this thread exists; a held lock
-    // belongs to a vanished thread. The contents are leaked, not dropped.
-    unsafe {
-        if TABLE.is_locked() {
-            TABLE.force_unlock();
-        }
-    }
-    std::mem::forget(std::mem::take(&mut *TABLE.lock()));
+pub fn forget_after_fork(child: &InForkChild) {
+    crate::fork::forget_contents(&TABLE, child);
 }
 
 #[cfg(test)]

@@ -1,0 +1,131 @@
+//! Routes each scheduler message once: the GPU it names is looked up here,
+//! connection-wide notices are logged on the reader thread, a device's
+//! welcome is applied there too (the attaching thread waits for it), and
+//! the rest go to that device's worker thread, which applies them in order
+//! through one handler each ([`super::handle`]).
+
+use super::handle;
+use crate::gate::Gate;
+use crate::gate::device::DeviceGate;
+use nvshare_proto::{GpuUuid, SchedulerMsg};
+use std::sync::atomic::Ordering;
+
+/// A message for one device's worker thread, its GPU already found.
+#[derive(Debug)]
+pub(super) enum DeviceMsg {
+    Granted { room: u64 },
+    Reserved { room: u64 },
+    Drop { evict_bytes: u64 },
+    Evict { bytes: u64 },
+    Prepare { bytes: u64 },
+    Fetch { bytes: u64 },
+}
+
+/// What a scheduler message is for.
+enum Route {
+    /// The reader thread applies it.
+    Welcome {
+        gpu: GpuUuid,
+        capacity: u64,
+        quantum_ms: u64,
+        client_id: u64,
+    },
+    /// The device's worker thread applies it.
+    Device(GpuUuid, DeviceMsg),
+    /// Connection-wide: logged.
+    Notice(SchedulerMsg),
+}
+
+fn route(msg: SchedulerMsg) -> Route {
+    use DeviceMsg::*;
+    match msg {
+        SchedulerMsg::Welcome {
+            gpu,
+            capacity,
+            quantum_ms,
+            client_id,
+        } => Route::Welcome {
+            gpu,
+            capacity,
+            quantum_ms,
+            client_id,
+        },
+        SchedulerMsg::LockGranted { gpu, room } => Route::Device(gpu, Granted { room }),
+        SchedulerMsg::Reserved { gpu, room } => Route::Device(gpu, Reserved { room }),
+        SchedulerMsg::DropLock { gpu, evict_bytes } => Route::Device(gpu, Drop { evict_bytes }),
+        SchedulerMsg::Evict { gpu, bytes } => Route::Device(gpu, Evict { bytes }),
+        SchedulerMsg::Prepare { gpu, bytes } => Route::Device(gpu, Prepare { bytes }),
+        SchedulerMsg::Fetch { gpu, bytes } => Route::Device(gpu, Fetch { bytes }),
+        notice @ (SchedulerMsg::QuantumChanged { .. }
+        | SchedulerMsg::Error(_)
+        | SchedulerMsg::ShuttingDown) => Route::Notice(notice),
+    }
+}
+
+/// Applies one scheduler message received on the current connection.
+pub(super) fn apply(gate: &'static Gate, msg: SchedulerMsg) {
+    match route(msg) {
+        Route::Welcome {
+            gpu,
+            capacity,
+            quantum_ms,
+            client_id,
+        } => {
+            if let Some(device) = gate.device_by_uuid(&gpu) {
+                handle::welcome(device, capacity, quantum_ms, client_id);
+            }
+        }
+        Route::Device(gpu, msg) => {
+            let Some(device) = gate.device_by_uuid(&gpu) else {
+                return;
+            };
+            // Before queueing: a shadow build queued ahead stops for it.
+            match msg {
+                DeviceMsg::Drop { .. } | DeviceMsg::Evict { .. } => device.note_drop(),
+                DeviceMsg::Prepare { .. } => device.note_prepare(),
+                _ => {}
+            }
+            let generation = gate.session.generation.load(Ordering::SeqCst);
+            deliver(gate, device, generation, msg);
+        }
+        Route::Notice(notice) => handle::notice(notice),
+    }
+}
+
+/// Queues `msg` for `device`'s worker thread, starting it on first use; if
+/// no thread can be started, applies the message on this thread instead.
+fn deliver(gate: &'static Gate, device: &'static DeviceGate, generation: u64, msg: DeviceMsg) {
+    let Some(slot) = gate.session.mailboxes.get(device.ordinal as usize) else {
+        return apply_device_msg(gate, device, generation, msg);
+    };
+    let mailbox = slot.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel::<(u64, DeviceMsg)>();
+        let spawned = std::thread::Builder::new()
+            .name(format!("nvshare-gpu{}", device.ordinal))
+            .spawn(move || {
+                for (generation, msg) in receiver {
+                    apply_device_msg(gate, device, generation, msg);
+                }
+            });
+        if let Err(e) = spawned {
+            // The receiver is gone with the closure: sends fail below.
+            tracing::error!(error = %e, gpu = %device.uuid, "cannot start the GPU's scheduler worker thread; handling its messages on the reader thread");
+        }
+        sender
+    });
+    if let Err(std::sync::mpsc::SendError((generation, msg))) = mailbox.send((generation, msg)) {
+        apply_device_msg(gate, device, generation, msg);
+    }
+}
+
+/// Applies a device's message received on connection `generation`.
+fn apply_device_msg(gate: &'static Gate, device: &DeviceGate, generation: u64, msg: DeviceMsg) {
+    match msg {
+        DeviceMsg::Granted { room } => handle::grant(gate, device, room, generation),
+        DeviceMsg::Reserved { room } => handle::reserved(device, room),
+        DeviceMsg::Drop { evict_bytes } => handle::drop_lock(gate, device, evict_bytes),
+        DeviceMsg::Evict { bytes } => handle::evict(gate, device, bytes),
+        DeviceMsg::Prepare { bytes } => handle::prepare(gate, device, bytes),
+        DeviceMsg::Fetch { bytes } => handle::fetch(gate, device, bytes),
+    }
+}
