@@ -28,29 +28,23 @@ where
 
 fn main() {
     let gpu = GpuUuid([0xab; 16]);
-    bench("RequestLock", &ClientMsg::RequestLock { gpu }, 1_000_000);
+    bench("RequestLock", &ClientBody::RequestLock.on(gpu), 1_000_000);
     bench(
         "LockReleased",
-        &ClientMsg::LockReleased {
-            gpu,
-            resident: 12 << 30,
-        },
+        &ClientBody::LockReleased { resident: 12 << 30 }.on(gpu),
         1_000_000,
     );
     bench(
         "LockGranted",
-        &SchedulerMsg::LockGranted {
-            gpu,
-            room: 12 << 30,
-        },
+        &SchedulerBody::LockGranted { room: 12 << 30 }.on(gpu),
         1_000_000,
     );
     bench(
         "DropLock",
-        &SchedulerMsg::DropLock {
-            gpu,
+        &SchedulerBody::DropLock {
             evict_bytes: 8 << 30,
-        },
+        }
+        .on(gpu),
         1_000_000,
     );
     let clients = (0..64)

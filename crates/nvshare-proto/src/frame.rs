@@ -242,9 +242,7 @@ mod tests {
 
     #[test]
     fn frame_round_trip_blocking() {
-        let msg = ClientMsg::RequestLock {
-            gpu: GpuUuid([7; 16]),
-        };
+        let msg = ClientBody::RequestLock.on(GpuUuid([7; 16]));
         let mut wire = Vec::new();
         write_msg(&mut wire, &msg).unwrap();
         let back: ClientMsg = read_msg(&mut wire.as_slice()).unwrap();
@@ -332,14 +330,11 @@ mod tests {
     #[test]
     fn frame_buffer_reassembles_byte_by_byte() {
         let msgs = vec![
-            SchedulerMsg::LockGranted {
-                gpu: GpuUuid([1; 16]),
-                room: 4 << 30,
-            },
-            SchedulerMsg::DropLock {
-                gpu: GpuUuid([2; 16]),
+            SchedulerBody::LockGranted { room: 4 << 30 }.on(GpuUuid([1; 16])),
+            SchedulerBody::DropLock {
                 evict_bytes: 12 << 30,
-            },
+            }
+            .on(GpuUuid([2; 16])),
             SchedulerMsg::ShuttingDown,
         ];
         let wire: Vec<u8> = msgs.iter().flat_map(|m| encode_frame(m).unwrap()).collect();

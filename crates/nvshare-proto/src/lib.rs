@@ -24,8 +24,8 @@
 //! 1. The connecting side sends [`Hello`] (magic, [`PROTOCOL_VERSION`], role).
 //!    The scheduler answers [`HelloReply`]; on a version mismatch it answers
 //!    [`HelloReply::Rejected`] and closes.
-//! 2. A hook client then attaches to each GPU it uses ([`ClientMsg::Attach`]
-//!    → [`SchedulerMsg::Welcome`]), reports its memory use, asks for the lock
+//! 2. A hook client then attaches to each GPU it uses ([`ClientBody::Attach`]
+//!    → [`SchedulerBody::Welcome`]), reports its memory use, asks for the lock
 //!    and follows the scheduler's drop and evict requests.
 //! 3. A control client sends [`ControlRequest`]s, each answered by one
 //!    [`ControlReply`].
@@ -56,7 +56,10 @@ pub use messages::*;
 /// (`Evicting` progress, `Fetch`/`Fetched`: the next program's restore
 /// starts while the last one's eviction frees memory). New messages are
 /// appended to their enums, so every earlier message keeps its encoding.
-pub const PROTOCOL_VERSION: u32 = 3;
+///
+/// 4: every GPU message is an envelope naming the GPU once
+/// ([`ClientMsg`] `{gpu, body}`, [`SchedulerMsg::Gpu`]).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// First four bytes of every [`Hello`]: tells an nvshare peer from anything
 /// else that connects to the socket.

@@ -69,14 +69,23 @@ pub enum HelloReply {
     Rejected(ErrorReply),
 }
 
-/// Messages from a hooked program to the scheduler.
+/// A message from a hooked program to the scheduler: every one is about one
+/// GPU, named once in the envelope so that each side finds the GPU's state
+/// once and hands the body to it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ClientMsg {
-    /// The program started using a GPU. Answered by [`SchedulerMsg::Welcome`].
+pub struct ClientMsg {
+    /// The GPU the message is about.
+    pub gpu: GpuUuid,
+    /// What it says.
+    pub body: ClientBody,
+}
+
+/// What a hooked program tells the scheduler about one GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientBody {
+    /// The program started using a GPU. Answered by [`SchedulerBody::Welcome`].
     /// Sent once per GPU, before any other message naming that GPU.
     Attach {
-        /// The GPU.
-        gpu: GpuUuid,
         /// Its physical memory (`cuDeviceTotalMem`).
         physical_memory: u64,
         /// Bytes already allocated on it (non-zero after a reconnect).
@@ -89,55 +98,41 @@ pub enum ClientMsg {
     },
     /// The program's memory on `gpu` changed (allocation, free, swap).
     Usage {
-        /// The GPU.
-        gpu: GpuUuid,
         /// All bytes allocated.
         footprint: u64,
         /// Bytes on the GPU now.
         resident: u64,
     },
     /// The program wants to submit work to `gpu`. Answered by
-    /// [`SchedulerMsg::LockGranted`] when it may. Sent by the holder after an
-    /// [`ClientMsg::Idle`] report, it means "busy again": the scheduler
+    /// [`SchedulerBody::LockGranted`] when it may. Sent by the holder after an
+    /// [`ClientBody::Idle`] report, it means "busy again": the scheduler
     /// forgets the idle hint and confirms the grant.
-    RequestLock {
-        /// The GPU.
-        gpu: GpuUuid,
-    },
+    RequestLock,
     /// The lock holder is about to allocate past the room it was given
-    /// ([`SchedulerMsg::LockGranted`], [`SchedulerMsg::Reserved`]): it asks
+    /// ([`SchedulerBody::LockGranted`], [`SchedulerBody::Reserved`]): it asks
     /// for room for a footprint of `footprint` bytes and makes the
-    /// allocation only once [`SchedulerMsg::Reserved`] grants it. If the
+    /// allocation only once [`SchedulerBody::Reserved`] grants it. If the
     /// scheduler cannot make room beside the other holders it may drop the
-    /// lock instead ([`SchedulerMsg::DropLock`]); the program then asks for
+    /// lock instead ([`SchedulerBody::DropLock`]); the program then asks for
     /// the lock again with the new footprint. Ignored from a program that
     /// does not hold the lock.
     Reserve {
-        /// The GPU.
-        gpu: GpuUuid,
         /// The footprint the program will have after the allocation.
         footprint: u64,
     },
     /// The program stopped using the lock on `gpu`: in answer to
-    /// [`SchedulerMsg::DropLock`] (after evicting what was asked), or of its
+    /// [`SchedulerBody::DropLock`] (after evicting what was asked), or of its
     /// own accord.
     LockReleased {
-        /// The GPU.
-        gpu: GpuUuid,
         /// Bytes on the GPU after any eviction.
         resident: u64,
     },
     /// The lock holder has submitted no GPU work for a while. It keeps the
     /// lock; the scheduler may ask for it back early if others wait.
-    Idle {
-        /// The GPU.
-        gpu: GpuUuid,
-    },
+    Idle,
     /// Memory was moved to host memory, in answer to
-    /// [`SchedulerMsg::Evict`] or [`SchedulerMsg::DropLock`].
+    /// [`SchedulerBody::Evict`] or [`SchedulerBody::DropLock`].
     Evicted {
-        /// The GPU.
-        gpu: GpuUuid,
         /// Bytes moved out.
         bytes: u64,
         /// Bytes still on the GPU.
@@ -147,8 +142,6 @@ pub enum ClientMsg {
     },
     /// Memory was moved back to the GPU before the program's work ran.
     Restored {
-        /// The GPU.
-        gpu: GpuUuid,
         /// Bytes moved in.
         bytes: u64,
         /// Bytes on the GPU now.
@@ -159,8 +152,6 @@ pub enum ClientMsg {
     /// An eviction could not be done (host memory exhausted). Nothing was
     /// lost: the memory stays on the GPU.
     EvictFailed {
-        /// The GPU.
-        gpu: GpuUuid,
         /// Bytes still on the GPU.
         resident: u64,
         /// What went wrong, for the operator.
@@ -168,39 +159,29 @@ pub enum ClientMsg {
     },
     /// The program stopped using `gpu` (context destroyed). Its memory there
     /// is gone and any lock is released.
-    Detach {
-        /// The GPU.
-        gpu: GpuUuid,
-    },
+    Detach,
     /// The host memory the program keeps for its memory of `gpu`: the
     /// shadows that hold swapped-out memory (and those made ahead of an
-    /// eviction, or kept from the last one). Sent when it changes. Appended
-    /// last so that every earlier message keeps its encoding.
+    /// eviction, or kept from the last one). Sent when it changes.
     HostShadows {
-        /// The GPU.
-        gpu: GpuUuid,
         /// Bytes of page-locked shadows.
         pinned: u64,
         /// Bytes of pageable shadows (the driver refused to pin them).
         pageable: u64,
     },
-    /// Progress of an eviction asked by [`SchedulerMsg::DropLock`] or
-    /// [`SchedulerMsg::Evict`]: part of the memory is already freed (sent as
+    /// Progress of an eviction asked by [`SchedulerBody::DropLock`] or
+    /// [`SchedulerBody::Evict`]: part of the memory is already freed (sent as
     /// each piece is released; the final answer follows as usual). Lets the
     /// scheduler hand the freed memory to the next program's restore
-    /// ([`SchedulerMsg::Fetch`]) while the rest is still being copied.
+    /// ([`SchedulerBody::Fetch`]) while the rest is still being copied.
     Evicting {
-        /// The GPU.
-        gpu: GpuUuid,
         /// Bytes still on the GPU.
         resident: u64,
     },
-    /// Answer to [`SchedulerMsg::Fetch`]: memory brought back ahead of a
+    /// Answer to [`SchedulerBody::Fetch`]: memory brought back ahead of a
     /// grant (0 bytes if none could be: the GPU was full, or nothing
     /// swapped out fitted the room).
     Fetched {
-        /// The GPU.
-        gpu: GpuUuid,
         /// Bytes moved in.
         bytes: u64,
         /// Bytes on the GPU now.
@@ -210,66 +191,16 @@ pub enum ClientMsg {
     },
 }
 
-/// Messages from the scheduler to a hooked program.
+/// A message from the scheduler to a hooked program: about one GPU (in an
+/// envelope naming it once), or about the whole connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SchedulerMsg {
-    /// Answer to [`ClientMsg::Attach`].
-    Welcome {
-        /// The client's id.
-        client_id: ClientId,
+    /// About one GPU.
+    Gpu {
         /// The GPU.
         gpu: GpuUuid,
-        /// The time-slice quantum in milliseconds.
-        quantum_ms: u64,
-        /// The memory the program may use on this GPU: the GPU's memory minus
-        /// a reserve, or the operator's `--memory-capacity`. Programs see it as
-        /// the GPU's total memory.
-        capacity: u64,
-    },
-    /// The program may submit work to `gpu`, and allocate on it up to a
-    /// footprint of `room` bytes without asking ([`ClientMsg::Reserve`]).
-    LockGranted {
-        /// The GPU.
-        gpu: GpuUuid,
-        /// The footprint the holder may reach: memory the scheduler keeps
-        /// free for it beside the other holders.
-        room: u64,
-    },
-    /// Answer to [`ClientMsg::Reserve`]: the holder may now allocate up to a
-    /// footprint of `room` bytes (at least what it asked) while it holds the
-    /// lock.
-    Reserved {
-        /// The GPU.
-        gpu: GpuUuid,
-        /// The footprint the holder may reach.
-        room: u64,
-    },
-    /// Stop submitting work to `gpu`, wait for the work in flight, evict
-    /// `evict_bytes` (least recently used first; 0: keep everything) and
-    /// answer [`ClientMsg::LockReleased`].
-    DropLock {
-        /// The GPU.
-        gpu: GpuUuid,
-        /// Bytes to move to host memory before releasing.
-        evict_bytes: u64,
-    },
-    /// A hint to a holder: others wait for `gpu`, and when its quantum ends
-    /// it will be asked to move about `bytes` to host memory. Making the
-    /// host room for that now, while it runs, takes it off the switch. No
-    /// answer.
-    Prepare {
-        /// The GPU.
-        gpu: GpuUuid,
-        /// Bytes it will likely have to move out.
-        bytes: u64,
-    },
-    /// The program does not hold the lock; move `bytes` of its memory on
-    /// `gpu` to host memory and answer [`ClientMsg::Evicted`].
-    Evict {
-        /// The GPU.
-        gpu: GpuUuid,
-        /// Bytes to move out.
-        bytes: u64,
+        /// What the scheduler says about it.
+        body: SchedulerBody,
     },
     /// The quantum changed (operator `set-tq`).
     QuantumChanged {
@@ -281,17 +212,80 @@ pub enum SchedulerMsg {
     /// The scheduler is exiting; the program continues unscheduled until it
     /// can reconnect.
     ShuttingDown,
+}
+
+/// What the scheduler tells a hooked program about one GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SchedulerBody {
+    /// Answer to [`ClientBody::Attach`].
+    Welcome {
+        /// The client's id.
+        client_id: ClientId,
+        /// The time-slice quantum in milliseconds.
+        quantum_ms: u64,
+        /// The memory the program may use on this GPU: the GPU's memory minus
+        /// a reserve, or the operator's `--memory-capacity`. Programs see it as
+        /// the GPU's total memory.
+        capacity: u64,
+    },
+    /// The program may submit work to `gpu`, and allocate on it up to a
+    /// footprint of `room` bytes without asking ([`ClientBody::Reserve`]).
+    LockGranted {
+        /// The footprint the holder may reach: memory the scheduler keeps
+        /// free for it beside the other holders.
+        room: u64,
+    },
+    /// Answer to [`ClientBody::Reserve`]: the holder may now allocate up to a
+    /// footprint of `room` bytes (at least what it asked) while it holds the
+    /// lock.
+    Reserved {
+        /// The footprint the holder may reach.
+        room: u64,
+    },
+    /// Stop submitting work to `gpu`, wait for the work in flight, evict
+    /// `evict_bytes` (least recently used first; 0: keep everything) and
+    /// answer [`ClientBody::LockReleased`].
+    DropLock {
+        /// Bytes to move to host memory before releasing.
+        evict_bytes: u64,
+    },
+    /// A hint to a holder: others wait for `gpu`, and when its quantum ends
+    /// it will be asked to move about `bytes` to host memory. Making the
+    /// host room for that now, while it runs, takes it off the switch. No
+    /// answer.
+    Prepare {
+        /// Bytes it will likely have to move out.
+        bytes: u64,
+    },
+    /// The program does not hold the lock; move `bytes` of its memory on
+    /// `gpu` to host memory and answer [`ClientBody::Evicted`].
+    Evict {
+        /// Bytes to move out.
+        bytes: u64,
+    },
     /// The program waits for `gpu` and is likely next: bring up to `bytes`
     /// of its swapped-out memory back now, into memory that is free (the
     /// switch's eviction and this restore then use the two directions of
-    /// the link at once), and answer [`ClientMsg::Fetched`]. Its work still
-    /// waits for [`SchedulerMsg::LockGranted`].
+    /// the link at once), and answer [`ClientBody::Fetched`]. Its work still
+    /// waits for [`SchedulerBody::LockGranted`].
     Fetch {
-        /// The GPU.
-        gpu: GpuUuid,
         /// The most bytes to bring back.
         bytes: u64,
     },
+}
+
+impl ClientBody {
+    /// This body in an envelope about `gpu`.
+    pub fn on(self, gpu: GpuUuid) -> ClientMsg {
+        ClientMsg { gpu, body: self }
+    }
+}
+
+impl SchedulerBody {
+    /// This body in an envelope about `gpu`.
+    pub fn on(self, gpu: GpuUuid) -> SchedulerMsg {
+        SchedulerMsg::Gpu { gpu, body: self }
+    }
 }
 
 /// Requests of an operator tool.

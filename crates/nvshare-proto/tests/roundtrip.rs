@@ -57,64 +57,80 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
             any::<bool>()
         )
             .prop_map(|(gpu, physical_memory, footprint, resident, holding)| {
-                ClientMsg::Attach {
-                    gpu,
+                ClientBody::Attach {
                     physical_memory,
                     footprint,
                     resident,
                     holding,
                 }
+                .on(gpu)
             }),
         (gpu(), any::<u64>(), any::<u64>()).prop_map(|(gpu, footprint, resident)| {
-            ClientMsg::Usage {
-                gpu,
+            ClientBody::Usage {
                 footprint,
                 resident,
             }
+            .on(gpu)
         }),
-        gpu().prop_map(|gpu| ClientMsg::RequestLock { gpu }),
-        (gpu(), any::<u64>()).prop_map(|(gpu, resident)| ClientMsg::LockReleased { gpu, resident }),
-        gpu().prop_map(|gpu| ClientMsg::Idle { gpu }),
-        (gpu(), any::<u64>()).prop_map(|(gpu, footprint)| ClientMsg::Reserve { gpu, footprint }),
+        gpu().prop_map(|gpu| ClientMsg {
+            gpu,
+            body: ClientBody::RequestLock
+        }),
+        (gpu(), any::<u64>()).prop_map(|(gpu, resident)| ClientMsg {
+            gpu,
+            body: ClientBody::LockReleased { resident }
+        }),
+        gpu().prop_map(|gpu| ClientMsg {
+            gpu,
+            body: ClientBody::Idle
+        }),
+        (gpu(), any::<u64>()).prop_map(|(gpu, footprint)| ClientMsg {
+            gpu,
+            body: ClientBody::Reserve { footprint }
+        }),
         (gpu(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
-            |(gpu, bytes, resident, elapsed_us)| ClientMsg::Evicted {
+            |(gpu, bytes, resident, elapsed_us)| ClientMsg {
                 gpu,
-                bytes,
-                resident,
-                elapsed_us
+                body: ClientBody::Evicted {
+                    bytes,
+                    resident,
+                    elapsed_us
+                }
             }
         ),
         (gpu(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
-            |(gpu, bytes, resident, elapsed_us)| ClientMsg::Restored {
+            |(gpu, bytes, resident, elapsed_us)| ClientMsg {
                 gpu,
-                bytes,
-                resident,
-                elapsed_us
+                body: ClientBody::Restored {
+                    bytes,
+                    resident,
+                    elapsed_us
+                }
             }
         ),
         (gpu(), any::<u64>(), ".*").prop_map(|(gpu, resident, reason)| {
-            ClientMsg::EvictFailed {
-                gpu,
-                resident,
-                reason,
-            }
+            ClientBody::EvictFailed { resident, reason }.on(gpu)
         }),
-        (gpu(), any::<u64>()).prop_map(|(gpu, resident)| ClientMsg::Evicting { gpu, resident }),
+        (gpu(), any::<u64>()).prop_map(|(gpu, resident)| ClientMsg {
+            gpu,
+            body: ClientBody::Evicting { resident }
+        }),
         (gpu(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
-            |(gpu, bytes, resident, elapsed_us)| ClientMsg::Fetched {
+            |(gpu, bytes, resident, elapsed_us)| ClientMsg {
                 gpu,
-                bytes,
-                resident,
-                elapsed_us
+                body: ClientBody::Fetched {
+                    bytes,
+                    resident,
+                    elapsed_us
+                }
             }
         ),
-        gpu().prop_map(|gpu| ClientMsg::Detach { gpu }),
+        gpu().prop_map(|gpu| ClientMsg {
+            gpu,
+            body: ClientBody::Detach
+        }),
         (gpu(), any::<u64>(), any::<u64>()).prop_map(|(gpu, pinned, pageable)| {
-            ClientMsg::HostShadows {
-                gpu,
-                pinned,
-                pageable,
-            }
+            ClientBody::HostShadows { pinned, pageable }.on(gpu)
         }),
     ]
 }
@@ -122,20 +138,39 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
 fn scheduler_msg() -> impl Strategy<Value = SchedulerMsg> {
     prop_oneof![
         (any::<u64>(), gpu(), any::<u64>(), any::<u64>()).prop_map(
-            |(client_id, gpu, quantum_ms, capacity)| SchedulerMsg::Welcome {
-                client_id,
+            |(client_id, gpu, quantum_ms, capacity)| SchedulerMsg::Gpu {
                 gpu,
-                quantum_ms,
-                capacity
+                body: SchedulerBody::Welcome {
+                    client_id,
+                    quantum_ms,
+                    capacity
+                }
             }
         ),
-        (gpu(), any::<u64>()).prop_map(|(gpu, room)| SchedulerMsg::LockGranted { gpu, room }),
-        (gpu(), any::<u64>()).prop_map(|(gpu, room)| SchedulerMsg::Reserved { gpu, room }),
-        (gpu(), any::<u64>())
-            .prop_map(|(gpu, evict_bytes)| SchedulerMsg::DropLock { gpu, evict_bytes }),
-        (gpu(), any::<u64>()).prop_map(|(gpu, bytes)| SchedulerMsg::Evict { gpu, bytes }),
-        (gpu(), any::<u64>()).prop_map(|(gpu, bytes)| SchedulerMsg::Prepare { gpu, bytes }),
-        (gpu(), any::<u64>()).prop_map(|(gpu, bytes)| SchedulerMsg::Fetch { gpu, bytes }),
+        (gpu(), any::<u64>()).prop_map(|(gpu, room)| SchedulerMsg::Gpu {
+            gpu,
+            body: SchedulerBody::LockGranted { room }
+        }),
+        (gpu(), any::<u64>()).prop_map(|(gpu, room)| SchedulerMsg::Gpu {
+            gpu,
+            body: SchedulerBody::Reserved { room }
+        }),
+        (gpu(), any::<u64>()).prop_map(|(gpu, evict_bytes)| SchedulerMsg::Gpu {
+            gpu,
+            body: SchedulerBody::DropLock { evict_bytes }
+        }),
+        (gpu(), any::<u64>()).prop_map(|(gpu, bytes)| SchedulerMsg::Gpu {
+            gpu,
+            body: SchedulerBody::Evict { bytes }
+        }),
+        (gpu(), any::<u64>()).prop_map(|(gpu, bytes)| SchedulerMsg::Gpu {
+            gpu,
+            body: SchedulerBody::Prepare { bytes }
+        }),
+        (gpu(), any::<u64>()).prop_map(|(gpu, bytes)| SchedulerMsg::Gpu {
+            gpu,
+            body: SchedulerBody::Fetch { bytes }
+        }),
         any::<u64>().prop_map(|quantum_ms| SchedulerMsg::QuantumChanged { quantum_ms }),
         error_reply().prop_map(SchedulerMsg::Error),
         Just(SchedulerMsg::ShuttingDown),
@@ -308,34 +343,40 @@ fn read_payload_any(bytes: &[u8]) -> Result<ClientMsg, ProtoError> {
     read_msg(&mut { bytes })
 }
 
-/// Messages added after a release are appended to their enums: every
-/// message an older peer sends keeps its exact encoding (variant index
-/// first, then the fields in order).
+/// The wire layout of protocol 4, which later messages keep (they are
+/// appended to their enums): a client message is the GPU's 16 bytes, then
+/// the body's variant index and fields; a scheduler message is the
+/// envelope's index (0: about a GPU), then the GPU and the body.
 #[test]
-fn appended_messages_leave_earlier_encodings_unchanged() {
+fn the_envelope_names_the_gpu_once_and_earlier_encodings_stay() {
     let gpu = GpuUuid([7; 16]);
-    let detach = encode(&ClientMsg::Detach { gpu }).unwrap();
-    assert_eq!(detach[0], 9, "Detach is still the tenth client message");
-    assert_eq!(&detach[1..], &[7; 16]);
-    let shadows = encode(&ClientMsg::HostShadows {
-        gpu,
-        pinned: 1,
-        pageable: 2,
-    })
+    let detach = encode(&ClientBody::Detach.on(gpu)).unwrap();
+    assert_eq!(&detach[..16], &[7; 16], "the GPU comes first, once");
+    assert_eq!(&detach[16..], &[9], "Detach is the tenth client body");
+    let shadows = encode(
+        &ClientBody::HostShadows {
+            pinned: 1,
+            pageable: 2,
+        }
+        .on(gpu),
+    )
     .unwrap();
-    assert!(
-        shadows[0] >= 10,
-        "HostShadows comes after every earlier one"
-    );
-    assert_eq!(&shadows[shadows.len() - 2..], &[1, 2]);
-    let evicting = encode(&ClientMsg::Evicting { gpu, resident: 3 }).unwrap();
-    assert!(evicting[0] > shadows[0], "Evicting comes after HostShadows");
-    assert_eq!(encode(&SchedulerMsg::ShuttingDown).unwrap(), vec![8]);
-    let fetch = encode(&SchedulerMsg::Fetch { gpu, bytes: 4 }).unwrap();
-    assert_eq!(
-        fetch[0], 9,
-        "Fetch comes after every earlier scheduler message"
-    );
+    assert_eq!(&shadows[16..], &[10, 1, 2]);
+    let fetched = encode(
+        &ClientBody::Fetched {
+            bytes: 1,
+            resident: 2,
+            elapsed_us: 3,
+        }
+        .on(gpu),
+    )
+    .unwrap();
+    assert_eq!(&fetched[16..], &[12, 1, 2, 3], "Fetched is the last client body");
+    let fetch = encode(&SchedulerBody::Fetch { bytes: 4 }.on(gpu)).unwrap();
+    assert_eq!(fetch[0], 0, "a GPU's message is the first scheduler message");
+    assert_eq!(&fetch[1..17], &[7; 16]);
+    assert_eq!(&fetch[17..], &[6, 4], "Fetch is the last scheduler body");
+    assert_eq!(encode(&SchedulerMsg::ShuttingDown).unwrap(), vec![3]);
     assert_eq!(encode(&ControlRequest::Status).unwrap(), vec![0]);
     assert_eq!(encode(&ControlRequest::HostShadows).unwrap(), vec![3]);
     assert_eq!(encode(&ControlReply::Done).unwrap(), vec![1]);

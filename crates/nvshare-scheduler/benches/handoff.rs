@@ -13,7 +13,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use nvshare_proto::{ClientMsg, Role, SchedulerMsg};
+use nvshare_proto::{ClientBody, Role, SchedulerBody, SchedulerMsg};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -31,22 +31,30 @@ fn attached(daemon: &Daemon, name: &str) -> Wire {
             group: None,
         },
     );
-    wire.send(&ClientMsg::Attach {
-        gpu: GPU,
-        physical_memory: 80 * GIB,
-        footprint: 0,
-        resident: 0,
-        holding: false,
-    });
+    wire.send(
+        &ClientBody::Attach {
+            physical_memory: 80 * GIB,
+            footprint: 0,
+            resident: 0,
+            holding: false,
+        }
+        .on(GPU),
+    );
     match wire.recv::<SchedulerMsg>(PATIENCE) {
-        Ok(SchedulerMsg::Welcome { .. }) => wire,
+        Ok(SchedulerMsg::Gpu {
+            body: SchedulerBody::Welcome { .. },
+            ..
+        }) => wire,
         other => panic!("expected a welcome, got {other:?}"),
     }
 }
 
 fn wait_grant(wire: &mut Wire) {
     match wire.recv::<SchedulerMsg>(PATIENCE) {
-        Ok(SchedulerMsg::LockGranted { .. }) => {}
+        Ok(SchedulerMsg::Gpu {
+            body: SchedulerBody::LockGranted { .. },
+            ..
+        }) => {}
         other => panic!("expected a grant, got {other:?}"),
     }
 }
@@ -107,7 +115,7 @@ fn contended(daemon: &Daemon, measure: Duration) -> Summary {
             std::thread::spawn(move || {
                 let mut samples = Vec::with_capacity(1 << 20);
                 loop {
-                    wire.send(&ClientMsg::RequestLock { gpu: GPU });
+                    wire.send(&ClientBody::RequestLock.on(GPU));
                     wait_grant(&mut wire);
                     let granted = base.elapsed().as_nanos() as u64;
                     let released = last_release.load(Ordering::Acquire);
@@ -115,17 +123,11 @@ fn contended(daemon: &Daemon, measure: Duration) -> Summary {
                         samples.push(granted - released);
                     }
                     if stop.load(Ordering::Relaxed) {
-                        wire.send(&ClientMsg::LockReleased {
-                            gpu: GPU,
-                            resident: 0,
-                        });
+                        wire.send(&ClientBody::LockReleased { resident: 0 }.on(GPU));
                         return samples;
                     }
                     last_release.store(base.elapsed().as_nanos() as u64, Ordering::Release);
-                    wire.send(&ClientMsg::LockReleased {
-                        gpu: GPU,
-                        resident: 0,
-                    });
+                    wire.send(&ClientBody::LockReleased { resident: 0 }.on(GPU));
                 }
             })
         })
@@ -169,15 +171,12 @@ fn uncontended(daemon: &Daemon, measure: Duration) -> Summary {
         if measuring && asked.duration_since(started) >= measure {
             break;
         }
-        wire.send(&ClientMsg::RequestLock { gpu: GPU });
+        wire.send(&ClientBody::RequestLock.on(GPU));
         wait_grant(&mut wire);
         if measuring {
             samples.push(asked.elapsed().as_nanos() as u64);
         }
-        wire.send(&ClientMsg::LockReleased {
-            gpu: GPU,
-            resident: 0,
-        });
+        wire.send(&ClientBody::LockReleased { resident: 0 }.on(GPU));
     }
     let elapsed = started.elapsed();
     let daemon_cpu = cpu_time(daemon.pid()) - cpu_before;

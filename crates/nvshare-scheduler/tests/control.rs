@@ -3,7 +3,7 @@
 
 use crate::support::{Daemon, HookClient, MIB, Notice, PATIENCE, open_up};
 use nvshare_proto::{
-    ClientHostShadows, ClientMsg, ControlReply, ControlRequest, ErrorCode, GpuHostShadows, Hello,
+    ClientBody, ClientHostShadows, ControlReply, ControlRequest, ErrorCode, GpuHostShadows, Hello,
     HelloReply, Policy, Role, decode, encode_frame,
 };
 use std::io::Read;
@@ -38,16 +38,20 @@ fn host_shadows_are_reported_per_client_and_per_gpu() {
     let daemon = Daemon::start(&["--memory-capacity", "2GiB"]);
     let a = HookClient::connect_attached(&daemon.socket, "alpha", 300 * MIB);
     let b = HookClient::connect_attached(&daemon.socket, "beta", 300 * MIB);
-    a.send(&ClientMsg::HostShadows {
-        gpu: crate::support::GPU,
-        pinned: 64 * MIB,
-        pageable: 0,
-    });
-    b.send(&ClientMsg::HostShadows {
-        gpu: crate::support::GPU,
-        pinned: 16 * MIB,
-        pageable: 8 * MIB,
-    });
+    a.send(
+        &ClientBody::HostShadows {
+            pinned: 64 * MIB,
+            pageable: 0,
+        }
+        .on(crate::support::GPU),
+    );
+    b.send(
+        &ClientBody::HostShadows {
+            pinned: 16 * MIB,
+            pageable: 8 * MIB,
+        }
+        .on(crate::support::GPU),
+    );
     let mut control = daemon.control();
     let expected = GpuHostShadows {
         uuid: crate::support::GPU,

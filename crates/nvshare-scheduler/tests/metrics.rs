@@ -95,11 +95,9 @@ fn host_shadow_bytes_follow_the_clients_reports() {
     let a = HookClient::connect_attached(&daemon.socket, "alpha", 100 * MIB);
     let b = HookClient::connect_attached(&daemon.socket, "beta", 100 * MIB);
     let report = |client: &HookClient, pinned, pageable| {
-        client.send(&nvshare_proto::ClientMsg::HostShadows {
-            gpu: crate::support::GPU,
-            pinned,
-            pageable,
-        })
+        client.send(
+            &nvshare_proto::ClientBody::HostShadows { pinned, pageable }.on(crate::support::GPU),
+        )
     };
     report(&a, 32 * MIB, 0);
     report(&b, 8 * MIB, 2 * MIB);

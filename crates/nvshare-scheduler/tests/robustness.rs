@@ -4,7 +4,7 @@
 
 use crate::support::{Daemon, HookClient, MIB, Notice, PATIENCE, Wire, handshake};
 use nvshare_proto::{
-    ClientMsg, ErrorCode, Hello, HelloReply, MAX_FRAME_LEN, MAX_HELLO_LEN, PROTOCOL_VERSION, Role,
+    ClientBody, ErrorCode, Hello, HelloReply, MAX_FRAME_LEN, MAX_HELLO_LEN, PROTOCOL_VERSION, Role,
     SchedulerMsg, encode,
 };
 use std::io::Write;
@@ -156,9 +156,7 @@ fn garbage_after_the_handshake_is_refused() {
             group: None,
         },
     );
-    rogue.send(&ClientMsg::Idle {
-        gpu: crate::support::GPU,
-    });
+    rogue.send(&ClientBody::Idle.on(crate::support::GPU));
     rogue.stream.write_all(&frame(&[0xee; 12])).unwrap();
     match rogue.recv::<SchedulerMsg>(PATIENCE) {
         Ok(SchedulerMsg::Error(reply)) => {

@@ -3,7 +3,7 @@
 //! dead holder's lock passed on at once.
 
 use crate::support::{Daemon, GIB, GPU, HookClient, MIB, PATIENCE, handshake};
-use nvshare_proto::{ClientMsg, ClientState, Role, SchedulerMsg};
+use nvshare_proto::{ClientBody, ClientState, Role, SchedulerBody, SchedulerMsg};
 use std::time::{Duration, Instant};
 
 /// A dead holder's lock must be reassigned within this (the requirement).
@@ -139,21 +139,29 @@ fn a_killed_holder_process_hands_the_lock_on_within_100ms() {
             group: None,
         },
     );
-    holder.send(&ClientMsg::Attach {
-        gpu: GPU,
-        physical_memory: 80 * GIB,
-        footprint: 800 * MIB,
-        resident: 0,
-        holding: false,
-    });
+    holder.send(
+        &ClientBody::Attach {
+            physical_memory: 80 * GIB,
+            footprint: 800 * MIB,
+            resident: 0,
+            holding: false,
+        }
+        .on(GPU),
+    );
     assert!(matches!(
         holder.recv::<SchedulerMsg>(PATIENCE),
-        Ok(SchedulerMsg::Welcome { .. })
+        Ok(SchedulerMsg::Gpu {
+            body: SchedulerBody::Welcome { .. },
+            ..
+        })
     ));
-    holder.send(&ClientMsg::RequestLock { gpu: GPU });
+    holder.send(&ClientBody::RequestLock.on(GPU));
     assert!(matches!(
         holder.recv::<SchedulerMsg>(PATIENCE),
-        Ok(SchedulerMsg::LockGranted { .. })
+        Ok(SchedulerMsg::Gpu {
+            body: SchedulerBody::LockGranted { .. },
+            ..
+        })
     ));
     let mut waiter = HookClient::connect_attached(&daemon.socket, "waiter", 800 * MIB);
     waiter.request();

@@ -19,7 +19,7 @@
 use super::Gate;
 use super::device::DeviceGate;
 use super::platform;
-use nvshare_proto::ClientMsg;
+use nvshare_proto::ClientBody;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -118,7 +118,7 @@ pub(crate) fn leave(gate: &'static Gate) {
         detached.push(device);
     }
     for device in &detached {
-        gate.session.send(&ClientMsg::Detach { gpu: device.uuid });
+        gate.session.send(&ClientBody::Detach.on(device.uuid));
     }
     if !detached.is_empty() {
         gate.session.close();

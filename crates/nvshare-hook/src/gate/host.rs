@@ -1,10 +1,10 @@
 //! Reporting the host memory the engine keeps as shadows of a device's
-//! memory (`ClientMsg::HostShadows`), each time it changed.
+//! memory (`ClientBody::HostShadows`), each time it changed.
 
 use super::Gate;
 use super::device::DeviceGate;
 use crate::engine;
-use nvshare_proto::ClientMsg;
+use nvshare_proto::ClientBody;
 
 /// Sends `device`'s host shadow bytes if they changed since the last report
 /// (or always, with `force`: after an attach, to a scheduler that knows
@@ -19,9 +19,11 @@ pub(crate) fn report(gate: &Gate, device: &DeviceGate, force: bool) {
         }
         *last = Some(now);
     }
-    gate.session.send(&ClientMsg::HostShadows {
-        gpu: device.uuid,
-        pinned: now.0,
-        pageable: now.1,
-    });
+    gate.session.send(
+        &ClientBody::HostShadows {
+            pinned: now.0,
+            pageable: now.1,
+        }
+        .on(device.uuid),
+    );
 }

@@ -28,7 +28,7 @@ pub use reserve::enter_allocation;
 
 use crate::ffi::{CUdevice, CUresult};
 use device::DeviceGate;
-use nvshare_proto::{ClientMsg, GpuUuid};
+use nvshare_proto::{ClientBody, GpuUuid};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
@@ -192,8 +192,7 @@ fn wait_for_grant(gate: &'static Gate, device: &'static DeviceGate) {
     // grant opens the gate, the drop's end asks again for those waiting.
     if !state.requested && !state.changing_hands {
         state.requested = true;
-        gate.session
-            .send(&ClientMsg::RequestLock { gpu: device.uuid });
+        gate.session.send(&ClientBody::RequestLock.on(device.uuid));
     }
     state.waiters += 1;
     device.changed.wait(&mut state);
@@ -262,11 +261,13 @@ fn report_usage(ordinal: CUdevice, extra: u64) -> Option<&'static DeviceGate> {
         return None;
     }
     let usage = crate::engine::current().usage(ordinal);
-    gate.session.send(&ClientMsg::Usage {
-        gpu: device.uuid,
-        footprint: usage.footprint.saturating_add(extra),
-        resident: usage.resident,
-    });
+    gate.session.send(
+        &ClientBody::Usage {
+            footprint: usage.footprint.saturating_add(extra),
+            resident: usage.resident,
+        }
+        .on(device.uuid),
+    );
     host::report(gate, device, false);
     Some(device)
 }

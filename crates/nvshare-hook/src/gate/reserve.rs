@@ -11,7 +11,7 @@
 use super::device::DeviceGate;
 use super::{gate, wait_for_room};
 use crate::ffi::CUdevice;
-use nvshare_proto::ClientMsg;
+use nvshare_proto::ClientBody;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -69,10 +69,8 @@ fn wait_for_reservation(device: &'static DeviceGate, needed: u64) {
     while device.is_held() && device.room.load(Ordering::SeqCst) < needed {
         if state.reserving < needed {
             state.reserving = needed;
-            gate.session.send(&ClientMsg::Reserve {
-                gpu: device.uuid,
-                footprint: needed,
-            });
+            gate.session
+                .send(&ClientBody::Reserve { footprint: needed }.on(device.uuid));
         }
         if device
             .changed

@@ -5,7 +5,7 @@ use super::member::Member;
 use super::{Action, Record};
 use nvshare_proto::{
     ClientHostShadows, ClientId, ClientState, ClientStatus, GpuHostShadows, GpuStatus, GpuUuid,
-    Policy, SchedulerMsg,
+    Policy, SchedulerBody,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -153,10 +153,7 @@ impl Domain {
         self.grants += 1;
         out.push(Action::Send {
             client,
-            msg: SchedulerMsg::LockGranted {
-                gpu: self.uuid,
-                room,
-            },
+            msg: SchedulerBody::LockGranted { room }.on(self.uuid),
         });
         out.push(Action::Record(Record::Granted {
             client,
@@ -216,10 +213,7 @@ impl Domain {
         self.drop_started.get_or_insert(now);
         out.push(Action::Send {
             client,
-            msg: SchedulerMsg::DropLock {
-                gpu: self.uuid,
-                evict_bytes,
-            },
+            msg: SchedulerBody::DropLock { evict_bytes }.on(self.uuid),
         });
         out.push(Action::Record(Record::DropRequested {
             client,
@@ -237,10 +231,7 @@ impl Domain {
         m.pending_evicts.push_back(bytes);
         out.push(Action::Send {
             client,
-            msg: SchedulerMsg::Evict {
-                gpu: self.uuid,
-                bytes,
-            },
+            msg: SchedulerBody::Evict { bytes }.on(self.uuid),
         });
     }
 
@@ -253,10 +244,7 @@ impl Domain {
         m.pending_fetches.push_back(bytes);
         out.push(Action::Send {
             client,
-            msg: SchedulerMsg::Fetch {
-                gpu: self.uuid,
-                bytes,
-            },
+            msg: SchedulerBody::Fetch { bytes }.on(self.uuid),
         });
     }
 

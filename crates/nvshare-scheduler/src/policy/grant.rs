@@ -18,7 +18,7 @@
 use super::domain::Domain;
 use super::reserve;
 use super::{Action, Record};
-use nvshare_proto::{ClientId, ClientState, Policy, SchedulerMsg};
+use nvshare_proto::{ClientId, ClientState, Policy, SchedulerBody};
 use std::time::Duration;
 
 /// Grants, drops and evicts on `d` as far as the state allows at `now`.
@@ -135,7 +135,7 @@ fn hint_oversubscribed(d: &mut Domain, out: &mut Vec<Action>) {
             m.prepared = bytes;
             out.push(Action::Send {
                 client: m.client,
-                msg: SchedulerMsg::Prepare { gpu, bytes },
+                msg: SchedulerBody::Prepare { bytes }.on(gpu),
             });
         }
     }
@@ -176,7 +176,7 @@ fn hint_leaving(
             m.prepared = bytes;
             out.push(Action::Send {
                 client: *id,
-                msg: SchedulerMsg::Prepare { gpu, bytes },
+                msg: SchedulerBody::Prepare { bytes }.on(gpu),
             });
         }
     }

@@ -3,39 +3,20 @@
 
 use super::domain::Domain;
 use super::{Action, Record};
-use nvshare_proto::{ClientId, ClientMsg, ClientState, GpuUuid, SchedulerMsg};
+use nvshare_proto::{ClientBody, ClientId, ClientState, SchedulerBody};
 use std::time::Duration;
 
-/// The GPU a message (other than `Attach`, handled apart) is about.
-pub(super) fn gpu_of(msg: &ClientMsg) -> GpuUuid {
-    match msg {
-        ClientMsg::Attach { gpu, .. }
-        | ClientMsg::Usage { gpu, .. }
-        | ClientMsg::RequestLock { gpu }
-        | ClientMsg::LockReleased { gpu, .. }
-        | ClientMsg::Idle { gpu }
-        | ClientMsg::Reserve { gpu, .. }
-        | ClientMsg::Evicted { gpu, .. }
-        | ClientMsg::Restored { gpu, .. }
-        | ClientMsg::EvictFailed { gpu, .. }
-        | ClientMsg::Evicting { gpu, .. }
-        | ClientMsg::Fetched { gpu, .. }
-        | ClientMsg::Detach { gpu }
-        | ClientMsg::HostShadows { gpu, .. } => *gpu,
-    }
-}
-
-/// Applies a message about `d` from its member `client`.
+/// Applies what its member `client` said about `d`.
 pub(super) fn apply(
     d: &mut Domain,
     client: ClientId,
-    msg: ClientMsg,
+    body: ClientBody,
     now: Duration,
     out: &mut Vec<Action>,
 ) {
     let gpu = d.uuid;
-    match msg {
-        ClientMsg::RequestLock { .. } => {
+    match body {
+        ClientBody::RequestLock => {
             if let Some(m) = d.members.get_mut(&client)
                 && m.state == ClientState::Running
             {
@@ -45,14 +26,14 @@ pub(super) fn apply(
                 let room = m.room;
                 out.push(Action::Send {
                     client,
-                    msg: SchedulerMsg::LockGranted { gpu, room },
+                    msg: SchedulerBody::LockGranted { room }.on(gpu),
                 });
             } else {
                 d.request(client, now);
             }
         }
-        ClientMsg::LockReleased { resident, .. } => d.released(client, resident, now, out),
-        ClientMsg::Reserve { footprint, .. } => {
+        ClientBody::LockReleased { resident, .. } => d.released(client, resident, now, out),
+        ClientBody::Reserve { footprint, .. } => {
             // Only a running holder reserves: one releasing will ask for the
             // lock again with this footprint, one that lost the lock already
             // did.
@@ -62,14 +43,14 @@ pub(super) fn apply(
                 m.wants_room = m.wants_room.max(footprint).max(1);
             }
         }
-        ClientMsg::Idle { .. } => {
+        ClientBody::Idle => {
             if let Some(m) = d.members.get_mut(&client)
                 && m.state == ClientState::Running
             {
                 m.idle_hint = true;
             }
         }
-        ClientMsg::Usage {
+        ClientBody::Usage {
             footprint,
             resident,
             ..
@@ -79,7 +60,7 @@ pub(super) fn apply(
                 m.resident = resident;
             }
         }
-        ClientMsg::Evicted {
+        ClientBody::Evicted {
             bytes,
             resident,
             elapsed_us,
@@ -105,7 +86,7 @@ pub(super) fn apply(
                 elapsed: Duration::from_micros(elapsed_us),
             }));
         }
-        ClientMsg::Restored {
+        ClientBody::Restored {
             bytes,
             resident,
             elapsed_us,
@@ -117,7 +98,7 @@ pub(super) fn apply(
             }
             d.restored(client, bytes, elapsed_us, false, out);
         }
-        ClientMsg::Evicting { resident, .. } => {
+        ClientBody::Evicting { resident, .. } => {
             if let Some(m) = d.members.get_mut(&client)
                 && resident < m.resident
             {
@@ -127,7 +108,7 @@ pub(super) fn apply(
                 m.restoring = false;
             }
         }
-        ClientMsg::Fetched {
+        ClientBody::Fetched {
             bytes,
             resident,
             elapsed_us,
@@ -142,14 +123,14 @@ pub(super) fn apply(
             }
             d.restored(client, bytes, elapsed_us, true, out);
         }
-        ClientMsg::EvictFailed { resident, .. } => {
+        ClientBody::EvictFailed { resident, .. } => {
             if let Some(m) = d.members.get_mut(&client) {
                 m.resident = resident;
                 m.settle_eviction();
                 m.evict_failed = true;
             }
         }
-        ClientMsg::HostShadows {
+        ClientBody::HostShadows {
             pinned, pageable, ..
         } => {
             if let Some(m) = d.members.get_mut(&client)
@@ -160,6 +141,6 @@ pub(super) fn apply(
                 out.push(d.host_shadows_record());
             }
         }
-        ClientMsg::Attach { .. } | ClientMsg::Detach { .. } => {}
+        ClientBody::Attach { .. } | ClientBody::Detach => {}
     }
 }

@@ -41,8 +41,8 @@ mod tests;
 use domain::{Domain, duration_ms};
 use member::Member;
 use nvshare_proto::{
-    ClientId, ClientMsg, ClientState, ErrorCode, ErrorReply, GpuHostShadows, GpuStatus, GpuUuid,
-    Policy, SchedulerMsg,
+    ClientBody, ClientId, ClientMsg, ClientState, ErrorCode, ErrorReply, GpuHostShadows, GpuStatus,
+    GpuUuid, Policy, SchedulerBody, SchedulerMsg,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -395,63 +395,62 @@ impl Scheduler {
         let Some(c) = self.clients.get_mut(&client) else {
             return;
         };
-        if let ClientMsg::Attach {
-            gpu,
-            physical_memory,
-            footprint,
-            resident,
-            holding,
-        } = msg
-        {
-            let new_domain = !self.domains.contains_key(&gpu);
-            let refusal = if !c.gpus.contains(&gpu) && c.gpus.len() >= MAX_GPUS_PER_CLIENT {
-                Some(format!(
-                    "this program attached {MAX_GPUS_PER_CLIENT} GPUs already, the most one program may use; {gpu} is refused"
-                ))
-            } else if new_domain && self.domains.len() >= MAX_GPUS {
-                Some(format!(
-                    "the scheduler serves {MAX_GPUS} GPUs already, more than any node has; {gpu} is refused (is the program sending made-up GPU ids?)"
-                ))
-            } else {
-                None
-            };
-            if let Some(message) = refusal {
-                out.push(protocol_error(client, message));
-                return;
-            }
-            c.gpus.insert(gpu);
-            self.attach(
-                client,
-                gpu,
+        let ClientMsg { gpu, body } = msg;
+        match body {
+            ClientBody::Attach {
                 physical_memory,
                 footprint,
                 resident,
                 holding,
-                now,
-                out,
-            );
-            return;
+            } => {
+                let new_domain = !self.domains.contains_key(&gpu);
+                let refusal = if !c.gpus.contains(&gpu) && c.gpus.len() >= MAX_GPUS_PER_CLIENT {
+                    Some(format!(
+                        "this program attached {MAX_GPUS_PER_CLIENT} GPUs already, the most one program may use; {gpu} is refused"
+                    ))
+                } else if new_domain && self.domains.len() >= MAX_GPUS {
+                    Some(format!(
+                        "the scheduler serves {MAX_GPUS} GPUs already, more than any node has; {gpu} is refused (is the program sending made-up GPU ids?)"
+                    ))
+                } else {
+                    None
+                };
+                if let Some(message) = refusal {
+                    out.push(protocol_error(client, message));
+                    return;
+                }
+                c.gpus.insert(gpu);
+                self.attach(
+                    client,
+                    gpu,
+                    physical_memory,
+                    footprint,
+                    resident,
+                    holding,
+                    now,
+                    out,
+                );
+            }
+            _ if !c.gpus.contains(&gpu) => {
+                out.push(protocol_error(
+                    client,
+                    format!(
+                        "this program has not attached {gpu}: send Attach for a GPU before any other message about it"
+                    ),
+                ));
+            }
+            ClientBody::Detach => {
+                c.gpus.remove(&gpu);
+                self.leave(client, gpu, now, out);
+            }
+            body => {
+                let Some(d) = self.domains.get_mut(&gpu) else {
+                    return;
+                };
+                messages::apply(d, client, body, now, out);
+                self.settle(now, out);
+            }
         }
-        let gpu = messages::gpu_of(&msg);
-        if !c.gpus.contains(&gpu) {
-            out.push(protocol_error(
-                client,
-                format!(
-                    "this program has not attached {gpu}: send Attach for a GPU before any other message about it"
-                ),
-            ));
-            return;
-        }
-        if let ClientMsg::Detach { .. } = msg {
-            c.gpus.remove(&gpu);
-            self.leave(client, gpu, now, out);
-            return;
-        }
-        let Some(d) = self.domains.get_mut(&gpu) else {
-            return;
-        };
-        messages::apply(d, client, msg, now, out);
-        self.settle(now, out);
     }
 
     /// `client` attached `gpu` (again, after a reconnect, if `holding`).
@@ -493,12 +492,12 @@ impl Scheduler {
         m.resident = resident;
         out.push(Action::Send {
             client,
-            msg: SchedulerMsg::Welcome {
+            msg: SchedulerBody::Welcome {
                 client_id: client,
-                gpu,
                 quantum_ms: duration_ms(d.quantum),
                 capacity: d.capacity,
-            },
+            }
+            .on(gpu),
         });
         if holding {
             recovery::claim(d, client, trusted, now, out);

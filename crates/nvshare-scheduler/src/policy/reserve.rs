@@ -15,7 +15,7 @@
 use super::domain::Domain;
 use super::grant::ask_evictions;
 use super::{Action, member::Member};
-use nvshare_proto::{ClientId, ClientState, Policy, SchedulerMsg};
+use nvshare_proto::{ClientId, ClientState, Policy, SchedulerBody};
 use std::time::Duration;
 
 /// Serves the pending reservations of `d`'s running holders, oldest grant
@@ -174,9 +174,6 @@ fn give_room(d: &mut Domain, client: ClientId, want: u64, out: &mut Vec<Action>)
     m.wants_room = 0;
     out.push(Action::Send {
         client,
-        msg: SchedulerMsg::Reserved {
-            gpu: d.uuid,
-            room: m.room,
-        },
+        msg: SchedulerBody::Reserved { room: m.room }.on(d.uuid),
     });
 }

@@ -8,7 +8,7 @@
 mod ops;
 mod world;
 
-use nvshare_proto::{ClientMsg, Policy};
+use nvshare_proto::{ClientBody, ClientMsg, Policy};
 use nvshare_scheduler::policy::{Action, Event, PolicyConfig, Record, Scheduler};
 use ops::{Op, nonsense, op, play};
 use proptest::prelude::*;
@@ -64,9 +64,7 @@ proptest! {
         for &footprint in &footprints {
             let id = world.connect();
             world.clients.get_mut(&id).unwrap().insert(GPUS[0], Mem { footprint, ..Mem::default() });
-            let attach = ClientMsg::Attach {
-                gpu: GPUS[0], physical_memory: CAPACITY, footprint, resident: 0, holding: false,
-            };
+            let attach = ClientBody::Attach { physical_memory: CAPACITY, footprint, resident: 0, holding: false }.on(GPUS[0]);
             world.send(id, attach);
             play(&mut world, Op::Request { who: id as usize - 1, gpu: 0 });
         }
@@ -104,9 +102,7 @@ proptest! {
             for &g in &on {
                 used += 1;
                 world.clients.get_mut(&id).unwrap().insert(GPUS[g], Mem { footprint, ..Mem::default() });
-                let attach = ClientMsg::Attach {
-                    gpu: GPUS[g], physical_memory: CAPACITY, footprint, resident: 0, holding: false,
-                };
+                let attach = ClientBody::Attach { physical_memory: CAPACITY, footprint, resident: 0, holding: false }.on(GPUS[g]);
                 world.send(id, attach);
             }
             for &g in &on {
@@ -148,7 +144,7 @@ proptest! {
                     let now = world.now;
                     let gpus = world.clients.get_mut(&id).unwrap();
                     match &msg {
-                        ClientMsg::Attach { gpu, footprint, resident, holding, .. } => {
+                        ClientMsg { gpu, body: ClientBody::Attach { footprint, resident, holding, .. } } => {
                             let mem = gpus.entry(*gpu).or_insert(Mem {
                                 footprint: *footprint,
                                 resident: *resident,
@@ -164,17 +160,17 @@ proptest! {
                                 }
                             }
                         }
-                        ClientMsg::RequestLock { gpu } => {
+                        ClientMsg { gpu, body: ClientBody::RequestLock } => {
                             if let Some(m) = gpus.get_mut(gpu).filter(|m| !m.holding) {
                                 m.waiting_since.get_or_insert(now);
                             }
                         }
-                        ClientMsg::LockReleased { gpu, .. } => {
+                        ClientMsg { gpu, body: ClientBody::LockReleased { .. } } => {
                             if let Some(m) = gpus.get_mut(gpu).filter(|m| m.holding) {
                                 m.holding = false;
                             }
                         }
-                        ClientMsg::Detach { gpu } => {
+                        ClientMsg { gpu, body: ClientBody::Detach } => {
                             gpus.remove(gpu);
                         }
                         _ => {}
@@ -219,13 +215,13 @@ fn records_name_every_grant_and_switch() {
                 group: None,
             },
         );
-        let attach = ClientMsg::Attach {
-            gpu,
+        let attach = ClientBody::Attach {
             physical_memory: CAPACITY,
             footprint: 10,
             resident: 0,
             holding: false,
-        };
+        }
+        .on(gpu);
         step(
             &mut sched,
             0,
@@ -239,7 +235,7 @@ fn records_name_every_grant_and_switch() {
             0,
             Event::Message {
                 client: c,
-                msg: ClientMsg::RequestLock { gpu },
+                msg: ClientBody::RequestLock.on(gpu),
             },
         );
     }
@@ -249,7 +245,7 @@ fn records_name_every_grant_and_switch() {
         130,
         Event::Message {
             client: 1,
-            msg: ClientMsg::LockReleased { gpu, resident: 10 },
+            msg: ClientBody::LockReleased { resident: 10 }.on(gpu),
         },
     );
     let kinds: Vec<&str> = records

@@ -1,7 +1,7 @@
 //! Random scenario steps and how an obeying client plays each.
 
 use super::world::{CAPACITY, GPUS, Mem, World};
-use nvshare_proto::{ClientMsg, GpuUuid, Policy};
+use nvshare_proto::{ClientBody, ClientMsg, GpuUuid, Policy};
 use nvshare_scheduler::policy::Event;
 use proptest::prelude::*;
 use std::time::Duration;
@@ -98,13 +98,13 @@ pub fn play(world: &mut World, op: Op) {
             };
             world.clients.get_mut(&id).unwrap().insert(gpu, mem);
             let physical_memory = CAPACITY;
-            let attach = ClientMsg::Attach {
-                gpu,
+            let attach = ClientBody::Attach {
                 physical_memory,
                 footprint,
                 resident: 0,
                 holding: false,
-            };
+            }
+            .on(gpu);
             world.send(id, attach);
         }
         Op::Request { who, gpu } => {
@@ -119,7 +119,7 @@ pub fn play(world: &mut World, op: Op) {
                 return;
             }
             mem.waiting_since = Some(now);
-            world.send(id, ClientMsg::RequestLock { gpu });
+            world.send(id, ClientBody::RequestLock.on(gpu));
         }
         Op::Release { who, gpu } => {
             let (Some(id), gpu) = (world.pick(who), GPUS[gpu]) else {
@@ -133,14 +133,14 @@ pub fn play(world: &mut World, op: Op) {
             }
             mem.holding = false;
             let resident = mem.resident;
-            world.send(id, ClientMsg::LockReleased { gpu, resident });
+            world.send(id, ClientBody::LockReleased { resident }.on(gpu));
         }
         Op::Idle { who, gpu } => {
             let (Some(id), gpu) = (world.pick(who), GPUS[gpu]) else {
                 return;
             };
             if world.clients[&id].get(&gpu).is_some_and(|m| m.holding) {
-                world.send(id, ClientMsg::Idle { gpu });
+                world.send(id, ClientBody::Idle.on(gpu));
             }
         }
         Op::Resize {
@@ -164,11 +164,11 @@ pub fn play(world: &mut World, op: Op) {
             let resident = mem.resident;
             world.send(
                 id,
-                ClientMsg::Usage {
-                    gpu,
+                ClientBody::Usage {
                     footprint,
                     resident,
-                },
+                }
+                .on(gpu),
             );
         }
         Op::Grow { who, gpu, bytes } => {
@@ -191,15 +191,15 @@ pub fn play(world: &mut World, op: Op) {
                 let resident = mem.resident;
                 world.send(
                     id,
-                    ClientMsg::Usage {
-                        gpu,
+                    ClientBody::Usage {
                         footprint,
                         resident,
-                    },
+                    }
+                    .on(gpu),
                 );
             } else {
                 mem.growing = bytes;
-                world.send(id, ClientMsg::Reserve { gpu, footprint });
+                world.send(id, ClientBody::Reserve { footprint }.on(gpu));
             }
         }
         Op::Detach { who, gpu } => {
@@ -207,7 +207,7 @@ pub fn play(world: &mut World, op: Op) {
                 return;
             };
             if world.clients.get_mut(&id).unwrap().remove(&gpu).is_some() {
-                world.send(id, ClientMsg::Detach { gpu });
+                world.send(id, ClientBody::Detach.on(gpu));
             }
         }
         Op::Disconnect { who } => {
@@ -245,45 +245,65 @@ pub fn nonsense() -> impl Strategy<Value = ClientMsg> {
     let n = 0..=2 * CAPACITY;
     prop_oneof![
         (gpu.clone(), n.clone(), n.clone(), n.clone(), any::<bool>()).prop_map(
-            |(gpu, physical_memory, footprint, resident, holding)| ClientMsg::Attach {
+            |(gpu, physical_memory, footprint, resident, holding)| ClientMsg {
                 gpu,
-                physical_memory,
-                footprint,
-                resident,
-                holding
+                body: ClientBody::Attach {
+                    physical_memory,
+                    footprint,
+                    resident,
+                    holding
+                }
             }
         ),
         (gpu.clone(), n.clone(), n.clone()).prop_map(|(gpu, footprint, resident)| {
-            ClientMsg::Usage {
-                gpu,
+            ClientBody::Usage {
                 footprint,
                 resident,
             }
+            .on(gpu)
         }),
-        gpu.clone().prop_map(|gpu| ClientMsg::RequestLock { gpu }),
-        (gpu.clone(), n.clone())
-            .prop_map(|(gpu, resident)| ClientMsg::LockReleased { gpu, resident }),
-        gpu.clone().prop_map(|gpu| ClientMsg::Idle { gpu }),
-        (gpu.clone(), n.clone()).prop_map(|(gpu, footprint)| ClientMsg::Reserve { gpu, footprint }),
-        (gpu.clone(), n.clone(), n.clone()).prop_map(|(gpu, bytes, resident)| ClientMsg::Evicted {
+        gpu.clone().prop_map(|gpu| ClientMsg {
             gpu,
-            bytes,
-            resident,
-            elapsed_us: 1
+            body: ClientBody::RequestLock
+        }),
+        (gpu.clone(), n.clone()).prop_map(|(gpu, resident)| ClientMsg {
+            gpu,
+            body: ClientBody::LockReleased { resident }
+        }),
+        gpu.clone().prop_map(|gpu| ClientMsg {
+            gpu,
+            body: ClientBody::Idle
+        }),
+        (gpu.clone(), n.clone()).prop_map(|(gpu, footprint)| ClientMsg {
+            gpu,
+            body: ClientBody::Reserve { footprint }
+        }),
+        (gpu.clone(), n.clone(), n.clone()).prop_map(|(gpu, bytes, resident)| ClientMsg {
+            gpu,
+            body: ClientBody::Evicted {
+                bytes,
+                resident,
+                elapsed_us: 1
+            }
         }),
         (gpu.clone(), n.clone(), n.clone()).prop_map(|(gpu, bytes, resident)| {
-            ClientMsg::Restored {
-                gpu,
+            ClientBody::Restored {
                 bytes,
                 resident,
                 elapsed_us: 1,
             }
+            .on(gpu)
         }),
-        (gpu.clone(), n).prop_map(|(gpu, resident)| ClientMsg::EvictFailed {
+        (gpu.clone(), n).prop_map(|(gpu, resident)| ClientMsg {
             gpu,
-            resident,
-            reason: "no host memory".into()
+            body: ClientBody::EvictFailed {
+                resident,
+                reason: "no host memory".into()
+            }
         }),
-        gpu.prop_map(|gpu| ClientMsg::Detach { gpu }),
+        gpu.prop_map(|gpu| ClientMsg {
+            gpu,
+            body: ClientBody::Detach
+        }),
     ]
 }

@@ -1,7 +1,9 @@
 //! The simulated world: the scheduler, clients that obey it, and the
 //! invariants checked on every message it sends.
 
-use nvshare_proto::{ClientId, ClientMsg, GpuUuid, Policy, SchedulerMsg};
+use nvshare_proto::{
+    ClientBody, ClientId, ClientMsg, GpuUuid, Policy, SchedulerBody, SchedulerMsg,
+};
 use nvshare_scheduler::policy::{Action, Event, PolicyConfig, Scheduler};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -131,7 +133,11 @@ impl World {
             if !self.clients.contains_key(&client) {
                 continue;
             }
-            if let ClientMsg::LockReleased { gpu, .. } = msg {
+            if let ClientMsg {
+                gpu,
+                body: ClientBody::LockReleased { .. },
+            } = msg
+            {
                 let mem = self
                     .clients
                     .get_mut(&client)
@@ -144,7 +150,7 @@ impl World {
                     reply(
                         &mut self.replies,
                         &mut self.late,
-                        (client, ClientMsg::RequestLock { gpu }),
+                        (client, ClientBody::RequestLock.on(gpu)),
                     );
                 }
             }
@@ -190,7 +196,10 @@ impl World {
                 panic!("{msg:?} sent to client {client} that never connected");
             };
             match msg {
-                SchedulerMsg::LockGranted { gpu, room } => {
+                SchedulerMsg::Gpu {
+                    gpu,
+                    body: SchedulerBody::LockGranted { room },
+                } => {
                     let others: Vec<Mem> = self
                         .clients
                         .iter()
@@ -229,17 +238,20 @@ impl World {
                             &mut self.late,
                             (
                                 client,
-                                ClientMsg::Restored {
-                                    gpu,
+                                ClientBody::Restored {
                                     bytes: restored,
                                     resident,
                                     elapsed_us: 10,
-                                },
+                                }
+                                .on(gpu),
                             ),
                         );
                     }
                 }
-                SchedulerMsg::Reserved { gpu, room } => {
+                SchedulerMsg::Gpu {
+                    gpu,
+                    body: SchedulerBody::Reserved { room },
+                } => {
                     let mem = gpus.get_mut(&gpu).expect("room on an attached GPU");
                     assert!(
                         mem.holding && !mem.dropping,
@@ -256,16 +268,19 @@ impl World {
                             &mut self.late,
                             (
                                 client,
-                                ClientMsg::Usage {
-                                    gpu,
+                                ClientBody::Usage {
                                     footprint,
                                     resident,
-                                },
+                                }
+                                .on(gpu),
                             ),
                         );
                     }
                 }
-                SchedulerMsg::DropLock { gpu, evict_bytes } => {
+                SchedulerMsg::Gpu {
+                    gpu,
+                    body: SchedulerBody::DropLock { evict_bytes },
+                } => {
                     let mem = gpus.get_mut(&gpu).expect("dropped on an attached GPU");
                     assert!(mem.holding, "drop of a client that does not hold the lock");
                     mem.dropping = true;
@@ -280,10 +295,10 @@ impl World {
                             &mut self.late,
                             (
                                 client,
-                                ClientMsg::Evicting {
-                                    gpu,
+                                ClientBody::Evicting {
                                     resident: resident + moved / 2,
-                                },
+                                }
+                                .on(gpu),
                             ),
                         );
                     }
@@ -293,17 +308,17 @@ impl World {
                             &mut self.late,
                             (
                                 client,
-                                ClientMsg::Evicted {
-                                    gpu,
+                                ClientBody::Evicted {
                                     bytes: moved,
                                     resident,
                                     elapsed_us: 10,
-                                },
+                                }
+                                .on(gpu),
                             ),
                         );
                     }
                     self.replies
-                        .push_back((client, ClientMsg::LockReleased { gpu, resident }));
+                        .push_back((client, ClientBody::LockReleased { resident }.on(gpu)));
                     if mem.growing > 0 {
                         // The allocation waits for the lock again,
                         // announcing the footprint it will make.
@@ -315,18 +330,21 @@ impl World {
                             &mut self.late,
                             (
                                 client,
-                                ClientMsg::Usage {
-                                    gpu,
+                                ClientBody::Usage {
                                     footprint,
                                     resident,
-                                },
+                                }
+                                .on(gpu),
                             ),
                         );
                         self.replies
-                            .push_back((client, ClientMsg::RequestLock { gpu }));
+                            .push_back((client, ClientBody::RequestLock.on(gpu)));
                     }
                 }
-                SchedulerMsg::Fetch { gpu, bytes } => {
+                SchedulerMsg::Gpu {
+                    gpu,
+                    body: SchedulerBody::Fetch { bytes },
+                } => {
                     // Nonsense (a raw Attach the model did not follow) can
                     // leave the scheduler a member the model does not know.
                     let Some(mem) = gpus.get_mut(&gpu) else {
@@ -338,15 +356,18 @@ impl World {
                     let resident = mem.resident;
                     self.late.push((
                         client,
-                        ClientMsg::Fetched {
-                            gpu,
+                        ClientBody::Fetched {
                             bytes: moved,
                             resident,
                             elapsed_us: 10,
-                        },
+                        }
+                        .on(gpu),
                     ));
                 }
-                SchedulerMsg::Evict { gpu, bytes } => {
+                SchedulerMsg::Gpu {
+                    gpu,
+                    body: SchedulerBody::Evict { bytes },
+                } => {
                     let mem = gpus.get_mut(&gpu).expect("evict on an attached GPU");
                     let moved = bytes.min(mem.resident);
                     mem.resident -= moved;
@@ -356,12 +377,12 @@ impl World {
                         &mut self.late,
                         (
                             client,
-                            ClientMsg::Evicted {
-                                gpu,
+                            ClientBody::Evicted {
                                 bytes: moved,
                                 resident,
                                 elapsed_us: 10,
-                            },
+                            }
+                            .on(gpu),
                         ),
                     );
                 }

@@ -2,7 +2,9 @@
 
 use super::wire::{RecvError, Wire, handshake};
 use super::{GIB, GPU, PATIENCE};
-use nvshare_proto::{ClientMsg, ErrorReply, Role, SchedulerMsg, encode_frame};
+use nvshare_proto::{
+    ClientBody, ClientMsg, ErrorReply, Role, SchedulerBody, SchedulerMsg, encode_frame,
+};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -51,18 +53,20 @@ impl Shared {
         }
         self.resident -= bytes;
         let resident = self.resident;
-        self.send(&ClientMsg::Evicted {
-            gpu: GPU,
-            bytes,
-            resident,
-            elapsed_us: 2_000,
-        });
+        self.send(
+            &ClientBody::Evicted {
+                bytes,
+                resident,
+                elapsed_us: 2_000,
+            }
+            .on(GPU),
+        );
     }
 
     fn release(&mut self) {
         self.holding = false;
         let resident = self.resident;
-        self.send(&ClientMsg::LockReleased { gpu: GPU, resident });
+        self.send(&ClientBody::LockReleased { resident }.on(GPU));
     }
 }
 
@@ -118,13 +122,15 @@ impl HookClient {
         {
             let mut shared = self.shared.lock().unwrap();
             shared.footprint = footprint;
-            shared.send(&ClientMsg::Attach {
-                gpu: GPU,
-                physical_memory: 80 * GIB,
-                footprint,
-                resident: 0,
-                holding: false,
-            });
+            shared.send(
+                &ClientBody::Attach {
+                    physical_memory: 80 * GIB,
+                    footprint,
+                    resident: 0,
+                    holding: false,
+                }
+                .on(GPU),
+            );
         }
         match self.wait_for(PATIENCE, |n| matches!(n, Notice::Welcome { .. })) {
             Some(Notice::Welcome {
@@ -153,7 +159,7 @@ impl HookClient {
         self.shared
             .lock()
             .unwrap()
-            .send(&ClientMsg::RequestLock { gpu: GPU });
+            .send(&ClientBody::RequestLock.on(GPU));
     }
 
     /// Gives the lock back of its own accord, keeping its memory.
@@ -246,55 +252,82 @@ fn read_loop(mut wire: Wire, shared: Arc<Mutex<Shared>>, notices: mpsc::Sender<N
         let notice = {
             let mut shared = shared.lock().unwrap();
             match msg {
-                SchedulerMsg::Welcome {
-                    quantum_ms,
-                    capacity,
+                SchedulerMsg::Gpu {
+                    body:
+                        SchedulerBody::Welcome {
+                            quantum_ms,
+                            capacity,
+                            ..
+                        },
                     ..
                 } => Notice::Welcome {
                     quantum_ms,
                     capacity,
                 },
-                SchedulerMsg::LockGranted { .. } => {
+                SchedulerMsg::Gpu {
+                    body: SchedulerBody::LockGranted { .. },
+                    ..
+                } => {
                     let at = Instant::now();
                     shared.holding = true;
                     let missing = shared.footprint - shared.resident;
                     if missing > 0 {
                         shared.resident = shared.footprint;
                         let resident = shared.resident;
-                        shared.send(&ClientMsg::Restored {
-                            gpu: GPU,
-                            bytes: missing,
-                            resident,
-                            elapsed_us: 1_000,
-                        });
+                        shared.send(
+                            &ClientBody::Restored {
+                                bytes: missing,
+                                resident,
+                                elapsed_us: 1_000,
+                            }
+                            .on(GPU),
+                        );
                     }
                     Notice::Granted(at)
                 }
-                SchedulerMsg::DropLock { evict_bytes, .. } => {
+                SchedulerMsg::Gpu {
+                    body: SchedulerBody::DropLock { evict_bytes, .. },
+                    ..
+                } => {
                     let at = Instant::now();
                     shared.evict(evict_bytes);
                     shared.release();
                     Notice::Dropped { evict_bytes, at }
                 }
-                SchedulerMsg::Evict { bytes, .. } => {
+                SchedulerMsg::Gpu {
+                    body: SchedulerBody::Evict { bytes, .. },
+                    ..
+                } => {
                     shared.evict(bytes);
                     continue;
                 }
-                SchedulerMsg::Fetch { bytes, .. } => {
+                SchedulerMsg::Gpu {
+                    body: SchedulerBody::Fetch { bytes, .. },
+                    ..
+                } => {
                     let moved = bytes.min(shared.footprint - shared.resident);
                     shared.resident += moved;
                     let resident = shared.resident;
-                    shared.send(&ClientMsg::Fetched {
-                        gpu: GPU,
-                        bytes: moved,
-                        resident,
-                        elapsed_us: 1_000,
-                    });
+                    shared.send(
+                        &ClientBody::Fetched {
+                            bytes: moved,
+                            resident,
+                            elapsed_us: 1_000,
+                        }
+                        .on(GPU),
+                    );
                     continue;
                 }
                 // This simulated hook never sends Reserve, and needs no
                 // host room made ahead of an eviction.
-                SchedulerMsg::Reserved { .. } | SchedulerMsg::Prepare { .. } => continue,
+                SchedulerMsg::Gpu {
+                    body: SchedulerBody::Reserved { .. },
+                    ..
+                }
+                | SchedulerMsg::Gpu {
+                    body: SchedulerBody::Prepare { .. },
+                    ..
+                } => continue,
                 SchedulerMsg::QuantumChanged { quantum_ms } => Notice::QuantumChanged(quantum_ms),
                 SchedulerMsg::Error(reply) => Notice::Error(reply),
                 SchedulerMsg::ShuttingDown => Notice::ShuttingDown,

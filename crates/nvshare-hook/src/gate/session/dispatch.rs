@@ -7,7 +7,7 @@
 use super::handle;
 use crate::gate::Gate;
 use crate::gate::device::DeviceGate;
-use nvshare_proto::{GpuUuid, SchedulerMsg};
+use nvshare_proto::{GpuUuid, SchedulerBody, SchedulerMsg};
 use std::sync::atomic::Ordering;
 
 /// A message for one device's worker thread, its GPU already found.
@@ -38,28 +38,31 @@ enum Route {
 
 fn route(msg: SchedulerMsg) -> Route {
     use DeviceMsg::*;
-    match msg {
-        SchedulerMsg::Welcome {
-            gpu,
+    let (gpu, body) = match msg {
+        SchedulerMsg::Gpu { gpu, body } => (gpu, body),
+        notice => return Route::Notice(notice),
+    };
+    let msg = match body {
+        SchedulerBody::Welcome {
             capacity,
             quantum_ms,
             client_id,
-        } => Route::Welcome {
-            gpu,
-            capacity,
-            quantum_ms,
-            client_id,
-        },
-        SchedulerMsg::LockGranted { gpu, room } => Route::Device(gpu, Granted { room }),
-        SchedulerMsg::Reserved { gpu, room } => Route::Device(gpu, Reserved { room }),
-        SchedulerMsg::DropLock { gpu, evict_bytes } => Route::Device(gpu, Drop { evict_bytes }),
-        SchedulerMsg::Evict { gpu, bytes } => Route::Device(gpu, Evict { bytes }),
-        SchedulerMsg::Prepare { gpu, bytes } => Route::Device(gpu, Prepare { bytes }),
-        SchedulerMsg::Fetch { gpu, bytes } => Route::Device(gpu, Fetch { bytes }),
-        notice @ (SchedulerMsg::QuantumChanged { .. }
-        | SchedulerMsg::Error(_)
-        | SchedulerMsg::ShuttingDown) => Route::Notice(notice),
-    }
+        } => {
+            return Route::Welcome {
+                gpu,
+                capacity,
+                quantum_ms,
+                client_id,
+            };
+        }
+        SchedulerBody::LockGranted { room } => Granted { room },
+        SchedulerBody::Reserved { room } => Reserved { room },
+        SchedulerBody::DropLock { evict_bytes } => Drop { evict_bytes },
+        SchedulerBody::Evict { bytes } => Evict { bytes },
+        SchedulerBody::Prepare { bytes } => Prepare { bytes },
+        SchedulerBody::Fetch { bytes } => Fetch { bytes },
+    };
+    Route::Device(gpu, msg)
 }
 
 /// Applies one scheduler message received on the current connection.

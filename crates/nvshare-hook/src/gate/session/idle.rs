@@ -5,7 +5,7 @@
 use crate::config;
 use crate::gate::Gate;
 use crate::gate::device::DeviceGate;
-use nvshare_proto::ClientMsg;
+use nvshare_proto::ClientBody;
 use std::time::{Duration, Instant};
 
 /// Reports a holder with no work for `idle_after_ms` as idle, once per idle
@@ -43,11 +43,10 @@ fn watch_idle(gate: &Gate, device: &DeviceGate, idle_after: Duration) {
         if state.idle_reported {
             // Busy again: tell the scheduler we want the lock after all.
             state.idle_reported = false;
-            gate.session
-                .send(&ClientMsg::RequestLock { gpu: device.uuid });
+            gate.session.send(&ClientBody::RequestLock.on(device.uuid));
         }
     } else if !state.idle_reported && state.last_activity.elapsed() >= idle_after {
         state.idle_reported = true;
-        gate.session.send(&ClientMsg::Idle { gpu: device.uuid });
+        gate.session.send(&ClientBody::Idle.on(device.uuid));
     }
 }

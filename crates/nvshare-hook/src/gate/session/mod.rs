@@ -28,7 +28,7 @@ use crate::client::{self, Connection};
 use crate::config;
 use crate::engine;
 use dispatch::DeviceMsg;
-use nvshare_proto::ClientMsg;
+use nvshare_proto::{ClientBody, ClientMsg};
 use parking_lot::Mutex;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -183,13 +183,15 @@ fn send_attach(gate: &Gate, device: &DeviceGate) {
             // still waiting when that drain ends ask then (`drop_lock`).
             state.requested = false;
         }
-        gate.session.send(&ClientMsg::Attach {
-            gpu: device.uuid,
-            physical_memory: device.physical_memory,
-            footprint: usage.footprint,
-            resident: usage.resident,
-            holding,
-        });
+        gate.session.send(
+            &ClientBody::Attach {
+                physical_memory: device.physical_memory,
+                footprint: usage.footprint,
+                resident: usage.resident,
+                holding,
+            }
+            .on(device.uuid),
+        );
     }
     super::host::report(gate, device, true);
 }
@@ -244,8 +246,7 @@ fn reconnect(gate: &'static Gate) -> UnixStream {
                     send_attach(gate, device);
                     let state = device.state.lock();
                     if state.requested && !device.is_held() {
-                        gate.session
-                            .send(&ClientMsg::RequestLock { gpu: device.uuid });
+                        gate.session.send(&ClientBody::RequestLock.on(device.uuid));
                     }
                 }
                 return reader;

@@ -20,13 +20,13 @@ fn holder_asked_to_drop(physical: u64) -> Sim {
         });
         sim.msg(
             client,
-            ClientMsg::Attach {
-                gpu: GPU,
+            ClientBody::Attach {
                 physical_memory: physical,
                 footprint: 6 * GIB,
                 resident: 0,
                 holding: false,
-            },
+            }
+            .on(GPU),
         );
     }
     sim.request(1);
@@ -104,11 +104,11 @@ fn without_physical_room_the_stuck_drain_is_waited_for_and_room_later_lets_the_n
     sim.at(45.0);
     let out = sim.msg(
         1,
-        ClientMsg::Usage {
-            gpu: GPU,
+        ClientBody::Usage {
             footprint: 5 * GIB,
             resident: 5 * GIB,
-        },
+        }
+        .on(GPU),
     );
     assert_eq!(granted(&out), vec![2]);
     assert_eq!(overdue_records(&out), vec![(1, 2, Duration::from_secs(15))]);

@@ -7,18 +7,18 @@ use super::*;
 fn fetched(sim: &mut Sim, client: ClientId, bytes: u64, resident: u64) -> Vec<Action> {
     sim.msg(
         client,
-        ClientMsg::Fetched {
-            gpu: GPU,
+        ClientBody::Fetched {
             bytes,
             resident,
             elapsed_us: 100,
-        },
+        }
+        .on(GPU),
     )
 }
 
 /// `client`'s eviction in progress reports `resident` bytes left.
 fn evicting(sim: &mut Sim, client: ClientId, resident: u64) -> Vec<Action> {
-    sim.msg(client, ClientMsg::Evicting { gpu: GPU, resident })
+    sim.msg(client, ClientBody::Evicting { resident }.on(GPU))
 }
 
 /// Two 12 GiB programs on a 16 GiB GPU: 1 runs with all of its memory,
@@ -73,12 +73,12 @@ fn an_eviction_in_progress_hands_what_it_freed_to_the_next_restore() {
     fetched(&mut sim, 2, 5 * GIB, 12 * GIB);
     sim.msg(
         1,
-        ClientMsg::Evicted {
-            gpu: GPU,
+        ClientBody::Evicted {
             bytes: 8 * GIB,
             resident: 4 * GIB,
             elapsed_us: 150_000,
-        },
+        }
+        .on(GPU),
     );
     assert_eq!(granted(&sim.release(1, 4 * GIB)), vec![2]);
     // Never more than the capacity was promised on the way.
@@ -110,7 +110,7 @@ fn a_holder_dropped_before_its_restore_ends_keeps_its_whole_claim() {
     // 1 is granted with everything still swapped out, and dropped at once
     // (it said it is idle) before it reported its restore.
     sim.request(1);
-    sim.msg(1, ClientMsg::Idle { gpu: GPU });
+    sim.msg(1, ClientBody::Idle.on(GPU));
     let out = sim.request(2);
     assert_eq!(drops(&out), vec![(1, 0)]);
     assert_eq!(
@@ -122,7 +122,7 @@ fn a_holder_dropped_before_its_restore_ends_keeps_its_whole_claim() {
     sim.join(1, 12 * GIB);
     sim.join(2, 8 * GIB);
     sim.request(1);
-    sim.msg(1, ClientMsg::Idle { gpu: GPU });
+    sim.msg(1, ClientBody::Idle.on(GPU));
     let out = sim.request(2);
     assert_eq!(
         drops(&out),
@@ -159,11 +159,11 @@ fn nothing_is_fetched_for_a_program_with_nothing_swapped_out() {
     sim.join(2, 0);
     sim.msg(
         2,
-        ClientMsg::Usage {
-            gpu: GPU,
+        ClientBody::Usage {
             footprint: 4 * GIB,
             resident: 4 * GIB,
-        },
+        }
+        .on(GPU),
     );
     assert!(fetches(&sim.request(2)).is_empty());
 }

@@ -20,11 +20,11 @@ fn attach_to(sim: &mut Sim, client: ClientId, gpu: GpuUuid, footprint: u64) {
 }
 
 fn request_on(sim: &mut Sim, client: ClientId, gpu: GpuUuid) -> Vec<Action> {
-    sim.msg(client, ClientMsg::RequestLock { gpu })
+    sim.msg(client, ClientBody::RequestLock.on(gpu))
 }
 
 fn release_on(sim: &mut Sim, client: ClientId, gpu: GpuUuid, resident: u64) -> Vec<Action> {
-    sim.msg(client, ClientMsg::LockReleased { gpu, resident })
+    sim.msg(client, ClientBody::LockReleased { resident }.on(gpu))
 }
 
 /// `client`'s state on `gpu`.
@@ -43,7 +43,10 @@ fn grants(actions: &[Action]) -> Vec<(ClientId, GpuUuid)> {
     sends(actions)
         .into_iter()
         .filter_map(|(c, m)| match m {
-            SchedulerMsg::LockGranted { gpu, .. } => Some((c, gpu)),
+            SchedulerMsg::Gpu {
+                gpu,
+                body: SchedulerBody::LockGranted { .. },
+            } => Some((c, gpu)),
             _ => None,
         })
         .collect()
@@ -89,13 +92,7 @@ fn a_rank_whose_peer_waits_on_another_gpu_is_held_until_both_can_run() {
     assert_eq!(sim.state(1), ClientState::Waiting);
     sim.at(30.0);
     sim.tick();
-    let out = sim.msg(
-        9,
-        ClientMsg::LockReleased {
-            gpu: OTHER_GPU,
-            resident: 0,
-        },
-    );
+    let out = sim.msg(9, ClientBody::LockReleased { resident: 0 }.on(OTHER_GPU));
     let mut both = grants(&out);
     both.sort();
     assert_eq!(both, vec![(1, GPU), (2, OTHER_GPU)], "granted in one go");

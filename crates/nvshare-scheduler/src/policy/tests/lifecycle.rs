@@ -10,12 +10,12 @@ fn welcome_reports_the_configured_or_physical_capacity() {
         sends(&out),
         vec![(
             1,
-            SchedulerMsg::Welcome {
+            SchedulerBody::Welcome {
                 client_id: 1,
-                gpu: GPU,
                 quantum_ms: 30_000,
                 capacity: 10 * GIB
             }
+            .on(GPU)
         )]
     );
     let mut sched = Scheduler::new(PolicyConfig {
@@ -44,7 +44,7 @@ fn welcome_reports_the_configured_or_physical_capacity() {
         },
     );
     assert!(
-        matches!(sends(&out)[0].1, SchedulerMsg::Welcome { capacity, .. } if capacity == 78 * GIB)
+        matches!(sends(&out)[0].1, SchedulerMsg::Gpu { body: SchedulerBody::Welcome { capacity, .. }, .. } if capacity == 78 * GIB)
     );
 }
 
@@ -52,7 +52,7 @@ fn welcome_reports_the_configured_or_physical_capacity() {
 fn messages_for_unattached_gpus_are_refused_and_unknown_clients_ignored() {
     let mut sim = Sim::new(Policy::Auto, 10 * GIB);
     sim.join(1, GIB);
-    let out = sim.msg(1, ClientMsg::RequestLock { gpu: OTHER_GPU });
+    let out = sim.msg(1, ClientBody::RequestLock.on(OTHER_GPU));
     assert!(matches!(
         &sends(&out)[..],
         [(
@@ -63,7 +63,7 @@ fn messages_for_unattached_gpus_are_refused_and_unknown_clients_ignored() {
             })
         )]
     ));
-    assert!(sim.msg(42, ClientMsg::RequestLock { gpu: GPU }).is_empty());
+    assert!(sim.msg(42, ClientBody::RequestLock.on(GPU)).is_empty());
     assert!(sim.msg(42, attach(GPU, 1, 1, true)).is_empty());
     assert_eq!(sim.sched.client_count(), 1);
     // The refused client keeps working.
@@ -75,7 +75,7 @@ fn a_disconnect_releases_everything_and_grants_waiters_at_once() {
     let mut sim = Sim::new(Policy::Exclusive, 10 * GIB);
     sim.join(1, 9 * GIB);
     sim.msg(1, attach(OTHER_GPU, GIB, GIB, false));
-    sim.msg(1, ClientMsg::RequestLock { gpu: OTHER_GPU });
+    sim.msg(1, ClientBody::RequestLock.on(OTHER_GPU));
     sim.join(2, 9 * GIB);
     sim.request(1);
     sim.request(2);
@@ -101,7 +101,7 @@ fn detach_releases_one_gpu_only() {
     sim.join(2, GIB);
     sim.request(1);
     sim.request(2);
-    let out = sim.msg(1, ClientMsg::Detach { gpu: GPU });
+    let out = sim.msg(1, ClientBody::Detach.on(GPU));
     assert_eq!(granted(&out), vec![2]);
     assert!(matches!(
         &sends(&sim.request(1))[..],
@@ -114,7 +114,7 @@ fn detach_releases_one_gpu_only() {
         )]
     ));
     assert_eq!(
-        granted(&sim.msg(1, ClientMsg::RequestLock { gpu: OTHER_GPU })),
+        granted(&sim.msg(1, ClientBody::RequestLock.on(OTHER_GPU))),
         vec![1]
     );
 }
@@ -129,20 +129,20 @@ fn nonsense_is_harmless() {
     assert_eq!(sim.sched.queue_len(), 0);
     sim.msg(
         1,
-        ClientMsg::Evicted {
-            gpu: GPU,
+        ClientBody::Evicted {
             bytes: 5,
             resident: 0,
             elapsed_us: 0,
-        },
+        }
+        .on(GPU),
     );
     sim.msg(
         1,
-        ClientMsg::EvictFailed {
-            gpu: GPU,
+        ClientBody::EvictFailed {
             resident: 0,
             reason: String::new(),
-        },
+        }
+        .on(GPU),
     );
     sim.event(Event::Disconnected { client: 77 });
     assert_eq!(sim.state(1), ClientState::Running);
@@ -159,12 +159,12 @@ fn status_reports_time_held_and_swap_counters() {
     sim.at(3.5);
     sim.msg(
         1,
-        ClientMsg::Restored {
-            gpu: GPU,
+        ClientBody::Restored {
             bytes: GIB,
             resident: 2 * GIB,
             elapsed_us: 7,
-        },
+        }
+        .on(GPU),
     );
     let status = &sim.sched.status(sim.now)[0];
     assert_eq!(status.bytes_restored, GIB);
@@ -188,7 +188,7 @@ fn gpus_are_forgotten_with_their_last_client_and_made_up_ones_are_bounded() {
         1,
         "client 2 is still there"
     );
-    sim.msg(2, ClientMsg::Detach { gpu: GPU });
+    sim.msg(2, ClientBody::Detach.on(GPU));
     assert!(sim.sched.status(sim.now).is_empty(), "an empty GPU is kept");
 
     // One client sending made-up GPU ids is refused past a node's worth.

@@ -14,7 +14,7 @@ fn idle_clients_are_asked_to_evict_least_recently_run_first_and_only_what_is_nee
     sim.request(1);
     sim.release(1, 3 * GIB);
     // 6 GiB resident in idle clients; client 3 needs 6 of the 4 free.
-    sim.msg(3, ClientMsg::RequestLock { gpu: GPU });
+    sim.msg(3, ClientBody::RequestLock.on(GPU));
     sim.event(Event::Connected {
         client: 3,
         pid: 3,
@@ -22,19 +22,19 @@ fn idle_clients_are_asked_to_evict_least_recently_run_first_and_only_what_is_nee
         group: None,
     });
     sim.msg(3, attach(GPU, 6 * GIB, 0, false));
-    let out = sim.msg(3, ClientMsg::RequestLock { gpu: GPU });
+    let out = sim.msg(3, ClientBody::RequestLock.on(GPU));
     assert_eq!(evicts(&out), vec![(2, 2 * GIB)]);
     assert!(granted(&out).is_empty());
     // Nothing more is asked while that eviction is pending.
     assert!(evicts(&sim.tick()).is_empty());
     let out = sim.msg(
         2,
-        ClientMsg::Evicted {
-            gpu: GPU,
+        ClientBody::Evicted {
             bytes: 2 * GIB,
             resident: GIB,
             elapsed_us: 40_000,
-        },
+        }
+        .on(GPU),
     );
     assert_eq!(granted(&out), vec![3]);
     let status = &sim.sched.status(sim.now)[0];
@@ -63,26 +63,26 @@ fn a_failed_eviction_is_not_asked_again_and_others_are_tried() {
     });
     sim.msg(3, attach(GPU, 6 * GIB, 0, false));
     assert_eq!(
-        evicts(&sim.msg(3, ClientMsg::RequestLock { gpu: GPU })),
+        evicts(&sim.msg(3, ClientBody::RequestLock.on(GPU))),
         vec![(1, 4 * GIB)]
     );
     let out = sim.msg(
         1,
-        ClientMsg::EvictFailed {
-            gpu: GPU,
+        ClientBody::EvictFailed {
             resident: 4 * GIB,
             reason: "no host memory".into(),
-        },
+        }
+        .on(GPU),
     );
     assert_eq!(evicts(&out), vec![(2, 4 * GIB)]);
     let out = sim.msg(
         2,
-        ClientMsg::Evicted {
-            gpu: GPU,
+        ClientBody::Evicted {
             bytes: 4 * GIB,
             resident: 0,
             elapsed_us: 1,
-        },
+        }
+        .on(GPU),
     );
     assert_eq!(granted(&out), vec![3]);
 }
@@ -122,21 +122,15 @@ fn when_idle_clients_cannot_evict_a_holder_is_dropped_for_memory() {
     assert_eq!(prepares(&sim.join(3, 5 * GIB)), vec![(2, 4 * GIB)]);
     // The footprints fit (4 + 5), the memory does not: client 1 idles on 5.
     assert_eq!(evicts(&sim.request(3)), vec![(1, 4 * GIB)]);
-    let failed = ClientMsg::EvictFailed {
-        gpu: GPU,
+    let failed = ClientBody::EvictFailed {
         resident: 5 * GIB,
         reason: "host memory exhausted".into(),
-    };
+    }
+    .on(GPU);
     // Nothing moves out before the quantum ends; 3 fills the 1 GiB free.
     assert_eq!(
         sends(&sim.msg(1, failed)),
-        vec![(
-            3,
-            SchedulerMsg::Fetch {
-                gpu: GPU,
-                bytes: GIB
-            }
-        )]
+        vec![(3, SchedulerBody::Fetch { bytes: GIB }.on(GPU))]
     );
     assert_eq!(sim.sched.next_deadline(), Some(QUANTUM));
     sim.at(30.0);
@@ -156,11 +150,11 @@ fn memory_allocated_by_a_client_without_the_lock_past_the_capacity_is_asked_back
     // it is asked to move the 4 GiB excess out.
     let out = sim.msg(
         2,
-        ClientMsg::Usage {
-            gpu: GPU,
+        ClientBody::Usage {
             footprint: 10 * GIB,
             resident: 10 * GIB,
-        },
+        }
+        .on(GPU),
     );
     assert_eq!(evicts(&out), vec![(2, 4 * GIB)]);
     // Nothing more is asked while that eviction is pending, nor when it
@@ -198,7 +192,10 @@ fn prepares(actions: &[Action]) -> Vec<(ClientId, u64)> {
     sends(actions)
         .into_iter()
         .filter_map(|(c, m)| match m {
-            SchedulerMsg::Prepare { bytes, .. } => Some((c, bytes)),
+            SchedulerMsg::Gpu {
+                body: SchedulerBody::Prepare { bytes, .. },
+                ..
+            } => Some((c, bytes)),
             _ => None,
         })
         .collect()
@@ -257,12 +254,12 @@ fn memory_that_cannot_move_is_not_asked_for_again_and_again() {
     // 1's memory is shared with another process: nothing moves.
     let out = sim.msg(
         1,
-        ClientMsg::Evicted {
-            gpu: GPU,
+        ClientBody::Evicted {
             bytes: 0,
             resident: 6 * GIB,
             elapsed_us: 5,
-        },
+        }
+        .on(GPU),
     );
     assert!(evicts(&out).is_empty(), "asked once, not in a loop");
     assert!(evicts(&sim.tick()).is_empty());

@@ -11,7 +11,7 @@ mod reserve;
 mod time_slicing;
 
 use super::*;
-use nvshare_proto::{ClientState, ClientStatus};
+use nvshare_proto::{ClientBody, ClientState, ClientStatus, SchedulerBody};
 
 pub(super) use nvshare_proto::units::GIB;
 pub(super) const GPU: GpuUuid = GpuUuid([7; 16]);
@@ -76,11 +76,11 @@ impl Sim {
     }
 
     fn request(&mut self, client: ClientId) -> Vec<Action> {
-        self.msg(client, ClientMsg::RequestLock { gpu: GPU })
+        self.msg(client, ClientBody::RequestLock.on(GPU))
     }
 
     fn release(&mut self, client: ClientId, resident: u64) -> Vec<Action> {
-        self.msg(client, ClientMsg::LockReleased { gpu: GPU, resident })
+        self.msg(client, ClientBody::LockReleased { resident }.on(GPU))
     }
 
     /// `client` reports `footprint` bytes allocated, all resident (as a
@@ -88,11 +88,11 @@ impl Sim {
     fn fully_resident(&mut self, client: ClientId, footprint: u64) -> Vec<Action> {
         self.msg(
             client,
-            ClientMsg::Usage {
-                gpu: GPU,
+            ClientBody::Usage {
                 footprint,
                 resident: footprint,
-            },
+            }
+            .on(GPU),
         )
     }
 
@@ -115,13 +115,13 @@ impl Sim {
 }
 
 pub(super) fn attach(gpu: GpuUuid, footprint: u64, resident: u64, holding: bool) -> ClientMsg {
-    ClientMsg::Attach {
-        gpu,
+    ClientBody::Attach {
         physical_memory: 80 * GIB,
         footprint,
         resident,
         holding,
     }
+    .on(gpu)
 }
 
 pub(super) fn sends(actions: &[Action]) -> Vec<(ClientId, SchedulerMsg)> {
@@ -137,7 +137,15 @@ pub(super) fn sends(actions: &[Action]) -> Vec<(ClientId, SchedulerMsg)> {
 pub(super) fn granted(actions: &[Action]) -> Vec<ClientId> {
     sends(actions)
         .into_iter()
-        .filter(|(_, m)| matches!(m, SchedulerMsg::LockGranted { .. }))
+        .filter(|(_, m)| {
+            matches!(
+                m,
+                SchedulerMsg::Gpu {
+                    body: SchedulerBody::LockGranted { .. },
+                    ..
+                }
+            )
+        })
         .map(|(c, _)| c)
         .collect()
 }
@@ -146,7 +154,10 @@ pub(super) fn drops(actions: &[Action]) -> Vec<(ClientId, u64)> {
     sends(actions)
         .into_iter()
         .filter_map(|(c, m)| match m {
-            SchedulerMsg::DropLock { evict_bytes, .. } => Some((c, evict_bytes)),
+            SchedulerMsg::Gpu {
+                body: SchedulerBody::DropLock { evict_bytes, .. },
+                ..
+            } => Some((c, evict_bytes)),
             _ => None,
         })
         .collect()
@@ -156,7 +167,10 @@ pub(super) fn fetches(actions: &[Action]) -> Vec<(ClientId, u64)> {
     sends(actions)
         .into_iter()
         .filter_map(|(c, m)| match m {
-            SchedulerMsg::Fetch { bytes, .. } => Some((c, bytes)),
+            SchedulerMsg::Gpu {
+                body: SchedulerBody::Fetch { bytes, .. },
+                ..
+            } => Some((c, bytes)),
             _ => None,
         })
         .collect()
@@ -166,7 +180,10 @@ pub(super) fn evicts(actions: &[Action]) -> Vec<(ClientId, u64)> {
     sends(actions)
         .into_iter()
         .filter_map(|(c, m)| match m {
-            SchedulerMsg::Evict { bytes, .. } => Some((c, bytes)),
+            SchedulerMsg::Gpu {
+                body: SchedulerBody::Evict { bytes, .. },
+                ..
+            } => Some((c, bytes)),
             _ => None,
         })
         .collect()

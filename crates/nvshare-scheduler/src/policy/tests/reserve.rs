@@ -4,20 +4,17 @@
 use super::*;
 
 fn reserve(sim: &mut Sim, client: ClientId, footprint: u64) -> Vec<Action> {
-    sim.msg(
-        client,
-        ClientMsg::Reserve {
-            gpu: GPU,
-            footprint,
-        },
-    )
+    sim.msg(client, ClientBody::Reserve { footprint }.on(GPU))
 }
 
 fn rooms(actions: &[Action]) -> Vec<(ClientId, u64)> {
     sends(actions)
         .into_iter()
         .filter_map(|(c, m)| match m {
-            SchedulerMsg::Reserved { room, .. } => Some((c, room)),
+            SchedulerMsg::Gpu {
+                body: SchedulerBody::Reserved { room, .. },
+                ..
+            } => Some((c, room)),
             _ => None,
         })
         .collect()
@@ -25,7 +22,10 @@ fn rooms(actions: &[Action]) -> Vec<(ClientId, u64)> {
 
 fn room_of_grant(actions: &[Action], client: ClientId) -> Option<u64> {
     sends(actions).into_iter().find_map(|(c, m)| match m {
-        SchedulerMsg::LockGranted { room, .. } if c == client => Some(room),
+        SchedulerMsg::Gpu {
+            body: SchedulerBody::LockGranted { room, .. },
+            ..
+        } if c == client => Some(room),
         _ => None,
     })
 }
@@ -107,11 +107,11 @@ fn a_newest_holder_that_does_not_fit_gives_the_lock_up_itself() {
     sim.release(2, 2 * GIB);
     sim.msg(
         2,
-        ClientMsg::Usage {
-            gpu: GPU,
+        ClientBody::Usage {
             footprint: 12 * GIB,
             resident: 2 * GIB,
-        },
+        }
+        .on(GPU),
     );
     assert!(granted(&sim.request(2)).is_empty(), "it waits for client 1");
 }
@@ -131,12 +131,12 @@ fn room_waits_for_idle_programs_to_move_their_memory_out() {
     assert!(rooms(&out).is_empty());
     let out = sim.msg(
         1,
-        ClientMsg::Evicted {
-            gpu: GPU,
+        ClientBody::Evicted {
             bytes: 2 * GIB,
             resident: 4 * GIB,
             elapsed_us: 10,
-        },
+        }
+        .on(GPU),
     );
     assert_eq!(rooms(&out), vec![(2, 12 * GIB)]);
 }
@@ -159,12 +159,12 @@ fn a_lone_holder_growing_past_the_capacity_gets_it_once_others_are_out() {
     assert!(rooms(&out).is_empty());
     let out = sim.msg(
         1,
-        ClientMsg::Evicted {
-            gpu: GPU,
+        ClientBody::Evicted {
             bytes: 4 * GIB,
             resident: 0,
             elapsed_us: 10,
-        },
+        }
+        .on(GPU),
     );
     assert_eq!(rooms(&out), vec![(2, 20 * GIB)]);
 }
@@ -195,12 +195,12 @@ fn a_pending_reservation_holds_back_new_grants_not_the_quantum() {
     assert!(drops(&sim.tick()).is_empty(), "the room is being made");
     let out = sim.msg(
         1,
-        ClientMsg::Evicted {
-            gpu: GPU,
+        ClientBody::Evicted {
             bytes: 4 * GIB,
             resident: 2 * GIB,
             elapsed_us: 10,
-        },
+        }
+        .on(GPU),
     );
     assert_eq!(rooms(&out), vec![(2, 14 * GIB)]);
     // Then the waiter's turn comes as usual.

@@ -74,7 +74,7 @@ fn an_idle_holder_gives_way_at_once() {
     sim.request(1);
     sim.at(1.0);
     sim.request(2);
-    let out = sim.msg(1, ClientMsg::Idle { gpu: GPU });
+    let out = sim.msg(1, ClientBody::Idle.on(GPU));
     assert_eq!(drops(&out), vec![(1, 0)]);
     assert!(out.iter().any(|a| matches!(
         a,
@@ -87,7 +87,7 @@ fn an_idle_holder_gives_way_at_once() {
     assert_eq!(sim.state(2), ClientState::Running);
     // Idle with nobody waiting is remembered until a waiter comes.
     sim.at(2.0);
-    assert!(drops(&sim.msg(2, ClientMsg::Idle { gpu: GPU })).is_empty());
+    assert!(drops(&sim.msg(2, ClientBody::Idle.on(GPU))).is_empty());
     sim.at(3.0);
     assert_eq!(drops(&sim.request(3)), vec![(2, 0)]);
 }

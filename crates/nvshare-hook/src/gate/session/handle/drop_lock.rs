@@ -5,7 +5,7 @@ use crate::engine;
 use crate::gate::Gate;
 use crate::gate::device::DeviceGate;
 use crate::gate::platform;
-use nvshare_proto::ClientMsg;
+use nvshare_proto::ClientBody;
 use std::time::Instant;
 
 /// Stops new work, waits for work in flight, evicts what was asked and
@@ -23,10 +23,8 @@ pub fn drop_lock(gate: &Gate, device: &DeviceGate, evict_bytes: u64) {
     super::evict::move_out(gate, device, evict_bytes);
     let resident = engine::current().usage(device.ordinal).resident;
     let mut state = device.state.lock();
-    gate.session.send(&ClientMsg::LockReleased {
-        gpu: device.uuid,
-        resident,
-    });
+    gate.session
+        .send(&ClientBody::LockReleased { resident }.on(device.uuid));
     state.changing_hands = false;
     state.granted_at = None;
     state.reserving = 0;
@@ -36,8 +34,7 @@ pub fn drop_lock(gate: &Gate, device: &DeviceGate, evict_bytes: u64) {
         // Threads blocked while the GPU was being given back: ask again
         // (unless one of them already did, during the drain).
         state.requested = true;
-        gate.session
-            .send(&ClientMsg::RequestLock { gpu: device.uuid });
+        gate.session.send(&ClientBody::RequestLock.on(device.uuid));
     }
     device.changed.notify_all();
     tracing::debug!(gpu = %device.uuid, evict_bytes, elapsed_us = started.elapsed().as_micros() as u64, "lock released");

@@ -5,7 +5,7 @@ use crate::engine;
 use crate::gate::Gate;
 use crate::gate::device::DeviceGate;
 use crate::gate::platform;
-use nvshare_proto::ClientMsg;
+use nvshare_proto::ClientBody;
 use std::time::Instant;
 
 /// Brings up to `bytes` of the device's memory back ahead of the grant
@@ -28,10 +28,12 @@ pub fn fetch(gate: &Gate, device: &DeviceGate, bytes: u64) {
     let moved = resident.saturating_sub(before);
     let elapsed_us = started.elapsed().as_micros() as u64;
     tracing::debug!(gpu = %device.uuid, asked = bytes, bytes = moved, elapsed_us, "memory restored ahead of the grant");
-    gate.session.send(&ClientMsg::Fetched {
-        gpu: device.uuid,
-        bytes: moved,
-        resident,
-        elapsed_us,
-    });
+    gate.session.send(
+        &ClientBody::Fetched {
+            bytes: moved,
+            resident,
+            elapsed_us,
+        }
+        .on(device.uuid),
+    );
 }

@@ -4,7 +4,7 @@ use crate::engine;
 use crate::gate::Gate;
 use crate::gate::device::DeviceGate;
 use crate::gate::platform;
-use nvshare_proto::ClientMsg;
+use nvshare_proto::ClientBody;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -35,12 +35,14 @@ pub fn grant(gate: &Gate, device: &DeviceGate, room: u64, generation: u64) {
     if bytes > 0 {
         let elapsed_us = started.elapsed().as_micros() as u64;
         tracing::debug!(gpu = %device.uuid, bytes, elapsed_us, "memory restored on grant");
-        gate.session.send(&ClientMsg::Restored {
-            gpu: device.uuid,
-            bytes,
-            resident,
-            elapsed_us,
-        });
+        gate.session.send(
+            &ClientBody::Restored {
+                bytes,
+                resident,
+                elapsed_us,
+            }
+            .on(device.uuid),
+        );
     }
     device.open(&mut device.state.lock(), room);
 }
