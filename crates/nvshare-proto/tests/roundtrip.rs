@@ -371,9 +371,16 @@ fn the_envelope_names_the_gpu_once_and_earlier_encodings_stay() {
         .on(gpu),
     )
     .unwrap();
-    assert_eq!(&fetched[16..], &[12, 1, 2, 3], "Fetched is the last client body");
+    assert_eq!(
+        &fetched[16..],
+        &[12, 1, 2, 3],
+        "Fetched is the last client body"
+    );
     let fetch = encode(&SchedulerBody::Fetch { bytes: 4 }.on(gpu)).unwrap();
-    assert_eq!(fetch[0], 0, "a GPU's message is the first scheduler message");
+    assert_eq!(
+        fetch[0], 0,
+        "a GPU's message is the first scheduler message"
+    );
     assert_eq!(&fetch[1..17], &[7; 16]);
     assert_eq!(&fetch[17..], &[6, 4], "Fetch is the last scheduler body");
     assert_eq!(encode(&SchedulerMsg::ShuttingDown).unwrap(), vec![3]);
