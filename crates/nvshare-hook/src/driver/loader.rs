@@ -68,32 +68,25 @@ pub fn in_this_library(address: *mut c_void) -> bool {
     if address.is_null() {
         return false;
     }
-    let base_of = |address: *const c_void| {
-        // SAFETY: an all-zero Dl_info is a valid value to be overwritten.
-        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-        // SAFETY: `info` is a valid out-parameter; dladdr only reads the
-        // loader's tables for `address` and never dereferences it.
-        let found = unsafe { libc::dladdr(address, &mut info) };
-        (found != 0).then_some(info.dli_fbase)
-    };
-    let own = base_of(in_this_library as *const () as *const c_void);
-    own.is_some() && base_of(address) == own
+    let own = object_of(in_this_library as *const () as *const c_void).map(|o| o.dli_fbase);
+    own.is_some() && object_of(address).map(|o| o.dli_fbase) == own
+}
+
+/// The loaded object that contains `address` (`dladdr`), if any.
+fn object_of(address: *const c_void) -> Option<libc::Dl_info> {
+    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    // SAFETY: dladdr only reads the loader's tables for `address` (never
+    // dereferencing it) and fills `info`; a zero return leaves `info`
+    // unread.
+    let found = unsafe { libc::dladdr(address, info.as_mut_ptr()) };
+    // SAFETY: dladdr returned non-zero, so it initialised `info`.
+    (found != 0).then(|| unsafe { info.assume_init() })
 }
 
 /// The file the hook was loaded from (`libnvshare.so`, or the program it
 /// is linked into).
 pub fn this_library_path() -> Option<PathBuf> {
-    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
-    let here = this_library_path as *const ();
-    // SAFETY: dladdr only reads its address argument and fills `info`; a
-    // zero return means `info` is untouched and is not read.
-    let found = unsafe { libc::dladdr(here.cast(), info.as_mut_ptr()) };
-    if found == 0 {
-        return None;
-    }
-    // SAFETY: dladdr returned non-zero, so `info` is initialised and
-    // `dli_fname` is null or a NUL-terminated path owned by the loader.
-    let info = unsafe { info.assume_init() };
+    let info = object_of(this_library_path as *const () as *const c_void)?;
     if info.dli_fname.is_null() {
         return None;
     }
