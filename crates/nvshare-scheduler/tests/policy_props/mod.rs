@@ -179,7 +179,7 @@ proptest! {
                     world.drain();
                 }
             }
-            let _ = (world.sched.status(world.now), world.sched.next_deadline());
+            let _ = (world.sched.status(world.now), world.next_deadline());
         }
     }
 }

@@ -226,13 +226,15 @@ pub fn play(world: &mut World, op: Op) {
             if policy == Policy::Off {
                 world.check_memory = false;
             }
-            let actions = world.sched.set_policy(world.now, policy);
+            let now = world.now;
+            let actions = world.decide(|sched| sched.set_policy(now, policy));
             world.apply(actions);
             world.drain();
         }
         Op::SetQuantum { ms } => {
             world.quantum = Duration::from_millis(ms);
-            let actions = world.sched.set_quantum(world.now, world.quantum);
+            let (now, quantum) = (world.now, world.quantum);
+            let actions = world.decide(|sched| sched.set_quantum(now, quantum));
             world.apply(actions);
             world.drain();
         }

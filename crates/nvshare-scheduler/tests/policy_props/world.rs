@@ -33,6 +33,9 @@ pub struct Mem {
 /// The scheduler, the clients around it and the checks on what it does.
 pub struct World {
     pub sched: Scheduler,
+    /// The same scheduler scheduling every GPU on every event: whatever
+    /// `sched` decides, it must decide too (nothing due is skipped).
+    pub reference: Scheduler,
     pub now: Duration,
     pub policy: Policy,
     pub quantum: Duration,
@@ -60,16 +63,18 @@ pub const RECOVERY_GRACE: Duration = Duration::from_secs(3);
 impl World {
     pub fn new(policy: Policy, quantum_ms: u64, always_busy: bool) -> Self {
         let quantum = Duration::from_millis(quantum_ms);
+        let config = PolicyConfig {
+            policy,
+            quantum,
+            memory_capacity: Some(CAPACITY),
+            memory_reserve: 0,
+            drain_timeout: Duration::from_secs(10),
+            restore_ahead: true,
+            recovery_grace: RECOVERY_GRACE,
+        };
         World {
-            sched: Scheduler::new(PolicyConfig {
-                policy,
-                quantum,
-                memory_capacity: Some(CAPACITY),
-                memory_reserve: 0,
-                drain_timeout: Duration::from_secs(10),
-                restore_ahead: true,
-                recovery_grace: RECOVERY_GRACE,
-            }),
+            sched: Scheduler::new(config.clone()),
+            reference: Scheduler::new(config).with_full_sweeps(),
             now: Duration::ZERO,
             policy,
             quantum,
@@ -121,8 +126,34 @@ impl World {
     }
 
     pub fn feed(&mut self, event: Event) {
-        let actions = self.sched.handle(self.now, event);
+        let now = self.now;
+        let actions = self.decide(|sched| sched.handle(now, event.clone()));
         self.apply(actions);
+    }
+
+    /// Runs `step` on the scheduler and on its full-sweep reference, checks
+    /// that both decided the same, and returns the decision.
+    pub fn decide(&mut self, step: impl Fn(&mut Scheduler) -> Vec<Action>) -> Vec<Action> {
+        let actions = step(&mut self.sched);
+        let expected = step(&mut self.reference);
+        assert_eq!(
+            actions, expected,
+            "scheduling only the GPUs due decided otherwise than scheduling all at {:?}",
+            self.now
+        );
+        actions
+    }
+
+    /// The scheduler's next deadline, checked against the reference's.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        let deadline = self.sched.next_deadline();
+        assert_eq!(
+            deadline,
+            self.reference.next_deadline(),
+            "the deadline index disagrees with the GPUs' deadlines at {:?}",
+            self.now
+        );
+        deadline
     }
 
     pub fn drain(&mut self) {
@@ -165,15 +196,15 @@ impl World {
     pub fn advance_to(&mut self, target: Duration) {
         self.replies.extend(self.late.drain(..));
         self.drain();
-        while let Some(deadline) = self.sched.next_deadline() {
+        while let Some(deadline) = self.next_deadline() {
             if deadline > target {
                 break;
             }
             self.now = self.now.max(deadline);
-            let before = self.sched.next_deadline();
+            let before = self.next_deadline();
             self.feed(Event::Tick);
             self.drain();
-            if self.sched.next_deadline() == before && before.is_some_and(|d| d <= self.now) {
+            if self.next_deadline() == before && before.is_some_and(|d| d <= self.now) {
                 panic!("a tick at {:?} left deadline {before:?} in place", self.now);
             }
         }
