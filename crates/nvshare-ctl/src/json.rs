@@ -4,7 +4,9 @@
 //! states are strings as people write them, and the wire format may change
 //! between releases while this must not.
 
-use nvshare_proto::{ClientHostShadows, ClientStatus, GpuHostShadows, GpuStatus, StatusReport};
+use nvshare_proto::{
+    ClientHostShadows, ClientStatus, GpuHostShadows, GpuStatus, GpuWait, StatusReport, WaitReason,
+};
 use serde::Serialize;
 
 /// The whole status.
@@ -50,8 +52,71 @@ pub struct JsonGpu {
     pub host_pinned: Option<u64>,
     /// The same, pageable.
     pub host_pageable: Option<u64>,
+    /// What the program next in line waits for (null if nobody waits).
+    pub next: Option<JsonWait>,
     /// The programs using it.
     pub clients: Vec<JsonClient>,
+}
+
+/// What the program next in line for a GPU waits for.
+#[derive(Debug, Serialize)]
+pub struct JsonWait {
+    /// The waiting program's client id.
+    pub client_id: u64,
+    /// `quantum`, `drain`, `drain_without_room`, `memory`,
+    /// `holder_growth`, `gang` or `recovery`.
+    pub reason: &'static str,
+    /// The holder it waits for, where one is in the way.
+    pub holder: Option<u64>,
+    /// Milliseconds until the holder's quantum (or the recovery) ends.
+    pub remaining_ms: Option<u64>,
+    /// Milliseconds the holder has been giving the GPU back.
+    pub draining_ms: Option<u64>,
+    /// The drain timeout in milliseconds.
+    pub drain_timeout_ms: Option<u64>,
+    /// Bytes still to be moved out for it.
+    pub short_bytes: Option<u64>,
+    /// The same in words, as `status` prints it.
+    pub description: String,
+}
+
+impl JsonWait {
+    fn new(gpu: &GpuStatus, wait: &GpuWait) -> Self {
+        let mut json = JsonWait {
+            client_id: wait.next,
+            reason: crate::waits::kind(&wait.reason),
+            holder: None,
+            remaining_ms: None,
+            draining_ms: None,
+            drain_timeout_ms: None,
+            short_bytes: None,
+            description: crate::waits::describe(gpu, wait),
+        };
+        match wait.reason {
+            WaitReason::Quantum {
+                holder,
+                remaining_ms,
+            } => (json.holder, json.remaining_ms) = (Some(holder), Some(remaining_ms)),
+            WaitReason::Drain {
+                holder,
+                draining_ms,
+                timeout_ms,
+            } => {
+                json.holder = Some(holder);
+                json.draining_ms = Some(draining_ms);
+                json.drain_timeout_ms = Some(timeout_ms);
+            }
+            WaitReason::DrainWithoutRoom {
+                holder,
+                draining_ms,
+            } => (json.holder, json.draining_ms) = (Some(holder), Some(draining_ms)),
+            WaitReason::Memory { short_bytes } => json.short_bytes = Some(short_bytes),
+            WaitReason::HolderGrowth { holder } => json.holder = Some(holder),
+            WaitReason::Gang => {}
+            WaitReason::Recovery { remaining_ms } => json.remaining_ms = Some(remaining_ms),
+        }
+        json
+    }
 }
 
 /// One program on one GPU.
@@ -83,8 +148,9 @@ pub struct JsonClient {
 }
 
 impl JsonStatus {
-    /// The status, with the host shadows if the scheduler reported them.
-    pub fn new(r: &StatusReport, host: Option<&[GpuHostShadows]>) -> Self {
+    /// The status, with the host shadows if the scheduler reported them,
+    /// and what each GPU's next program waits for.
+    pub fn new(r: &StatusReport, host: Option<&[GpuHostShadows]>, waits: &[GpuWait]) -> Self {
         JsonStatus {
             scheduler_pid: r.scheduler_pid,
             scheduler_version: r.scheduler_version.clone(),
@@ -99,7 +165,8 @@ impl JsonStatus {
                             .cloned()
                             .unwrap_or_default()
                     });
-                    JsonGpu::new(g, gpu_host.as_ref())
+                    let wait = waits.iter().find(|w| w.uuid == g.uuid);
+                    JsonGpu::new(g, gpu_host.as_ref(), wait)
                 })
                 .collect(),
         }
@@ -107,7 +174,7 @@ impl JsonStatus {
 }
 
 impl JsonGpu {
-    fn new(g: &GpuStatus, host: Option<&GpuHostShadows>) -> Self {
+    fn new(g: &GpuStatus, host: Option<&GpuHostShadows>, wait: Option<&GpuWait>) -> Self {
         JsonGpu {
             uuid: g.uuid.to_string(),
             physical_memory: g.physical_memory,
@@ -122,6 +189,7 @@ impl JsonGpu {
             swap_time_us: g.swap_time_us,
             host_pinned: host.map(|h| h.pinned),
             host_pageable: host.map(|h| h.pageable),
+            next: wait.map(|w| JsonWait::new(g, w)),
             clients: g
                 .clients
                 .iter()
@@ -163,8 +231,9 @@ impl JsonClient {
 pub fn status_json(
     report: &StatusReport,
     host: Option<&[GpuHostShadows]>,
+    waits: &[GpuWait],
 ) -> Result<String, serde_json::Error> {
-    serde_json::to_string_pretty(&JsonStatus::new(report, host))
+    serde_json::to_string_pretty(&JsonStatus::new(report, host, waits))
 }
 
 #[cfg(test)]
@@ -174,7 +243,7 @@ mod tests {
 
     #[test]
     fn the_shape_uses_readable_strings() {
-        let text = status_json(&sample_report(), None).unwrap();
+        let text = status_json(&sample_report(), None, &[]).unwrap();
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         let gpu = &value["gpus"][0];
         assert_eq!(gpu["uuid"], "GPU-12345678-9abc-def0-0123-456789abcdef");
@@ -188,15 +257,42 @@ mod tests {
     }
 
     #[test]
+    fn the_next_programs_wait_has_its_reason_and_numbers() {
+        let report = sample_report();
+        let wait = GpuWait {
+            uuid: report.gpus[0].uuid,
+            next: 2,
+            reason: WaitReason::Drain {
+                holder: 1,
+                draining_ms: 5_000,
+                timeout_ms: 10_000,
+            },
+        };
+        let text = status_json(&report, None, &[wait]).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let next = &value["gpus"][0]["next"];
+        assert_eq!(next["client_id"], 2);
+        assert_eq!(next["reason"], "drain");
+        assert_eq!(next["holder"], 1);
+        assert_eq!(next["draining_ms"], 5_000);
+        assert_eq!(next["drain_timeout_ms"], 10_000);
+        assert!(next["short_bytes"].is_null());
+        assert!(next["description"].as_str().unwrap().contains("train (1)"));
+        let idle = status_json(&report, None, &[]).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&idle).unwrap();
+        assert!(value["gpus"][0]["next"].is_null());
+    }
+
+    #[test]
     fn host_shadows_per_gpu_and_program_or_null_when_unknown() {
-        let text = status_json(&sample_report(), Some(&sample_host())).unwrap();
+        let text = status_json(&sample_report(), Some(&sample_host()), &[]).unwrap();
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         let gpu = &value["gpus"][0];
         assert_eq!(gpu["host_pinned"], 12u64 << 30);
         assert_eq!(gpu["host_pageable"], 1u64 << 30);
         assert_eq!(gpu["clients"][0]["host_pinned"], 4u64 << 30);
         assert_eq!(gpu["clients"][1]["host_pageable"], 1u64 << 30);
-        let unknown = status_json(&sample_report(), None).unwrap();
+        let unknown = status_json(&sample_report(), None, &[]).unwrap();
         let value: serde_json::Value = serde_json::from_str(&unknown).unwrap();
         assert!(value["gpus"][0]["host_pinned"].is_null());
         assert!(value["gpus"][0]["clients"][0]["host_pageable"].is_null());

@@ -5,6 +5,7 @@
 //!   the requests it stands for.
 //! - [`connection`]: the control conversation over the Unix socket.
 //! - [`table`]: `status` as tables; [`json`]: `status --json`;
+//!   [`waits`]: what the next program on a GPU waits for, in words;
 //!   [`units`]: durations as people read them (sizes:
 //!   [`nvshare_proto::units::Bytes`]).
 //! - [`error`]: [`error::CtlError`] and the exit code of each failure: 2 when
@@ -17,11 +18,12 @@ mod error;
 mod json;
 mod table;
 mod units;
+mod waits;
 
 use cli::{Cli, Plan};
 use connection::Connection;
 use error::CtlError;
-use nvshare_proto::{ControlReply, ControlRequest, GpuHostShadows};
+use nvshare_proto::{ControlReply, ControlRequest, GpuHostShadows, GpuWait};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
@@ -72,10 +74,11 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
                 other => return Err(unexpected(&conn, other)),
             };
             let host = host_shadows(&mut conn);
+            let waits = waits(&mut conn);
             if json {
-                Ok(json::status_json(&report, host.as_deref())? + "\n")
+                Ok(json::status_json(&report, host.as_deref(), &waits)? + "\n")
             } else {
-                Ok(table::status_text(&report, host.as_deref()))
+                Ok(table::status_text(&report, host.as_deref(), &waits))
             }
         }
         Plan::Change(requests) => {
@@ -106,6 +109,21 @@ fn host_shadows(conn: &mut Connection) -> Option<Vec<GpuHostShadows>> {
     }
 }
 
+/// What the next program on each GPU waits for; nothing from a scheduler
+/// that does not say.
+fn waits(conn: &mut Connection) -> Vec<GpuWait> {
+    match conn.call(&ControlRequest::Waits) {
+        Ok(ControlReply::Waits(waits)) => waits,
+        other => {
+            tracing::debug!(
+                ?other,
+                "the scheduler does not report waits; leaving them out"
+            );
+            Vec::new()
+        }
+    }
+}
+
 /// What was changed, for the operator.
 fn done_line(request: &ControlRequest) -> String {
     match request {
@@ -114,7 +132,9 @@ fn done_line(request: &ControlRequest) -> String {
             units::human_duration_ms(*quantum_ms)
         ),
         ControlRequest::SetPolicy { policy } => format!("policy set to {policy}\n"),
-        ControlRequest::Status | ControlRequest::HostShadows => String::new(),
+        ControlRequest::Status | ControlRequest::HostShadows | ControlRequest::Waits => {
+            String::new()
+        }
     }
 }
 

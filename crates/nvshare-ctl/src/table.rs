@@ -2,13 +2,17 @@
 
 use crate::units::human_duration_ms;
 use nvshare_proto::units::Bytes;
-use nvshare_proto::{ClientHostShadows, GpuHostShadows, GpuStatus, StatusReport};
+use nvshare_proto::{ClientHostShadows, GpuHostShadows, GpuStatus, GpuWait, StatusReport};
 use std::fmt::Write;
 
 /// The whole status as text, ending with a newline. `host` is the host
 /// shadows the scheduler reported, if it does (else their column is left
-/// out).
-pub fn status_text(report: &StatusReport, host: Option<&[GpuHostShadows]>) -> String {
+/// out); `waits` what the next program on each GPU waits for.
+pub fn status_text(
+    report: &StatusReport,
+    host: Option<&[GpuHostShadows]>,
+    waits: &[GpuWait],
+) -> String {
     let mut out = format!(
         "nvshare-scheduler {}, pid {}, up {}\n",
         report.scheduler_version,
@@ -26,13 +30,14 @@ pub fn status_text(report: &StatusReport, host: Option<&[GpuHostShadows]>) -> St
                 .cloned()
                 .unwrap_or_default()
         });
-        out.push_str(&gpu_text(gpu, gpu_host.as_ref()));
+        let wait = waits.iter().find(|w| w.uuid == gpu.uuid);
+        out.push_str(&gpu_text(gpu, gpu_host.as_ref(), wait));
     }
     out
 }
 
 /// One GPU's block: its settings and counters, then its programs.
-fn gpu_text(gpu: &GpuStatus, host: Option<&GpuHostShadows>) -> String {
+fn gpu_text(gpu: &GpuStatus, host: Option<&GpuHostShadows>, wait: Option<&GpuWait>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -61,6 +66,9 @@ fn gpu_text(gpu: &GpuStatus, host: Option<&GpuHostShadows>) -> String {
             size(host.pinned),
             size(host.pageable),
         );
+    }
+    if let Some(wait) = wait {
+        let _ = writeln!(out, "  next: {}", crate::waits::describe(gpu, wait));
     }
     if gpu.clients.is_empty() {
         out.push_str("  no programs\n");
@@ -193,7 +201,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_gpu_block_shows_settings_counters_and_programs() {
-        let text = status_text(&sample_report(), None);
+        let text = status_text(&sample_report(), None, &[]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "nvshare-scheduler 0.1.0, pid 77, up 2h 05m");
         assert_eq!(
@@ -223,9 +231,9 @@ pub(crate) mod tests {
     fn empty_states_say_so() {
         let mut report = sample_report();
         report.gpus[0].clients.clear();
-        assert!(status_text(&report, None).ends_with("  no programs\n"));
+        assert!(status_text(&report, None, &[]).ends_with("  no programs\n"));
         report.gpus.clear();
-        assert!(status_text(&report, None).contains("no GPU in use"));
+        assert!(status_text(&report, None, &[]).contains("no GPU in use"));
     }
 
     /// Host shadows of the sample's two programs: one pinned, one partly
@@ -253,7 +261,7 @@ pub(crate) mod tests {
 
     #[test]
     fn host_shadows_show_per_gpu_and_per_program() {
-        let text = status_text(&sample_report(), Some(&sample_host()));
+        let text = status_text(&sample_report(), Some(&sample_host()), &[]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[4],
@@ -269,8 +277,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_next_programs_wait_is_said_under_its_gpu() {
+        let report = sample_report();
+        let wait = GpuWait {
+            uuid: report.gpus[0].uuid,
+            next: 2,
+            reason: nvshare_proto::WaitReason::Quantum {
+                holder: 1,
+                remaining_ms: 4_000,
+            },
+        };
+        let text = status_text(&report, None, &[wait]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[4],
+            "  next: bert (2) waits for the time slice of train (1) to end (in 4.0 s)"
+        );
+    }
+
+    #[test]
     fn a_gpu_missing_from_the_host_report_shows_none() {
-        let text = status_text(&sample_report(), Some(&[]));
+        let text = status_text(&sample_report(), Some(&[]), &[]);
         assert!(text.contains("  host shadows 0 B (pinned 0 B, pageable 0 B)\n"));
     }
 }

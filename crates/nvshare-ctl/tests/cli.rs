@@ -210,7 +210,11 @@ fn status_prints_tables() {
     assert!(stdout.contains("host shadows 2.0 GiB (pinned 2.0 GiB, pageable 0 B)"));
     assert_eq!(
         fake.received(),
-        vec![ControlRequest::Status, ControlRequest::HostShadows]
+        vec![
+            ControlRequest::Status,
+            ControlRequest::HostShadows,
+            ControlRequest::Waits
+        ]
     );
 }
 
@@ -251,7 +255,11 @@ fn status_json_is_for_scripts() {
     assert_eq!(gpu["host_pageable"], 0);
     assert_eq!(
         fake.received(),
-        vec![ControlRequest::Status, ControlRequest::HostShadows]
+        vec![
+            ControlRequest::Status,
+            ControlRequest::HostShadows,
+            ControlRequest::Waits
+        ]
     );
 }
 

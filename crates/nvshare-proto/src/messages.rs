@@ -308,6 +308,9 @@ pub enum ControlRequest {
     /// (rather than fields of [`StatusReport`]) so that every earlier
     /// message keeps its encoding.
     HostShadows,
+    /// Why the next program on each GPU is not running yet, answered by
+    /// [`ControlReply::Waits`] (a request of its own, as `HostShadows`).
+    Waits,
 }
 
 /// The scheduler's answer to one [`ControlRequest`].
@@ -322,6 +325,72 @@ pub enum ControlReply {
     /// Answer to [`ControlRequest::HostShadows`]: one entry per GPU, in
     /// UUID order.
     HostShadows(Vec<GpuHostShadows>),
+    /// Answer to [`ControlRequest::Waits`]: one entry per GPU somebody
+    /// waits for, in UUID order.
+    Waits(Vec<GpuWait>),
+}
+
+/// The program next in line for a GPU, and what it waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuWait {
+    /// The GPU.
+    pub uuid: GpuUuid,
+    /// The client at the head of its queue.
+    pub next: ClientId,
+    /// Why it does not run yet.
+    pub reason: WaitReason,
+}
+
+/// Why the head of a GPU's queue does not run yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WaitReason {
+    /// A holder's time slice has not ended (the latest of those in the
+    /// way: they give the GPU back together).
+    Quantum {
+        /// The holder whose quantum ends last.
+        holder: ClientId,
+        /// Milliseconds until it ends.
+        remaining_ms: u64,
+    },
+    /// A holder was asked to give the GPU back and is finishing the GPU
+    /// work it had queued (and moving memory out).
+    Drain {
+        /// The holder.
+        holder: ClientId,
+        /// Milliseconds since it was asked.
+        draining_ms: u64,
+        /// The drain timeout, after which the next program runs beside it
+        /// where the GPU physically has room.
+        timeout_ms: u64,
+    },
+    /// A holder's drain outlasted the drain timeout, and the GPU has no
+    /// physical room to run the next program beside it: the switch waits
+    /// until the holder's queued work ends.
+    DrainWithoutRoom {
+        /// The holder.
+        holder: ClientId,
+        /// Milliseconds since it was asked.
+        draining_ms: u64,
+    },
+    /// Other programs are moving memory out to make room for it.
+    Memory {
+        /// Bytes still missing.
+        short_bytes: u64,
+    },
+    /// A holder that grows goes first.
+    HolderGrowth {
+        /// The holder.
+        holder: ClientId,
+    },
+    /// It runs with its gang (the other ranks of its job, or its own other
+    /// GPUs), which are not all at the head of their queues yet.
+    Gang,
+    /// The scheduler restarted: no GPU is granted until the programs that
+    /// held one had time to say so.
+    Recovery {
+        /// Milliseconds until grants resume.
+        remaining_ms: u64,
+    },
 }
 
 /// The host memory clients keep for their memory of one GPU.

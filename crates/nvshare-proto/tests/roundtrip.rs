@@ -252,7 +252,42 @@ fn control_request() -> impl Strategy<Value = ControlRequest> {
         any::<u64>().prop_map(|quantum_ms| ControlRequest::SetQuantum { quantum_ms }),
         policy().prop_map(|policy| ControlRequest::SetPolicy { policy }),
         Just(ControlRequest::HostShadows),
+        Just(ControlRequest::Waits),
     ]
+}
+
+fn wait_reason() -> impl Strategy<Value = WaitReason> {
+    prop_oneof![
+        (any::<u64>(), any::<u64>()).prop_map(|(holder, remaining_ms)| WaitReason::Quantum {
+            holder,
+            remaining_ms
+        }),
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(holder, draining_ms, timeout_ms)| {
+            WaitReason::Drain {
+                holder,
+                draining_ms,
+                timeout_ms,
+            }
+        }),
+        (any::<u64>(), any::<u64>()).prop_map(|(holder, draining_ms)| {
+            WaitReason::DrainWithoutRoom {
+                holder,
+                draining_ms,
+            }
+        }),
+        any::<u64>().prop_map(|short_bytes| WaitReason::Memory { short_bytes }),
+        any::<u64>().prop_map(|holder| WaitReason::HolderGrowth { holder }),
+        Just(WaitReason::Gang),
+        any::<u64>().prop_map(|remaining_ms| WaitReason::Recovery { remaining_ms }),
+    ]
+}
+
+fn gpu_wait() -> impl Strategy<Value = GpuWait> {
+    (any::<[u8; 16]>(), any::<u64>(), wait_reason()).prop_map(|(uuid, next, reason)| GpuWait {
+        uuid: GpuUuid(uuid),
+        next,
+        reason,
+    })
 }
 
 fn control_reply() -> impl Strategy<Value = ControlReply> {
@@ -274,6 +309,7 @@ fn control_reply() -> impl Strategy<Value = ControlReply> {
         Just(ControlReply::Done),
         error_reply().prop_map(ControlReply::Error),
         prop::collection::vec(gpu_host_shadows(), 0..3).prop_map(ControlReply::HostShadows),
+        prop::collection::vec(gpu_wait(), 0..3).prop_map(ControlReply::Waits),
     ]
 }
 
@@ -339,6 +375,87 @@ proptest! {
     }
 }
 
+/// What a peer's bytes come to on the scheduler's read path before and
+/// after hello (as `fuzz/fuzz_targets/decode.rs` drives it): the hello, the
+/// messages after it, and the most bytes ever buffered before it.
+struct PeerRead {
+    hello: Option<Hello>,
+    messages: Vec<ClientMsg>,
+    most_buffered_before_hello: usize,
+}
+
+fn read_as_peer(bytes: &[u8], piece: usize) -> PeerRead {
+    let mut frames = FrameBuffer::with_limit(MAX_HELLO_LEN);
+    let mut read = PeerRead {
+        hello: None,
+        messages: Vec::new(),
+        most_buffered_before_hello: 0,
+    };
+    let mut rest = bytes;
+    loop {
+        let room = frames.capacity().saturating_sub(frames.pending());
+        let take = room.min(piece).min(rest.len());
+        frames.extend(&rest[..take]);
+        rest = &rest[take..];
+        if read.hello.is_none() {
+            read.most_buffered_before_hello = read.most_buffered_before_hello.max(frames.pending());
+        }
+        while let Ok(Some(payload)) = frames.next_payload() {
+            if read.hello.is_none() {
+                match decode_hello(payload) {
+                    Ok(hello) => read.hello = Some(hello),
+                    Err(_) => return read,
+                }
+                frames.set_limit(MAX_REQUEST_LEN);
+            } else if let Ok(msg) = decode::<ClientMsg>(payload) {
+                read.messages.push(msg);
+            }
+        }
+        if take == 0 {
+            return read;
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn before_hello_no_more_than_one_hello_frame_is_buffered(
+        bytes in prop::collection::vec(any::<u8>(), 0..4096),
+        piece in 1usize..700,
+    ) {
+        let read = read_as_peer(&bytes, piece);
+        prop_assert!(read.most_buffered_before_hello <= HEADER_LEN + MAX_HELLO_LEN);
+    }
+
+    #[test]
+    fn a_hello_and_messages_arrive_whole_in_any_pieces(
+        hello in hello(),
+        msgs in prop::collection::vec(client_msg(), 0..4),
+        piece in 1usize..300,
+    ) {
+        let mut wire = encode_frame(&hello).unwrap();
+        for msg in &msgs {
+            wire.extend(encode_frame(msg).unwrap());
+        }
+        let read = read_as_peer(&wire, piece);
+        prop_assert_eq!(read.hello, Some(hello));
+        prop_assert_eq!(read.messages, msgs);
+    }
+}
+
+#[test]
+fn a_first_frame_announcing_more_than_a_hello_is_refused_before_its_payload() {
+    let mut frames = FrameBuffer::with_limit(MAX_HELLO_LEN);
+    frames.extend(&((MAX_HELLO_LEN as u32 + 1).to_le_bytes()));
+    assert!(matches!(
+        frames.next_payload(),
+        Err(ProtoError::Oversized { max, .. }) if max == MAX_HELLO_LEN
+    ));
+    let read = read_as_peer(&[0xff; 10_000], 4096);
+    assert!(read.hello.is_none());
+    assert!(read.most_buffered_before_hello <= HEADER_LEN + MAX_HELLO_LEN);
+}
+
 fn read_payload_any(bytes: &[u8]) -> Result<ClientMsg, ProtoError> {
     read_msg(&mut { bytes })
 }
@@ -386,9 +503,15 @@ fn the_envelope_names_the_gpu_once_and_earlier_encodings_stay() {
     assert_eq!(encode(&SchedulerMsg::ShuttingDown).unwrap(), vec![3]);
     assert_eq!(encode(&ControlRequest::Status).unwrap(), vec![0]);
     assert_eq!(encode(&ControlRequest::HostShadows).unwrap(), vec![3]);
+    assert_eq!(encode(&ControlRequest::Waits).unwrap(), vec![4]);
     assert_eq!(encode(&ControlReply::Done).unwrap(), vec![1]);
     assert_eq!(
         encode(&ControlReply::HostShadows(Vec::new())).unwrap(),
         vec![3, 0]
+    );
+    assert_eq!(
+        encode(&ControlReply::Waits(Vec::new())).unwrap(),
+        vec![4, 0],
+        "Waits is appended: every earlier control message keeps its encoding"
     );
 }

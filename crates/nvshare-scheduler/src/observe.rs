@@ -4,7 +4,7 @@ use crate::metrics::{ClientLabels, DropLabels, GpuMetrics, Metrics};
 use crate::policy::Record;
 use nvshare_proto::units::Bytes;
 use nvshare_proto::{ClientId, GpuUuid};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
@@ -23,6 +23,9 @@ pub struct Observer {
 struct GpuEntry {
     label: String,
     metrics: GpuMetrics,
+    /// The drop reasons and job names that have series for this GPU.
+    reasons: BTreeSet<&'static str>,
+    jobs: BTreeSet<String>,
 }
 
 impl Observer {
@@ -71,6 +74,15 @@ impl Observer {
 
     /// One log line and the metric updates for `record`.
     pub fn record(&mut self, record: &Record) {
+        if let Record::GpuForgotten { gpu } = record {
+            if let Some(entry) = self.gpus.remove(gpu) {
+                let reasons = entry.reasons.iter().copied();
+                let jobs = entry.jobs.iter().map(String::as_str);
+                self.metrics.forget_gpu(&entry.label, reasons, jobs);
+                info!(gpu = entry.label, "GPU forgotten: its last program left");
+            }
+            return;
+        }
         let gpu = match record {
             Record::Granted { gpu, .. }
             | Record::Resumed { gpu, .. }
@@ -79,9 +91,11 @@ impl Observer {
             | Record::Released { gpu, .. }
             | Record::Switched { gpu, .. }
             | Record::DrainOverdue { gpu, .. }
+            | Record::DrainStuck { gpu, .. }
             | Record::Evicted { gpu, .. }
             | Record::Restored { gpu, .. }
-            | Record::HostShadows { gpu, .. } => *gpu,
+            | Record::HostShadows { gpu, .. }
+            | Record::GpuForgotten { gpu } => *gpu,
         };
         let metrics = &self.metrics;
         self.gpus.entry(gpu).or_insert_with(|| {
@@ -89,8 +103,24 @@ impl Observer {
             GpuEntry {
                 metrics: metrics.for_gpu(&label),
                 label,
+                reasons: BTreeSet::new(),
+                jobs: BTreeSet::new(),
             }
         });
+        match record {
+            Record::DropRequested { reason, .. } => {
+                let entry = self.gpus.get_mut(&gpu).expect("made above");
+                entry.reasons.insert(reason);
+            }
+            Record::Released { client, .. } => {
+                let name = self.names.get(client).map_or("?", String::as_str);
+                let entry = self.gpus.get_mut(&gpu).expect("made above");
+                if !entry.jobs.contains(name) {
+                    entry.jobs.insert(name.to_owned());
+                }
+            }
+            _ => {}
+        }
         let entry = &self.gpus[&gpu];
         let (label, g, m) = (entry.label.as_str(), &entry.metrics, &*self.metrics);
         match record {
@@ -174,9 +204,22 @@ impl Observer {
                     draining_ms = ms(*draining),
                     granted = granted,
                     granted_name = self.name(*granted),
-                    "drain overdue: its GPU work waits for another program (a collective whose peer waits for its own GPU?); letting the next program in beside it"
+                    "drain overdue: the program's queued GPU work has not finished within the drain timeout (long kernels, or a collective waiting for a peer on another GPU); the GPU has room, so the next program runs beside it"
                 );
                 g.overdue_drains.inc();
+            }
+            Record::DrainStuck {
+                stuck,
+                gpu: _,
+                draining,
+            } => {
+                warn!(
+                    client = stuck,
+                    name = self.name(*stuck),
+                    gpu = label,
+                    draining_ms = ms(*draining),
+                    "drain overdue: the program's queued GPU work has not finished within the drain timeout (long kernels, or a collective waiting for a peer on another GPU), and the GPU has no room to run the next program beside it: the switch waits for that work to end; `nvshare-ctl status` shows the wait"
+                );
             }
             Record::Evicted {
                 client,
@@ -201,6 +244,7 @@ impl Observer {
                       gb_per_s = rate(*bytes, *elapsed), ahead, "memory restored");
                 g.restored_bytes.inc_by(*bytes);
             }
+            Record::GpuForgotten { .. } => {}
             Record::HostShadows {
                 pinned, pageable, ..
             } => {
@@ -273,6 +317,59 @@ mod tests {
         ] {
             assert!(text.contains(&line), "missing {line:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn a_forgotten_gpu_leaves_no_series_and_others_keep_theirs() {
+        let metrics = Arc::new(Metrics::new());
+        let mut observer = Observer::new(metrics.clone());
+        let (gone, kept) = (GpuUuid([1; 16]), GpuUuid([2; 16]));
+        observer.client_connected(4, 100, 0, "train", None);
+        for gpu in [gone, kept] {
+            observer.record(&Record::Granted {
+                client: 4,
+                gpu,
+                waited: Duration::from_millis(3),
+            });
+            observer.record(&Record::DropRequested {
+                client: 4,
+                gpu,
+                evict_bytes: 0,
+                reason: "quantum expired",
+            });
+            observer.record(&Record::Released {
+                client: 4,
+                gpu,
+                held: Duration::from_millis(2500),
+            });
+            observer.record(&Record::HostShadows {
+                gpu,
+                pinned: 1,
+                pageable: 2,
+            });
+        }
+        observer.record(&Record::GpuForgotten { gpu: gone });
+        let text = metrics.encode();
+        assert!(
+            !text.contains(&gone.to_string()),
+            "series of a forgotten GPU:\n{text}"
+        );
+        for line in [
+            format!("nvshare_grants_total{{gpu=\"{kept}\"}} 1"),
+            format!("nvshare_lock_held_seconds_total{{gpu=\"{kept}\",client=\"train\"}} 2.5"),
+            format!("nvshare_drop_requests_total{{gpu=\"{kept}\",reason=\"quantum expired\"}} 1"),
+            format!("nvshare_host_shadow_bytes{{gpu=\"{kept}\",memory=\"pageable\"}} 2"),
+        ] {
+            assert!(text.contains(&line), "missing {line:?} in\n{text}");
+        }
+        // A GPU used again starts its series again.
+        observer.record(&Record::Granted {
+            client: 4,
+            gpu: gone,
+            waited: Duration::ZERO,
+        });
+        let line = format!("nvshare_grants_total{{gpu=\"{gone}\"}} 1");
+        assert!(metrics.encode().contains(&line));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::support::{Daemon, HookClient, MIB, Notice, PATIENCE, open_up};
 use nvshare_proto::{
     ClientBody, ClientHostShadows, ControlReply, ControlRequest, ErrorCode, GpuHostShadows, Hello,
-    HelloReply, Policy, Role, decode, encode_frame,
+    HelloReply, Policy, Role, WaitReason, decode, encode_frame,
 };
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -29,6 +29,46 @@ fn status_reports_the_daemon_gpus_and_clients() {
     assert_eq!(names, ["alpha", "beta"]);
     // Peer pids come from SO_PEERCRED: the test process itself.
     assert!(gpu.clients.iter().all(|c| c.pid == std::process::id()));
+}
+
+/// What the next program waits for, through the real daemon: the holder's
+/// quantum, then nothing once it is granted (the drain and the other
+/// reasons: the policy's tests).
+#[test]
+fn waits_say_what_the_next_program_waits_for() {
+    let daemon = Daemon::start(&["--memory-capacity", "512MiB", "--quantum", "1"]);
+    let mut a = HookClient::connect_attached(&daemon.socket, "alpha", 300 * MIB);
+    let mut b = HookClient::connect_attached(&daemon.socket, "beta", 300 * MIB);
+    a.request();
+    a.wait_grant(PATIENCE).unwrap();
+    let mut control = daemon.control();
+    let waits =
+        |control: &mut crate::support::Control| match control.request(&ControlRequest::Waits) {
+            ControlReply::Waits(waits) => waits,
+            other => panic!("expected waits, got {other:?}"),
+        };
+    assert_eq!(waits(&mut control), vec![], "nobody waits");
+    b.request();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let first = loop {
+        let now = waits(&mut control);
+        if !now.is_empty() || std::time::Instant::now() > deadline {
+            break now;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].next, b.id);
+    assert!(
+        matches!(first[0].reason, WaitReason::Quantum { holder, remaining_ms }
+            if holder == a.id && remaining_ms <= 1000),
+        "{first:?}"
+    );
+    // alpha's quantum ends; it gives the GPU back (the test client answers
+    // the drop at once) and beta no longer waits.
+    a.wait_drop(PATIENCE).unwrap();
+    b.wait_grant(PATIENCE).unwrap();
+    assert_eq!(waits(&mut control), vec![]);
 }
 
 /// The host shadows each client reports are answered per client and

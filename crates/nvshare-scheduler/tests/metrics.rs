@@ -87,6 +87,22 @@ fn metrics_count_clients_grants_switches_and_swaps() {
     assert!(text.contains("# TYPE nvshare_grant_wait_seconds histogram"));
     assert!(text.contains("# TYPE nvshare_host_shadow_bytes gauge"));
     assert!(text.contains("# TYPE nvshare_rejected_connections counter"));
+
+    // Once both have gone, the GPU is forgotten and so are its series.
+    drop((a, b));
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let text = scrape(&daemon);
+        if !text.contains(&gpu) {
+            assert!(text.contains("# TYPE nvshare_grants counter"), "{text}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a GPU nobody uses kept its series:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 #[test]

@@ -222,6 +222,46 @@ impl Metrics {
         }
     }
 
+    /// Removes every series of `gpu`: its per-GPU families, its drop
+    /// requests for `reasons` and the time held by the jobs named `jobs`.
+    /// A GPU nobody uses any more leaves nothing behind, so label sets stay
+    /// as few as the GPUs and jobs in use.
+    pub fn forget_gpu<'a>(
+        &self,
+        gpu: &str,
+        reasons: impl IntoIterator<Item = &'a str>,
+        jobs: impl IntoIterator<Item = &'a str>,
+    ) {
+        let labels = GpuLabels {
+            gpu: gpu.to_owned(),
+        };
+        self.grants.remove(&labels);
+        self.switches.remove(&labels);
+        self.overdue_drains.remove(&labels);
+        self.evicted_bytes.remove(&labels);
+        self.restored_bytes.remove(&labels);
+        self.switch_latency.remove(&labels);
+        self.grant_wait.remove(&labels);
+        for reason in reasons {
+            self.drop_requests.remove(&DropLabels {
+                gpu: gpu.to_owned(),
+                reason: reason.to_owned(),
+            });
+        }
+        for job in jobs {
+            self.held_seconds.remove(&ClientLabels {
+                gpu: gpu.to_owned(),
+                client: job.to_owned(),
+            });
+        }
+        for memory in ["pinned", "pageable"] {
+            self.host_shadow_bytes.remove(&HostMemoryLabels {
+                gpu: gpu.to_owned(),
+                memory: memory.to_owned(),
+            });
+        }
+    }
+
     /// The metrics in the OpenMetrics text format.
     pub fn encode(&self) -> String {
         let mut text = String::new();

@@ -288,6 +288,16 @@ fn let_in_beside_overdue_drains(
         .fold(0u64, u64::saturating_add);
     let head_claim = d.members[&head].footprint;
     if claims.saturating_add(head_claim) > d.physical_room {
+        for &stuck in leaving {
+            let m = &d.members[&stuck];
+            if !m.overdue_refused {
+                out.push(Action::Record(Record::DrainStuck {
+                    stuck,
+                    gpu: d.uuid,
+                    draining: now.saturating_sub(m.drop_requested_at),
+                }));
+            }
+        }
         stop_waiting_for_drains(d, leaving);
         return false;
     }
@@ -344,7 +354,7 @@ pub(super) fn next_deadline(d: &Domain) -> Option<Duration> {
 
 /// Whether outstanding evictions count as already done.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Credit {
+pub(super) enum Credit {
     /// Only what clients reported: whether the head may run now.
     Settled,
     /// Also what they were asked: how much more to ask.
@@ -354,7 +364,7 @@ enum Credit {
 /// The holders that must give the lock back before `head` can run, in the
 /// order they should go: those already releasing, then idle ones, then the
 /// longest running.
-fn plan_leaving(d: &Domain, head: ClientId) -> Vec<ClientId> {
+pub(super) fn plan_leaving(d: &Domain, head: ClientId) -> Vec<ClientId> {
     let mut order: Vec<_> = d.holders().collect();
     order.sort_by_key(|m| {
         (
@@ -393,7 +403,7 @@ fn plan_leaving(d: &Domain, head: ClientId) -> Vec<ClientId> {
 
 /// Bytes that must still leave the GPU before `head` can be fully resident,
 /// once `leaving` have given the lock back.
-fn shortage(d: &Domain, head: ClientId, leaving: &[ClientId], credit: Credit) -> u64 {
+pub(super) fn shortage(d: &Domain, head: ClientId, leaving: &[ClientId], credit: Credit) -> u64 {
     let capacity = d.capacity;
     let mut used = 0u64;
     for (id, m) in &d.members {

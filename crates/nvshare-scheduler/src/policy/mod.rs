@@ -22,6 +22,7 @@
 //!   memory free now (also while the last holder's eviction frees it).
 //! - `recovery`: after a restart, holders' claims and no grants until they
 //!   had time to reconnect.
+//! - `waits`: why the next program on a GPU does not run yet (status).
 //! - `sweep`: which GPUs an event makes worth scheduling (those it touched,
 //!   those whose deadline passed), so idle GPUs cost an event nothing.
 //! - `tests`: behaviour tests with simulated time.
@@ -40,6 +41,7 @@ mod reserve;
 mod sweep;
 #[cfg(test)]
 mod tests;
+mod waits;
 
 use domain::{Domain, duration_ms};
 use member::Member;
@@ -165,6 +167,18 @@ pub enum Record {
         /// Who was granted beside it.
         granted: ClientId,
     },
+    /// `stuck` has been giving `gpu` back for longer than the drain
+    /// timeout, and the GPU has no physical room to let the next program in
+    /// beside it: the switch waits for its queued work to end. Said once
+    /// per drain.
+    DrainStuck {
+        /// The holder whose drain is stuck.
+        stuck: ClientId,
+        /// Which GPU.
+        gpu: GpuUuid,
+        /// How long it has been draining.
+        draining: Duration,
+    },
     /// `client` re-attached `gpu` after a restart saying it holds it, and
     /// was taken as a holder.
     Resumed {
@@ -221,6 +235,12 @@ pub enum Record {
         elapsed: Duration,
         /// Ahead of its grant (a `Fetch`), rather than on it.
         ahead: bool,
+    },
+    /// The last client left `gpu`: the GPU is forgotten (its metric series
+    /// go with it).
+    GpuForgotten {
+        /// Which GPU.
+        gpu: GpuUuid,
     },
     /// The host shadows kept for `gpu`'s memory changed: the new totals of
     /// every client together.
@@ -572,6 +592,7 @@ impl Scheduler {
             if d.members.is_empty() {
                 self.domains.remove(&gpu);
                 self.sweep.forget(gpu);
+                out.push(Action::Record(Record::GpuForgotten { gpu }));
             } else {
                 self.sweep.touch(gpu);
             }

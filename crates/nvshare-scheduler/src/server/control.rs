@@ -39,6 +39,7 @@ pub fn answer(
             ControlReply::HostShadows(scheduler.host_shadows()),
             Vec::new(),
         ),
+        ControlRequest::Waits => (ControlReply::Waits(scheduler.waits(now)), Vec::new()),
         ControlRequest::SetQuantum { quantum_ms } => {
             if let Err(refused) = authorize(peer_uid, daemon.uid, "set the quantum") {
                 return (ControlReply::Error(refused), Vec::new());

@@ -258,9 +258,11 @@ fn records_name_every_grant_and_switch() {
             Record::Evicted { .. } => "evicted",
             Record::Restored { .. } => "restored",
             Record::DrainOverdue { .. } => "overdue",
+            Record::DrainStuck { .. } => "stuck",
             Record::HostShadows { .. } => "host shadows",
             Record::Resumed { .. } => "resumed",
             Record::ClaimRefused { .. } => "claim refused",
+            Record::GpuForgotten { .. } => "forgotten",
         })
         .collect();
     assert_eq!(

@@ -4,6 +4,7 @@
 //! GPU physically has room.
 
 use super::*;
+use nvshare_proto::WaitReason;
 
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -112,4 +113,107 @@ fn without_physical_room_the_stuck_drain_is_waited_for_and_room_later_lets_the_n
     );
     assert_eq!(granted(&out), vec![2]);
     assert_eq!(overdue_records(&out), vec![(1, 2, Duration::from_secs(15))]);
+}
+
+/// The wait status reports for `GPU`, if somebody waits for it.
+fn wait_reason(sim: &Sim) -> Option<(ClientId, WaitReason)> {
+    let waits = sim.sched.waits(sim.now);
+    waits
+        .iter()
+        .find(|w| w.uuid == GPU)
+        .map(|w| (w.next, w.reason.clone()))
+}
+
+#[test]
+fn status_says_what_the_next_program_waits_for_through_a_switch_that_stalls() {
+    let mut sim = Sim::new(Policy::Auto, 10 * GIB);
+    for client in [1, 2] {
+        sim.event(Event::Connected {
+            client,
+            pid: 1000 + client as u32,
+            name: format!("job{client}"),
+            group: None,
+        });
+        // 6 + 6 GiB claims do not fit an 11 GiB card.
+        let attach = ClientBody::Attach {
+            physical_memory: 11 * GIB,
+            footprint: 6 * GIB,
+            resident: 0,
+            holding: false,
+        };
+        sim.msg(client, attach.on(GPU));
+    }
+    sim.request(1);
+    sim.fully_resident(1, 6 * GIB);
+    assert_eq!(wait_reason(&sim), None, "nobody waits");
+    sim.at(10.0);
+    sim.request(2);
+    assert_eq!(
+        wait_reason(&sim),
+        Some((
+            2,
+            WaitReason::Quantum {
+                holder: 1,
+                remaining_ms: 20_000
+            }
+        ))
+    );
+    sim.at(30.0);
+    sim.tick();
+    sim.at(35.0);
+    assert_eq!(
+        wait_reason(&sim),
+        Some((
+            2,
+            WaitReason::Drain {
+                holder: 1,
+                draining_ms: 5_000,
+                timeout_ms: 10_000
+            }
+        ))
+    );
+    // Past the timeout on a card without room for both: the drain is
+    // waited for, said once in a record, and shown as such.
+    sim.at(40.0);
+    let out = sim.tick();
+    let stuck: Vec<_> = out
+        .iter()
+        .filter(|a| matches!(a, Action::Record(Record::DrainStuck { stuck: 1, .. })))
+        .collect();
+    assert_eq!(stuck.len(), 1, "{out:?}");
+    sim.at(50.0);
+    let out = sim.msg(1, ClientBody::Idle.on(GPU));
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::Record(Record::DrainStuck { .. }))),
+        "said once per drain: {out:?}"
+    );
+    assert_eq!(
+        wait_reason(&sim),
+        Some((
+            2,
+            WaitReason::DrainWithoutRoom {
+                holder: 1,
+                draining_ms: 20_000
+            }
+        ))
+    );
+    // The drain ends: 2 is granted and nobody waits.
+    assert_eq!(granted(&sim.release(1, 4 * GIB)), vec![2]);
+    assert_eq!(wait_reason(&sim), None);
+}
+
+#[test]
+fn a_recovering_scheduler_says_so_for_every_waiting_program() {
+    let mut sim = Sim::new(Policy::Auto, 10 * GIB);
+    sim.sched.recover();
+    sim.join(1, GIB);
+    sim.request(1);
+    sim.at(1.0);
+    let waits = sim.sched.waits(sim.now);
+    assert_eq!(waits.len(), 1);
+    assert!(
+        matches!(waits[0].reason, WaitReason::Recovery { remaining_ms } if remaining_ms > 0),
+        "{waits:?}"
+    );
 }
