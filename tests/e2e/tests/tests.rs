@@ -9,6 +9,7 @@ mod overlap;
 mod reserve;
 mod restart;
 mod sharing;
+mod stalls;
 mod swap;
 mod swap_cycles;
 mod unresponsive;
