@@ -24,6 +24,7 @@ use cli::{Cli, Plan};
 use connection::Connection;
 use error::CtlError;
 use nvshare_proto::{ControlReply, ControlRequest, GpuHostShadows, GpuWait};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
@@ -60,6 +61,8 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only for people: scripts and files get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

@@ -332,6 +332,11 @@ fn debug_logs_go_to_stderr_only() {
     assert!(out.status.success());
     serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("stdout is only JSON");
     assert!(text(&out.stderr).contains("DEBUG"), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains('\x1b'),
+        "no colour codes where stderr is not a terminal: {:?}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

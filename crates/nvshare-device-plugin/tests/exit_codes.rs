@@ -20,6 +20,10 @@ fn a_file_that_cannot_be_installed_stops_the_plugin_with_code_1() {
         "{log}"
     );
     assert!(!node.plugin_socket().exists(), "it never served");
+    assert!(
+        !log.contains('\x1b'),
+        "no colour codes in a log that is not a terminal: {log:?}"
+    );
 }
 
 #[test]

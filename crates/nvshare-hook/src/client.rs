@@ -22,6 +22,12 @@ use thiserror::Error;
 /// How long to wait for an autostarted scheduler to open its socket.
 const AUTOSTART_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a scheduler the hook starts stays after its last program has
+/// gone (`--exit-when-idle`, unless the program's environment sets
+/// `NVSHARE_EXIT_WHEN_IDLE`): long enough for the next job of a script to
+/// find it, short enough that nothing is left running for nobody.
+const AUTOSTART_IDLE_EXIT: &str = "30";
+
 /// How long one attempt waits for the scheduler to take the connection and
 /// to answer the hello: a scheduler that does not within this is stuck or
 /// overwhelmed, and the program is not left hanging on it.
@@ -218,6 +224,10 @@ fn start_scheduler(socket: &Path) -> Result<UnixStream, ClientError> {
         // program's process group.
         .env_remove("LD_PRELOAD")
         .process_group(0);
+    if std::env::var_os(nvshare_proto::env::EXIT_WHEN_IDLE).is_none() {
+        // Started on demand, it ends with its programs.
+        command.env(nvshare_proto::env::EXIT_WHEN_IDLE, AUTOSTART_IDLE_EXIT);
+    }
     let mut child = command.spawn().map_err(|e| ClientError::Autostart {
         reason: format!("{}: {e}", binary.display()),
     })?;

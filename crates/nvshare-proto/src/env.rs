@@ -29,6 +29,9 @@ pub const SWAP_CHUNK_MIB: &str = "NVSHARE_SWAP_CHUNK_MIB";
 pub const SWAP_STREAMS: &str = "NVSHARE_SWAP_STREAMS";
 /// The swap engine's segment size in MiB.
 pub const SWAP_SEGMENT_MIB: &str = "NVSHARE_SWAP_SEGMENT_MIB";
+/// Daemon: exit after this long with no program attached (a daemon the hook
+/// started on demand gets it, so that it ends with its programs).
+pub const EXIT_WHEN_IDLE: &str = "NVSHARE_EXIT_WHEN_IDLE";
 
 /// The log filter every nvshare program uses: `explicit` (a `--log` flag or
 /// [`LOG`]) if given and not empty, else `debug` when [`DEBUG`] is `1`,

@@ -29,6 +29,8 @@ pub struct Config {
     pub log_filter: String,
     /// What connections are given before they prove useful.
     pub limits: crate::server::ConnectionLimits,
+    /// Exit cleanly once no program has been connected for this long.
+    pub exit_when_idle: Option<Duration>,
 }
 
 /// The command line of `nvshare-scheduler`.
@@ -106,6 +108,13 @@ pub struct Cli {
           default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_uid: u32,
 
+    /// Exit (cleanly, removing the socket) once no program has been
+    /// connected for this long: 30, 0.5, 200ms. Off by default; a scheduler
+    /// the hook starts on demand gets 30 s, so it ends with its programs.
+    #[arg(long, env = nvshare_proto::env::EXIT_WHEN_IDLE, value_name = "DURATION",
+          value_parser = parse_duration, allow_hyphen_values = true)]
+    pub exit_when_idle: Option<Duration>,
+
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (off by default).
     #[arg(long, env = "NVSHARE_METRICS_ADDR", value_name = "HOST:PORT")]
     pub metrics_addr: Option<SocketAddr>,
@@ -154,6 +163,7 @@ impl Cli {
                 hello_timeout: self.hello_timeout,
                 per_uid: self.max_connections_per_uid as usize,
             },
+            exit_when_idle: self.exit_when_idle,
         })
     }
 }

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::info;
 
-/// Runs the daemon until SIGTERM or SIGINT. `Ok` is a clean shutdown.
+/// Runs the daemon until SIGTERM or SIGINT (or, with `--exit-when-idle`,
+/// until no program has used it for that long). `Ok` is a clean shutdown.
 pub fn run(config: Config) -> Result<(), ServerError> {
     let started = Instant::now();
     raise_descriptor_limit();
@@ -58,7 +59,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         Observer::new(metrics),
         started,
         config.limits,
-    )?;
+    )?
+    .exit_when_idle(config.exit_when_idle);
     notify("READY=1");
     server.run()?;
     Ok(())

@@ -224,6 +224,50 @@ fn a_program_without_a_daemon_starts_one() {
 }
 
 #[test]
+fn a_scheduler_started_on_demand_ends_after_its_last_program() {
+    let sandbox = Sandbox::new();
+    let worker = |name: &str| {
+        sandbox.spawn(
+            sandbox
+                .hooked("cuda-worker")
+                .env("NVSHARE_SCHEDULER", "auto")
+                .env("NVSHARE_NAME", name)
+                .env("PATH", search_path_with_binaries())
+                // The daemon inherits it (instead of the hook's 30 s).
+                .env("NVSHARE_EXIT_WHEN_IDLE", "1")
+                .args(worker_args(16 * MIB, 20, 20)),
+        )
+    };
+    let first = worker("first");
+    assert!(
+        wait_until(Duration::from_secs(20), || sandbox.socket().exists()
+            && sandbox.client_in_state("first", "running")),
+        "the first program never ran"
+    );
+    let pid = sandbox.status()["scheduler_pid"]
+        .as_i64()
+        .expect("status names the scheduler's pid");
+    let second = worker("second");
+    finish_all_ok(vec![(first, "first"), (second, "second")]);
+    // Both gone: the daemon they started exits on its own, cleanly.
+    assert!(
+        wait_until(Duration::from_secs(10), || !sandbox.socket().exists()),
+        "the scheduler started on demand outlived its programs"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || !std::path::Path::new(&format!(
+            "/proc/{pid}"
+        ))
+        .exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))),
+        "the scheduler process {pid} is still running"
+    );
+    let lock = sandbox.socket().with_extension("sock.lock");
+    assert!(!lock.exists(), "a clean exit leaves no lock file");
+}
+
+#[test]
 fn a_program_that_never_uses_cuda_never_contacts_the_scheduler() {
     let sandbox = Sandbox::new();
     let output = sandbox

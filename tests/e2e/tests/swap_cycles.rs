@@ -170,7 +170,7 @@ fn draw(rng: &mut Xorshift) -> ([Shape; 3], u64) {
     for _ in 0..1000 {
         let mut total = || rng.between(TOTAL.0, TOTAL.1);
         let totals = [total(), total(), total()];
-        let third = if rng.next() % 2 == 0 {
+        let third = if rng.next().is_multiple_of(2) {
             Shape::small(rng, totals[2])
         } else {
             Shape::large(rng, totals[2])

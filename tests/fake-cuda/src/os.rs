@@ -63,19 +63,20 @@ pub fn alloc_low(bytes: u64) -> Result<u64, CUresult> {
 /// `hint` first when it is non-zero, as `cuMemAddressReserve` does.
 pub fn reserve(bytes: u64, align: u64, hint: u64) -> Result<u64, CUresult> {
     let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
-    if hint != 0 && hint % align == 0 {
-        if let Ok(base) = map(
+    if hint != 0
+        && hint.is_multiple_of(align)
+        && let Ok(base) = map(
             hint,
             bytes,
             libc::PROT_NONE,
             flags | libc::MAP_FIXED_NOREPLACE,
             -1,
-        ) {
-            if base == hint {
-                return Ok(base);
-            }
-            release(base, bytes);
+        )
+    {
+        if base == hint {
+            return Ok(base);
         }
+        release(base, bytes);
     }
     let padded = bytes.checked_add(align).ok_or(CUDA_ERROR_INVALID_VALUE)?;
     let raw = map(0, padded, libc::PROT_NONE, flags, -1)?;

@@ -118,12 +118,12 @@ pub fn env_names<C: CommandFactory>() -> Vec<String> {
         .collect()
 }
 
-/// `COPY --from=builder SRC... DEST/` lines of the final stage: (dest, file names).
+/// `COPY SRC... DEST/` lines of the final stage: (dest, file names).
 pub fn copies_into_final_stage(dockerfile: &str) -> Vec<(String, Vec<String>)> {
     let final_stage = dockerfile.rsplit("\nFROM ").next().unwrap();
     final_stage
         .lines()
-        .filter_map(|line| line.strip_prefix("COPY --from=builder "))
+        .filter_map(|line| line.strip_prefix("COPY "))
         .map(|rest| {
             let mut words: Vec<&str> = rest.split_whitespace().collect();
             let dest = words.pop().unwrap().trim_end_matches('/').to_owned();

@@ -165,10 +165,8 @@ impl MemoryEngine for UvmEngine {
         on_gpu: bool,
     ) -> Result<(CUdeviceptr, AllocKind), CudaError> {
         let ptr = driver::mem::alloc_managed(bytes, CU_MEM_ATTACH_GLOBAL)?;
-        if on_gpu {
-            if let Err(err) = self.populate(device, ptr, bytes) {
-                tracing::debug!(%err, device, bytes, "fresh managed allocation not prefetched; it fills on first touch");
-            }
+        if on_gpu && let Err(err) = self.populate(device, ptr, bytes) {
+            tracing::debug!(%err, device, bytes, "fresh managed allocation not prefetched; it fills on first touch");
         }
         Ok((ptr, AllocKind::ManagedForDevice))
     }

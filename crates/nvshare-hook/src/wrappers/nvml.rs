@@ -111,11 +111,12 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo(
         };
         // SAFETY: the program's arguments, forwarded.
         let status = unsafe { real(device, memory) };
-        if status == NVML_SUCCESS && !memory.is_null() {
-            if let Some((free, total, used)) = virtual_nvml(nvml, device) {
-                // SAFETY: the successful real call wrote through it.
-                unsafe { *memory = nvmlMemory_t { total, free, used } };
-            }
+        if status == NVML_SUCCESS
+            && !memory.is_null()
+            && let Some((free, total, used)) = virtual_nvml(nvml, device)
+        {
+            // SAFETY: the successful real call wrote through it.
+            unsafe { *memory = nvmlMemory_t { total, free, used } };
         }
         status
     })
@@ -139,15 +140,16 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(
         };
         // SAFETY: the program's arguments, forwarded.
         let status = unsafe { real(device, memory) };
-        if status == NVML_SUCCESS && !memory.is_null() {
-            if let Some((free, total, used)) = virtual_nvml(nvml, device) {
-                // SAFETY: the successful real call wrote the structure.
-                unsafe {
-                    (*memory).total = total;
-                    (*memory).reserved = 0;
-                    (*memory).free = free;
-                    (*memory).used = used;
-                }
+        if status == NVML_SUCCESS
+            && !memory.is_null()
+            && let Some((free, total, used)) = virtual_nvml(nvml, device)
+        {
+            // SAFETY: the successful real call wrote the structure.
+            unsafe {
+                (*memory).total = total;
+                (*memory).reserved = 0;
+                (*memory).free = free;
+                (*memory).used = used;
             }
         }
         status

@@ -95,10 +95,10 @@ fn range_attribute(found: Swappable, attribute: CUpointer_attribute) -> Option<V
 /// else the device's primary context.
 fn context_of(device: CUdevice) -> usize {
     let current = driver::ctx::current().ok().flatten();
-    if let Some(ctx) = current {
-        if driver::ctx::device().ok() == Some(device) {
-            return ctx as usize;
-        }
+    if let Some(ctx) = current
+        && driver::ctx::device().ok() == Some(device)
+    {
+        return ctx as usize;
     }
     // The retain is kept: a released primary context could be destroyed
     // under the handle this returns.

@@ -135,10 +135,8 @@ impl Drop for SocketListener {
         let ours = fs::symlink_metadata(&self.path)
             .map(|meta| (meta.dev(), meta.ino()) == self.identity)
             .unwrap_or(false);
-        if ours {
-            if let Err(err) = fs::remove_file(&self.path) {
-                tracing::warn!(path = %self.path.display(), %err, "could not remove the socket file");
-            }
+        if ours && let Err(err) = fs::remove_file(&self.path) {
+            tracing::warn!(path = %self.path.display(), %err, "could not remove the socket file");
         }
         // Removed while still locked: a daemon starting now either fails to
         // lock it, or finds its path gone and makes a new one (take_lock).

@@ -29,7 +29,7 @@ use nix::sys::signal::Signal;
 use nvshare_proto::ClientId;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 const LISTENER_TOKEN: u64 = u64::MAX;
 const SIGNAL_TOKEN: u64 = u64::MAX - 1;
@@ -88,6 +88,19 @@ pub struct Server {
     started: Instant,
     daemon_uid: u32,
     scratch: Vec<u8>,
+    /// Exit once no program has been connected for this long.
+    exit_when_idle: Option<Duration>,
+    /// Since when no program has been connected (`None` while some are).
+    idle_since: Option<Instant>,
+}
+
+/// Why the event loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// SIGTERM or SIGINT.
+    Signal(Signal),
+    /// No program was connected for the `--exit-when-idle` time.
+    Idle,
 }
 
 impl Server {
@@ -129,12 +142,21 @@ impl Server {
             started,
             daemon_uid: nix::unistd::geteuid().as_raw(),
             scratch: vec![0; SCRATCH_LEN],
+            exit_when_idle: None,
+            idle_since: Some(started),
         })
     }
 
-    /// Serves until SIGTERM or SIGINT; then tells every client, and returns
-    /// the signal. The socket file goes when the server is dropped.
-    pub fn run(&mut self) -> Result<Signal, ServerError> {
+    /// Makes the loop end once no program has been connected for `idle`.
+    pub fn exit_when_idle(mut self, idle: Option<Duration>) -> Self {
+        self.exit_when_idle = idle;
+        self
+    }
+
+    /// Serves until SIGTERM or SIGINT (then tells every client), or until
+    /// it has been idle for the `exit_when_idle` time; says which. The
+    /// socket file goes when the server is dropped.
+    pub fn run(&mut self) -> Result<Stopped, ServerError> {
         let mut events = vec![EpollEvent::empty(); 256];
         loop {
             // The deadline is computed once per round: events that move it
@@ -162,8 +184,8 @@ impl Server {
                             .take()
                             .map_err(ServerError::system("reading the signal descriptor"))?;
                         if let Some(signal) = signal {
-                            self.shut_down(signal);
-                            return Ok(signal);
+                            self.shut_down(signal.as_ref());
+                            return Ok(Stopped::Signal(signal));
                         }
                     }
                     id => self.serve(id, event.events()),
@@ -177,7 +199,31 @@ impl Server {
             self.flush_dirty();
             self.observer
                 .set_load(self.scheduler.client_count(), self.scheduler.queue_len());
+            if self.idle_long_enough(now) {
+                self.shut_down("idle");
+                return Ok(Stopped::Idle);
+            }
         }
+    }
+
+    /// Keeps `idle_since` and says whether the idle time to exit has come.
+    fn idle_long_enough(&mut self, now: Instant) -> bool {
+        if self.scheduler.client_count() > 0 {
+            self.idle_since = None;
+            return false;
+        }
+        let since = *self.idle_since.get_or_insert(now);
+        let Some(limit) = self.exit_when_idle else {
+            return false;
+        };
+        if now.saturating_duration_since(since) < limit {
+            return false;
+        }
+        info!(
+            idle_ms = limit.as_millis() as u64,
+            "no program has used this scheduler for the --exit-when-idle time: exiting"
+        );
+        true
     }
 
     /// The wait until the policy's `deadline`, the next hello deadline or
@@ -190,12 +236,18 @@ impl Server {
             .map(|&(at, _)| since_start(at))
             .into_iter()
             .chain(self.resume_accepting_at.map(since_start))
+            .chain(self.idle_deadline().map(since_start))
             .min();
         let earliest = match (deadline, shell) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         self.timeout(earliest)
+    }
+
+    /// When the daemon exits if nobody connects before.
+    fn idle_deadline(&self) -> Option<Instant> {
+        Some(self.idle_since? + self.exit_when_idle?)
     }
 
     /// Closes connections that have not said hello in time.

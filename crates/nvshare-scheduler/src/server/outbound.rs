@@ -5,7 +5,6 @@ use super::connection::{MAX_PENDING_OUTPUT, Phase};
 use super::{SHUTDOWN_GRACE, Server, interest};
 use crate::notify::notify;
 use crate::policy::{Action, Event};
-use nix::sys::signal::Signal;
 use nvshare_proto::{ClientId, SchedulerMsg};
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -110,14 +109,14 @@ impl Server {
 
     /// Tells every hook client the scheduler is going away, gives the
     /// messages [`SHUTDOWN_GRACE`] to leave, and closes every connection.
-    pub(super) fn shut_down(&mut self, signal: Signal) {
+    pub(super) fn shut_down(&mut self, why: &str) {
         let clients: Vec<ClientId> = self
             .connections
             .values()
             .filter(|c| c.phase == Phase::Client)
             .map(|c| c.id)
             .collect();
-        info!(%signal, clients = clients.len(), socket = %self.listener.path().display(),
+        info!(why, clients = clients.len(), socket = %self.listener.path().display(),
               "shutting down: telling clients and removing the socket");
         notify("STOPPING=1");
         if !clients.is_empty() {

@@ -156,7 +156,7 @@ fn run(args: &Args) -> Result<Outcome, Error> {
                 )?;
             }
         }
-        let sync_due = args.sync_every > 0 && (iteration + 1) % args.sync_every == 0;
+        let sync_due = args.sync_every > 0 && (iteration + 1).is_multiple_of(args.sync_every);
         if args.pause_ms > 0 || sync_due {
             for stream in &streams {
                 cuda.synchronize(*stream)?;

@@ -88,7 +88,7 @@ fn copy(
 
 fn memset(dst: u64, value: u32, width: u64, count: u64, mode: Mode) -> CuResult {
     let (driver, _) = current()?;
-    if dst % width != 0 {
+    if !dst.is_multiple_of(width) {
         return Err(CUDA_ERROR_INVALID_VALUE);
     }
     let bytes = count.checked_mul(width).ok_or(CUDA_ERROR_INVALID_VALUE)?;

@@ -63,7 +63,11 @@ pub unsafe extern "C" fn cuMemAddressReserve(
         } else {
             alignment as u64
         };
-        if size == 0 || size % GRANULARITY != 0 || !align.is_power_of_two() || ptr.is_null() {
+        if size == 0
+            || !size.is_multiple_of(GRANULARITY)
+            || !align.is_power_of_two()
+            || ptr.is_null()
+        {
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
         let base = os::reserve(size, align.max(os::page_size()), addr)?;
@@ -116,7 +120,7 @@ pub unsafe extern "C" fn cuMemCreate(
         let driver = driver()?;
         let (prop, device) = check_prop(prop)?;
         let size = size as u64;
-        if size == 0 || size % GRANULARITY != 0 || flags != 0 || handle.is_null() {
+        if size == 0 || !size.is_multiple_of(GRANULARITY) || flags != 0 || handle.is_null() {
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
         driver.accounting.charge(device, size)?;
@@ -182,7 +186,12 @@ pub extern "C" fn cuMemMap(
             (h.size, h.device)
         };
         // CUDA documents that the offset must currently be zero.
-        if flags != 0 || offset != 0 || size == 0 || size % GRANULARITY != 0 || size > fd_size {
+        if flags != 0
+            || offset != 0
+            || size == 0
+            || !size.is_multiple_of(GRANULARITY)
+            || size > fd_size
+        {
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
         let end = ptr.checked_add(size).ok_or(CUDA_ERROR_INVALID_VALUE)?;

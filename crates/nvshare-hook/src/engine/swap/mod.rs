@@ -134,13 +134,13 @@ impl SwapEngine {
                 && u.is_resident()
                 && matches!(&u.contents, Contents::Slab { slab, .. } if slab.class() == class && !slab.is_full())
         });
-        if let Some(unit) = with_room {
-            if let Contents::Slab { slab, requested } = &mut unit.contents {
-                let offset = slab.take().expect("the slab was chosen for having room");
-                requested.insert(offset, bytes);
-                self.tally.add(device, true, bytes, 0);
-                return Ok(unit.base + offset);
-            }
+        if let Some(unit) = with_room
+            && let Contents::Slab { slab, requested } = &mut unit.contents
+        {
+            let offset = slab.take().expect("the slab was chosen for having room");
+            requested.insert(offset, bytes);
+            self.tally.add(device, true, bytes, 0);
+            return Ok(unit.base + offset);
         }
         let granularity = self.granularity(device)?;
         let mut slab = Slab::new(class, granularity);

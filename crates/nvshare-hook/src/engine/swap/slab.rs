@@ -66,7 +66,7 @@ impl Slab {
     /// Gives back the block at `offset`; false if no block taken starts
     /// there (a double or foreign free).
     pub fn give_back(&mut self, offset: u64) -> bool {
-        if offset % self.class != 0 {
+        if !offset.is_multiple_of(self.class) {
             return false;
         }
         match self.taken.get_mut((offset / self.class) as usize) {
@@ -81,7 +81,7 @@ impl Slab {
 
     /// Whether the block at `offset` is taken.
     pub fn holds(&self, offset: u64) -> bool {
-        offset % self.class == 0
+        offset.is_multiple_of(self.class)
             && self
                 .taken
                 .get((offset / self.class) as usize)
