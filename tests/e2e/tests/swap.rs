@@ -410,3 +410,42 @@ fn a_restore_on_a_physically_full_gpu_waits_for_the_memory() {
         assert_eq!(result["ok"], true, "{name}: {result}");
     }
 }
+
+/// A CUDA graph captured before its memory is swapped out replays
+/// correctly after the memory comes back: the graph's kernels hold device
+/// addresses, and swap mode brings memory back to the same ones.
+#[test]
+fn a_graph_captured_before_a_swap_out_replays_correctly_after_the_swap_in() {
+    let sandbox = Sandbox::new();
+    let _daemon = swap_daemon(&sandbox);
+    let mut graph = sandbox.hooked("cuda-scenario");
+    graph
+        .env("NVSHARE_MODE", "swap")
+        .env("NVSHARE_NAME", "graph")
+        .env("NVSHARE_LOG", "info,nvshare::engine::swap=debug")
+        .args(["graph", "--launches", "12", "--pause-ms", "60"])
+        .args(["--bytes", &(40 * MIB).to_string()]);
+    let graph = sandbox.spawn(&mut graph);
+    assert!(
+        wait_until(Duration::from_secs(20), || sandbox
+            .client_in_state("graph", "running")),
+        "the graph program never ran"
+    );
+    // 40 + 40 MiB do not fit 64 MiB: the worker's turns swap the graph's
+    // buffer out between its replays.
+    let other = sandbox.spawn(&mut worker(&sandbox, "other", 1, 40 * MIB, 40, 5));
+    let outputs = [
+        finish_ok(graph, "the graph program"),
+        finish_ok(other, "its competitor"),
+    ];
+    let result = json_result(&outputs[0]);
+    assert_eq!(result["wrong_words"], 0, "{result}");
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(json_result(&outputs[1])["ok"], true);
+    let evictions = evictions_logged(&stderr_of(&outputs[0]));
+    assert!(
+        !evictions.is_empty(),
+        "the graph's memory was never swapped out between replays: the test proved nothing\n{}",
+        stderr_of(&outputs[0])
+    );
+}

@@ -61,6 +61,14 @@ enum Scenario {
     Graph {
         #[arg(long, default_value_t = 3)]
         launches: u32,
+        /// Bytes of the buffer the graph's kernels add into.
+        #[arg(long, default_value_t = 4096)]
+        bytes: u64,
+        /// After each launch: synchronize and sleep this long, so that
+        /// another program can take the GPU (and, in swap mode, this
+        /// program's memory) before the next replay.
+        #[arg(long, default_value_t = 0)]
+        pause_ms: u64,
     },
     /// Swap a VMM range out and back in at the same address (D2H, unmap,
     /// release, create, map, H2D), and share a handle through a file descriptor.
@@ -90,7 +98,11 @@ fn main() {
             Scenario::Async { sleep_us } => streams::async_streams(&cuda, sleep_us),
             Scenario::Hold { bytes, alloc } => memory::hold(&cuda, bytes, alloc),
             Scenario::Pin { bytes, count } => memory::pin(&cuda, bytes, count),
-            Scenario::Graph { launches } => streams::graph(&cuda, launches),
+            Scenario::Graph {
+                launches,
+                bytes,
+                pause_ms,
+            } => streams::graph(&cuda, launches, bytes, pause_ms),
             Scenario::Remap { bytes } => vmm::remap(&cuda, bytes),
         });
     match outcome {

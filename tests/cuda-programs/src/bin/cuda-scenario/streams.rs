@@ -61,19 +61,22 @@ pub fn async_streams(cuda: &Cuda, sleep_us: u64) -> Result<Value, Error> {
     }))
 }
 
-/// Captures two add kernels into a graph, then launches it `launches` times.
-pub fn graph(cuda: &Cuda, launches: u32) -> Result<Value, Error> {
+/// Captures two add kernels over a `bytes` buffer into a graph, then
+/// launches it `launches` times (pausing `pause_ms` after each, synchronized);
+/// checks every word of the buffer at the end.
+pub fn graph(cuda: &Cuda, launches: u32, bytes: u64, pause_ms: u64) -> Result<Value, Error> {
     let kernels = cuda.kernels()?;
-    let buffer = Buffer::alloc(cuda, AllocMode::Device, 4096, 0)?;
+    let words = (bytes / 4).max(1);
+    let buffer = Buffer::alloc(cuda, AllocMode::Device, words * 4, 0)?;
     let stream = cuda.stream()?;
-    cuda.launch_u32_op(kernels.fill_u32, stream, buffer.ptr, 10, 1024)?;
+    cuda.launch_u32_op(kernels.fill_u32, stream, buffer.ptr, 10, words)?;
     cuda.synchronize(stream)?;
     // SAFETY: handles this program created and live out-pointers, per cuda.h.
     check("cuStreamBeginCapture", unsafe {
         (cuda.api.stream_begin_capture)(stream, 0)
     })?;
-    cuda.launch_u32_op(kernels.add_u32, stream, buffer.ptr, 1, 1024)?;
-    cuda.launch_u32_op(kernels.add_u32, stream, buffer.ptr, 2, 1024)?;
+    cuda.launch_u32_op(kernels.add_u32, stream, buffer.ptr, 1, words)?;
+    cuda.launch_u32_op(kernels.add_u32, stream, buffer.ptr, 2, words)?;
     // SAFETY: handles this program created and live out-pointers, per cuda.h.
     let query_capturing = unsafe { (cuda.api.stream_query)(stream) };
     let mut graph = std::ptr::null_mut();
@@ -97,9 +100,20 @@ pub fn graph(cuda: &Cuda, launches: u32) -> Result<Value, Error> {
         check("cuGraphLaunch", unsafe {
             (cuda.api.graph_launch)(exec, stream)
         })?;
+        if pause_ms > 0 {
+            cuda.synchronize(stream)?;
+            std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+        }
     }
     cuda.synchronize(stream)?;
     let after_launches = read_first(cuda)?;
+    let mut all = vec![0u8; (words * 4) as usize];
+    buffer.download(cuda, &mut all)?;
+    let expected = 10 + 3 * launches;
+    let wrong_words = all
+        .chunks_exact(4)
+        .filter(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) != expected)
+        .count();
     // SAFETY: a driver function resolved for this signature, called with live out-pointers and handles this program created.
     check("cuGraphExecDestroy", unsafe {
         (cuda.api.graph_exec_destroy)(exec)
@@ -115,5 +129,7 @@ pub fn graph(cuda: &Cuda, launches: u32) -> Result<Value, Error> {
         "query_capturing": status(query_capturing),
         "after_capture": after_capture,
         "after_launches": after_launches,
+        "wrong_words": wrong_words,
+        "ok": wrong_words == 0,
     }))
 }
