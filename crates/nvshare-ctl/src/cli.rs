@@ -44,6 +44,23 @@ pub enum Command {
         /// Print JSON for scripts instead of tables.
         #[arg(long)]
         json: bool,
+        /// Refresh every DURATION (default 2 s; 0.5, 500ms) until
+        /// interrupted: tables redrawn in place on a terminal, one JSON
+        /// document per line with --json.
+        #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "2",
+              value_parser = parse_duration, allow_hyphen_values = true)]
+        watch: Option<Duration>,
+        /// With --watch: stop after this many refreshes.
+        #[arg(long, value_name = "COUNT", requires = "watch",
+              value_parser = clap::value_parser!(u32).range(1..))]
+        count: Option<u32>,
+    },
+    /// A live view: the status tables, redrawn every 2 s (status --watch).
+    Top {
+        /// Refresh every DURATION.
+        #[arg(long, value_name = "DURATION", default_value = "2",
+              value_parser = parse_duration, allow_hyphen_values = true)]
+        every: Duration,
     },
     /// Set the time quantum every GPU is sliced with.
     #[command(name = "set-tq")]
@@ -80,6 +97,15 @@ pub enum Plan {
         /// JSON instead of tables.
         json: bool,
     },
+    /// Show the status again and again.
+    Watch {
+        /// JSON (one document per line) instead of tables.
+        json: bool,
+        /// Time between refreshes.
+        every: Duration,
+        /// Stop after this many, if given.
+        count: Option<u32>,
+    },
     /// Change settings, in this order.
     Change(Vec<ControlRequest>),
 }
@@ -108,7 +134,23 @@ impl Cli {
     /// The requests this command line stands for.
     pub fn plan(&self) -> Plan {
         match &self.command {
-            Some(Command::Status { json }) => Plan::Status { json: *json },
+            Some(Command::Status {
+                json, watch: None, ..
+            }) => Plan::Status { json: *json },
+            Some(Command::Status {
+                json,
+                watch: Some(every),
+                count,
+            }) => Plan::Watch {
+                json: *json,
+                every: *every,
+                count: *count,
+            },
+            Some(Command::Top { every }) => Plan::Watch {
+                json: false,
+                every: *every,
+                count: None,
+            },
             Some(Command::SetTq { seconds }) => Plan::Change(vec![set_quantum(*seconds)]),
             Some(Command::SetPolicy { policy }) => {
                 Plan::Change(vec![ControlRequest::SetPolicy { policy: *policy }])
@@ -184,6 +226,32 @@ mod tests {
                 policy: Policy::Exclusive
             }])
         );
+    }
+
+    #[test]
+    fn watching_refreshes_the_status() {
+        let watch = |json, ms, count| Plan::Watch {
+            json,
+            every: Duration::from_millis(ms),
+            count,
+        };
+        assert_eq!(plan(&["status", "--watch"]), watch(false, 2000, None));
+        assert_eq!(
+            plan(&["status", "--watch", "500ms"]),
+            watch(false, 500, None)
+        );
+        assert_eq!(
+            plan(&["status", "--json", "--watch=1", "--count", "3"]),
+            watch(true, 1000, Some(3))
+        );
+        assert_eq!(plan(&["top"]), watch(false, 2000, None));
+        assert_eq!(plan(&["top", "--every", "0.5"]), watch(false, 500, None));
+        assert!(
+            rejected(&["status", "--count", "3"]),
+            "--count needs --watch"
+        );
+        assert!(rejected(&["status", "--watch", "0"]));
+        assert!(rejected(&["status", "--watch", "1", "--count", "0"]));
     }
 
     #[test]

@@ -71,18 +71,10 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
     let path = nvshare_proto::socket::resolve(cli.socket.clone());
     let mut conn = Connection::open(&path)?;
     match cli.plan() {
-        Plan::Status { json } => {
-            let report = match conn.call(&ControlRequest::Status)? {
-                ControlReply::Status(report) => report,
-                other => return Err(unexpected(&conn, other)),
-            };
-            let host = host_shadows(&mut conn);
-            let waits = waits(&mut conn);
-            if json {
-                Ok(json::status_json(&report, host.as_deref(), &waits)? + "\n")
-            } else {
-                Ok(table::status_text(&report, host.as_deref(), &waits))
-            }
+        Plan::Status { json } => status(&mut conn, if json { Shape::Json } else { Shape::Tables }),
+        Plan::Watch { json, every, count } => {
+            watch(&mut conn, json, every, count)?;
+            Ok(String::new())
         }
         Plan::Change(requests) => {
             let mut out = String::new();
@@ -94,6 +86,69 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
             }
             Ok(out)
         }
+    }
+}
+
+/// How the status is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Tables,
+    /// Pretty-printed JSON.
+    Json,
+    /// One JSON document on one line (for `--watch`).
+    JsonLine,
+}
+
+/// The status once, in `shape`.
+fn status(conn: &mut Connection, shape: Shape) -> Result<String, CtlError> {
+    let report = match conn.call(&ControlRequest::Status)? {
+        ControlReply::Status(report) => report,
+        other => return Err(unexpected(conn, other)),
+    };
+    let host = host_shadows(conn);
+    let waits = waits(conn);
+    Ok(match shape {
+        Shape::Tables => table::status_text(&report, host.as_deref(), &waits),
+        Shape::Json => json::status_json(&report, host.as_deref(), &waits)? + "\n",
+        Shape::JsonLine => {
+            serde_json::to_string(&json::JsonStatus::new(&report, host.as_deref(), &waits))? + "\n"
+        }
+    })
+}
+
+/// The status every `every`, `count` times or until interrupted: on a
+/// terminal the tables are redrawn in place; otherwise each refresh follows
+/// the last (JSON: one document per line). Ends with an error, exit code 2,
+/// when the scheduler goes away.
+fn watch(
+    conn: &mut Connection,
+    json: bool,
+    every: std::time::Duration,
+    count: Option<u32>,
+) -> Result<(), CtlError> {
+    use std::io::Write;
+    let terminal = std::io::stdout().is_terminal() && !json;
+    let mut shown = 0u32;
+    loop {
+        let text = status(conn, if json { Shape::JsonLine } else { Shape::Tables })?;
+        let mut out = std::io::stdout().lock();
+        let written = if terminal {
+            // Home and clear, then the tables: redrawn in place.
+            write!(out, "\x1b[H\x1b[2J{text}")
+        } else if json {
+            write!(out, "{text}")
+        } else {
+            writeln!(out, "{text}")
+        };
+        if written.and_then(|()| out.flush()).is_err() {
+            // The reader went away (a closed pipe): nothing left to show.
+            return Ok(());
+        }
+        shown += 1;
+        if count.is_some_and(|count| shown >= count) {
+            return Ok(());
+        }
+        std::thread::sleep(every);
     }
 }
 

@@ -352,3 +352,56 @@ fn a_bad_command_line_exits_64_apart_from_an_unreachable_daemon() {
     assert_eq!(help.status.code(), Some(0));
     assert!(text(&help.stdout).contains("status"));
 }
+
+#[test]
+fn status_watch_refreshes_one_json_document_per_line() {
+    let fake = FakeScheduler::start();
+    let started = std::time::Instant::now();
+    let out = nvshare_ctl(
+        Some(&fake.socket),
+        &["status", "--json", "--watch", "100ms", "--count", "3"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "two pauses between three refreshes"
+    );
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    for line in lines {
+        let value: serde_json::Value = serde_json::from_str(line).expect("each line is JSON");
+        assert_eq!(value["gpus"][0]["clients"][0]["name"], "resnet");
+    }
+    let statuses = fake
+        .received()
+        .into_iter()
+        .filter(|r| *r == ControlRequest::Status)
+        .count();
+    assert_eq!(statuses, 3, "one status request per refresh");
+}
+
+#[test]
+fn top_redraws_tables_until_stopped_and_a_bad_interval_is_a_usage_error() {
+    let fake = FakeScheduler::start();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nvshare-ctl"))
+        .args(["top", "--every", "50ms"])
+        .env("NVSHARE_SOCK", &fake.socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.matches("nvshare-scheduler 9.9.9").count() >= 3,
+        "several refreshes of the tables:\n{stdout}"
+    );
+    assert!(
+        !stdout.contains('\x1b'),
+        "no screen control codes into a pipe"
+    );
+    let bad = nvshare_ctl(Some(&fake.socket), &["status", "--watch", "0"]);
+    assert_eq!(bad.status.code(), Some(64));
+}

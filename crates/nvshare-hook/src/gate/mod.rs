@@ -113,32 +113,6 @@ fn existing_gate() -> Option<&'static Gate> {
     (!current.is_null()).then(|| unsafe { &*current })
 }
 
-/// The gate of the process's only device, once a call has used it: most
-/// programs see one GPU, and the launch fast path ([`enter_sole_held`])
-/// admits their calls through it with no lookup. Null while no call has
-/// used it, when several devices are visible, and in a `fork()` child until
-/// it makes its own gate.
-static SOLE_DEVICE: AtomicPtr<DeviceGate> = AtomicPtr::new(std::ptr::null_mut());
-
-/// The fast path of [`enter`]: admits the call at once if the process sees
-/// one GPU and holds it; `None` means "take [`enter`]", which handles all
-/// the rest (no gate yet, several devices, the lock not held). It makes no
-/// driver call, takes no lock, allocates nothing and cannot panic, so the
-/// wrappers run it outside their panic guard: two loads and one atomic
-/// increment (the decrement is the guard's drop).
-#[inline]
-pub fn enter_sole_held() -> Option<WorkGuard> {
-    let device = SOLE_DEVICE.load(Ordering::Acquire);
-    if device.is_null() {
-        return None;
-    }
-    // SAFETY: SOLE_DEVICE only ever points to a device of a published gate,
-    // and gates are leaked, never freed (see GATE), so the device lives for
-    // 'static.
-    let device: &'static DeviceGate = unsafe { &*device };
-    device.try_enter().then_some(WorkGuard { device })
-}
-
 /// Makes every `fork()` child start as a new client (once per process; the
 /// registration is inherited by children).
 fn register_fork_handler() {
@@ -166,7 +140,6 @@ fn register_fork_handler() {
 /// never touched again (its mutexes may be held by threads that do not exist
 /// in the child).
 pub(crate) fn forget_after_fork() {
-    SOLE_DEVICE.store(std::ptr::null_mut(), Ordering::Release);
     GATE.store(std::ptr::null_mut(), Ordering::Release);
 }
 
@@ -195,13 +168,6 @@ pub fn enter() -> Result<WorkGuard, CUresult> {
 pub fn enter_device(ordinal: CUdevice) -> Result<WorkGuard, CUresult> {
     let gate = gate();
     let device = gate.device(ordinal)?;
-    if ordinal == 0
-        && platform::single_device()
-        && SOLE_DEVICE.load(Ordering::Relaxed).is_null()
-        && std::ptr::eq(GATE.load(Ordering::Acquire), gate)
-    {
-        SOLE_DEVICE.store(std::ptr::from_ref(device).cast_mut(), Ordering::Release);
-    }
     loop {
         if device.try_enter() {
             return Ok(WorkGuard { device });
