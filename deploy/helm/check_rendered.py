@@ -94,11 +94,18 @@ def main(values_path, rendered_path):
             need(monitor["metadata"]["labels"].get(key) == value, f"ServiceMonitor label {key}")
     need(("PrometheusRule" in by_kind) == metrics["prometheusRule"]["enabled"], "the PrometheusRule as enabled")
     for rule_doc in by_kind.get("PrometheusRule", []):
+        templated = 0
         for group in rule_doc["spec"]["groups"]:
             for rule in group["rules"]:
                 need(rule.get("alert") and rule.get("expr"), f"rule {rule} has an alert and an expression")
-                need("{{ $labels" in json.dumps(rule.get("annotations", {})) or "node" not in rule["alert"],
-                     "alert templates survive rendering")
+                need("nvshare" in rule["expr"], f"rule {rule['alert']} queries nvshare's series")
+                for text in rule.get("annotations", {}).values():
+                    # Prometheus' own templates must come out of Helm intact:
+                    # balanced, and none of Helm's escaping left behind.
+                    need(text.count("{{") == text.count("}}") and '{{ "' not in text,
+                         f"rule {rule['alert']}: annotation {text!r} is a valid alert template")
+                    templated += "{{ $labels." in text
+        need(templated > 0, "the alerts name the node or GPU they are about ({{ $labels.* }})")
     dashboards = [d for d in by_kind.get("ConfigMap", []) if "nvshare.json" in d.get("data", {})]
     need(bool(dashboards) == metrics["grafanaDashboard"]["enabled"], "the dashboard as enabled")
     for d in dashboards:

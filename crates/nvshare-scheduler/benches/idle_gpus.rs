@@ -4,10 +4,8 @@
 //!
 //! Layouts: no other GPU; 255 others with one program each (a big node);
 //! 255 others attached by 4 programs of 64 GPUs each (the most a hostile
-//! client may attach, which also makes them gangs). Each is run with the
-//! scheduler as it is (only the GPUs an event touched, or whose deadline
-//! passed, are scheduled) and with the full-sweep reference (every GPU on
-//! every event, as before): the ratio is what the sweep saves.
+//! client may attach, which also makes them gangs). Every event schedules
+//! every GPU: the ratio to "none" is what idle GPUs cost.
 //!
 //! Run: `cargo bench -p nvshare-scheduler --bench idle_gpus`
 //! (`NVSHARE_BENCH_HANDOFFS` sets the handoffs per run, default 20000).
@@ -90,7 +88,7 @@ fn granted(actions: &[Action]) -> bool {
 }
 
 /// Nanoseconds per handoff on the busy GPU.
-fn run(layout: Layout, full_sweeps: bool, handoffs: u32) -> f64 {
+fn run(layout: Layout, handoffs: u32) -> f64 {
     let config = PolicyConfig {
         policy: Policy::Exclusive,
         quantum: Duration::from_secs(3600),
@@ -100,10 +98,7 @@ fn run(layout: Layout, full_sweeps: bool, handoffs: u32) -> f64 {
         restore_ahead: true,
         recovery_grace: Duration::ZERO,
     };
-    let mut sched = Scheduler::new(config);
-    if full_sweeps {
-        sched = sched.with_full_sweeps();
-    }
+    let sched = Scheduler::new(config);
     let mut bench = Bench {
         sched,
         now: Duration::from_secs(1),
@@ -161,20 +156,14 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
     println!("ns per handoff (release + grant + request) on one GPU, {handoffs} handoffs");
-    println!(
-        "{:<34} {:>12} {:>12} {:>7}",
-        "other GPUs", "sweep", "full sweep", "ratio"
-    );
+    println!("{:<34} {:>12} {:>7}", "other GPUs", "ns", "ratio");
+    let alone = run(Layout::None, handoffs);
     for (name, layout) in [
         ("none", Layout::None),
         ("255, one program each", Layout::OneProgramEach),
         ("255, 64 per program (gangs)", Layout::SixtyFourPerProgram),
     ] {
-        let sweep = run(layout, false, handoffs);
-        let full = run(layout, true, handoffs);
-        println!(
-            "{name:<34} {sweep:>12.0} {full:>12.0} {:>7.3}",
-            sweep / full
-        );
+        let ns = run(layout, handoffs);
+        println!("{name:<34} {ns:>12.0} {:>7.1}", ns / alone);
     }
 }

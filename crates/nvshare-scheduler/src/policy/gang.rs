@@ -46,25 +46,18 @@ impl Scheduler {
         }
     }
 
-    /// Runs the schedule of every GPU due (see `sweep`), then grants the
-    /// gangs that are ready everywhere, until nothing more can be granted.
+    /// Runs the schedule of every GPU, then grants the gangs that are ready
+    /// everywhere, until nothing more can be granted.
     pub(super) fn settle(&mut self, now: Duration, out: &mut Vec<Action>) {
         if self.recovering(now) {
             return;
         }
         loop {
-            self.sweep.wake_due(now);
-            if self.full_sweeps {
-                self.sweep.touch_all(self.domains.keys().copied());
+            self.line_up();
+            for d in self.domains.values_mut() {
+                grant::schedule(d, now, out);
             }
-            let gangs = self.line_up();
-            while let Some(gpu) = self.sweep.take_next() {
-                if let Some(d) = self.domains.get_mut(&gpu) {
-                    grant::schedule(d, now, out);
-                    self.sweep.set_wakeup(gpu, grant::next_deadline(d));
-                }
-            }
-            if !gangs || !self.grant_ready_gangs(now, out) {
+            if !self.grant_ready_gangs(now, out) {
                 break;
             }
         }
@@ -78,20 +71,16 @@ impl Scheduler {
     /// with several members waiting on one GPU is not granted as a whole
     /// (they could not all be at the head of that queue): its members line
     /// up one by one, and the drain timeout resolves what waits on whom.
-    /// Returns whether there are gangs at all; where there are, every GPU
-    /// somebody waits on is due (its order may have changed).
-    fn line_up(&mut self) -> bool {
-        if self.gang_makers.is_empty() {
+    fn line_up(&mut self) {
+        if !self
+            .clients
+            .values()
+            .any(|c| c.group.is_some() || c.gpus.len() > 1)
+        {
             // No gangs (the common case, and the daemon's hot path): every
             // newcomer takes the next ticket, and arrival order is ticket
-            // order, so the queues need no sorting. A newcomer's request
-            // made its GPU due, so only those are looked at (a GPU is
-            // always lined up before it is scheduled: marks a gang left on
-            // the others are cleared before they matter).
-            for gpu in self.sweep.dirty() {
-                let Some(d) = self.domains.get_mut(&gpu) else {
-                    continue;
-                };
+            // order, so the queues need no sorting.
+            for d in self.domains.values_mut() {
                 for id in &d.queue {
                     if let Some(m) = d.members.get_mut(id) {
                         m.co_waiters = false;
@@ -102,7 +91,7 @@ impl Scheduler {
                     }
                 }
             }
-            return false;
+            return;
         }
         let keys: BTreeMap<ClientId, GangKey> = self
             .clients
@@ -179,10 +168,6 @@ impl Scheduler {
         for d in self.domains.values_mut() {
             d.sort_queue();
         }
-        // Gangs order every queue alike: each GPU somebody waits on is due.
-        let queued = self.domains.iter().filter(|(_, d)| !d.queue.is_empty());
-        self.sweep.touch_all(queued.map(|(gpu, _)| *gpu));
-        true
     }
 
     /// Grants every gang whose first waiting member on each of its GPUs is
@@ -213,7 +198,6 @@ impl Scheduler {
                 if let Some(d) = self.domains.get_mut(&gpu) {
                     tickets.extend(d.members.get(&client).and_then(|m| m.ticket));
                     d.grant(client, now, out);
-                    self.sweep.touch(gpu);
                 }
             }
             turns.push((key, tickets));

@@ -23,8 +23,6 @@
 //! - `recovery`: after a restart, holders' claims and no grants until they
 //!   had time to reconnect.
 //! - `waits`: why the next program on a GPU does not run yet (status).
-//! - `sweep`: which GPUs an event makes worth scheduling (those it touched,
-//!   those whose deadline passed), so idle GPUs cost an event nothing.
 //! - `tests`: behaviour tests with simulated time.
 //!
 //! INTERFACE CONTRACT (shared with the I/O shell in `server`): the types and
@@ -38,7 +36,6 @@ mod member;
 mod messages;
 mod recovery;
 mod reserve;
-mod sweep;
 #[cfg(test)]
 mod tests;
 mod waits;
@@ -51,7 +48,6 @@ use nvshare_proto::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use sweep::Sweep;
 
 /// How the scheduler sizes and shares every GPU.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,14 +268,6 @@ pub struct Scheduler {
     next_ticket: u64,
     /// Until when nobody is granted a GPU (see `recovery`).
     recovering_until: Option<Duration>,
-    /// The clients that make gangs (in a group, or on several GPUs): while
-    /// there are none, `gang` has nothing to do.
-    gang_makers: BTreeSet<ClientId>,
-    /// The GPUs due for scheduling (see `sweep`).
-    sweep: Sweep,
-    /// Whether every event schedules every GPU (the reference behaviour
-    /// that `sweep` must match; see [`Scheduler::with_full_sweeps`]).
-    full_sweeps: bool,
 }
 
 /// A connected hook client.
@@ -300,19 +288,7 @@ impl Scheduler {
             domains: BTreeMap::new(),
             next_ticket: 0,
             recovering_until: None,
-            gang_makers: BTreeSet::new(),
-            sweep: Sweep::default(),
-            full_sweeps: false,
         }
-    }
-
-    /// This scheduler, made to schedule every GPU on every event instead
-    /// of only those the event touched or whose deadline passed. It decides
-    /// exactly the same, only slower: tests run both side by side to show
-    /// that nothing due is ever skipped.
-    pub fn with_full_sweeps(mut self) -> Self {
-        self.full_sweeps = true;
-        self
     }
 
     /// Feeds one event at time `now`; returns what to do, in order.
@@ -332,12 +308,10 @@ impl Scheduler {
                     group,
                     gpus,
                 });
-                self.count_gang_maker(client);
             }
             Event::Message { client, msg } => self.on_message(client, msg, now, &mut out),
             Event::Disconnected { client } => {
                 if let Some(gone) = self.clients.remove(&client) {
-                    self.gang_makers.remove(&client);
                     // Gone from every GPU before anyone is scheduled: a
                     // schedule in between could grant it another GPU.
                     for gpu in gone.gpus {
@@ -366,7 +340,6 @@ impl Scheduler {
         for d in self.domains.values_mut() {
             d.quantum = quantum;
         }
-        self.sweep.touch_all(self.domains.keys().copied());
         self.settle(now, &mut out);
         out
     }
@@ -391,7 +364,6 @@ impl Scheduler {
                 }
             }
         }
-        self.sweep.touch_all(self.domains.keys().copied());
         self.settle(now, &mut out);
         out
     }
@@ -403,10 +375,7 @@ impl Scheduler {
             // Nothing but the recovery's end moves a queue before it.
             return recovery_end;
         }
-        if self.full_sweeps {
-            return self.domains.values().filter_map(grant::next_deadline).min();
-        }
-        self.sweep.next_wakeup()
+        self.domains.values().filter_map(grant::next_deadline).min()
     }
 
     /// Every GPU's state, in UUID order.
@@ -471,7 +440,6 @@ impl Scheduler {
                     return;
                 }
                 c.gpus.insert(gpu);
-                self.count_gang_maker(client);
                 self.attach(
                     client,
                     gpu,
@@ -493,7 +461,6 @@ impl Scheduler {
             }
             ClientBody::Detach => {
                 c.gpus.remove(&gpu);
-                self.count_gang_maker(client);
                 self.leave(client, gpu, now, out);
             }
             body => {
@@ -501,20 +468,7 @@ impl Scheduler {
                     return;
                 };
                 messages::apply(d, client, body, now, out);
-                self.sweep.touch(gpu);
                 self.settle(now, out);
-            }
-        }
-    }
-
-    /// Counts `client` among the gang makers if it is one now.
-    fn count_gang_maker(&mut self, client: ClientId) {
-        match self.clients.get(&client) {
-            Some(c) if c.group.is_some() || c.gpus.len() > 1 => {
-                self.gang_makers.insert(client);
-            }
-            _ => {
-                self.gang_makers.remove(&client);
             }
         }
     }
@@ -568,7 +522,6 @@ impl Scheduler {
         if holding {
             recovery::claim(d, client, trusted, now, out);
         }
-        self.sweep.touch(gpu);
         self.settle(now, out);
     }
 
@@ -591,10 +544,7 @@ impl Scheduler {
             d.remove(client, now, out);
             if d.members.is_empty() {
                 self.domains.remove(&gpu);
-                self.sweep.forget(gpu);
                 out.push(Action::Record(Record::GpuForgotten { gpu }));
-            } else {
-                self.sweep.touch(gpu);
             }
         }
     }
