@@ -108,8 +108,8 @@ pub(super) fn schedule(d: &mut Domain, now: Duration, out: &mut Vec<Action>) {
     }
     drop_overcommitted_holders(d, now, out);
     give_back_excess(d, out);
-    // Holders granted just now are told too: one schedule leaves nothing
-    // for the next to do (a GPU is scheduled again only when it changes).
+    // Holders granted just now are told too, in this pass rather than at
+    // whatever event comes next.
     hint_oversubscribed(d, out);
     super::fetch::fetch_ahead(d, out);
 }

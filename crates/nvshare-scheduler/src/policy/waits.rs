@@ -2,7 +2,7 @@
 //! (see `grant`) told in the operator's terms, for `nvshare-ctl status`.
 
 use super::Scheduler;
-use super::domain::Domain;
+use super::domain::{Domain, duration_ms as ms};
 use super::grant::{self, Credit};
 use nvshare_proto::{ClientState, GpuWait, Policy, WaitReason};
 use std::time::Duration;
@@ -98,8 +98,4 @@ fn reason(d: &Domain, now: Duration) -> Option<WaitReason> {
             timeout_ms: ms(d.drain_timeout),
         }
     })
-}
-
-fn ms(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

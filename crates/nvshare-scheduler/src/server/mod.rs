@@ -212,18 +212,17 @@ impl Server {
             self.idle_since = None;
             return false;
         }
-        let since = *self.idle_since.get_or_insert(now);
-        let Some(limit) = self.exit_when_idle else {
-            return false;
-        };
-        if now.saturating_duration_since(since) < limit {
-            return false;
+        self.idle_since.get_or_insert(now);
+        let due = self.idle_deadline().is_some_and(|at| now >= at);
+        if due {
+            info!(
+                idle_ms = self
+                    .exit_when_idle
+                    .map_or(0, |idle| idle.as_millis() as u64),
+                "no program has used this scheduler for the --exit-when-idle time: exiting"
+            );
         }
-        info!(
-            idle_ms = limit.as_millis() as u64,
-            "no program has used this scheduler for the --exit-when-idle time: exiting"
-        );
-        true
+        due
     }
 
     /// The wait until the policy's `deadline`, the next hello deadline or
