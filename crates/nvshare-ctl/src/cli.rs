@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use nvshare_proto::units::parse_duration;
-use nvshare_proto::{ControlRequest, Policy};
+use nvshare_proto::{ControlRequest, GpuSelector, Policy};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -62,21 +62,28 @@ pub enum Command {
               value_parser = parse_duration, allow_hyphen_values = true)]
         every: Duration,
     },
-    /// Set the time quantum every GPU is sliced with.
+    /// Set the time quantum GPUs are sliced with (every GPU, or one).
     #[command(name = "set-tq")]
     SetTq {
         /// The quantum: seconds (30, 0.5) or a number with ms, s or m
         /// (200ms), as the daemon's --quantum; at least 1ms.
         #[arg(value_parser = parse_duration, allow_hyphen_values = true)]
         seconds: Duration,
+        /// Only this GPU: its index (as nvidia-smi numbers them) or UUID.
+        /// Without it every GPU, including those set one by one before.
+        #[arg(long, value_name = "INDEX|UUID", value_parser = parse_gpu)]
+        gpu: Option<GpuSelector>,
     },
-    /// Set the scheduling policy of every GPU.
+    /// Set the scheduling policy (every GPU, or one).
     #[command(name = "set-policy")]
     SetPolicy {
         /// auto: run together what fits, time-slice the rest; exclusive: one
         /// program at a time; off: no scheduling.
         #[arg(value_parser = parse_policy)]
         policy: Policy,
+        /// Only this GPU, as for set-tq.
+        #[arg(long, value_name = "INDEX|UUID", value_parser = parse_gpu)]
+        gpu: Option<GpuSelector>,
     },
 }
 
@@ -151,10 +158,26 @@ impl Cli {
                 every: *every,
                 count: None,
             },
-            Some(Command::SetTq { seconds }) => Plan::Change(vec![set_quantum(*seconds)]),
-            Some(Command::SetPolicy { policy }) => {
+            Some(Command::SetTq { seconds, gpu: None }) => {
+                Plan::Change(vec![set_quantum(*seconds)])
+            }
+            Some(Command::SetTq {
+                seconds,
+                gpu: Some(gpu),
+            }) => Plan::Change(vec![ControlRequest::SetGpuQuantum {
+                gpu: *gpu,
+                quantum_ms: millis(*seconds),
+            }]),
+            Some(Command::SetPolicy { policy, gpu: None }) => {
                 Plan::Change(vec![ControlRequest::SetPolicy { policy: *policy }])
             }
+            Some(Command::SetPolicy {
+                policy,
+                gpu: Some(gpu),
+            }) => Plan::Change(vec![ControlRequest::SetGpuPolicy {
+                gpu: *gpu,
+                policy: *policy,
+            }]),
             None => {
                 let mut changes = Vec::new();
                 if let Some(quantum) = self.set_tq {
@@ -179,8 +202,17 @@ impl Cli {
 
 fn set_quantum(quantum: Duration) -> ControlRequest {
     ControlRequest::SetQuantum {
-        quantum_ms: u64::try_from(quantum.as_millis()).unwrap_or(u64::MAX),
+        quantum_ms: millis(quantum),
     }
+}
+
+fn millis(quantum: Duration) -> u64 {
+    u64::try_from(quantum.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn parse_gpu(text: &str) -> Result<GpuSelector, String> {
+    text.parse()
+        .map_err(|e: nvshare_proto::gpu::ParseGpuSelectorError| e.to_string())
 }
 
 fn parse_policy(text: &str) -> Result<Policy, String> {
@@ -226,6 +258,27 @@ mod tests {
                 policy: Policy::Exclusive
             }])
         );
+    }
+
+    #[test]
+    fn settings_may_name_one_gpu_by_index_or_uuid() {
+        let uuid = "GPU-12345678-9abc-def0-0123-456789abcdef";
+        assert_eq!(
+            plan(&["set-tq", "--gpu", "1", "200ms"]),
+            Plan::Change(vec![ControlRequest::SetGpuQuantum {
+                gpu: GpuSelector::Index(1),
+                quantum_ms: 200
+            }])
+        );
+        assert_eq!(
+            plan(&["set-policy", "exclusive", "--gpu", uuid]),
+            Plan::Change(vec![ControlRequest::SetGpuPolicy {
+                gpu: GpuSelector::Uuid(uuid.parse().unwrap()),
+                policy: Policy::Exclusive
+            }])
+        );
+        assert!(rejected(&["set-tq", "--gpu", "first", "5"]));
+        assert!(rejected(&["set-policy", "off", "--gpu", "GPU-12"]));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! between releases while this must not.
 
 use nvshare_proto::{
-    ClientHostShadows, ClientStatus, GpuHostShadows, GpuStatus, GpuWait, StatusReport, WaitReason,
+    ClientHostShadows, ClientStatus, GpuHostShadows, GpuInfo, GpuStatus, GpuWait, Inventory,
+    StatusReport, WaitReason,
 };
 use serde::Serialize;
 
@@ -18,6 +19,9 @@ pub struct JsonStatus {
     pub scheduler_version: String,
     /// Seconds since it started.
     pub uptime_s: u64,
+    /// Why the scheduler found no GPUs at start (null if it found some, or
+    /// does not say).
+    pub gpus_unavailable: Option<String>,
     /// One entry per GPU.
     pub gpus: Vec<JsonGpu>,
 }
@@ -27,6 +31,16 @@ pub struct JsonStatus {
 pub struct JsonGpu {
     /// `GPU-xxxxxxxx-...`, as nvidia-smi prints it.
     pub uuid: String,
+    /// Its index as nvidia-smi numbers it (null if the scheduler found no
+    /// GPUs at start).
+    pub index: Option<u32>,
+    /// Its product name (null as `index`).
+    pub name: Option<String>,
+    /// Critical XID errors the driver reported since the scheduler started
+    /// (null as `index`).
+    pub xid_errors: Option<u64>,
+    /// The last XID code (null if none, or unknown).
+    pub last_xid: Option<u64>,
     /// Physical memory in bytes.
     pub physical_memory: u64,
     /// Memory shared out, in bytes.
@@ -145,16 +159,25 @@ pub struct JsonClient {
     pub host_pinned: Option<u64>,
     /// The same, pageable.
     pub host_pageable: Option<u64>,
+    /// The most it may hold on this GPU (`NVSHARE_MEMORY_LIMIT`; null when
+    /// it has no limit of its own).
+    pub memory_limit: Option<u64>,
 }
 
 impl JsonStatus {
     /// The status, with the host shadows if the scheduler reported them,
     /// and what each GPU's next program waits for.
-    pub fn new(r: &StatusReport, host: Option<&[GpuHostShadows]>, waits: &[GpuWait]) -> Self {
+    pub fn new(
+        r: &StatusReport,
+        host: Option<&[GpuHostShadows]>,
+        waits: &[GpuWait],
+        inventory: Option<&Inventory>,
+    ) -> Self {
         JsonStatus {
             scheduler_pid: r.scheduler_pid,
             scheduler_version: r.scheduler_version.clone(),
             uptime_s: r.uptime_s,
+            gpus_unavailable: inventory.and_then(|i| i.unavailable.clone()),
             gpus: r
                 .gpus
                 .iter()
@@ -166,7 +189,8 @@ impl JsonStatus {
                             .unwrap_or_default()
                     });
                     let wait = waits.iter().find(|w| w.uuid == g.uuid);
-                    JsonGpu::new(g, gpu_host.as_ref(), wait)
+                    let info = inventory.and_then(|i| i.gpus.iter().find(|i| i.uuid == g.uuid));
+                    JsonGpu::new(g, gpu_host.as_ref(), wait, info)
                 })
                 .collect(),
         }
@@ -174,9 +198,18 @@ impl JsonStatus {
 }
 
 impl JsonGpu {
-    fn new(g: &GpuStatus, host: Option<&GpuHostShadows>, wait: Option<&GpuWait>) -> Self {
+    fn new(
+        g: &GpuStatus,
+        host: Option<&GpuHostShadows>,
+        wait: Option<&GpuWait>,
+        info: Option<&GpuInfo>,
+    ) -> Self {
         JsonGpu {
             uuid: g.uuid.to_string(),
+            index: info.map(|i| i.index),
+            name: info.map(|i| i.name.clone()),
+            xid_errors: info.map(|i| i.xids),
+            last_xid: info.and_then(|i| i.last_xid),
             physical_memory: g.physical_memory,
             capacity: g.capacity,
             policy: g.policy.to_string(),
@@ -222,6 +255,7 @@ impl JsonClient {
             grants: c.grants,
             host_pinned: host.map(|h| h.pinned),
             host_pageable: host.map(|h| h.pageable),
+            memory_limit: c.memory_limit,
         }
     }
 }
@@ -232,8 +266,9 @@ pub fn status_json(
     report: &StatusReport,
     host: Option<&[GpuHostShadows]>,
     waits: &[GpuWait],
+    inventory: Option<&Inventory>,
 ) -> Result<String, serde_json::Error> {
-    serde_json::to_string_pretty(&JsonStatus::new(report, host, waits))
+    serde_json::to_string_pretty(&JsonStatus::new(report, host, waits, inventory))
 }
 
 #[cfg(test)]
@@ -243,7 +278,7 @@ mod tests {
 
     #[test]
     fn the_shape_uses_readable_strings() {
-        let text = status_json(&sample_report(), None, &[]).unwrap();
+        let text = status_json(&sample_report(), None, &[], None).unwrap();
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         let gpu = &value["gpus"][0];
         assert_eq!(gpu["uuid"], "GPU-12345678-9abc-def0-0123-456789abcdef");
@@ -268,7 +303,7 @@ mod tests {
                 timeout_ms: 10_000,
             },
         };
-        let text = status_json(&report, None, &[wait]).unwrap();
+        let text = status_json(&report, None, &[wait], None).unwrap();
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         let next = &value["gpus"][0]["next"];
         assert_eq!(next["client_id"], 2);
@@ -278,21 +313,21 @@ mod tests {
         assert_eq!(next["drain_timeout_ms"], 10_000);
         assert!(next["short_bytes"].is_null());
         assert!(next["description"].as_str().unwrap().contains("train (1)"));
-        let idle = status_json(&report, None, &[]).unwrap();
+        let idle = status_json(&report, None, &[], None).unwrap();
         let value: serde_json::Value = serde_json::from_str(&idle).unwrap();
         assert!(value["gpus"][0]["next"].is_null());
     }
 
     #[test]
     fn host_shadows_per_gpu_and_program_or_null_when_unknown() {
-        let text = status_json(&sample_report(), Some(&sample_host()), &[]).unwrap();
+        let text = status_json(&sample_report(), Some(&sample_host()), &[], None).unwrap();
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         let gpu = &value["gpus"][0];
         assert_eq!(gpu["host_pinned"], 12u64 << 30);
         assert_eq!(gpu["host_pageable"], 1u64 << 30);
         assert_eq!(gpu["clients"][0]["host_pinned"], 4u64 << 30);
         assert_eq!(gpu["clients"][1]["host_pageable"], 1u64 << 30);
-        let unknown = status_json(&sample_report(), None, &[]).unwrap();
+        let unknown = status_json(&sample_report(), None, &[], None).unwrap();
         let value: serde_json::Value = serde_json::from_str(&unknown).unwrap();
         assert!(value["gpus"][0]["host_pinned"].is_null());
         assert!(value["gpus"][0]["clients"][0]["host_pageable"].is_null());

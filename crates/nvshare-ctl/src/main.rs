@@ -23,7 +23,7 @@ mod waits;
 use cli::{Cli, Plan};
 use connection::Connection;
 use error::CtlError;
-use nvshare_proto::{ControlReply, ControlRequest, GpuHostShadows, GpuWait};
+use nvshare_proto::{ControlReply, ControlRequest, GpuHostShadows, GpuWait, Inventory};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
@@ -107,11 +107,13 @@ fn status(conn: &mut Connection, shape: Shape) -> Result<String, CtlError> {
     };
     let host = host_shadows(conn);
     let waits = waits(conn);
+    let inventory = inventory(conn);
+    let (host, inventory) = (host.as_deref(), inventory.as_ref());
     Ok(match shape {
-        Shape::Tables => table::status_text(&report, host.as_deref(), &waits),
-        Shape::Json => json::status_json(&report, host.as_deref(), &waits)? + "\n",
+        Shape::Tables => table::status_text(&report, host, &waits, inventory),
+        Shape::Json => json::status_json(&report, host, &waits, inventory)? + "\n",
         Shape::JsonLine => {
-            serde_json::to_string(&json::JsonStatus::new(&report, host.as_deref(), &waits))? + "\n"
+            serde_json::to_string(&json::JsonStatus::new(&report, host, &waits, inventory))? + "\n"
         }
     })
 }
@@ -182,6 +184,22 @@ fn waits(conn: &mut Connection) -> Vec<GpuWait> {
     }
 }
 
+/// The GPUs the scheduler found at start; `None` from a scheduler that
+/// does not say (asked last: an older scheduler closes the connection on a
+/// request it does not know).
+fn inventory(conn: &mut Connection) -> Option<Inventory> {
+    match conn.call(&ControlRequest::Inventory) {
+        Ok(ControlReply::Inventory(inventory)) => Some(inventory),
+        other => {
+            tracing::debug!(
+                ?other,
+                "the scheduler does not report its GPUs; leaving them out"
+            );
+            None
+        }
+    }
+}
+
 /// What was changed, for the operator.
 fn done_line(request: &ControlRequest) -> String {
     match request {
@@ -190,9 +208,17 @@ fn done_line(request: &ControlRequest) -> String {
             units::human_duration_ms(*quantum_ms)
         ),
         ControlRequest::SetPolicy { policy } => format!("policy set to {policy}\n"),
-        ControlRequest::Status | ControlRequest::HostShadows | ControlRequest::Waits => {
-            String::new()
+        ControlRequest::SetGpuQuantum { gpu, quantum_ms } => format!(
+            "time quantum of {gpu} set to {}\n",
+            units::human_duration_ms(*quantum_ms)
+        ),
+        ControlRequest::SetGpuPolicy { gpu, policy } => {
+            format!("policy of {gpu} set to {policy}\n")
         }
+        ControlRequest::Status
+        | ControlRequest::HostShadows
+        | ControlRequest::Waits
+        | ControlRequest::Inventory => String::new(),
     }
 }
 

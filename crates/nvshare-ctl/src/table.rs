@@ -2,16 +2,21 @@
 
 use crate::units::human_duration_ms;
 use nvshare_proto::units::Bytes;
-use nvshare_proto::{ClientHostShadows, GpuHostShadows, GpuStatus, GpuWait, StatusReport};
+use nvshare_proto::{
+    ClientHostShadows, GpuHostShadows, GpuInfo, GpuStatus, GpuWait, Inventory, StatusReport,
+};
 use std::fmt::Write;
 
 /// The whole status as text, ending with a newline. `host` is the host
 /// shadows the scheduler reported, if it does (else their column is left
-/// out); `waits` what the next program on each GPU waits for.
+/// out); `waits` what the next program on each GPU waits for; `inventory`
+/// the GPUs it found at start (their indexes, names and health), if it
+/// says.
 pub fn status_text(
     report: &StatusReport,
     host: Option<&[GpuHostShadows]>,
     waits: &[GpuWait],
+    inventory: Option<&Inventory>,
 ) -> String {
     let mut out = format!(
         "nvshare-scheduler {}, pid {}, up {}\n",
@@ -21,6 +26,9 @@ pub fn status_text(
     );
     if report.gpus.is_empty() {
         out.push_str("no GPU in use: no program has attached one yet\n");
+        if let Some(reason) = inventory.and_then(|i| i.unavailable.as_deref()) {
+            let _ = writeln!(out, "(no GPUs found at start: {reason})");
+        }
     }
     for gpu in &report.gpus {
         out.push('\n');
@@ -31,14 +39,23 @@ pub fn status_text(
                 .unwrap_or_default()
         });
         let wait = waits.iter().find(|w| w.uuid == gpu.uuid);
-        out.push_str(&gpu_text(gpu, gpu_host.as_ref(), wait));
+        let info = inventory.and_then(|i| i.gpus.iter().find(|g| g.uuid == gpu.uuid));
+        out.push_str(&gpu_text(gpu, gpu_host.as_ref(), wait, info));
     }
     out
 }
 
 /// One GPU's block: its settings and counters, then its programs.
-fn gpu_text(gpu: &GpuStatus, host: Option<&GpuHostShadows>, wait: Option<&GpuWait>) -> String {
+fn gpu_text(
+    gpu: &GpuStatus,
+    host: Option<&GpuHostShadows>,
+    wait: Option<&GpuWait>,
+    info: Option<&GpuInfo>,
+) -> String {
     let mut out = String::new();
+    if let Some(info) = info {
+        let _ = write!(out, "GPU {} ({})  ", info.index, info.name);
+    }
     let _ = writeln!(
         out,
         "{}  capacity {} (physical {})  policy {}  quantum {}",
@@ -67,6 +84,16 @@ fn gpu_text(gpu: &GpuStatus, host: Option<&GpuHostShadows>, wait: Option<&GpuWai
             size(host.pageable),
         );
     }
+    if let Some(info) = info.filter(|info| info.xids > 0) {
+        let last = info
+            .last_xid
+            .map_or_else(|| "unknown".to_owned(), |code| code.to_string());
+        let _ = writeln!(
+            out,
+            "  health: {} critical XID error(s), the last XID {last}: see the kernel log (dmesg)",
+            info.xids
+        );
+    }
     if let Some(wait) = wait {
         let _ = writeln!(out, "  next: {}", crate::waits::describe(gpu, wait));
     }
@@ -87,6 +114,10 @@ fn gpu_text(gpu: &GpuStatus, host: Option<&GpuHostShadows>, wait: Option<&GpuWai
     ];
     if host.is_some() {
         header.push("HOST");
+    }
+    let limits = gpu.clients.iter().any(|c| c.memory_limit.is_some());
+    if limits {
+        header.push("LIMIT");
     }
     let rows: Vec<Vec<String>> = gpu
         .clients
@@ -111,6 +142,9 @@ fn gpu_text(gpu: &GpuStatus, host: Option<&GpuHostShadows>, wait: Option<&GpuWai
                     .copied()
                     .unwrap_or_default();
                 row.push(host_cell(&mine));
+            }
+            if limits {
+                row.push(c.memory_limit.map_or_else(|| "-".to_owned(), size));
             }
             row
         })
@@ -171,6 +205,7 @@ pub(crate) mod tests {
             footprint,
             resident,
             held_ms: 303_000,
+            memory_limit: None,
             grants: 4,
         };
         StatusReport {
@@ -201,7 +236,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_gpu_block_shows_settings_counters_and_programs() {
-        let text = status_text(&sample_report(), None, &[]);
+        let text = status_text(&sample_report(), None, &[], None);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "nvshare-scheduler 0.1.0, pid 77, up 2h 05m");
         assert_eq!(
@@ -231,9 +266,9 @@ pub(crate) mod tests {
     fn empty_states_say_so() {
         let mut report = sample_report();
         report.gpus[0].clients.clear();
-        assert!(status_text(&report, None, &[]).ends_with("  no programs\n"));
+        assert!(status_text(&report, None, &[], None).ends_with("  no programs\n"));
         report.gpus.clear();
-        assert!(status_text(&report, None, &[]).contains("no GPU in use"));
+        assert!(status_text(&report, None, &[], None).contains("no GPU in use"));
     }
 
     /// Host shadows of the sample's two programs: one pinned, one partly
@@ -261,7 +296,7 @@ pub(crate) mod tests {
 
     #[test]
     fn host_shadows_show_per_gpu_and_per_program() {
-        let text = status_text(&sample_report(), Some(&sample_host()), &[]);
+        let text = status_text(&sample_report(), Some(&sample_host()), &[], None);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[4],
@@ -287,7 +322,7 @@ pub(crate) mod tests {
                 remaining_ms: 4_000,
             },
         };
-        let text = status_text(&report, None, &[wait]);
+        let text = status_text(&report, None, &[wait], None);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[4],
@@ -297,7 +332,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_gpu_missing_from_the_host_report_shows_none() {
-        let text = status_text(&sample_report(), Some(&[]), &[]);
+        let text = status_text(&sample_report(), Some(&[]), &[], None);
         assert!(text.contains("  host shadows 0 B (pinned 0 B, pageable 0 B)\n"));
     }
 }

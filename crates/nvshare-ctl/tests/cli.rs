@@ -4,8 +4,8 @@
 
 use nvshare_proto::{
     ClientHostShadows, ClientState, ClientStatus, ControlReply, ControlRequest, ErrorCode,
-    ErrorReply, GpuHostShadows, GpuStatus, GpuUuid, HelloReply, Policy, Role, StatusReport, decode,
-    decode_hello, read_payload, write_msg,
+    ErrorReply, GpuHostShadows, GpuInfo, GpuStatus, GpuUuid, HelloReply, Inventory, Policy, Role,
+    StatusReport, decode, decode_hello, read_payload, write_msg,
 };
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -55,6 +55,7 @@ fn report() -> StatusReport {
                 resident: 6 << 30,
                 held_ms: 2_500,
                 grants: 3,
+                memory_limit: Some(12 << 30),
             }],
         }],
     }
@@ -107,10 +108,25 @@ impl FakeScheduler {
                                 }],
                             }])
                         }
-                        ControlRequest::HostShadows => ControlReply::Error(ErrorReply {
-                            code: ErrorCode::BadFrame,
-                            message: "unknown request".into(),
-                        }),
+                        ControlRequest::Inventory if host_shadows => {
+                            ControlReply::Inventory(Inventory {
+                                unavailable: None,
+                                gpus: vec![GpuInfo {
+                                    index: 3,
+                                    uuid: GpuUuid([0xab; 16]),
+                                    name: "NVIDIA H100 80GB HBM3".into(),
+                                    memory: 80 << 30,
+                                    xids: 2,
+                                    last_xid: Some(79),
+                                }],
+                            })
+                        }
+                        ControlRequest::HostShadows | ControlRequest::Inventory => {
+                            ControlReply::Error(ErrorReply {
+                                code: ErrorCode::BadFrame,
+                                message: "unknown request".into(),
+                            })
+                        }
                         ControlRequest::SetPolicy {
                             policy: Policy::Off,
                         } => ControlReply::Error(ErrorReply {
@@ -183,6 +199,17 @@ fn status_prints_tables() {
     assert!(stdout.contains(&GpuUuid([0xab; 16]).to_string()));
     assert!(stdout.contains("capacity 10.0 GiB"));
     assert!(stdout.contains("policy exclusive"));
+    assert!(
+        stdout.contains(&format!(
+            "GPU 3 (NVIDIA H100 80GB HBM3)  {}",
+            GpuUuid([0xab; 16])
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("health: 2 critical XID error(s), the last XID 79"),
+        "{stdout}"
+    );
     let row = stdout
         .lines()
         .find(|l| l.contains("resnet"))
@@ -204,7 +231,8 @@ fn status_prints_tables() {
             "2.0 GiB",
             "2.5 s",
             "3",
-            "2.0 GiB"
+            "2.0 GiB",
+            "12.0 GiB"
         ]
     );
     assert!(stdout.contains("host shadows 2.0 GiB (pinned 2.0 GiB, pageable 0 B)"));
@@ -213,7 +241,8 @@ fn status_prints_tables() {
         vec![
             ControlRequest::Status,
             ControlRequest::HostShadows,
-            ControlRequest::Waits
+            ControlRequest::Waits,
+            ControlRequest::Inventory
         ]
     );
 }
@@ -229,6 +258,7 @@ fn status_from_a_scheduler_without_host_shadows_leaves_them_out() {
     let out = nvshare_ctl(Some(&fake.socket), &["status", "--json"]);
     let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
     assert!(value["gpus"][0]["host_pinned"].is_null());
+    assert!(value["gpus"][0]["index"].is_null());
 }
 
 #[test]
@@ -252,13 +282,19 @@ fn status_json_is_for_scripts() {
     assert_eq!(gpu["clients"][0]["state"], "releasing");
     assert_eq!(gpu["clients"][0]["swapped"], 2u64 << 30);
     assert_eq!(gpu["clients"][0]["host_pinned"], 2u64 << 30);
+    assert_eq!(gpu["clients"][0]["memory_limit"], 12u64 << 30);
     assert_eq!(gpu["host_pageable"], 0);
+    assert_eq!(gpu["index"], 3);
+    assert_eq!(gpu["name"], "NVIDIA H100 80GB HBM3");
+    assert_eq!(gpu["xid_errors"], 2);
+    assert_eq!(gpu["last_xid"], 79);
     assert_eq!(
         fake.received(),
         vec![
             ControlRequest::Status,
             ControlRequest::HostShadows,
-            ControlRequest::Waits
+            ControlRequest::Waits,
+            ControlRequest::Inventory
         ]
     );
 }

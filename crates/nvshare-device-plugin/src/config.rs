@@ -51,7 +51,7 @@ pub struct Cli {
     pub device_plugin_dir: PathBuf,
 
     /// Advertise exactly these GPUs (comma-separated uuids) instead of
-    /// asking nvidia-smi.
+    /// asking NVML.
     #[arg(
         long,
         value_name = "UUIDS",
@@ -61,13 +61,20 @@ pub struct Cli {
     pub gpu_uuids: Option<Vec<String>>,
 
     /// Read the GPUs from this file at every rescan (one uuid per line,
-    /// nvidia-smi CSV accepted) instead of asking nvidia-smi.
+    /// nvidia-smi CSV accepted) instead of asking NVML.
     #[arg(long, value_name = "PATH")]
     pub gpu_list_file: Option<PathBuf>,
 
-    /// The nvidia-smi program that lists GPUs.
-    #[arg(long, value_name = "PATH", default_value = "nvidia-smi")]
-    pub nvidia_smi: PathBuf,
+    /// List the GPUs by running this nvidia-smi program instead of asking
+    /// NVML.
+    #[arg(long, value_name = "PATH")]
+    pub nvidia_smi: Option<PathBuf>,
+
+    /// Where NVML is loaded from to list the GPUs (the scheduler's source
+    /// too), unless one of the options above is given.
+    #[arg(long, env = "NVSHARE_NVML_LIBRARY", value_name = "PATH",
+          default_value = nvshare_gpus::DEFAULT_LIBRARY)]
+    pub nvml_library: PathBuf,
 
     /// Seconds between GPU rescans (fractions allowed).
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
@@ -101,10 +108,11 @@ pub struct Cli {
 impl Cli {
     /// Resolves the command line.
     pub fn into_config(self) -> Config {
-        let gpu_source = match (self.gpu_uuids, self.gpu_list_file) {
-            (Some(uuids), _) => GpuSource::Fixed(uuids),
-            (None, Some(file)) => GpuSource::File(file),
-            (None, None) => GpuSource::NvidiaSmi(self.nvidia_smi),
+        let gpu_source = match (self.gpu_uuids, self.gpu_list_file, self.nvidia_smi) {
+            (Some(uuids), _, _) => GpuSource::Fixed(uuids),
+            (None, Some(file), _) => GpuSource::File(file),
+            (None, None, Some(program)) => GpuSource::NvidiaSmi(program),
+            (None, None, None) => GpuSource::Nvml(self.nvml_library),
         };
         let log_filter = nvshare_proto::env::log_filter(self.log, "info");
         Config {
@@ -157,7 +165,10 @@ mod tests {
             config.device_plugin_dir,
             PathBuf::from("/var/lib/kubelet/device-plugins")
         );
-        assert_eq!(config.gpu_source, GpuSource::NvidiaSmi("nvidia-smi".into()));
+        assert_eq!(
+            config.gpu_source,
+            GpuSource::Nvml("libnvidia-ml.so.1".into())
+        );
         assert_eq!(
             config.allocation.host_lib_path,
             PathBuf::from("/usr/local/lib/nvshare/libnvshare.so")
@@ -179,6 +190,11 @@ mod tests {
         let config = parse(&["--gpu-list-file", "/x", "--kubelet-poll-interval", "0.5"]).unwrap();
         assert_eq!(config.gpu_source, GpuSource::File("/x".into()));
         assert_eq!(config.kubelet_poll_interval, Duration::from_millis(500));
+        let config = parse(&["--nvidia-smi", "/usr/bin/nvidia-smi"]).unwrap();
+        assert_eq!(
+            config.gpu_source,
+            GpuSource::NvidiaSmi("/usr/bin/nvidia-smi".into())
+        );
     }
 
     #[test]

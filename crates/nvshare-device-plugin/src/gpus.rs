@@ -1,5 +1,6 @@
-//! Where the list of physical GPUs comes from. In production that is
-//! `nvidia-smi`; tests and special setups give a fixed list or a file that
+//! Where the list of physical GPUs comes from. In production that is NVML
+//! (through `nvshare-gpus`, as the scheduler finds them), or `nvidia-smi`
+//! when asked; tests and special setups give a fixed list or a file that
 //! can be rewritten while the plugin runs.
 
 use std::io;
@@ -13,6 +14,8 @@ const NVIDIA_SMI_TIMEOUT: Duration = Duration::from_secs(30);
 /// A source of GPU uuids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GpuSource {
+    /// Ask NVML, loaded from this library, at every scan.
+    Nvml(PathBuf),
     /// Run `nvidia-smi --query-gpu=uuid,index --format=csv,noheader`.
     NvidiaSmi(PathBuf),
     /// These GPUs, always.
@@ -54,6 +57,12 @@ pub enum ScanError {
         /// Why.
         source: io::Error,
     },
+    /// The thread asking NVML failed.
+    #[error("the thread asking NVML for the GPUs failed: {0}")]
+    NvmlThread(String),
+    /// NVML could not list the GPUs.
+    #[error(transparent)]
+    Nvml(#[from] nvshare_gpus::DiscoveryError),
     /// The GPU list file could not be read.
     #[error("could not read the GPU list file {path}: {source}")]
     File {
@@ -68,7 +77,11 @@ impl ScanError {
     /// True when the error means "this node has no GPUs" rather than "the
     /// GPUs could not be checked".
     pub fn means_no_gpus(&self) -> bool {
-        matches!(self, ScanError::NvidiaSmiMissing(_))
+        matches!(
+            self,
+            ScanError::NvidiaSmiMissing(_)
+                | ScanError::Nvml(nvshare_gpus::DiscoveryError::Unavailable { .. })
+        )
     }
 }
 
@@ -88,6 +101,18 @@ impl GpuSource {
                 Ok(parse_gpu_list(&text))
             }
             GpuSource::NvidiaSmi(program) => run_nvidia_smi(program).await,
+            GpuSource::Nvml(library) => {
+                let library = library.clone();
+                // NVML's calls block (a wedged driver can make them hang):
+                // off the async threads.
+                let found = tokio::task::spawn_blocking(move || {
+                    nvshare_gpus::discover(Some(library.as_os_str()))
+                })
+                .await
+                .map_err(|error| ScanError::NvmlThread(error.to_string()))??;
+                let uuids: Vec<String> = found.iter().map(|gpu| gpu.uuid.to_string()).collect();
+                Ok(dedup(uuids.iter().map(String::as_str)))
+            }
         }
     }
 }
@@ -173,6 +198,42 @@ mod tests {
     fn comments_blanks_bad_fields_and_duplicates_are_skipped() {
         let text = "# the node's GPUs\n\nGPU-a\n  GPU-b  # second\nGPU-a\nnot a uuid\nGPU__x\n,\n";
         assert_eq!(parse_gpu_list(text), ["GPU-a", "GPU-b"]);
+    }
+
+    /// The fake NVML (`tests/fake-nvml`), built beside this test binary by
+    /// `cargo build --workspace`.
+    fn fake_nvml() -> PathBuf {
+        let exe = std::env::current_exe().unwrap();
+        let path = exe
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("libnvidia_ml.so");
+        assert!(
+            path.exists(),
+            "{} is missing: run `cargo build --workspace` first",
+            path.display()
+        );
+        path
+    }
+
+    #[tokio::test]
+    async fn nvml_lists_the_gpus_the_scheduler_sees() {
+        // The fake NVML's defaults: one 16 GiB GPU.
+        let uuids = GpuSource::Nvml(fake_nvml()).scan().await.unwrap();
+        assert_eq!(uuids, ["GPU-46414b45-4355-4441-0000-000000000001"]);
+    }
+
+    #[tokio::test]
+    async fn no_nvml_means_no_gpus() {
+        let source = GpuSource::Nvml(PathBuf::from("/nonexistent/libnvidia-ml.so.1"));
+        let err = source.scan().await.unwrap_err();
+        assert!(err.means_no_gpus(), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/libnvidia-ml.so.1"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

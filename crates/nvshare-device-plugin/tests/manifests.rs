@@ -102,9 +102,17 @@ fn the_scheduler_container_listens_where_pods_and_metrics_look() {
     assert_eq!(str_of(&scheduler["ports"][0]["name"]), "metrics");
 
     let known = env_names::<nvshare_scheduler::config::Cli>();
-    for (name, _) in env_of(scheduler) {
+    let scheduler_env = env_of(scheduler);
+    assert!(
+        scheduler_env
+            .iter()
+            .any(|(name, _)| name == "NVIDIA_VISIBLE_DEVICES"),
+        "the NVIDIA runtime mounts NVML, through which the scheduler finds the GPUs"
+    );
+    for (name, _) in scheduler_env {
+        // NVIDIA_* are read by the NVIDIA container runtime.
         assert!(
-            known.contains(&name) || name == "NVSHARE_DEBUG",
+            known.contains(&name) || name == "NVSHARE_DEBUG" || name.starts_with("NVIDIA_"),
             "the scheduler ignores env {name}"
         );
         assert_ne!(name, env::LD_PRELOAD, "the scheduler must not be hooked");

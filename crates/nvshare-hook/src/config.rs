@@ -50,6 +50,10 @@ pub struct HookConfig {
     /// `NVSHARE_ENABLE_SINGLE_OVERSUB=1`: in uvm mode, allow one program to
     /// allocate beyond the capacity (as the original nvshare).
     pub single_oversub: bool,
+    /// `NVSHARE_MEMORY_LIMIT` (a size such as `10GiB`): the most this program
+    /// may hold on each GPU, what it sees as the GPU's memory; none by
+    /// default (the scheduler's capacity).
+    pub memory_limit: Option<u64>,
     /// Milliseconds without GPU work after which a holder reports itself
     /// idle (`NVSHARE_IDLE_MS`, default [`DEFAULT_IDLE_MS`]).
     pub idle_after_ms: u64,
@@ -145,15 +149,29 @@ impl HookConfig {
             SWAP_SEGMENT_MIB_RANGE,
             DEFAULT_SWAP_SEGMENT_MIB,
         );
-        let host_limit = var(env::HOST_LIMIT).and_then(|text| {
-            let parsed = nvshare_proto::units::parse_size(&text).ok();
-            if parsed.is_none() {
+        let size = |name: &str, fallback: &str| {
+            let text = var(name)?;
+            match nvshare_proto::units::parse_size(&text) {
+                Ok(bytes) => Some(bytes),
+                Err(_) => {
+                    tracing::warn!(
+                        value = text,
+                        "{name} must be a size such as 8GiB or 512MiB; {fallback}"
+                    );
+                    None
+                }
+            }
+        };
+        let host_limit = size(env::HOST_LIMIT, "using the available memory instead");
+        let no_limit = "this program runs WITHOUT a memory limit of its own";
+        let memory_limit = size(env::MEMORY_LIMIT, no_limit).filter(|&bytes| {
+            if bytes == 0 {
                 tracing::warn!(
-                    value = text,
-                    "NVSHARE_HOST_LIMIT must be a byte count such as 8GiB; using the available memory instead"
+                    "{} must be more than 0 bytes; {no_limit}",
+                    env::MEMORY_LIMIT
                 );
             }
-            parsed
+            bytes > 0
         });
         HookConfig {
             mode,
@@ -162,6 +180,7 @@ impl HookConfig {
             name,
             group,
             single_oversub,
+            memory_limit,
             idle_after_ms,
             swap: SwapSettings {
                 chunk_bytes: chunk_mib << 20,

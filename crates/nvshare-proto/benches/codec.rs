@@ -57,6 +57,7 @@ fn main() {
             resident: 6 << 30,
             held_ms: 123_456,
             grants: 42,
+            memory_limit: Some(16 << 30),
         })
         .collect();
     let report = ControlReply::Status(StatusReport {

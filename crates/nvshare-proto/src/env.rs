@@ -19,6 +19,9 @@ pub const MODE: &str = "NVSHARE_MODE";
 pub const GROUP: &str = "NVSHARE_GROUP";
 /// The most host memory the hook's swap shadows may take (a size).
 pub const HOST_LIMIT: &str = "NVSHARE_HOST_LIMIT";
+/// The most GPU memory one program may hold on each GPU (a size): what it
+/// sees as the GPU's memory, and past it allocations fail.
+pub const MEMORY_LIMIT: &str = "NVSHARE_MEMORY_LIMIT";
 /// Milliseconds without GPU work after which the hook releases the lock.
 pub const IDLE_MS: &str = "NVSHARE_IDLE_MS";
 /// `1` lets one program alone oversubscribe the GPU.

@@ -61,6 +61,55 @@ impl FromStr for GpuUuid {
     }
 }
 
+/// Which GPU an operator's setting is for: a UUID, or the index NVML (and
+/// `nvidia-smi`) gives it on this machine.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum GpuSelector {
+    /// By UUID.
+    Uuid(GpuUuid),
+    /// By NVML index.
+    Index(u32),
+}
+
+impl fmt::Display for GpuSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GpuSelector::Uuid(uuid) => write!(f, "{uuid}"),
+            GpuSelector::Index(index) => write!(f, "GPU {index}"),
+        }
+    }
+}
+
+impl fmt::Debug for GpuSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Failure to parse a [`GpuSelector`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "invalid GPU {0:?}: give its index (0, 1, ... as nvidia-smi numbers them) or its UUID (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
+)]
+pub struct ParseGpuSelectorError(pub String);
+
+impl FromStr for GpuSelector {
+    type Err = ParseGpuSelectorError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let text = s.trim();
+        if !text.is_empty() && text.bytes().all(|c| c.is_ascii_digit()) {
+            return text
+                .parse()
+                .map(GpuSelector::Index)
+                .map_err(|_| ParseGpuSelectorError(s.to_owned()));
+        }
+        text.parse()
+            .map(GpuSelector::Uuid)
+            .map_err(|_| ParseGpuSelectorError(s.to_owned()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +132,21 @@ mod tests {
                 .parse::<GpuUuid>()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn selectors_are_indexes_or_uuids() {
+        assert_eq!("1".parse(), Ok(GpuSelector::Index(1)));
+        assert_eq!(" 12 ".parse(), Ok(GpuSelector::Index(12)));
+        let uuid = "GPU-12345678-9abc-def0-0123-456789abcdef";
+        assert_eq!(
+            uuid.parse(),
+            Ok(GpuSelector::Uuid(uuid.parse::<GpuUuid>().unwrap()))
+        );
+        for bad in ["", "-1", "first", "GPU-12", "99999999999"] {
+            let error = bad.parse::<GpuSelector>().unwrap_err();
+            assert!(error.to_string().contains("nvidia-smi"), "{error}");
+        }
     }
 
     proptest! {

@@ -43,7 +43,7 @@ pub use frame::{
     FrameBuffer, HEADER_LEN, MAX_FRAME_LEN, MAX_HELLO_LEN, MAX_REQUEST_LEN, decode, decode_hello,
     encode, encode_frame, read_msg, read_payload, write_msg,
 };
-pub use gpu::GpuUuid;
+pub use gpu::{GpuSelector, GpuUuid};
 pub use messages::*;
 
 /// The protocol version this build speaks. Peers must match exactly: the hook,
@@ -59,7 +59,11 @@ pub use messages::*;
 ///
 /// 4: every GPU message is an envelope naming the GPU once
 /// ([`ClientMsg`] `{gpu, body}`, [`SchedulerMsg::Gpu`]).
-pub const PROTOCOL_VERSION: u32 = 4;
+///
+/// 5: per-job memory limits (`MemoryLimit`, and the limit in each
+/// [`ClientStatus`]), per-GPU settings and the GPUs found at start
+/// (`SetGpuQuantum`, `SetGpuPolicy`, `Inventory`).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// First four bytes of every [`Hello`]: tells an nvshare peer from anything
 /// else that connects to the socket.

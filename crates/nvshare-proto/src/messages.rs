@@ -5,7 +5,7 @@
 //! needs resident to run); "resident" is the part of it on the GPU right now.
 //! `footprint - resident` is swapped out to host memory.
 
-use crate::gpu::GpuUuid;
+use crate::gpu::{GpuSelector, GpuUuid};
 use serde::{Deserialize, Serialize};
 
 /// A client id, unique for the lifetime of one scheduler process.
@@ -189,6 +189,13 @@ pub enum ClientBody {
         /// How long it took, in microseconds.
         elapsed_us: u64,
     },
+    /// The most the program may hold on `gpu` (its `NVSHARE_MEMORY_LIMIT`,
+    /// below the capacity): sent after [`ClientBody::Attach`] by a program
+    /// that has one. The hook enforces it; the scheduler shows it.
+    MemoryLimit {
+        /// Bytes.
+        bytes: u64,
+    },
 }
 
 /// A message from the scheduler to a hooked program: about one GPU (in an
@@ -311,6 +318,24 @@ pub enum ControlRequest {
     /// Why the next program on each GPU is not running yet, answered by
     /// [`ControlReply::Waits`] (a request of its own, as `HostShadows`).
     Waits,
+    /// Set the quantum of one GPU (privileged); other GPUs keep theirs, and
+    /// a later [`ControlRequest::SetQuantum`] sets every GPU's again.
+    SetGpuQuantum {
+        /// The GPU.
+        gpu: GpuSelector,
+        /// The new quantum in milliseconds; at least 1.
+        quantum_ms: u64,
+    },
+    /// Set the policy of one GPU (privileged), as `SetGpuQuantum`.
+    SetGpuPolicy {
+        /// The GPU.
+        gpu: GpuSelector,
+        /// The new policy.
+        policy: Policy,
+    },
+    /// The GPUs the scheduler found at start (NVML) and their health,
+    /// answered by [`ControlReply::Inventory`].
+    Inventory,
 }
 
 /// The scheduler's answer to one [`ControlRequest`].
@@ -328,6 +353,34 @@ pub enum ControlReply {
     /// Answer to [`ControlRequest::Waits`]: one entry per GPU somebody
     /// waits for, in UUID order.
     Waits(Vec<GpuWait>),
+    /// Answer to [`ControlRequest::Inventory`].
+    Inventory(Inventory),
+}
+
+/// The GPUs the scheduler knows of itself (rather than from programs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Inventory {
+    /// Why no GPUs were found, if none were (e.g. no NVML on this machine).
+    pub unavailable: Option<String>,
+    /// Every GPU found, in index order.
+    pub gpus: Vec<GpuInfo>,
+}
+
+/// One GPU found at start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuInfo {
+    /// NVML's index (as `nvidia-smi` numbers it).
+    pub index: u32,
+    /// The UUID.
+    pub uuid: GpuUuid,
+    /// The product name.
+    pub name: String,
+    /// Total memory in bytes.
+    pub memory: u64,
+    /// Critical XID events the driver reported since the scheduler started.
+    pub xids: u64,
+    /// The code of the last one.
+    pub last_xid: Option<u64>,
 }
 
 /// The program next in line for a GPU, and what it waits for.
@@ -549,6 +602,8 @@ pub struct ClientStatus {
     pub held_ms: u64,
     /// Times it was granted the lock.
     pub grants: u64,
+    /// The most it may hold on this GPU, if it has a limit of its own.
+    pub memory_limit: Option<u64>,
 }
 
 /// What a client is doing on one GPU.

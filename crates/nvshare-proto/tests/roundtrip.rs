@@ -125,6 +125,7 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
                 }
             }
         ),
+        (gpu(), any::<u64>()).prop_map(|(gpu, bytes)| ClientBody::MemoryLimit { bytes }.on(gpu)),
         gpu().prop_map(|gpu| ClientMsg {
             gpu,
             body: ClientBody::Detach
@@ -189,17 +190,21 @@ fn client_status() -> impl Strategy<Value = ClientStatus> {
             Just(ClientState::Releasing)
         ],
         any::<[u64; 4]>(),
+        any::<Option<u64>>(),
     )
-        .prop_map(|(client_id, pid, name, state, n)| ClientStatus {
-            client_id,
-            pid,
-            name,
-            state,
-            footprint: n[0],
-            resident: n[1],
-            held_ms: n[2],
-            grants: n[3],
-        })
+        .prop_map(
+            |(client_id, pid, name, state, n, memory_limit)| ClientStatus {
+                client_id,
+                pid,
+                name,
+                state,
+                footprint: n[0],
+                resident: n[1],
+                held_ms: n[2],
+                grants: n[3],
+                memory_limit,
+            },
+        )
 }
 
 fn gpu_status() -> impl Strategy<Value = GpuStatus> {
@@ -488,10 +493,12 @@ fn the_envelope_names_the_gpu_once_and_earlier_encodings_stay() {
         .on(gpu),
     )
     .unwrap();
+    assert_eq!(&fetched[16..], &[12, 1, 2, 3]);
+    let limit = encode(&ClientBody::MemoryLimit { bytes: 5 }.on(gpu)).unwrap();
     assert_eq!(
-        &fetched[16..],
-        &[12, 1, 2, 3],
-        "Fetched is the last client body"
+        &limit[16..],
+        &[13, 5],
+        "MemoryLimit is the last client body"
     );
     let fetch = encode(&SchedulerBody::Fetch { bytes: 4 }.on(gpu)).unwrap();
     assert_eq!(

@@ -31,6 +31,9 @@ pub struct Config {
     pub limits: crate::server::ConnectionLimits,
     /// Exit cleanly once no program has been connected for this long.
     pub exit_when_idle: Option<Duration>,
+    /// Where NVML is loaded from to find the GPUs at start (`None`: do not
+    /// look for them).
+    pub nvml_library: Option<PathBuf>,
 }
 
 /// The command line of `nvshare-scheduler`.
@@ -119,6 +122,14 @@ pub struct Cli {
     #[arg(long, env = "NVSHARE_METRICS_ADDR", value_name = "HOST:PORT")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// Where to load NVML from to find the GPUs at start (so status lists
+    /// them, with their capacity and settings, before any program
+    /// attaches), or `none` to not look. Without NVML the GPUs are known as
+    /// programs attach them.
+    #[arg(long, env = "NVSHARE_NVML_LIBRARY", value_name = "PATH|none",
+          default_value = nvshare_gpus::DEFAULT_LIBRARY)]
+    pub nvml_library: PathBuf,
+
     /// Log filter in tracing's syntax (info, debug, nvshare_scheduler=trace).
     /// Default: info, or debug when NVSHARE_DEBUG=1.
     #[arg(long, env = nvshare_proto::env::LOG, value_name = "FILTER")]
@@ -164,6 +175,7 @@ impl Cli {
                 per_uid: self.max_connections_per_uid as usize,
             },
             exit_when_idle: self.exit_when_idle,
+            nvml_library: (self.nvml_library.as_os_str() != "none").then_some(self.nvml_library),
         })
     }
 }

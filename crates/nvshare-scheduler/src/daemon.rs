@@ -44,6 +44,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         "nvshare-scheduler listening"
     );
     let mut scheduler = Scheduler::new(config.policy.clone());
+    let inventory =
+        crate::inventory::discover(config.nvml_library.as_deref(), &mut scheduler, &metrics);
     if listener.predecessor() {
         info!(
             grace_ms = policy.recovery_grace.as_millis() as u64,
@@ -56,11 +58,12 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         listener,
         signals,
         scheduler,
-        Observer::new(metrics),
+        Observer::new(metrics.clone()),
         started,
         config.limits,
     )?
-    .exit_when_idle(config.exit_when_idle);
+    .exit_when_idle(config.exit_when_idle)
+    .inventory(inventory);
     notify("READY=1");
     server.run()?;
     Ok(())

@@ -14,6 +14,7 @@
 //! - [`daemon`]: startup in order (signals, socket, metrics, readiness, loop).
 //! - [`config`]: the command line and environment, parsed once into
 //!   [`config::Config`].
+//! - [`inventory`]: the GPUs found through NVML at start, and their XIDs.
 //! - [`observe`]: the policy's records as log lines and metric updates.
 //! - [`logging`]: log output batched by a background thread, so the loop
 //!   never waits on stderr.
@@ -26,6 +27,7 @@
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod inventory;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

@@ -45,10 +45,7 @@ impl Sandbox {
     /// A fresh temp dir.
     pub fn new() -> Self {
         Sandbox {
-            dir: tempfile::Builder::new()
-                .prefix("nvshare-e2e-")
-                .tempdir()
-                .expect("create a temp dir"),
+            dir: fresh_dir(),
             spawned: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -70,7 +67,12 @@ impl Sandbox {
 
     /// Starts the daemon with `args` on this sandbox's socket.
     pub fn daemon(&self, args: &[&str]) -> Daemon {
-        Daemon::start(&self.socket(), args, &self.path().join("daemon.log"))
+        self.daemon_with_env(args, &[])
+    }
+
+    /// As [`Sandbox::daemon`], with `env` added to the daemon's environment.
+    pub fn daemon_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with_env(&self.socket(), args, env, &self.path().join("daemon.log"))
     }
 
     /// A command for a test program under the hook, talking to this
@@ -100,6 +102,16 @@ impl Sandbox {
             .unwrap_or_else(|e| e.into_inner())
             .push(child.id());
         child
+    }
+
+    /// Runs `nvshare-ctl` with `args` against this sandbox's daemon.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(artifact("nvshare-ctl"))
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .expect("run nvshare-ctl")
     }
 
     /// Runs `nvshare-ctl status --json` against this sandbox's daemon.
@@ -171,8 +183,26 @@ impl Drop for Sandbox {
                 tail.len(),
                 tail.join("\n")
             );
+            if std::env::var_os(KEEP_FAILED).is_some() {
+                let kept = std::mem::replace(&mut self.dir, fresh_dir()).keep();
+                eprintln!(
+                    "---- the failed test's sandbox is kept in {} ----",
+                    kept.display()
+                );
+            }
         }
     }
+}
+
+/// Set (to anything) to keep a failed test's sandbox (logs, trace, fake GPU
+/// state) for a post-mortem instead of deleting it.
+pub const KEEP_FAILED: &str = "NVSHARE_E2E_KEEP_FAILED";
+
+fn fresh_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("nvshare-e2e-")
+        .tempdir()
+        .expect("create a temp dir")
 }
 
 /// Lines of the scheduler's log a failed test prints.
@@ -212,11 +242,25 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon and waits until its socket accepts connections.
     pub fn start(socket: &Path, args: &[&str], log: &Path) -> Daemon {
+        Daemon::start_with_env(socket, args, &[], log)
+    }
+
+    /// As [`Daemon::start`], with `env` added to the daemon's environment.
+    pub fn start_with_env(
+        socket: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> Daemon {
         let log = std::fs::File::create(log).expect("create the daemon log");
         let child = Command::new(artifact("nvshare-scheduler"))
             .arg("--socket")
             .arg(socket)
             .args(args)
+            // Hermetic: the GPUs are the fake driver's, not this machine's
+            // (a test that wants NVML gives --nvml-library, which wins).
+            .env("NVSHARE_NVML_LIBRARY", "none")
+            .envs(env.iter().copied())
             .env(
                 "NVSHARE_LOG",
                 std::env::var("E2E_DAEMON_LOG").unwrap_or_else(|_| "debug".into()),

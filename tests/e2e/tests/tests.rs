@@ -5,6 +5,8 @@
 mod collectives;
 mod exit;
 mod host_shadows;
+mod inventory;
+mod limits;
 mod overlap;
 mod reserve;
 mod restart;

@@ -1,6 +1,7 @@
 //! Whether an allocation may happen at all: the program's footprint stays
-//! within the capacity the scheduler gave it. The gate decides; the engine
-//! only reports the footprint and backs what is admitted.
+//! within its own memory limit (`NVSHARE_MEMORY_LIMIT`) and the capacity
+//! the scheduler gave it. The gate decides; the engine only reports the
+//! footprint and backs what is admitted.
 
 use crate::config::{self, MemoryMode};
 use crate::ffi::{CUdevice, CUresult};
@@ -8,11 +9,23 @@ use crate::ffi::{CUdevice, CUresult};
 /// Whether a new allocation of `bytes` on `device` stays within the capacity
 /// the program may use; the OOM a program sees when it does not.
 pub fn admit(device: CUdevice, bytes: u64) -> Result<(), CUresult> {
-    let Some(capacity) = super::capacity(device) else {
+    let Some(share) = super::share(device) else {
         return Ok(());
     };
     let footprint = crate::engine::current().usage(device).footprint;
-    if footprint.saturating_add(bytes) <= capacity {
+    let wanted = footprint.saturating_add(bytes);
+    // The job's own limit holds in every mode: it is what an operator
+    // promised the other jobs on this GPU.
+    if let Some(limit) = share.limit
+        && wanted > limit
+    {
+        report_over_limit(device, bytes, footprint, limit);
+        return Err(CUresult::ERROR_OUT_OF_MEMORY);
+    }
+    let Some(capacity) = share.capacity else {
+        return Ok(());
+    };
+    if wanted <= capacity {
         return Ok(());
     }
     let config = config::get();
@@ -21,6 +34,27 @@ pub fn admit(device: CUdevice, bytes: u64) -> Result<(), CUresult> {
     }
     report_refusal(device, bytes, footprint, capacity);
     Err(CUresult::ERROR_OUT_OF_MEMORY)
+}
+
+/// Says why an allocation past the program's own limit failed: once per
+/// program as a warning naming the limit, the request and what to change,
+/// then at info.
+fn report_over_limit(device: CUdevice, bytes: u64, footprint: u64, limit: u64) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let message = format!(
+        "an allocation of {:.1} MiB on GPU {device} is refused with CUDA_ERROR_OUT_OF_MEMORY: \
+         this program holds {:.1} MiB and its memory limit is {:.1} MiB (NVSHARE_MEMORY_LIMIT). \
+         Raise the program's NVSHARE_MEMORY_LIMIT or make it use less",
+        mib(bytes),
+        mib(footprint),
+        mib(limit),
+    );
+    if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!(device, bytes, footprint, limit, "{message}");
+    } else {
+        tracing::warn!(device, bytes, footprint, limit, "{message}");
+    }
 }
 
 /// Says why an allocation failed: once per program as a warning with what to

@@ -6,7 +6,8 @@
 //! any work is admitted. The hook's own driver calls never pass the gate.
 //!
 //! # Layout
-//! - [`admission`]: whether an allocation fits the program's capacity.
+//! - [`admission`]: whether an allocation fits the program's limit and
+//!   capacity.
 //! - [`device`]: one GPU's gate (the lock-free fast path and the drain).
 //! - [`session`]: the scheduler conversation (attach, grant, drop, evict,
 //!   idle reports, reconnect).
@@ -113,6 +114,38 @@ fn existing_gate() -> Option<&'static Gate> {
     (!current.is_null()).then(|| unsafe { &*current })
 }
 
+/// The gate of the process's only device, once a call has used it: most
+/// programs see one GPU, and the launch fast path ([`enter_sole_held`])
+/// admits their calls through it with no lookup. Null while no call has
+/// used it, when several devices are visible, and in a `fork()` child until
+/// it makes its own gate.
+static SOLE_DEVICE: AtomicPtr<DeviceGate> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The fast path of [`enter`]: admits the call at once if the process sees
+/// one GPU and holds it; `None` means "take [`enter`]", which handles all
+/// the rest (no gate yet, several devices, the lock not held). It makes no
+/// driver call, takes no lock, allocates nothing and cannot panic, so the
+/// wrappers run it outside their panic guard: four loads and one atomic
+/// increment (the decrement is the guard's drop).
+#[inline]
+pub fn enter_sole_held() -> Option<WorkGuard> {
+    admit_through(&SOLE_DEVICE)
+}
+
+/// Admits a call on the device `slot` points to, if it is set and held.
+#[inline]
+fn admit_through(slot: &AtomicPtr<DeviceGate>) -> Option<WorkGuard> {
+    let device = slot.load(Ordering::Acquire);
+    if device.is_null() {
+        return None;
+    }
+    // SAFETY: the slots (SOLE_DEVICE, and the tests' own) only ever point
+    // to a device of a published gate or a leaked one, never freed, so the
+    // device lives for 'static.
+    let device: &'static DeviceGate = unsafe { &*device };
+    WorkGuard::try_admit(device)
+}
+
 /// Makes every `fork()` child start as a new client (once per process; the
 /// registration is inherited by children).
 fn register_fork_handler() {
@@ -140,6 +173,7 @@ fn register_fork_handler() {
 /// never touched again (its mutexes may be held by threads that do not exist
 /// in the child).
 pub(crate) fn forget_after_fork() {
+    SOLE_DEVICE.store(std::ptr::null_mut(), Ordering::Release);
     GATE.store(std::ptr::null_mut(), Ordering::Release);
 }
 
@@ -148,6 +182,22 @@ pub(crate) fn forget_after_fork() {
 #[must_use]
 pub struct WorkGuard {
     device: &'static DeviceGate,
+}
+
+impl WorkGuard {
+    /// The guard of one call admitted on `device`, if it holds the lock.
+    /// The only way to make one: dropping a guard marks a call finished, so
+    /// a guard made for a call that was not admitted (say, by an eager
+    /// `bool::then_some`) would make the drain undercount the calls in
+    /// flight and move memory out from under a running kernel.
+    #[inline]
+    fn try_admit(device: &'static DeviceGate) -> Option<WorkGuard> {
+        if device.try_enter() {
+            Some(WorkGuard { device })
+        } else {
+            None
+        }
+    }
 }
 
 impl Drop for WorkGuard {
@@ -168,9 +218,16 @@ pub fn enter() -> Result<WorkGuard, CUresult> {
 pub fn enter_device(ordinal: CUdevice) -> Result<WorkGuard, CUresult> {
     let gate = gate();
     let device = gate.device(ordinal)?;
+    if ordinal == 0
+        && platform::single_device()
+        && SOLE_DEVICE.load(Ordering::Relaxed).is_null()
+        && std::ptr::eq(GATE.load(Ordering::Acquire), gate)
+    {
+        SOLE_DEVICE.store(std::ptr::from_ref(device).cast_mut(), Ordering::Release);
+    }
     loop {
-        if device.try_enter() {
-            return Ok(WorkGuard { device });
+        if let Some(admitted) = WorkGuard::try_admit(device) {
+            return Ok(admitted);
         }
         wait_for_grant(gate, device);
     }
@@ -234,13 +291,40 @@ pub fn holds(ordinal: CUdevice) -> bool {
         .unwrap_or(false)
 }
 
-/// The memory the program may use on `device` (the scheduler's capacity),
-/// reported as the GPU's total memory; `None` when running unscheduled.
+/// The memory the program may use on `device`, reported as the GPU's total
+/// memory: the scheduler's capacity, or the program's own limit
+/// (`NVSHARE_MEMORY_LIMIT`) where that is smaller; `None` when running
+/// unscheduled with no limit.
 pub fn capacity(ordinal: CUdevice) -> Option<u64> {
+    let share = share(ordinal)?;
+    let bound = share.capacity.unwrap_or(share.physical_memory);
+    Some(share.limit.map_or(bound, |limit| limit.min(bound)))
+}
+
+/// What bounds a program's memory on one GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// The scheduler's capacity; `None` when running unscheduled.
+    pub capacity: Option<u64>,
+    /// The program's own limit, if it has one.
+    pub limit: Option<u64>,
+    /// The GPU's memory.
+    pub physical_memory: u64,
+}
+
+/// The bounds on the program's memory on `ordinal`; `None` when it runs
+/// unscheduled with no limit of its own.
+pub fn share(ordinal: CUdevice) -> Option<Share> {
     let gate = gate();
     let device = gate.device(ordinal).ok()?;
     ensure_attached(gate, device);
-    device.state.lock().capacity
+    let capacity = device.state.lock().capacity;
+    let limit = crate::config::get().memory_limit;
+    (capacity.is_some() || limit.is_some()).then_some(Share {
+        capacity,
+        limit,
+        physical_memory: device.physical_memory,
+    })
 }
 
 /// Tells the scheduler that the program's memory on `device` changed (after
@@ -291,4 +375,52 @@ pub fn wait_for_room(ordinal: CUdevice, extra: u64) -> bool {
         drop(admitted);
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaked_device() -> &'static DeviceGate {
+        Box::leak(Box::new(DeviceGate::new(0, GpuUuid::default(), 1 << 30)))
+    }
+
+    #[test]
+    fn a_call_refused_by_a_closed_gate_leaves_the_in_flight_count_alone() {
+        let device = leaked_device();
+        for _ in 0..3 {
+            assert!(WorkGuard::try_admit(device).is_none());
+        }
+        device.open(&mut device.state.lock(), u64::MAX);
+        let admitted = WorkGuard::try_admit(device).expect("the gate is open");
+        assert_eq!(
+            device.in_flight(),
+            1,
+            "the refused calls must not count as finished ones"
+        );
+        // The drain must wait for the admitted call.
+        assert!(!device.close_and_drain_for(std::time::Duration::from_millis(20)));
+        drop(admitted);
+        assert_eq!(device.in_flight(), 0);
+        assert!(device.close_and_drain_for(std::time::Duration::from_millis(20)));
+    }
+
+    #[test]
+    fn the_sole_device_fast_path_refuses_without_counting_a_finished_call() {
+        // A slot of the test's own: SOLE_DEVICE is the process's.
+        let device = leaked_device();
+        let slot = AtomicPtr::new(std::ptr::null_mut());
+        assert!(admit_through(&slot).is_none(), "no device yet");
+        slot.store(std::ptr::from_ref(device).cast_mut(), Ordering::Release);
+        assert!(admit_through(&slot).is_none(), "the gate is closed");
+        device.open(&mut device.state.lock(), u64::MAX);
+        let admitted = admit_through(&slot).expect("held");
+        assert_eq!(
+            device.in_flight(),
+            1,
+            "the refusal counted as a finished call"
+        );
+        drop(admitted);
+        assert_eq!(device.in_flight(), 0);
+    }
 }

@@ -11,7 +11,15 @@ use std::sync::OnceLock;
 /// and the driver call, the costliest part of the gate's fast path, is
 /// skipped; a call made without a context still fails in the driver itself.
 pub(super) fn current_device() -> Result<CUdevice, CUresult> {
-    // Only a successful count is remembered: before cuInit it fails.
+    if single_device() {
+        return Ok(0);
+    }
+    driver::ctx::device().map_err(|e| e.code())
+}
+
+/// Whether the process sees exactly one device (known once the driver has
+/// counted them; before cuInit the count fails and is asked again).
+pub(super) fn single_device() -> bool {
     static DEVICE_COUNT: OnceLock<i32> = OnceLock::new();
     let count = match DEVICE_COUNT.get() {
         Some(count) => Some(*count),
@@ -19,10 +27,7 @@ pub(super) fn current_device() -> Result<CUdevice, CUresult> {
             .ok()
             .map(|count| *DEVICE_COUNT.get_or_init(|| count)),
     };
-    if count == Some(1) {
-        return Ok(0);
-    }
-    driver::ctx::device().map_err(|e| e.code())
+    count == Some(1)
 }
 
 /// The UUID and physical memory of `device`.

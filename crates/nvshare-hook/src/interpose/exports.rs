@@ -27,6 +27,7 @@ macro_rules! exports {
                 /// The caller upholds the driver function's own contract.
                 #[unsafe(no_mangle)]
                 pub unsafe extern "C" fn $name($($arg: $ty),*) -> CUresult {
+                    exports!(@fast $handler, $name, ($($arg),*));
                     $crate::guard::ffi_boundary(stringify!($name), CUresult::ERROR_UNKNOWN, || {
                         let real = match $crate::driver::table() {
                             Ok(table) => table.intercepted.$name,
@@ -47,6 +48,22 @@ macro_rules! exports {
         ];
     };
 
+    // Work by a program that holds its only GPU (the launch path): admitted
+    // with no lookup, outside the panic guard, since nothing on this path
+    // can panic; anything else takes the guarded path below.
+    (@fast work, $name:ident, ($($arg:ident),*)) => {
+        if let Some(admitted) = $crate::gate::enter_sole_held()
+            && let Some(real) =
+                $crate::driver::table_if_loaded().and_then(|table| table.intercepted.$name)
+        {
+            // SAFETY: the arguments come unchanged from the program, which
+            // called this entry point under the driver's contract.
+            let result = unsafe { real($($arg),*) };
+            drop(admitted);
+            return result;
+        }
+    };
+    (@fast ($($handler:tt)*), $name:ident, ($($arg:ident),*)) => {};
     (@call work, $real:ident, ($($arg:ident),*)) => {{
         let _admitted = match $crate::gate::enter() {
             Ok(guard) => guard,

@@ -82,6 +82,9 @@ pub struct Metrics {
     pub rejected_connections: Counter,
     /// Host memory clients keep as shadows of their GPU memory.
     pub host_shadow_bytes: Family<HostMemoryLabels, Gauge>,
+    /// Critical XID events NVML reported, per GPU of this machine (a fixed
+    /// set: the GPUs found at start).
+    pub xid_errors: Family<GpuLabels, Counter>,
 }
 
 /// One GPU's series in the per-GPU families (shared handles: updating one
@@ -128,6 +131,7 @@ impl Metrics {
             overdue_drains: Family::default(),
             rejected_connections: Counter::default(),
             host_shadow_bytes: Family::default(),
+            xid_errors: Family::default(),
             registry: Registry::default(),
         };
         registry.register("clients", "Connected hook clients", metrics.clients.clone());
@@ -186,6 +190,11 @@ impl Metrics {
             "host_shadow_bytes",
             "Host memory the programs of a GPU keep for their swapped-out (or about to be swapped) GPU memory, pinned or pageable",
             metrics.host_shadow_bytes.clone(),
+        );
+        registry.register(
+            "gpu_xid_errors",
+            "Critical XID events (GPU errors reported by the driver through NVML)",
+            metrics.xid_errors.clone(),
         );
         Metrics {
             registry,

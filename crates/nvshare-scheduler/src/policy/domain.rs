@@ -382,6 +382,7 @@ impl Domain {
                         resident: m.resident,
                         held_ms: duration_ms(m.held(now)),
                         grants: m.grants,
+                        memory_limit: m.memory_limit,
                     }
                 })
                 .collect(),

@@ -75,6 +75,8 @@ pub(super) struct Member {
     pub host_pinned: u64,
     /// Pageable host shadow bytes it reported.
     pub host_pageable: u64,
+    /// The most it may hold on the GPU, if it said (`MemoryLimit`).
+    pub memory_limit: Option<u64>,
 }
 
 impl Member {
@@ -109,6 +111,7 @@ impl Member {
             prepared: 0,
             host_pinned: 0,
             host_pageable: 0,
+            memory_limit: None,
         }
     }
 

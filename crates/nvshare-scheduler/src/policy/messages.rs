@@ -141,6 +141,11 @@ pub(super) fn apply(
                 out.push(d.host_shadows_record());
             }
         }
+        ClientBody::MemoryLimit { bytes } => {
+            if let Some(m) = d.members.get_mut(&client) {
+                m.memory_limit = Some(bytes);
+            }
+        }
         ClientBody::Attach { .. } | ClientBody::Detach => {}
     }
 }

@@ -22,6 +22,8 @@
 //!   memory free now (also while the last holder's eviction frees it).
 //! - `recovery`: after a restart, holders' claims and no grants until they
 //!   had time to reconnect.
+//! - `settings`: per-GPU settings, the GPUs known at start, and the
+//!   status of every GPU.
 //! - `waits`: why the next program on a GPU does not run yet (status).
 //! - `tests`: behaviour tests with simulated time.
 //!
@@ -36,6 +38,7 @@ mod member;
 mod messages;
 mod recovery;
 mod reserve;
+mod settings;
 #[cfg(test)]
 mod tests;
 mod waits;
@@ -43,8 +46,8 @@ mod waits;
 use domain::{Domain, duration_ms};
 use member::Member;
 use nvshare_proto::{
-    ClientBody, ClientId, ClientMsg, ClientState, ErrorCode, ErrorReply, GpuHostShadows, GpuStatus,
-    GpuUuid, Policy, SchedulerBody, SchedulerMsg,
+    ClientBody, ClientId, ClientMsg, ErrorCode, ErrorReply, GpuHostShadows, GpuUuid, Policy,
+    SchedulerBody, SchedulerMsg,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -268,6 +271,10 @@ pub struct Scheduler {
     next_ticket: u64,
     /// Until when nobody is granted a GPU (see `recovery`).
     recovering_until: Option<Duration>,
+    /// The GPUs found at start (see `settings`).
+    known: BTreeMap<GpuUuid, settings::KnownGpu>,
+    /// Settings an operator made for one GPU (see `settings`).
+    overrides: BTreeMap<GpuUuid, settings::Overrides>,
 }
 
 /// A connected hook client.
@@ -288,6 +295,8 @@ impl Scheduler {
             domains: BTreeMap::new(),
             next_ticket: 0,
             recovering_until: None,
+            known: BTreeMap::new(),
+            overrides: BTreeMap::new(),
         }
     }
 
@@ -325,9 +334,11 @@ impl Scheduler {
         out
     }
 
-    /// Sets the quantum of every GPU (operator `set-tq`); tells every client.
+    /// Sets the quantum of every GPU (operator `set-tq`), including those
+    /// set one by one before; tells every client.
     pub fn set_quantum(&mut self, now: Duration, quantum: Duration) -> Vec<Action> {
         self.config.quantum = quantum;
+        self.clear_quantum_overrides();
         let quantum_ms = duration_ms(quantum);
         let mut out: Vec<Action> = self
             .clients
@@ -344,25 +355,14 @@ impl Scheduler {
         out
     }
 
-    /// Sets the policy of every GPU (operator `set-policy`).
+    /// Sets the policy of every GPU (operator `set-policy`), including those
+    /// set one by one before.
     pub fn set_policy(&mut self, now: Duration, policy: Policy) -> Vec<Action> {
         self.config.policy = policy;
+        self.clear_policy_overrides();
         let mut out = Vec::new();
         for d in self.domains.values_mut() {
-            d.policy = policy;
-            if policy == Policy::Exclusive {
-                let mut running: Vec<_> = d
-                    .members
-                    .values()
-                    .filter(|m| m.state == ClientState::Running)
-                    .map(|m| (m.granted_at, m.client))
-                    .collect();
-                running.sort();
-                // The longest running keeps the lock; the others give it up.
-                for (_, client) in running.into_iter().skip(1) {
-                    d.drop_lock(client, 0, "policy change", now, &mut out);
-                }
-            }
+            settings::apply_policy(d, policy, now, &mut out);
         }
         self.settle(now, &mut out);
         out
@@ -376,17 +376,6 @@ impl Scheduler {
             return recovery_end;
         }
         self.domains.values().filter_map(grant::next_deadline).min()
-    }
-
-    /// Every GPU's state, in UUID order.
-    pub fn status(&self, now: Duration) -> Vec<GpuStatus> {
-        let who = |id: ClientId| {
-            self.clients
-                .get(&id)
-                .map(|c| (c.pid, c.name.clone()))
-                .unwrap_or_default()
-        };
-        self.domains.values().map(|d| d.status(now, who)).collect()
     }
 
     /// The host shadows clients keep for each GPU, in UUID order.
@@ -487,23 +476,11 @@ impl Scheduler {
         out: &mut Vec<Action>,
     ) {
         let trusted = self.claims_trusted(now);
-        let config = &self.config;
-        let d = self.domains.entry(gpu).or_insert_with(|| {
-            let capacity = config
-                .memory_capacity
-                .unwrap_or(physical_memory.saturating_sub(config.memory_reserve));
-            let mut d = Domain::new(
-                gpu,
-                physical_memory,
-                capacity,
-                config.policy,
-                config.quantum,
-            );
-            d.physical_room = physical_memory.saturating_sub(config.memory_reserve);
-            d.drain_timeout = config.drain_timeout;
-            d.restore_ahead = config.restore_ahead;
-            d
-        });
+        let (config, overrides) = (&self.config, self.overrides.get(&gpu));
+        let d = self
+            .domains
+            .entry(gpu)
+            .or_insert_with(|| settings::new_domain(config, overrides, gpu, physical_memory));
         let m = d
             .members
             .entry(client)
@@ -532,7 +509,8 @@ impl Scheduler {
     }
 
     /// Takes `client` off `gpu`; a GPU nobody is attached to any more is
-    /// forgotten (its settings are the daemon's, its counters start again).
+    /// forgotten (its counters start again; an operator's settings for it
+    /// are kept in `overrides`).
     fn remove_member(
         &mut self,
         client: ClientId,

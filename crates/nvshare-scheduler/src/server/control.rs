@@ -2,7 +2,7 @@
 //! only for root or the daemon's own user.
 
 use crate::policy::{Action, Scheduler};
-use nvshare_proto::{ControlReply, ControlRequest, ErrorCode, ErrorReply, StatusReport};
+use nvshare_proto::{ControlReply, ControlRequest, ErrorCode, ErrorReply, Inventory, StatusReport};
 use std::time::Duration;
 
 /// What the shell knows about the daemon when answering.
@@ -22,9 +22,11 @@ pub fn answer(
     request: ControlRequest,
     peer_uid: u32,
     daemon: DaemonInfo,
+    inventory: &Inventory,
     scheduler: &mut Scheduler,
 ) -> (ControlReply, Vec<Action>) {
     let now = daemon.uptime;
+    let refused = |error| (ControlReply::Error(error), Vec::new());
     match request {
         ControlRequest::Status => (
             ControlReply::Status(StatusReport {
@@ -40,32 +42,69 @@ pub fn answer(
             Vec::new(),
         ),
         ControlRequest::Waits => (ControlReply::Waits(scheduler.waits(now)), Vec::new()),
+        ControlRequest::Inventory => (ControlReply::Inventory(inventory.clone()), Vec::new()),
         ControlRequest::SetQuantum { quantum_ms } => {
-            if let Err(refused) = authorize(peer_uid, daemon.uid, "set the quantum") {
-                return (ControlReply::Error(refused), Vec::new());
+            let checked = authorize(peer_uid, daemon.uid, "set the quantum")
+                .and_then(|()| quantum(quantum_ms));
+            match checked {
+                Ok(quantum) => {
+                    tracing::info!(
+                        peer_uid,
+                        quantum_ms,
+                        "quantum of every GPU changed by operator"
+                    );
+                    (ControlReply::Done, scheduler.set_quantum(now, quantum))
+                }
+                Err(error) => refused(error),
             }
-            if quantum_ms == 0 {
-                return (
-                    ControlReply::Error(ErrorReply {
-                        code: ErrorCode::InvalidArgument,
-                        message: "the quantum must be at least 1 ms".to_owned(),
-                    }),
-                    Vec::new(),
-                );
+        }
+        ControlRequest::SetGpuQuantum { gpu, quantum_ms } => {
+            let checked = authorize(peer_uid, daemon.uid, "set the quantum")
+                .and_then(|()| Ok((quantum(quantum_ms)?, scheduler.resolve_gpu(gpu)?)));
+            match checked {
+                Ok((quantum, uuid)) => {
+                    tracing::info!(peer_uid, quantum_ms, gpu = %uuid, "quantum of one GPU changed by operator");
+                    (
+                        ControlReply::Done,
+                        scheduler.set_gpu_quantum(now, uuid, quantum),
+                    )
+                }
+                Err(error) => refused(error),
             }
-            let actions = scheduler.set_quantum(now, Duration::from_millis(quantum_ms));
-            tracing::info!(peer_uid, quantum_ms, "quantum changed by operator");
-            (ControlReply::Done, actions)
         }
         ControlRequest::SetPolicy { policy } => {
-            if let Err(refused) = authorize(peer_uid, daemon.uid, "set the policy") {
-                return (ControlReply::Error(refused), Vec::new());
+            if let Err(error) = authorize(peer_uid, daemon.uid, "set the policy") {
+                return refused(error);
             }
-            let actions = scheduler.set_policy(now, policy);
-            tracing::info!(peer_uid, %policy, "policy changed by operator");
-            (ControlReply::Done, actions)
+            tracing::info!(peer_uid, %policy, "policy of every GPU changed by operator");
+            (ControlReply::Done, scheduler.set_policy(now, policy))
+        }
+        ControlRequest::SetGpuPolicy { gpu, policy } => {
+            let checked = authorize(peer_uid, daemon.uid, "set the policy")
+                .and_then(|()| scheduler.resolve_gpu(gpu));
+            match checked {
+                Ok(uuid) => {
+                    tracing::info!(peer_uid, %policy, gpu = %uuid, "policy of one GPU changed by operator");
+                    (
+                        ControlReply::Done,
+                        scheduler.set_gpu_policy(now, uuid, policy),
+                    )
+                }
+                Err(error) => refused(error),
+            }
         }
     }
+}
+
+/// A quantum an operator asked for, if it is one.
+fn quantum(quantum_ms: u64) -> Result<Duration, ErrorReply> {
+    if quantum_ms == 0 {
+        return Err(ErrorReply {
+            code: ErrorCode::InvalidArgument,
+            message: "the quantum must be at least 1 ms".to_owned(),
+        });
+    }
+    Ok(Duration::from_millis(quantum_ms))
 }
 
 /// Settings changes are for root and the daemon's own user.

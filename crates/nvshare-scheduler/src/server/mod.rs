@@ -92,7 +92,13 @@ pub struct Server {
     exit_when_idle: Option<Duration>,
     /// Since when no program has been connected (`None` while some are).
     idle_since: Option<Instant>,
+    /// The GPUs found at start, and their health (updated by the XID
+    /// watcher's thread).
+    inventory: SharedInventory,
 }
+
+/// The inventory the daemon found, shared with the thread that records XIDs.
+pub type SharedInventory = std::sync::Arc<std::sync::Mutex<nvshare_proto::Inventory>>;
 
 /// Why the event loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +150,14 @@ impl Server {
             scratch: vec![0; SCRATCH_LEN],
             exit_when_idle: None,
             idle_since: Some(started),
+            inventory: SharedInventory::default(),
         })
+    }
+
+    /// Answers inventory requests from `inventory`.
+    pub fn inventory(mut self, inventory: SharedInventory) -> Self {
+        self.inventory = inventory;
+        self
     }
 
     /// Makes the loop end once no program has been connected for `idle`.

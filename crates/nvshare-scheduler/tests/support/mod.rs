@@ -153,6 +153,8 @@ pub fn spawn_daemon(socket: &Path, args: &[&str], log: &Path, notify: Option<&Pa
         .env_remove("NVSHARE_LOG")
         .env_remove("NVSHARE_DEBUG")
         .env_remove("NOTIFY_SOCKET")
+        // Hermetic: no GPUs of this machine (a test may pass --nvml-library).
+        .env("NVSHARE_NVML_LIBRARY", "none")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

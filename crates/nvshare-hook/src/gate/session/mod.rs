@@ -192,6 +192,10 @@ fn send_attach(gate: &Gate, device: &DeviceGate) {
             }
             .on(device.uuid),
         );
+        if let Some(bytes) = crate::config::get().memory_limit {
+            gate.session
+                .send(&ClientBody::MemoryLimit { bytes }.on(device.uuid));
+        }
     }
     super::host::report(gate, device, true);
 }

@@ -8,6 +8,7 @@ mod lifecycle;
 mod memory;
 mod recovery;
 mod reserve;
+mod settings;
 mod time_slicing;
 
 use super::*;
