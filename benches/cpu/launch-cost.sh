@@ -6,13 +6,19 @@
 # buffer, one stream, no pauses), under the hook with the gate open as for
 # a holder (`NVSHARE_SCHEDULER=off`), at two iteration counts; per launch is
 # the difference over the difference in launches, so start-up and exit
-# cancel out. The hook's cost is what runs inside libnvshare.so (callgrind's
-# self cost of its object). Also printed: the whole program's instructions
-# per launch with and without the hook. Their difference is not the hook's
-# cost: it also holds libc's heap doing one-time work differently in the two
-# runs (the swap engine's zeroed bookkeeping and malloc_consolidate cost
-# more or less depending on the heap's state after N launches), which the
-# subtraction does not cancel.
+# cancel out. The hook's cost is what callgrind collects with
+# `--collect-atstart=no --toggle-collect=cuLaunchKernel`: collection turns
+# on entering the hook's `cuLaunchKernel` and off again inside the real
+# one it calls (same name), so exactly the hook's own instructions per
+# launch are counted, on the launching thread only. (Summing the self cost
+# of libnvshare.so's functions instead over-counts: callgrind merges
+# same-named functions of different objects, so the fake driver's and the
+# program's Rust allocator shims, `__rust_alloc` and friends, were charged
+# to the preloaded hook, about 16 instructions per launch, and the hook's
+# background threads' work came on top.) Also printed: the whole program's
+# instructions per launch with and without the hook; their difference is
+# not the hook's cost either (libc's heap does one-time work differently
+# in the two runs).
 # Issue 16's target: <= 40. Last line: `hook instructions per launch: N`.
 #
 # Usage: benches/cpu/launch-cost.sh [LOW HIGH]   (iterations; default 2000 6000)
@@ -29,28 +35,28 @@ ln -sf "$T/libcuda.so" "$LIB/libcuda.so.1"
 STATE=$(mktemp -d)
 trap 'rm -rf "$STATE"' EXIT
 
-# One run: `run OUT ITERATIONS [LD_PRELOAD]` leaves callgrind's data in OUT.
+# One run: `run OUT ITERATIONS [LD_PRELOAD [VALGRIND OPTIONS...]]` leaves
+# callgrind's data in OUT.
 run() {
     local out=$1 iterations=$2 preload=${3:-}
+    shift $(($# < 3 ? $# : 3))
     env -i PATH=/usr/bin:/bin LD_LIBRARY_PATH="$LIB" FAKE_CUDA_STATE_DIR="$STATE" \
         ${preload:+LD_PRELOAD=$preload} NVSHARE_SCHEDULER=off NVSHARE_LOG=error \
-        valgrind --tool=callgrind --callgrind-out-file="$out" \
+        valgrind --tool=callgrind --callgrind-out-file="$out" "$@" \
         "$T/cuda-worker" --bytes 4096 --iterations "$iterations" > /dev/null 2>&1
 }
 total() { sed -n 's/^summary: *\([0-9]*\).*/\1/p' "$1"; }
-# Instructions executed inside libnvshare.so.
-in_hook() {
-    callgrind_annotate --threshold=100 "$1" 2> /dev/null \
-        | awk '/\[.*libnvshare\.so\]/ { gsub(",", "", $1); sum += $1 } END { print sum + 0 }'
-}
+own=(--collect-atstart=no --toggle-collect=cuLaunchKernel)
 
 run "$STATE/native.low" "$LOW"
 run "$STATE/native.high" "$HIGH"
 run "$STATE/hooked.low" "$LOW" "$T/libnvshare.so"
 run "$STATE/hooked.high" "$HIGH" "$T/libnvshare.so"
+run "$STATE/own.low" "$LOW" "$T/libnvshare.so" "${own[@]}"
+run "$STATE/own.high" "$HIGH" "$T/libnvshare.so" "${own[@]}"
 launches=$((HIGH - LOW))
 native=$((($(total "$STATE/native.high") - $(total "$STATE/native.low")) / launches))
 hooked=$((($(total "$STATE/hooked.high") - $(total "$STATE/hooked.low")) / launches))
-hook=$((($(in_hook "$STATE/hooked.high") - $(in_hook "$STATE/hooked.low")) / launches))
+hook=$((($(total "$STATE/own.high") - $(total "$STATE/own.low")) / launches))
 echo "whole program: native $native, hooked $hooked instructions per launch (difference $((hooked - native)))"
 echo "hook instructions per launch: $hook"

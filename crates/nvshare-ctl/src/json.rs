@@ -78,7 +78,7 @@ pub struct JsonWait {
     /// The waiting program's client id.
     pub client_id: u64,
     /// `quantum`, `drain`, `drain_without_room`, `memory`,
-    /// `holder_growth`, `gang` or `recovery`.
+    /// `holder_growth`, `gang`, `recovery` or `priority`.
     pub reason: &'static str,
     /// The holder it waits for, where one is in the way.
     pub holder: Option<u64>,
@@ -128,6 +128,10 @@ impl JsonWait {
             WaitReason::HolderGrowth { holder } => json.holder = Some(holder),
             WaitReason::Gang => {}
             WaitReason::Recovery { remaining_ms } => json.remaining_ms = Some(remaining_ms),
+            WaitReason::Priority {
+                holder,
+                remaining_ms,
+            } => (json.holder, json.remaining_ms) = (Some(holder), Some(remaining_ms)),
         }
         json
     }
@@ -162,6 +166,12 @@ pub struct JsonClient {
     /// The most it may hold on this GPU (`NVSHARE_MEMORY_LIMIT`; null when
     /// it has no limit of its own).
     pub memory_limit: Option<u64>,
+    /// Its priority (higher goes first).
+    pub priority: i32,
+    /// Its weight (its time slice in quanta).
+    pub weight: u32,
+    /// While waiting: milliseconds since it asked for the GPU (0 otherwise).
+    pub waiting_ms: u64,
 }
 
 impl JsonStatus {
@@ -256,6 +266,9 @@ impl JsonClient {
             host_pinned: host.map(|h| h.pinned),
             host_pageable: host.map(|h| h.pageable),
             memory_limit: c.memory_limit,
+            priority: c.priority,
+            weight: c.weight,
+            waiting_ms: c.waiting_ms,
         }
     }
 }

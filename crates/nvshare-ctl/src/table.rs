@@ -119,6 +119,12 @@ fn gpu_text(
     if limits {
         header.push("LIMIT");
     }
+    let ranked = gpu.clients.iter().any(|c| {
+        c.priority != nvshare_proto::DEFAULT_PRIORITY || c.weight != nvshare_proto::DEFAULT_WEIGHT
+    });
+    if ranked {
+        header.extend(["PRIO", "WEIGHT"]);
+    }
     let rows: Vec<Vec<String>> = gpu
         .clients
         .iter()
@@ -145,6 +151,9 @@ fn gpu_text(
             }
             if limits {
                 row.push(c.memory_limit.map_or_else(|| "-".to_owned(), size));
+            }
+            if ranked {
+                row.extend([c.priority.to_string(), c.weight.to_string()]);
             }
             row
         })
@@ -206,6 +215,9 @@ pub(crate) mod tests {
             resident,
             held_ms: 303_000,
             memory_limit: None,
+            priority: 0,
+            weight: 1,
+            waiting_ms: 0,
             grants: 4,
         };
         StatusReport {

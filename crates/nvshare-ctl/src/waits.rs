@@ -54,6 +54,14 @@ pub fn describe(gpu: &GpuStatus, wait: &GpuWait) -> String {
             "{next} waits: the scheduler restarted and grants no GPU for {} more, while programs that held one reconnect",
             human_duration_ms(*remaining_ms)
         ),
+        WaitReason::Priority {
+            holder,
+            remaining_ms,
+        } => format!(
+            "{next} waits: {}, of a higher priority, keeps the GPU past its time slice for {} more",
+            who(*holder),
+            human_duration_ms(*remaining_ms)
+        ),
     }
 }
 
@@ -67,6 +75,7 @@ pub fn kind(reason: &WaitReason) -> &'static str {
         WaitReason::HolderGrowth { .. } => "holder_growth",
         WaitReason::Gang => "gang",
         WaitReason::Recovery { .. } => "recovery",
+        WaitReason::Priority { .. } => "priority",
     }
 }
 

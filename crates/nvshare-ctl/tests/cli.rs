@@ -56,6 +56,9 @@ fn report() -> StatusReport {
                 held_ms: 2_500,
                 grants: 3,
                 memory_limit: Some(12 << 30),
+                priority: 2,
+                weight: 3,
+                waiting_ms: 0,
             }],
         }],
     }
@@ -232,7 +235,9 @@ fn status_prints_tables() {
             "2.5 s",
             "3",
             "2.0 GiB",
-            "12.0 GiB"
+            "12.0 GiB",
+            "2",
+            "3"
         ]
     );
     assert!(stdout.contains("host shadows 2.0 GiB (pinned 2.0 GiB, pageable 0 B)"));
@@ -283,6 +288,8 @@ fn status_json_is_for_scripts() {
     assert_eq!(gpu["clients"][0]["swapped"], 2u64 << 30);
     assert_eq!(gpu["clients"][0]["host_pinned"], 2u64 << 30);
     assert_eq!(gpu["clients"][0]["memory_limit"], 12u64 << 30);
+    assert_eq!(gpu["clients"][0]["priority"], 2);
+    assert_eq!(gpu["clients"][0]["weight"], 3);
     assert_eq!(gpu["host_pageable"], 0);
     assert_eq!(gpu["index"], 3);
     assert_eq!(gpu["name"], "NVIDIA H100 80GB HBM3");

@@ -54,6 +54,11 @@ pub struct HookConfig {
     /// may hold on each GPU, what it sees as the GPU's memory; none by
     /// default (the scheduler's capacity).
     pub memory_limit: Option<u64>,
+    /// `NVSHARE_PRIORITY`: higher goes first in the scheduler's line
+    /// (default 0, `-1000` to `1000`).
+    pub priority: i32,
+    /// `NVSHARE_WEIGHT`: the time slice in quanta (default 1, `1` to `100`).
+    pub weight: u32,
     /// Milliseconds without GPU work after which a holder reports itself
     /// idle (`NVSHARE_IDLE_MS`, default [`DEFAULT_IDLE_MS`]).
     pub idle_after_ms: u64,
@@ -173,6 +178,15 @@ impl HookConfig {
             }
             bytes > 0
         });
+        let priority = parse_priority(var(env::PRIORITY).as_deref()).unwrap_or_else(|err| {
+            tracing::warn!("{err}; using priority {}", nvshare_proto::DEFAULT_PRIORITY);
+            nvshare_proto::DEFAULT_PRIORITY
+        });
+        let weight = setting(
+            env::WEIGHT,
+            1..=u64::from(nvshare_proto::MAX_WEIGHT),
+            u64::from(nvshare_proto::DEFAULT_WEIGHT),
+        ) as u32;
         HookConfig {
             mode,
             scheduler,
@@ -181,6 +195,8 @@ impl HookConfig {
             group,
             single_oversub,
             memory_limit,
+            priority,
+            weight,
             idle_after_ms,
             swap: SwapSettings {
                 chunk_bytes: chunk_mib << 20,
@@ -264,6 +280,23 @@ pub enum SettingError {
     },
 }
 
+/// `NVSHARE_PRIORITY`'s value: an integer from `-MAX_PRIORITY` to
+/// `MAX_PRIORITY` ([`nvshare_proto::DEFAULT_PRIORITY`] when unset); the
+/// error says what is accepted.
+pub fn parse_priority(value: Option<&str>) -> Result<i32, String> {
+    let Some(text) = value.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(nvshare_proto::DEFAULT_PRIORITY);
+    };
+    let max = nvshare_proto::MAX_PRIORITY;
+    match text.parse::<i32>() {
+        Ok(priority) if (-max..=max).contains(&priority) => Ok(priority),
+        _ => Err(format!(
+            "{}={text:?} is not a priority: give an integer from -{max} to {max} (higher goes first)",
+            env::PRIORITY
+        )),
+    }
+}
+
 /// The whole number in `value` (the text of variable `name`, `None` when
 /// unset or empty), `default` when unset; an error for text that is not a
 /// number or lies outside `range`.
@@ -316,6 +349,18 @@ mod tests {
                 .map(|(_, v)| (*v).to_owned())
         };
         job_group(&var)
+    }
+
+    #[test]
+    fn priorities_are_integers_within_bounds_and_say_what_is_accepted() {
+        assert_eq!(parse_priority(None), Ok(0));
+        assert_eq!(parse_priority(Some(" ")), Ok(0));
+        assert_eq!(parse_priority(Some("5")), Ok(5));
+        assert_eq!(parse_priority(Some("-1000")), Ok(-1000));
+        for bad in ["1001", "-1001", "high", "1.5"] {
+            let error = parse_priority(Some(bad)).unwrap_err();
+            assert!(error.contains("from -1000 to 1000"), "{error}");
+        }
     }
 
     #[test]

@@ -58,6 +58,9 @@ fn main() {
             held_ms: 123_456,
             grants: 42,
             memory_limit: Some(16 << 30),
+            priority: 0,
+            weight: 1,
+            waiting_ms: 0,
         })
         .collect();
     let report = ControlReply::Status(StatusReport {

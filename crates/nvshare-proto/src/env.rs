@@ -22,6 +22,10 @@ pub const HOST_LIMIT: &str = "NVSHARE_HOST_LIMIT";
 /// The most GPU memory one program may hold on each GPU (a size): what it
 /// sees as the GPU's memory, and past it allocations fail.
 pub const MEMORY_LIMIT: &str = "NVSHARE_MEMORY_LIMIT";
+/// A job's priority in the scheduler's line (an integer; higher first).
+pub const PRIORITY: &str = "NVSHARE_PRIORITY";
+/// A job's weight: its time slice in quanta (1 to 100).
+pub const WEIGHT: &str = "NVSHARE_WEIGHT";
 /// Milliseconds without GPU work after which the hook releases the lock.
 pub const IDLE_MS: &str = "NVSHARE_IDLE_MS";
 /// `1` lets one program alone oversubscribe the GPU.

@@ -60,8 +60,8 @@ pub use messages::*;
 /// 4: every GPU message is an envelope naming the GPU once
 /// ([`ClientMsg`] `{gpu, body}`, [`SchedulerMsg::Gpu`]).
 ///
-/// 5: per-job memory limits (`MemoryLimit`, and the limit in each
-/// [`ClientStatus`]), per-GPU settings and the GPUs found at start
+/// 5: per-job settings (`JobSettings`: memory limit, priority, weight, also
+/// in each [`ClientStatus`]), per-GPU settings and the GPUs found at start
 /// (`SetGpuQuantum`, `SetGpuPolicy`, `Inventory`).
 pub const PROTOCOL_VERSION: u32 = 5;
 

@@ -189,13 +189,43 @@ pub enum ClientBody {
         /// How long it took, in microseconds.
         elapsed_us: u64,
     },
-    /// The most the program may hold on `gpu` (its `NVSHARE_MEMORY_LIMIT`,
-    /// below the capacity): sent after [`ClientBody::Attach`] by a program
-    /// that has one. The hook enforces it; the scheduler shows it.
-    MemoryLimit {
-        /// Bytes.
-        bytes: u64,
-    },
+    /// The job's own settings for `gpu`: sent after [`ClientBody::Attach`]
+    /// by a program whose settings are not the defaults.
+    JobSettings(JobSettings),
+}
+
+/// What a job asks of the scheduler for itself (the hook's environment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSettings {
+    /// The most it may hold on the GPU (`NVSHARE_MEMORY_LIMIT`): the hook
+    /// enforces it, the scheduler shows it.
+    pub memory_limit: Option<u64>,
+    /// `NVSHARE_PRIORITY`: higher goes first ([`DEFAULT_PRIORITY`] by
+    /// default; see the scheduler's `policy::gang` for how far).
+    pub priority: i32,
+    /// `NVSHARE_WEIGHT`: its time slice is this many quanta, so jobs of one
+    /// priority share a GPU's time in proportion ([`DEFAULT_WEIGHT`] by
+    /// default; 1 to [`MAX_WEIGHT`]).
+    pub weight: u32,
+}
+
+/// A job's priority when it gives none.
+pub const DEFAULT_PRIORITY: i32 = 0;
+/// A job's weight when it gives none.
+pub const DEFAULT_WEIGHT: u32 = 1;
+/// The largest weight (a time slice of 100 quanta).
+pub const MAX_WEIGHT: u32 = 100;
+/// The priorities a job may have: `-MAX_PRIORITY..=MAX_PRIORITY`.
+pub const MAX_PRIORITY: i32 = 1000;
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        JobSettings {
+            memory_limit: None,
+            priority: DEFAULT_PRIORITY,
+            weight: DEFAULT_WEIGHT,
+        }
+    }
 }
 
 /// A message from the scheduler to a hooked program: about one GPU (in an
@@ -444,6 +474,14 @@ pub enum WaitReason {
         /// Milliseconds until grants resume.
         remaining_ms: u64,
     },
+    /// A holder of a higher priority keeps the GPU past its time slice
+    /// until the waiting program has waited long enough.
+    Priority {
+        /// The holder.
+        holder: ClientId,
+        /// Milliseconds until it gives way.
+        remaining_ms: u64,
+    },
 }
 
 /// The host memory clients keep for their memory of one GPU.
@@ -604,6 +642,12 @@ pub struct ClientStatus {
     pub grants: u64,
     /// The most it may hold on this GPU, if it has a limit of its own.
     pub memory_limit: Option<u64>,
+    /// Its priority (higher goes first).
+    pub priority: i32,
+    /// Its weight (its time slice in quanta).
+    pub weight: u32,
+    /// While waiting: milliseconds since it asked for the lock (0 otherwise).
+    pub waiting_ms: u64,
 }
 
 /// What a client is doing on one GPU.

@@ -125,7 +125,14 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
                 }
             }
         ),
-        (gpu(), any::<u64>()).prop_map(|(gpu, bytes)| ClientBody::MemoryLimit { bytes }.on(gpu)),
+        (gpu(), any::<Option<u64>>(), any::<i32>(), any::<u32>()).prop_map(
+            |(gpu, memory_limit, priority, weight)| ClientBody::JobSettings(JobSettings {
+                memory_limit,
+                priority,
+                weight
+            })
+            .on(gpu)
+        ),
         gpu().prop_map(|gpu| ClientMsg {
             gpu,
             body: ClientBody::Detach
@@ -189,8 +196,8 @@ fn client_status() -> impl Strategy<Value = ClientStatus> {
             Just(ClientState::Idle),
             Just(ClientState::Releasing)
         ],
-        any::<[u64; 4]>(),
-        any::<Option<u64>>(),
+        any::<[u64; 5]>(),
+        (any::<Option<u64>>(), any::<i32>(), any::<u32>()),
     )
         .prop_map(
             |(client_id, pid, name, state, n, memory_limit)| ClientStatus {
@@ -202,7 +209,10 @@ fn client_status() -> impl Strategy<Value = ClientStatus> {
                 resident: n[1],
                 held_ms: n[2],
                 grants: n[3],
-                memory_limit,
+                memory_limit: memory_limit.0,
+                priority: memory_limit.1,
+                weight: memory_limit.2,
+                waiting_ms: n[4],
             },
         )
 }
@@ -284,6 +294,10 @@ fn wait_reason() -> impl Strategy<Value = WaitReason> {
         any::<u64>().prop_map(|holder| WaitReason::HolderGrowth { holder }),
         Just(WaitReason::Gang),
         any::<u64>().prop_map(|remaining_ms| WaitReason::Recovery { remaining_ms }),
+        (any::<u64>(), any::<u64>()).prop_map(|(holder, remaining_ms)| WaitReason::Priority {
+            holder,
+            remaining_ms
+        }),
     ]
 }
 
@@ -494,11 +508,19 @@ fn the_envelope_names_the_gpu_once_and_earlier_encodings_stay() {
     )
     .unwrap();
     assert_eq!(&fetched[16..], &[12, 1, 2, 3]);
-    let limit = encode(&ClientBody::MemoryLimit { bytes: 5 }.on(gpu)).unwrap();
+    let settings = encode(
+        &ClientBody::JobSettings(JobSettings {
+            memory_limit: Some(5),
+            priority: -1,
+            weight: 2,
+        })
+        .on(gpu),
+    )
+    .unwrap();
     assert_eq!(
-        &limit[16..],
-        &[13, 5],
-        "MemoryLimit is the last client body"
+        &settings[16..],
+        &[13, 1, 5, 1, 2],
+        "JobSettings is the last client body (priority zigzag-encoded)"
     );
     let fetch = encode(&SchedulerBody::Fetch { bytes: 4 }.on(gpu)).unwrap();
     assert_eq!(

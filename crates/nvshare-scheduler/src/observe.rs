@@ -1,9 +1,10 @@
 //! Turns the policy's [`Record`]s into one log line each and metric updates.
 
+use crate::metrics::state::StateMirror;
 use crate::metrics::{ClientLabels, DropLabels, GpuMetrics, Metrics};
 use crate::policy::Record;
 use nvshare_proto::units::Bytes;
-use nvshare_proto::{ClientId, GpuUuid};
+use nvshare_proto::{ClientId, GpuStatus, GpuUuid};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,8 @@ pub struct Observer {
     /// Each GPU's label and metric handles, made once: formatting a UUID
     /// and hashing labels cost more than the rest of a lock handoff.
     gpus: HashMap<GpuUuid, GpuEntry>,
+    /// The state gauges' series set by the last mirror.
+    mirror: StateMirror,
 }
 
 #[derive(Debug)]
@@ -35,6 +38,7 @@ impl Observer {
             metrics,
             names: HashMap::new(),
             gpus: HashMap::new(),
+            mirror: StateMirror::default(),
         }
     }
 
@@ -66,6 +70,16 @@ impl Observer {
     pub fn set_load(&self, clients: usize, queue_length: usize) {
         self.metrics.clients.set(clients as i64);
         self.metrics.queue_length.set(queue_length as i64);
+    }
+
+    /// Whether the state gauges show any job (see `StateMirror::has_jobs`).
+    pub fn mirrors_jobs(&self) -> bool {
+        self.mirror.has_jobs()
+    }
+
+    /// Sets the state gauges from the policy's status of every GPU.
+    pub fn mirror_state(&mut self, status: &[GpuStatus]) {
+        self.mirror.refresh(&self.metrics.state, status);
     }
 
     fn name(&self, client: ClientId) -> &str {

@@ -142,3 +142,136 @@ fn host_shadow_bytes_follow_the_clients_reports() {
     drop(b);
     settled(32 * MIB, 0);
 }
+
+/// One sample named `name` with `labels` (name, value pairs), parsed from
+/// `text` by a Prometheus exposition parser (prometheus-parse; the
+/// openmetrics-parser crate refuses a family with no samples, which the
+/// format allows): `None` if there is no such sample.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    use prometheus_parse::{Scrape, Value};
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .unwrap_or_else(|e| panic!("the daemon's metrics do not parse: {e}\n{text}"));
+    scrape.samples.iter().find_map(|s| {
+        let matches = s.metric == name
+            && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+            && s.labels.len() == labels.len();
+        match (matches, &s.value) {
+            (true, Value::Gauge(n) | Value::Counter(n) | Value::Untyped(n)) => Some(*n),
+            _ => None,
+        }
+    })
+}
+
+/// The body of a scrape (after the HTTP head).
+fn body(reply: &str) -> &str {
+    reply.split_once("\r\n\r\n").map_or(reply, |(_, body)| body)
+}
+
+/// Scrapes until `done` holds for the body, failing after [`PATIENCE`].
+fn scrape_until(daemon: &Daemon, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let reply = scrape(daemon);
+        if done(body(&reply)) {
+            return body(&reply).to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} never showed in the metrics:\n{reply}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn per_gpu_and_per_job_gauges_follow_the_jobs_and_go_with_them() {
+    let daemon = Daemon::start(&[
+        "--memory-capacity",
+        "1GiB",
+        "--quantum",
+        "60",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    let gpu = crate::support::GPU.to_string();
+    let mut alpha = HookClient::connect_attached(&daemon.socket, "alpha", 800 * MIB);
+    alpha.send(
+        &nvshare_proto::ClientBody::JobSettings(nvshare_proto::JobSettings {
+            memory_limit: Some(900 * MIB),
+            priority: 3,
+            weight: 2,
+        })
+        .on(crate::support::GPU),
+    );
+    let beta = HookClient::connect_attached(&daemon.socket, "beta", 800 * MIB);
+    alpha.request();
+    alpha.wait_grant(PATIENCE).unwrap();
+    beta.request();
+    let job = |name: &'static str, id: &'static str| {
+        [("gpu", gpu.as_str()), ("client", name), ("id", id)]
+    };
+    let text = scrape_until(&daemon, "beta waiting", |text| {
+        sample(text, "nvshare_job_waiting_seconds", &job("beta", "2")).is_some_and(|s| s > 0.0)
+    });
+    let gpu_only = [("gpu", gpu.as_str())];
+    assert_eq!(
+        sample(&text, "nvshare_gpu_capacity_bytes", &gpu_only),
+        Some((1024 * MIB) as f64)
+    );
+    assert_eq!(sample(&text, "nvshare_gpu_holders", &gpu_only), Some(1.0));
+    assert_eq!(sample(&text, "nvshare_gpu_waiting", &gpu_only), Some(1.0));
+    assert_eq!(
+        sample(&text, "nvshare_gpu_quantum_seconds", &gpu_only),
+        Some(60.0)
+    );
+    assert_eq!(
+        sample(&text, "nvshare_job_holding", &job("alpha", "1")),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "nvshare_job_holding", &job("beta", "2")),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&text, "nvshare_job_memory_limit_bytes", &job("alpha", "1")),
+        Some((900 * MIB) as f64)
+    );
+    assert_eq!(
+        sample(&text, "nvshare_job_memory_limit_bytes", &job("beta", "2")),
+        None
+    );
+    assert_eq!(
+        sample(&text, "nvshare_job_priority", &job("alpha", "1")),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(&text, "nvshare_job_weight", &job("alpha", "1")),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&text, "nvshare_job_priority", &job("beta", "2")),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&text, "nvshare_job_footprint_bytes", &job("beta", "2")),
+        Some((800 * MIB) as f64)
+    );
+    // Some of it may have come back ahead of its grant (a fetch).
+    let resident = sample(&text, "nvshare_job_resident_bytes", &job("beta", "2")).unwrap();
+    assert_eq!(
+        sample(&text, "nvshare_job_swapped_bytes", &job("beta", "2")),
+        Some((800 * MIB) as f64 - resident)
+    );
+
+    // alpha leaves: its series go, beta holds the GPU.
+    drop(alpha);
+    let text = scrape_until(&daemon, "alpha gone and beta holding", |text| {
+        sample(text, "nvshare_job_holding", &job("alpha", "1")).is_none()
+            && sample(text, "nvshare_job_holding", &job("beta", "2")) == Some(1.0)
+    });
+    assert!(!text.contains("client=\"alpha\",id=\"1\""), "{text}");
+    drop(beta);
+    scrape_until(&daemon, "every job's series gone", |text| {
+        !text.contains("nvshare_job_holding{")
+    });
+}

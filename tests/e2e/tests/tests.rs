@@ -8,6 +8,7 @@ mod host_shadows;
 mod inventory;
 mod limits;
 mod overlap;
+mod priorities;
 mod reserve;
 mod restart;
 mod sharing;

@@ -26,6 +26,7 @@ use loader::{open_libcuda, proc_address, real_dlsym};
 use real::{ENTRY_POINTS, EntryPoint, RealFns};
 use std::ffi::{CStr, c_int, c_void};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// Everything resolved from the real driver. Intercepted functions are
 /// taken by their exact exported names through the real `dlsym` on the
@@ -65,12 +66,22 @@ pub fn table() -> Result<&'static Driver, CudaError> {
             loaded
         })
         .as_ref()
+        .inspect(|driver| LOADED.store(std::ptr::from_ref(*driver).cast_mut(), Ordering::Release))
         .map_err(Clone::clone)
 }
 
+/// The table once built successfully: what the launch fast path reads
+/// (one load, where the `OnceLock<Result<..>>` takes a state check and a
+/// discriminant check). Null until then.
+static LOADED: AtomicPtr<Driver> = AtomicPtr::new(std::ptr::null_mut());
+
 /// The driver table if a program already called into CUDA; never builds it.
+#[inline]
 pub fn table_if_loaded() -> Option<&'static Driver> {
-    DRIVER.get().and_then(|loaded| loaded.as_ref().ok())
+    let loaded = LOADED.load(Ordering::Acquire);
+    // SAFETY: LOADED is null or points into DRIVER's value, which a
+    // OnceLock in a static keeps in place, never moved or dropped.
+    (!loaded.is_null()).then(|| unsafe { &*loaded })
 }
 
 /// What a wrapper returns when the driver lacks the function it wraps.

@@ -1,10 +1,12 @@
-//! Prometheus metrics: what the event loop counts, and (in [`http`]) the
-//! tiny HTTP responder that serves them.
+//! Prometheus metrics: what the event loop counts, the gauges that mirror
+//! the policy's state per GPU and per job ([`state`]), and (in [`http`])
+//! the tiny HTTP responder that serves them.
 //!
 //! Every metric is an atomic inside `prometheus-client`; the loop updates
 //! them, the HTTP thread only reads, so neither ever waits for the other.
 
 pub mod http;
+pub mod state;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -85,6 +87,8 @@ pub struct Metrics {
     /// Critical XID events NVML reported, per GPU of this machine (a fixed
     /// set: the GPUs found at start).
     pub xid_errors: Family<GpuLabels, Counter>,
+    /// The policy's state per GPU and per job.
+    pub state: state::StateGauges,
 }
 
 /// One GPU's series in the per-GPU families (shared handles: updating one
@@ -132,6 +136,7 @@ impl Metrics {
             rejected_connections: Counter::default(),
             host_shadow_bytes: Family::default(),
             xid_errors: Family::default(),
+            state: state::StateGauges::default(),
             registry: Registry::default(),
         };
         registry.register("clients", "Connected hook clients", metrics.clients.clone());
@@ -196,6 +201,7 @@ impl Metrics {
             "Critical XID events (GPU errors reported by the driver through NVML)",
             metrics.xid_errors.clone(),
         );
+        metrics.state.register(&mut registry);
         Metrics {
             registry,
             ..metrics
@@ -321,6 +327,47 @@ mod tests {
             "nvshare_host_shadow_bytes{gpu=\"GPU-1\",memory=\"pageable\"} 1048576",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    /// Every series the Grafana dashboard and the alert rules of the Helm
+    /// chart query is one the daemon exports: a renamed metric must not
+    /// leave an empty panel or a silent alert.
+    #[test]
+    fn the_dashboard_and_the_alerts_query_only_exported_metrics() {
+        let chart =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/helm/nvshare");
+        let families: std::collections::BTreeSet<String> = Metrics::new()
+            .encode()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+            .collect();
+        for file in ["dashboards/nvshare.json", "templates/prometheusrule.yaml"] {
+            let text = std::fs::read_to_string(chart.join(file)).unwrap();
+            let mut queried = 0;
+            for (at, _) in text.match_indices("nvshare_") {
+                let name: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                // Series names of the chart itself (labels, release names)
+                // are not metrics: only names the daemon could export.
+                let family = ["_total", "_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .unwrap_or(&name);
+                if !text[at + name.len()..].starts_with(['{', '[', ' ', ')']) {
+                    continue;
+                }
+                queried += 1;
+                assert!(
+                    families.contains(family),
+                    "{file} queries {name}, which the daemon does not export"
+                );
+            }
+            assert!(queried > 0, "{file} queries no nvshare metric");
         }
     }
 }

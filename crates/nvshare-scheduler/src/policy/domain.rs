@@ -23,6 +23,9 @@ pub(super) struct Domain {
     pub policy: Policy,
     /// Time-slice quantum.
     pub quantum: Duration,
+    /// What one priority level is worth in line (the daemon's quantum; see
+    /// `member::Ticket`).
+    pub priority_step: Duration,
     /// Physical memory programs may use (the card's minus the reserve):
     /// what may be held beside a holder whose drain is stuck.
     pub physical_room: u64,
@@ -63,6 +66,7 @@ impl Domain {
             capacity,
             policy,
             quantum,
+            priority_step: quantum,
             physical_room: physical_memory,
             drain_timeout: Duration::MAX,
             restore_ahead: true,
@@ -102,9 +106,10 @@ impl Domain {
     /// Orders the queue by ticket (stable: equal tickets keep their order).
     pub fn sort_queue(&mut self) {
         let members = &self.members;
-        self.queue
-            .make_contiguous()
-            .sort_by_key(|c| members.get(c).and_then(|m| m.ticket).unwrap_or(u64::MAX));
+        self.queue.make_contiguous().sort_by_key(|c| {
+            let ticket = members.get(c).and_then(|m| m.ticket);
+            (ticket.is_none(), ticket)
+        });
     }
 
     /// Gives `client` the lock, unless members of its gang wait on other
@@ -383,6 +388,13 @@ impl Domain {
                         held_ms: duration_ms(m.held(now)),
                         grants: m.grants,
                         memory_limit: m.memory_limit,
+                        priority: m.priority,
+                        weight: m.weight,
+                        waiting_ms: if m.state == ClientState::Waiting {
+                            duration_ms(now.saturating_sub(m.requested_at))
+                        } else {
+                            0
+                        },
                     }
                 })
                 .collect(),

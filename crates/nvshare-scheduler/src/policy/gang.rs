@@ -8,7 +8,8 @@
 //! - A gang is a client's group (`Hello`'s `group`: `NVSHARE_GROUP`, or the
 //!   torch.distributed rendezvous), or else the client alone, which is a
 //!   gang across the GPUs it uses.
-//! - Every queue is ordered by ticket. A gang that waits on several GPUs,
+//! - Every queue is ordered by ticket (arrival, moved ahead by the gang's
+//!   priority: the highest of its members'). A gang that waits on several GPUs,
 //!   one member on each ("spanning"), stands everywhere at the place of its
 //!   oldest waiting member: no two gangs can each be ahead of the other on
 //!   different GPUs.
@@ -24,6 +25,7 @@
 //! no group and no program on several GPUs, none of this runs.
 
 use super::Scheduler;
+use super::member::Ticket;
 use super::{Action, grant};
 use nvshare_proto::{ClientId, GpuUuid};
 use std::collections::{BTreeMap, BTreeSet};
@@ -53,7 +55,7 @@ impl Scheduler {
             return;
         }
         loop {
-            self.line_up();
+            self.line_up(now);
             for d in self.domains.values_mut() {
                 grant::schedule(d, now, out);
             }
@@ -71,28 +73,35 @@ impl Scheduler {
     /// with several members waiting on one GPU is not granted as a whole
     /// (they could not all be at the head of that queue): its members line
     /// up one by one, and the drain timeout resolves what waits on whom.
-    fn line_up(&mut self) {
+    fn line_up(&mut self, now: Duration) {
+        let step = self.config.quantum;
         if !self
             .clients
             .values()
             .any(|c| c.group.is_some() || c.gpus.len() > 1)
         {
             // No gangs (the common case, and the daemon's hot path): every
-            // newcomer takes the next ticket, and arrival order is ticket
-            // order, so the queues need no sorting.
+            // newcomer takes the next ticket; a queue is sorted only when
+            // one does (a priority may put it ahead of others).
             for d in self.domains.values_mut() {
+                let mut issued = false;
                 for id in &d.queue {
                     if let Some(m) = d.members.get_mut(id) {
                         m.co_waiters = false;
                         if m.ticket.is_none() {
                             self.next_ticket += 1;
-                            m.ticket = Some(self.next_ticket);
+                            m.ticket = Some(Ticket::issue(now, m.priority, step, self.next_ticket));
+                            issued = true;
                         }
                     }
+                }
+                if issued {
+                    d.sort_queue();
                 }
             }
             return;
         }
+        let priorities = self.gang_priorities();
         let keys: BTreeMap<ClientId, GangKey> = self
             .clients
             .keys()
@@ -100,7 +109,7 @@ impl Scheduler {
             .collect();
         let key_of = |c: &ClientId| keys.get(c).cloned().unwrap_or(GangKey::Solo(*c));
         // Per gang, per GPU it waits on: how many members, the oldest ticket.
-        let mut waiting: BTreeMap<GangKey, BTreeMap<GpuUuid, (usize, Option<u64>)>> =
+        let mut waiting: BTreeMap<GangKey, BTreeMap<GpuUuid, (usize, Option<Ticket>)>> =
             BTreeMap::new();
         for (gpu, d) in &self.domains {
             for id in &d.queue {
@@ -117,7 +126,7 @@ impl Scheduler {
                 };
             }
         }
-        let spans = |gpus: &BTreeMap<GpuUuid, (usize, Option<u64>)>| {
+        let spans = |gpus: &BTreeMap<GpuUuid, (usize, Option<Ticket>)>| {
             gpus.len() > 1 && gpus.values().all(|&(count, _)| count == 1)
         };
         for (gpu, d) in self.domains.iter_mut() {
@@ -138,7 +147,8 @@ impl Scheduler {
                         .flatten();
                     let ticket = shared.unwrap_or_else(|| {
                         self.next_ticket += 1;
-                        self.next_ticket
+                        let priority = priorities.get(&key).copied().unwrap_or(m.priority);
+                        Ticket::issue(now, priority, step, self.next_ticket)
                     });
                     m.ticket = Some(ticket);
                     // Members of the gang queued later on other GPUs share it.
@@ -168,6 +178,22 @@ impl Scheduler {
         for d in self.domains.values_mut() {
             d.sort_queue();
         }
+    }
+
+    /// The priority each gang stands in line with: the highest of its
+    /// members' on any GPU. Its members must agree on one: with each its
+    /// own, two gangs could each be ahead of the other on different GPUs.
+    fn gang_priorities(&self) -> BTreeMap<GangKey, i32> {
+        let mut priorities = BTreeMap::new();
+        for d in self.domains.values() {
+            for m in d.members.values() {
+                let entry = priorities
+                    .entry(self.gang_key(m.client))
+                    .or_insert(m.priority);
+                *entry = (*entry).max(m.priority);
+            }
+        }
+        priorities
     }
 
     /// Grants every gang whose first waiting member on each of its GPUs is

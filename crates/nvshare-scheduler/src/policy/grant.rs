@@ -1,8 +1,15 @@
 //! The decisions: whom to grant next on a GPU, whom to drop for it, and how
 //! many bytes to ask each client to evict.
 //!
-//! The queue is strictly first come first served: nobody is granted past a
-//! head that does not fit, so nobody starves. The head is granted once its
+//! The queue is in ticket order: first come, first served, a job of
+//! priority `p` standing as if it had asked `p` steps earlier (see
+//! `member::Ticket`); nobody is granted past a head that does not fit, so
+//! nobody starves. A holder's time slice is its weight in quanta, and a
+//! holder of a higher priority than the head keeps the GPU past it until
+//! the head has waited as long as that priority is worth
+//! ([`gives_way_at`]): a waiter of priority `p` among jobs of priorities up
+//! to `P` is granted within `(P - p)` steps plus one time slice of each of
+//! the others (the policy's property tests check it). The head is granted once its
 //! footprint fits beside the holders' (auto), or nobody holds (exclusive),
 //! and the memory it needs is free on the GPU. Holders in its way are
 //! dropped when their quantum ends (at once if they said they are idle), and
@@ -16,6 +23,7 @@
 //! room: that is what lets the peer's collective, and so the drain, finish.
 
 use super::domain::Domain;
+use super::member::Member;
 use super::reserve;
 use super::{Action, Record};
 use nvshare_proto::{ClientId, ClientState, Policy, SchedulerBody};
@@ -71,10 +79,9 @@ pub(super) fn schedule(d: &mut Domain, now: Duration, out: &mut Vec<Action>) {
             .copied()
             .filter(|id| d.members[id].state == ClientState::Running)
             .collect();
-        let quantum = d.quantum;
         if !running
             .iter()
-            .all(|id| d.members[id].droppable(now, quantum))
+            .all(|id| now >= gives_way_at(d, &d.members[id], head))
         {
             hint_leaving(d, head, &leaving, &running, out);
             // Some holder in the way still has quantum left: idle ones give
@@ -343,13 +350,34 @@ pub(super) fn next_deadline(d: &Domain) -> Option<Duration> {
         .iter()
         .map(|id| &d.members[id])
         .filter_map(|m| match m.state {
-            ClientState::Running if !m.idle_hint => Some(m.granted_at.saturating_add(d.quantum)),
+            ClientState::Running if !m.idle_hint => Some(gives_way_at(d, m, head)),
             ClientState::Releasing if !m.overdue_refused => m.drain_deadline(d.drain_timeout),
             _ => None,
         })
         .collect();
     // Drops happen together once every quantum in the way has ended.
     waiting_on.into_iter().max()
+}
+
+/// When the running holder `m` gives the GPU up for `head`: at once if it
+/// said it is idle, else at the end of its time slice (its weight in
+/// quanta), or later while its priority still puts it ahead of `head` (it
+/// would stand before `head` if it asked again now; see `member::Ticket`).
+/// That is how far a higher priority keeps the GPU: a waiter of priority
+/// `p` is kept out by a holder of `p + k` for at most `k` steps after it
+/// asked.
+pub(super) fn gives_way_at(d: &Domain, m: &Member, head: ClientId) -> Duration {
+    if m.idle_hint {
+        return Duration::ZERO;
+    }
+    let outranked = d
+        .members
+        .get(&head)
+        .and_then(|h| h.ticket)
+        .map_or(Duration::ZERO, |t| {
+            t.outranked_from(m.priority, d.priority_step)
+        });
+    m.slice_end(d.quantum).max(outranked)
 }
 
 /// Whether outstanding evictions count as already done.

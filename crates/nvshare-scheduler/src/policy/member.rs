@@ -56,7 +56,7 @@ pub(super) struct Member {
     /// Its place in line while waiting: queues are ordered by ticket, and
     /// the members of one gang waiting together share one (see `gang`).
     /// `None` until the facade gives it one.
-    pub ticket: Option<u64>,
+    pub ticket: Option<Ticket>,
     /// Waiting, and members of its gang wait on other GPUs too: it is
     /// granted only together with them.
     pub co_waiters: bool,
@@ -75,8 +75,45 @@ pub(super) struct Member {
     pub host_pinned: u64,
     /// Pageable host shadow bytes it reported.
     pub host_pageable: u64,
-    /// The most it may hold on the GPU, if it said (`MemoryLimit`).
+    /// The most it may hold on the GPU, if it said (`JobSettings`).
     pub memory_limit: Option<u64>,
+    /// Its priority (`JobSettings`): see [`Ticket`].
+    pub priority: i32,
+    /// Its weight: its time slice is this many quanta.
+    pub weight: u32,
+}
+
+/// A place in line, ordering every queue alike (see `gang`): when the
+/// member's gang joined the queue, moved earlier by `priority` steps, then
+/// the order of issue. A job of priority `p` thus stands in line as if it
+/// had asked `p` steps (the daemon's quantum) before it did: it goes ahead
+/// of lower ones who asked less than that before it, and behind those who
+/// asked longer before, so nobody waits for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Ticket {
+    /// Microseconds since the epoch of `now`, less `priority x step`.
+    pub virtual_us: i128,
+    /// The order of issue.
+    pub seq: u64,
+}
+
+impl Ticket {
+    /// The ticket of a gang of `priority` joining the queue at `now`, the
+    /// `seq`-th issued; `step` is what one priority level is worth.
+    pub fn issue(now: Duration, priority: i32, step: Duration, seq: u64) -> Ticket {
+        Ticket {
+            virtual_us: now.as_micros() as i128 - i128::from(priority) * step.as_micros() as i128,
+            seq,
+        }
+    }
+
+    /// When a holder of `priority` that would re-join the line now would
+    /// stand behind this ticket: until then it keeps the GPU past its time
+    /// slice (`step` as in [`Ticket::issue`]).
+    pub fn outranked_from(&self, priority: i32, step: Duration) -> Duration {
+        let at = self.virtual_us + i128::from(priority) * step.as_micros() as i128;
+        Duration::from_micros(u64::try_from(at.max(0)).unwrap_or(u64::MAX))
+    }
 }
 
 impl Member {
@@ -112,6 +149,8 @@ impl Member {
             host_pinned: 0,
             host_pageable: 0,
             memory_limit: None,
+            priority: nvshare_proto::DEFAULT_PRIORITY,
+            weight: nvshare_proto::DEFAULT_WEIGHT,
         }
     }
 
@@ -184,11 +223,10 @@ impl Member {
             .saturating_add(self.incoming())
     }
 
-    /// Whether a drop may be asked of it now: it said it is idle, or its
-    /// quantum ran out.
-    pub fn droppable(&self, now: Duration, quantum: Duration) -> bool {
-        self.state == ClientState::Running
-            && (self.idle_hint || now >= self.granted_at.saturating_add(quantum))
+    /// When its time slice (`weight` quanta of `quantum`) ends.
+    pub fn slice_end(&self, quantum: Duration) -> Duration {
+        self.granted_at
+            .saturating_add(quantum.saturating_mul(self.weight.max(1)))
     }
 
     /// The bytes the eviction an `Evicted` answer settles was asked for.

@@ -141,9 +141,15 @@ pub(super) fn apply(
                 out.push(d.host_shadows_record());
             }
         }
-        ClientBody::MemoryLimit { bytes } => {
+        ClientBody::JobSettings(settings) => {
             if let Some(m) = d.members.get_mut(&client) {
-                m.memory_limit = Some(bytes);
+                m.memory_limit = settings.memory_limit;
+                // Bounded, so a made-up value cannot overflow a ticket or
+                // stretch a time slice without end.
+                m.priority = settings
+                    .priority
+                    .clamp(-nvshare_proto::MAX_PRIORITY, nvshare_proto::MAX_PRIORITY);
+                m.weight = settings.weight.clamp(1, nvshare_proto::MAX_WEIGHT);
             }
         }
         ClientBody::Attach { .. } | ClientBody::Detach => {}

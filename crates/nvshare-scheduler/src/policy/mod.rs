@@ -350,6 +350,7 @@ impl Scheduler {
             .collect();
         for d in self.domains.values_mut() {
             d.quantum = quantum;
+            d.priority_step = quantum;
         }
         self.settle(now, &mut out);
         out

@@ -156,15 +156,17 @@ fn occupied_by_others(d: &Domain, client: ClientId, resident: impl Fn(&Member) -
 }
 
 /// Grants `client` room for `want` plus headroom from memory no one else
-/// claims: a quarter of `want`, at least 1/32 of the capacity.
+/// claims: a quarter of `want`, at least 1/32 of the capacity, no more than
+/// is free now. Memory others are still moving out is not free: the holder
+/// grows into its room without asking, so headroom counted from an
+/// eviction under way lets it allocate before the copies end and fill the
+/// GPU past its capacity.
 fn give_room(d: &mut Domain, client: ClientId, want: u64, out: &mut Vec<Action>) {
     let capacity = d.capacity;
     let free = capacity
-        .saturating_sub(occupied_by_others(
-            d,
-            client,
-            Member::resident_after_evictions,
-        ))
+        .saturating_sub(occupied_by_others(d, client, |m| {
+            m.resident.saturating_add(m.incoming())
+        }))
         .saturating_sub(want);
     let headroom = (want / 4).max(capacity / 32).min(free);
     let Some(m) = d.members.get_mut(&client) else {

@@ -55,6 +55,7 @@ pub(super) fn new_domain(
         overrides.quantum.unwrap_or(config.quantum),
     );
     d.physical_room = physical_memory.saturating_sub(config.memory_reserve);
+    d.priority_step = config.quantum;
     d.drain_timeout = config.drain_timeout;
     d.restore_ahead = config.restore_ahead;
     d

@@ -59,18 +59,28 @@ fn reason(d: &Domain, now: Duration) -> Option<WaitReason> {
         }
         return d.members[&head].co_waiters.then_some(WaitReason::Gang);
     }
-    // Holders in the way give the GPU back together once the last quantum
-    // among them has ended; until then, that quantum is the wait.
-    let quantum_end = leaving
+    // Holders in the way give the GPU back together once the last of them
+    // gives way (its time slice ends, or its priority no longer keeps it);
+    // until then, that is the wait.
+    let last_to_go = leaving
         .iter()
         .map(|id| &d.members[id])
-        .filter(|m| m.state == ClientState::Running && !m.droppable(now, d.quantum))
-        .max_by_key(|m| m.granted_at);
-    if let Some(m) = quantum_end {
-        let ends = m.granted_at.saturating_add(d.quantum);
-        return Some(WaitReason::Quantum {
-            holder: m.client,
-            remaining_ms: ms(ends.saturating_sub(now)),
+        .filter(|m| m.state == ClientState::Running)
+        .map(|m| (grant::gives_way_at(d, m, head), m))
+        .filter(|&(at, _)| at > now)
+        .max_by_key(|&(at, m)| (at, m.client));
+    if let Some((at, m)) = last_to_go {
+        let slice_end = m.slice_end(d.quantum);
+        return Some(if now >= slice_end {
+            WaitReason::Priority {
+                holder: m.client,
+                remaining_ms: ms(at.saturating_sub(now)),
+            }
+        } else {
+            WaitReason::Quantum {
+                holder: m.client,
+                remaining_ms: ms(slice_end.saturating_sub(now)),
+            }
         });
     }
     let draining = leaving

@@ -95,7 +95,14 @@ pub struct Server {
     /// The GPUs found at start, and their health (updated by the XID
     /// watcher's thread).
     inventory: SharedInventory,
+    /// When the state gauges are next set from the policy's status.
+    mirror_due: Instant,
 }
+
+/// How often the state gauges (per GPU and per job) are set from the
+/// policy: a status costs allocations, so not after every message; the
+/// loop wakes at least this often while programs are connected.
+const MIRROR_EVERY: Duration = Duration::from_millis(500);
 
 /// The inventory the daemon found, shared with the thread that records XIDs.
 pub type SharedInventory = std::sync::Arc<std::sync::Mutex<nvshare_proto::Inventory>>;
@@ -151,6 +158,7 @@ impl Server {
             exit_when_idle: None,
             idle_since: Some(started),
             inventory: SharedInventory::default(),
+            mirror_due: started,
         })
     }
 
@@ -212,6 +220,11 @@ impl Server {
             self.flush_dirty();
             self.observer
                 .set_load(self.scheduler.client_count(), self.scheduler.queue_len());
+            if now >= self.mirror_due {
+                self.observer
+                    .mirror_state(&self.scheduler.status(self.now()));
+                self.mirror_due = now + MIRROR_EVERY;
+            }
             if self.idle_long_enough(now) {
                 self.shut_down("idle");
                 return Ok(Stopped::Idle);
@@ -249,6 +262,10 @@ impl Server {
             .into_iter()
             .chain(self.resume_accepting_at.map(since_start))
             .chain(self.idle_deadline().map(since_start))
+            .chain(
+                (self.scheduler.client_count() > 0 || self.observer.mirrors_jobs())
+                    .then(|| since_start(self.mirror_due)),
+            )
             .min();
         let earliest = match (deadline, shell) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -8,7 +8,7 @@
 mod ops;
 mod world;
 
-use nvshare_proto::{ClientBody, ClientMsg, Policy};
+use nvshare_proto::{ClientBody, ClientMsg, JobSettings, Policy};
 use nvshare_scheduler::policy::{Action, Event, PolicyConfig, Record, Scheduler};
 use ops::{Op, nonsense, op, play};
 use proptest::prelude::*;
@@ -74,6 +74,43 @@ proptest! {
         }
         play(&mut world, Op::Advance { ms: 20_000 });
         let bound = Duration::from_millis(quantum_ms * footprints.len() as u64);
+        prop_assert!(world.longest_wait <= bound, "waited {:?} > {bound:?}", world.longest_wait);
+        for gpus in world.clients.values() {
+            if let Some(since) = gpus[&GPUS[0]].waiting_since {
+                prop_assert!(world.now - since <= bound, "still waiting since {since:?}");
+            }
+        }
+    }
+
+    /// Invariant (3) with priorities and weights: clients that always have
+    /// work and obey, each with a priority and a weight, are each granted
+    /// within `(P_max - P_min) x step + quantum x (the sum of the weights)`
+    /// of asking (the step is the quantum). A waiter of priority `p` is
+    /// passed only by requests made less than `(P_max - p)` steps after its
+    /// own, and kept out by a higher holder at most that long; after that
+    /// every other client is granted at most once before it, for at most
+    /// its weight in quanta (switches take no simulated time here).
+    #[test]
+    fn priorities_and_weights_starve_nobody(
+        jobs in proptest::collection::vec((1..=CAPACITY, -2i32..=2, 1u32..=3), 1..6),
+        exclusive in any::<bool>(),
+    ) {
+        let policy = if exclusive { Policy::Exclusive } else { Policy::Auto };
+        let quantum_ms = 1_000;
+        let mut world = World::new(policy, quantum_ms, true);
+        for &(footprint, priority, weight) in &jobs {
+            let id = world.connect();
+            world.clients.get_mut(&id).unwrap().insert(GPUS[0], Mem { footprint, ..Mem::default() });
+            let attach = ClientBody::Attach { physical_memory: CAPACITY, footprint, resident: 0, holding: false }.on(GPUS[0]);
+            world.send(id, attach);
+            let settings = JobSettings { memory_limit: None, priority, weight };
+            world.send(id, ClientBody::JobSettings(settings).on(GPUS[0]));
+            play(&mut world, Op::Request { who: id as usize - 1, gpu: 0 });
+        }
+        play(&mut world, Op::Advance { ms: 60_000 });
+        let spread = jobs.iter().map(|j| j.1).max().unwrap() - jobs.iter().map(|j| j.1).min().unwrap();
+        let weights: u64 = jobs.iter().map(|j| u64::from(j.2)).sum();
+        let bound = Duration::from_millis(quantum_ms * (spread as u64 + weights));
         prop_assert!(world.longest_wait <= bound, "waited {:?} > {bound:?}", world.longest_wait);
         for gpus in world.clients.values() {
             if let Some(since) = gpus[&GPUS[0]].waiting_since {

@@ -28,7 +28,7 @@ use crate::client::{self, Connection};
 use crate::config;
 use crate::engine;
 use dispatch::DeviceMsg;
-use nvshare_proto::{ClientBody, ClientMsg};
+use nvshare_proto::{ClientBody, ClientMsg, JobSettings};
 use parking_lot::Mutex;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -192,9 +192,15 @@ fn send_attach(gate: &Gate, device: &DeviceGate) {
             }
             .on(device.uuid),
         );
-        if let Some(bytes) = crate::config::get().memory_limit {
+        let config = crate::config::get();
+        let settings = JobSettings {
+            memory_limit: config.memory_limit,
+            priority: config.priority,
+            weight: config.weight,
+        };
+        if settings != JobSettings::default() {
             gate.session
-                .send(&ClientBody::MemoryLimit { bytes }.on(device.uuid));
+                .send(&ClientBody::JobSettings(settings).on(device.uuid));
         }
     }
     super::host::report(gate, device, true);

@@ -6,6 +6,7 @@ mod fetch;
 mod gang;
 mod lifecycle;
 mod memory;
+mod priority;
 mod recovery;
 mod reserve;
 mod settings;

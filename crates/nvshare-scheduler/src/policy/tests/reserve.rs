@@ -142,6 +142,34 @@ fn room_waits_for_idle_programs_to_move_their_memory_out() {
 }
 
 #[test]
+fn headroom_comes_only_from_memory_free_now_not_from_evictions_under_way() {
+    // The e2e reserve test caught it on the fake driver's trace: a holder
+    // given headroom out of memory another program was still moving out
+    // grew into it before the copies ended, 72 MiB on a 64 MiB GPU.
+    let mut sim = Sim::new(Policy::Auto, 16 * GIB);
+    sim.join(1, 8 * GIB);
+    sim.join(2, 4 * GIB);
+    sim.join(3, 8 * GIB);
+    sim.request(1);
+    sim.fully_resident(1, 8 * GIB);
+    sim.release(1, 8 * GIB);
+    sim.at(1.0);
+    sim.request(2);
+    sim.fully_resident(2, 4 * GIB);
+    // 3 runs beside 2 once 1 has moved 4 GiB out.
+    let out = sim.request(3);
+    assert_eq!(evicts(&out), vec![(1, 4 * GIB)]);
+    // 2 grows to 8 GiB: that fits beside the 8 of 1 still on the GPU, and
+    // nothing more does until 1's eviction is done.
+    let out = reserve(&mut sim, 2, 8 * GIB);
+    assert_eq!(
+        rooms(&out),
+        vec![(2, 8 * GIB)],
+        "no headroom from memory still in use"
+    );
+}
+
+#[test]
 fn a_lone_holder_growing_past_the_capacity_gets_it_once_others_are_out() {
     let mut sim = Sim::new(Policy::Auto, 16 * GIB);
     sim.join(1, 4 * GIB);
