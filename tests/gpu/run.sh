@@ -34,6 +34,7 @@ CHECKS=(
   no_scheduler:60
   autostart:60
   mem_get_info:120
+  memory_limits:240
   torch_deterministic:150
   torch_expandable_segments:150
   torch_cuda_malloc_async:150

@@ -31,6 +31,9 @@ pub struct Config {
     pub allocation: AllocationSettings,
     /// The `tracing` filter.
     pub log_filter: String,
+    /// XID codes that do not make a GPU unhealthy (errors of one
+    /// application, not of the GPU).
+    pub ignored_xids: Vec<u64>,
 }
 
 /// The command line.
@@ -75,6 +78,19 @@ pub struct Cli {
     #[arg(long, env = "NVSHARE_NVML_LIBRARY", value_name = "PATH",
           default_value = nvshare_gpus::DEFAULT_LIBRARY)]
     pub nvml_library: PathBuf,
+
+    /// XID codes (comma-separated) that do not make a GPU's shares
+    /// Unhealthy when NVML reports them: by default those NVIDIA's device
+    /// plugin skips, errors of one application rather than of the GPU
+    /// (13 graphics exception, 31 memory page fault, 43 stopped, 45
+    /// preemptive cleanup, 68 video processor, 109 context-switch timeout).
+    #[arg(
+        long,
+        value_name = "XIDS",
+        value_delimiter = ',',
+        default_value = "13,31,43,45,68,109"
+    )]
+    pub ignore_xids: Vec<u64>,
 
     /// Seconds between GPU rescans (fractions allowed).
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
@@ -126,6 +142,7 @@ impl Cli {
                 host_lib_path: self.host_lib_dir.join(LIB_FILE_NAME),
                 scheduler_socket: self.scheduler_socket,
             },
+            ignored_xids: self.ignore_xids,
             host_lib_dir: self.host_lib_dir,
             log_filter,
         }
@@ -169,6 +186,7 @@ mod tests {
             config.gpu_source,
             GpuSource::Nvml("libnvidia-ml.so.1".into())
         );
+        assert_eq!(config.ignored_xids, [13, 31, 43, 45, 68, 109]);
         assert_eq!(
             config.allocation.host_lib_path,
             PathBuf::from("/usr/local/lib/nvshare/libnvshare.so")

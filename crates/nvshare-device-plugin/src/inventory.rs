@@ -4,7 +4,9 @@
 //! A GPU once seen stays in the inventory: when a scan no longer finds it,
 //! its shares turn Unhealthy (the kubelet stops placing pods on them and
 //! keeps counting the pods already there), and Healthy again if it comes
-//! back.
+//! back. A GPU the driver reported a critical XID error for stays Unhealthy
+//! until the plugin restarts (as NVIDIA's device plugin does: such a GPU
+//! usually needs a reset).
 
 use crate::constants::{DEVICE_ID_SEPARATOR, HEALTHY, UNHEALTHY};
 use std::collections::BTreeMap;
@@ -16,7 +18,8 @@ pub struct VirtualDevice {
     pub id: String,
     /// The physical GPU's uuid.
     pub gpu_uuid: String,
-    /// Whether the GPU was found by the last scan.
+    /// Whether the GPU was found by the last scan and has had no critical
+    /// XID error.
     pub healthy: bool,
 }
 
@@ -46,6 +49,8 @@ pub fn parse_device_id(id: &str) -> Option<(&str, u32)> {
 pub struct Inventory {
     replicas: u32,
     present: BTreeMap<String, bool>,
+    /// GPUs with a critical XID error: the last code.
+    failed: BTreeMap<String, u64>,
 }
 
 impl Inventory {
@@ -54,7 +59,21 @@ impl Inventory {
         Inventory {
             replicas,
             present: BTreeMap::new(),
+            failed: BTreeMap::new(),
         }
+    }
+
+    /// Records a critical XID error `xid` of GPU `uuid`: its shares turn
+    /// Unhealthy for good. Returns whether anything the kubelet sees
+    /// changed.
+    pub fn fail(&mut self, uuid: &str, xid: u64) -> bool {
+        let healthy_before = self.is_healthy(uuid);
+        self.failed.insert(uuid.to_owned(), xid);
+        healthy_before != self.is_healthy(uuid)
+    }
+
+    fn is_healthy(&self, uuid: &str) -> bool {
+        self.present.get(uuid).copied().unwrap_or(false) && !self.failed.contains_key(uuid)
     }
 
     /// Records a scan that found exactly `gpus`. Returns whether anything
@@ -75,16 +94,20 @@ impl Inventory {
         changed
     }
 
-    /// Every GPU ever seen, with whether it is present now.
+    /// Every GPU ever seen, with whether it is healthy now (present, and
+    /// no critical XID error).
     pub fn gpus(&self) -> impl Iterator<Item = (&str, bool)> {
-        self.present.iter().map(|(uuid, ok)| (uuid.as_str(), *ok))
+        self.present
+            .keys()
+            .map(|uuid| (uuid.as_str(), self.is_healthy(uuid)))
     }
 
     /// Every virtual device, ordered by GPU uuid then share number.
     pub fn devices(&self) -> Vec<VirtualDevice> {
         self.present
-            .iter()
-            .flat_map(|(uuid, &healthy)| {
+            .keys()
+            .flat_map(|uuid| {
+                let healthy = self.is_healthy(uuid);
                 (0..self.replicas).map(move |share| VirtualDevice {
                     id: device_id(uuid, share),
                     gpu_uuid: uuid.clone(),
@@ -97,7 +120,8 @@ impl Inventory {
     /// The device with this ID, if this inventory advertises it.
     pub fn lookup(&self, id: &str) -> Option<VirtualDevice> {
         let (uuid, share) = parse_device_id(id)?;
-        let healthy = *self.present.get(uuid)?;
+        self.present.get(uuid)?;
+        let healthy = self.is_healthy(uuid);
         // `device_id` must give back `id` exactly: "GPU-a__01" names no device.
         (share < self.replicas && device_id(uuid, share) == id).then(|| VirtualDevice {
             id: id.to_owned(),
@@ -128,6 +152,30 @@ mod tests {
             ]
         );
         assert!(inv.devices().iter().all(|d| d.health() == HEALTHY));
+    }
+
+    #[test]
+    fn a_gpu_with_a_critical_xid_stays_unhealthy() {
+        let mut inv = Inventory::new(2);
+        inv.observe(&uuids(&["GPU-a", "GPU-b"]));
+        assert!(inv.fail("GPU-a", 79));
+        assert!(!inv.fail("GPU-a", 48), "already unhealthy");
+        inv.observe(&uuids(&["GPU-a", "GPU-b"]));
+        let health: Vec<(String, bool)> = inv
+            .devices()
+            .into_iter()
+            .map(|d| (d.id, d.healthy))
+            .collect();
+        assert_eq!(
+            health,
+            [
+                ("GPU-a__0".to_owned(), false),
+                ("GPU-a__1".to_owned(), false),
+                ("GPU-b__0".to_owned(), true),
+                ("GPU-b__1".to_owned(), true),
+            ]
+        );
+        assert!(!inv.lookup("GPU-a__1").unwrap().healthy);
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
     let (inventory_tx, inventory) = watch::channel(Inventory::new(config.replicas));
     let mut monitor = Monitor::new(config.gpu_source.clone(), inventory_tx);
     monitor.scan_once().await;
+    monitor.watch_xids(&config.ignored_xids);
     let monitor = tokio::spawn(monitor.run(config.rescan_interval, shutdown.clone()));
 
     let result = Lifecycle {
