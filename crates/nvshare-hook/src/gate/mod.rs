@@ -125,8 +125,9 @@ static SOLE_DEVICE: AtomicPtr<DeviceGate> = AtomicPtr::new(std::ptr::null_mut())
 /// one GPU and holds it; `None` means "take [`enter`]", which handles all
 /// the rest (no gate yet, several devices, the lock not held). It makes no
 /// driver call, takes no lock, allocates nothing and cannot panic, so the
-/// wrappers run it outside their panic guard: four loads and one atomic
-/// increment (the decrement is the guard's drop).
+/// wrappers run it outside their panic guard: a load of the slot, one
+/// atomic increment and a load of `held` (the decrement is the guard's
+/// drop).
 #[inline]
 pub fn enter_sole_held() -> Option<WorkGuard> {
     admit_through(&SOLE_DEVICE)
