@@ -40,12 +40,16 @@ elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
 # ---------------------------------------------------------------- scheduler
 
 # start_scheduler SOCK LOGFILE [FLAGS...] : starts the daemon in the
-# background, sets SCHED_PID and waits (10 s at most) for its socket.
+# background, sets SCHED_PID and waits (10 s at most) for its socket. The
+# daemon lists only the GPUs programs attach (SCHED_NVML_LIBRARY=none by
+# default): with NVML it would list every GPU of the machine, idle ones
+# too, and the checks read the first GPU of the status as the one in use.
 start_scheduler() {
   local sock=$1 log=$2
   shift 2
   rm -f "$sock"
   native env NO_COLOR=1 NVSHARE_LOG="${SCHED_LOG_FILTER:-info}" \
+    NVSHARE_NVML_LIBRARY="${SCHED_NVML_LIBRARY:-none}" \
     "$SCHED" --socket "$sock" "$@" >"$log" 2>&1 </dev/null &
   SCHED_PID=$!
   local i
