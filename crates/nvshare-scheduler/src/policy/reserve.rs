@@ -157,7 +157,7 @@ fn occupied_by_others(d: &Domain, client: ClientId, resident: impl Fn(&Member) -
 
 /// Grants `client` room for `want` plus headroom from memory no one else
 /// claims: a quarter of `want`, at least 1/32 of the capacity, no more than
-/// is free now. Memory others are still moving out is not free: the holder
+/// is free now nor past the job's own memory limit. Memory others are still moving out is not free: the holder
 /// grows into its room without asking, so headroom counted from an
 /// eviction under way lets it allocate before the copies end and fill the
 /// GPU past its capacity.
@@ -168,10 +168,16 @@ fn give_room(d: &mut Domain, client: ClientId, want: u64, out: &mut Vec<Action>)
             m.resident.saturating_add(m.incoming())
         }))
         .saturating_sub(want);
-    let headroom = (want / 4).max(capacity / 32).min(free);
     let Some(m) = d.members.get_mut(&client) else {
         return;
     };
+    // Never past the job's own limit: room it cannot use would only keep
+    // others out (jobs whose limits fit together then never need a drop
+    // to grow).
+    let allowed = m
+        .memory_limit
+        .map_or(u64::MAX, |limit| limit.saturating_sub(want));
+    let headroom = (want / 4).max(capacity / 32).min(free).min(allowed);
     m.room = want.saturating_add(headroom);
     m.wants_room = 0;
     out.push(Action::Send {

@@ -170,6 +170,29 @@ fn headroom_comes_only_from_memory_free_now_not_from_evictions_under_way() {
 }
 
 #[test]
+fn headroom_stops_at_the_jobs_own_memory_limit() {
+    let mut sim = Sim::new(Policy::Auto, 16 * GIB);
+    sim.join(1, 2 * GIB);
+    sim.join(2, 2 * GIB);
+    let limit = nvshare_proto::JobSettings {
+        memory_limit: Some(8 * GIB),
+        ..nvshare_proto::JobSettings::default()
+    };
+    for client in [1, 2] {
+        sim.msg(client, ClientBody::JobSettings(limit).on(GPU));
+        sim.request(client);
+        sim.fully_resident(client, 2 * GIB);
+    }
+    // 7.5 GiB asked: a quarter more would pass the 8 GiB limit.
+    let out = reserve(&mut sim, 1, 15 * GIB / 2);
+    assert_eq!(rooms(&out), vec![(1, 8 * GIB)]);
+    // Their limits fit together: the other grows to its limit beside it.
+    let out = reserve(&mut sim, 2, 8 * GIB);
+    assert_eq!(rooms(&out), vec![(2, 8 * GIB)]);
+    assert!(drops(&out).is_empty());
+}
+
+#[test]
 fn a_lone_holder_growing_past_the_capacity_gets_it_once_others_are_out() {
     let mut sim = Sim::new(Policy::Auto, 16 * GIB);
     sim.join(1, 4 * GIB);
