@@ -200,22 +200,9 @@ mod tests {
         assert_eq!(parse_gpu_list(text), ["GPU-a", "GPU-b"]);
     }
 
-    /// The fake NVML (`tests/fake-nvml`), built beside this test binary by
-    /// `cargo build --workspace`.
-    fn fake_nvml() -> PathBuf {
-        let exe = std::env::current_exe().unwrap();
-        let path = exe
-            .parent()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .join("libnvidia_ml.so");
-        assert!(
-            path.exists(),
-            "{} is missing: run `cargo build --workspace` first",
-            path.display()
-        );
-        path
+    /// The fake NVML (`tests/fake-nvml`), built by `cargo build --workspace`.
+    fn fake_nvml() -> std::path::PathBuf {
+        cuda_programs::artifacts::artifact("libnvidia_ml.so")
     }
 
     #[tokio::test]

@@ -247,22 +247,9 @@ fn register(nvml: &Nvml) -> Result<(nvml_wrapper::EventSet<'_>, usize), Discover
 mod tests {
     use super::*;
 
-    /// The fake NVML (`tests/fake-nvml`), built beside this test binary by
-    /// `cargo build --workspace`.
+    /// The fake NVML (`tests/fake-nvml`), built by `cargo build --workspace`.
     fn fake_nvml() -> std::path::PathBuf {
-        let exe = std::env::current_exe().unwrap();
-        let path = exe
-            .parent()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .join("libnvidia_ml.so");
-        assert!(
-            path.exists(),
-            "{} is missing: run `cargo build --workspace` first",
-            path.display()
-        );
-        path
+        cuda_programs::artifacts::artifact("libnvidia_ml.so")
     }
 
     #[test]
