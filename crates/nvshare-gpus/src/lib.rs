@@ -212,23 +212,24 @@ fn register(nvml: &Nvml) -> Result<(nvml_wrapper::EventSet<'_>, usize), Discover
         .create_event_set()
         .map_err(query("an event set", u32::MAX))?;
     let mut registered = 0;
-    for gpu in gpus_of(nvml)? {
+    let count = nvml.device_count().map_err(query("the count", u32::MAX))?;
+    for index in 0..count {
         let device = nvml
-            .device_by_index(gpu.index)
-            .map_err(query("the handle", gpu.index))?;
+            .device_by_index(index)
+            .map_err(query("the handle", index))?;
         // A failed registration consumes the set: ask first.
         let supported = device
             .supported_event_types()
             .is_ok_and(|types| types.contains(EventTypes::CRITICAL_XID_ERROR));
         if !supported {
-            tracing::debug!(index = gpu.index, "no XID events from this GPU");
+            tracing::debug!(index, "no XID events from this GPU");
             continue;
         }
         set = device
             .register_events(EventTypes::CRITICAL_XID_ERROR, set)
             .map_err(|failed| DiscoveryError::Query {
                 what: "XID events",
-                index: gpu.index,
+                index,
                 reason: failed.error.to_string(),
             })?;
         registered += 1;
