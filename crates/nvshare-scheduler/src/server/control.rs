@@ -1,8 +1,9 @@
 //! Operator requests (`nvshare-ctl`): status for anyone, settings changes
 //! only for root or the daemon's own user.
 
+use super::SharedInventory;
 use crate::policy::{Action, Scheduler};
-use nvshare_proto::{ControlReply, ControlRequest, ErrorCode, ErrorReply, Inventory, StatusReport};
+use nvshare_proto::{ControlReply, ControlRequest, ErrorCode, ErrorReply, StatusReport};
 use std::time::Duration;
 
 /// What the shell knows about the daemon when answering.
@@ -22,7 +23,7 @@ pub fn answer(
     request: ControlRequest,
     peer_uid: u32,
     daemon: DaemonInfo,
-    inventory: &Inventory,
+    inventory: &SharedInventory,
     scheduler: &mut Scheduler,
 ) -> (ControlReply, Vec<Action>) {
     let now = daemon.uptime;
@@ -42,7 +43,14 @@ pub fn answer(
             Vec::new(),
         ),
         ControlRequest::Waits => (ControlReply::Waits(scheduler.waits(now)), Vec::new()),
-        ControlRequest::Inventory => (ControlReply::Inventory(inventory.clone()), Vec::new()),
+        ControlRequest::Inventory => {
+            let inventory = match inventory.lock() {
+                Ok(inventory) => inventory.clone(),
+                // The XID watcher only adds counts: what it left is usable.
+                Err(poisoned) => poisoned.into_inner().clone(),
+            };
+            (ControlReply::Inventory(inventory), Vec::new())
+        }
         ControlRequest::SetQuantum { quantum_ms } => {
             let checked = authorize(peer_uid, daemon.uid, "set the quantum")
                 .and_then(|()| quantum(quantum_ms));

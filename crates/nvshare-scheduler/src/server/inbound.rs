@@ -89,13 +89,13 @@ impl Server {
                     uid: self.daemon_uid,
                     uptime: self.now(),
                 };
-                let inventory = match self.inventory.lock() {
-                    Ok(inventory) => inventory.clone(),
-                    // The watcher only adds counts: what it left is usable.
-                    Err(poisoned) => poisoned.into_inner().clone(),
-                };
-                let (reply, actions) =
-                    control::answer(request, peer.uid, info, &inventory, &mut self.scheduler);
+                let (reply, actions) = control::answer(
+                    request,
+                    peer.uid,
+                    info,
+                    &self.inventory,
+                    &mut self.scheduler,
+                );
                 self.send(id, &reply);
                 self.apply(actions);
             }
