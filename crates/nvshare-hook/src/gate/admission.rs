@@ -5,6 +5,7 @@
 
 use crate::config::{self, MemoryMode};
 use crate::ffi::{CUdevice, CUresult};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Whether a new allocation of `bytes` on `device` stays within the capacity
 /// the program may use; the OOM a program sees when it does not.
@@ -40,8 +41,7 @@ pub fn admit(device: CUdevice, bytes: u64) -> Result<(), CUresult> {
 /// program as a warning naming the limit, the request and what to change,
 /// then at info.
 fn report_over_limit(device: CUdevice, bytes: u64, footprint: u64, limit: u64) {
-    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    static WARNED: AtomicBool = AtomicBool::new(false);
     let message = format!(
         "an allocation of {:.1} MiB on GPU {device} is refused with CUDA_ERROR_OUT_OF_MEMORY: \
          this program holds {:.1} MiB and its memory limit is {:.1} MiB (NVSHARE_MEMORY_LIMIT). \
@@ -50,10 +50,10 @@ fn report_over_limit(device: CUdevice, bytes: u64, footprint: u64, limit: u64) {
         mib(footprint),
         mib(limit),
     );
-    if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        tracing::info!(device, bytes, footprint, limit, "{message}");
-    } else {
+    if first_time(&WARNED) {
         tracing::warn!(device, bytes, footprint, limit, "{message}");
+    } else {
+        tracing::info!(device, bytes, footprint, limit, "{message}");
     }
 }
 
@@ -61,8 +61,7 @@ fn report_over_limit(device: CUdevice, bytes: u64, footprint: u64, limit: u64) {
 /// change (a program usually gives up or retries smaller at its first OOM),
 /// then at info.
 fn report_refusal(device: CUdevice, bytes: u64, footprint: u64, capacity: u64) {
-    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    static WARNED: AtomicBool = AtomicBool::new(false);
     let message = format!(
         "an allocation of {:.1} MiB on GPU {device} is refused with CUDA_ERROR_OUT_OF_MEMORY: \
          this program holds {:.1} MiB and may use {:.1} MiB of it (the scheduler's capacity, \
@@ -73,9 +72,21 @@ fn report_refusal(device: CUdevice, bytes: u64, footprint: u64, capacity: u64) {
         mib(footprint),
         mib(capacity),
     );
-    if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        tracing::info!(device, bytes, footprint, capacity, "{message}");
-    } else {
+    if first_time(&WARNED) {
         tracing::warn!(device, bytes, footprint, capacity, "{message}");
+    } else {
+        tracing::info!(device, bytes, footprint, capacity, "{message}");
     }
+}
+
+/// Whether this is the first refusal of its kind in the program (a program
+/// usually gives up or retries smaller at its first OOM: that one is the
+/// warning, the rest are info).
+fn first_time(warned: &AtomicBool) -> bool {
+    !warned.swap(true, Ordering::Relaxed)
+}
+
+/// `bytes` in MiB, for the refusal messages.
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
 }

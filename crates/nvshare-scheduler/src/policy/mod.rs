@@ -338,7 +338,7 @@ impl Scheduler {
     /// set one by one before; tells every client.
     pub fn set_quantum(&mut self, now: Duration, quantum: Duration) -> Vec<Action> {
         self.config.quantum = quantum;
-        self.clear_quantum_overrides();
+        self.clear_overrides(|o| o.quantum = None);
         let quantum_ms = duration_ms(quantum);
         let mut out: Vec<Action> = self
             .clients
@@ -360,7 +360,7 @@ impl Scheduler {
     /// set one by one before.
     pub fn set_policy(&mut self, now: Duration, policy: Policy) -> Vec<Action> {
         self.config.policy = policy;
-        self.clear_policy_overrides();
+        self.clear_overrides(|o| o.policy = None);
         let mut out = Vec::new();
         for d in self.domains.values_mut() {
             settings::apply_policy(d, policy, now, &mut out);

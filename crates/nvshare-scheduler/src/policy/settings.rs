@@ -174,18 +174,11 @@ impl Scheduler {
         out
     }
 
-    /// Forgets every GPU's own quantum (a quantum for all GPUs was set).
-    pub(super) fn clear_quantum_overrides(&mut self) {
+    /// Forgets what `clear` removes from every GPU's own settings (a
+    /// setting for all GPUs was made); GPUs left with none are dropped.
+    pub(super) fn clear_overrides(&mut self, clear: impl Fn(&mut Overrides)) {
         for overrides in self.overrides.values_mut() {
-            overrides.quantum = None;
-        }
-        self.overrides.retain(|_, o| !o.is_empty());
-    }
-
-    /// Forgets every GPU's own policy (a policy for all GPUs was set).
-    pub(super) fn clear_policy_overrides(&mut self) {
-        for overrides in self.overrides.values_mut() {
-            overrides.policy = None;
+            clear(overrides);
         }
         self.overrides.retain(|_, o| !o.is_empty());
     }
