@@ -199,7 +199,7 @@ impl JsonStatus {
                             .unwrap_or_default()
                     });
                     let wait = waits.iter().find(|w| w.uuid == g.uuid);
-                    let info = inventory.and_then(|i| i.gpus.iter().find(|i| i.uuid == g.uuid));
+                    let info = inventory.and_then(|i| i.gpu(&g.uuid));
                     JsonGpu::new(g, gpu_host.as_ref(), wait, info)
                 })
                 .collect(),

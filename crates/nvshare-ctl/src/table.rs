@@ -39,7 +39,7 @@ pub fn status_text(
                 .unwrap_or_default()
         });
         let wait = waits.iter().find(|w| w.uuid == gpu.uuid);
-        let info = inventory.and_then(|i| i.gpus.iter().find(|g| g.uuid == gpu.uuid));
+        let info = inventory.and_then(|i| i.gpu(&gpu.uuid));
         out.push_str(&gpu_text(gpu, gpu_host.as_ref(), wait, info));
     }
     out

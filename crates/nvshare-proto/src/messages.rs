@@ -396,6 +396,13 @@ pub struct Inventory {
     pub gpus: Vec<GpuInfo>,
 }
 
+impl Inventory {
+    /// The GPU with `uuid`, if it was found at start.
+    pub fn gpu(&self, uuid: &GpuUuid) -> Option<&GpuInfo> {
+        self.gpus.iter().find(|g| g.uuid == *uuid)
+    }
+}
+
 /// One GPU found at start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GpuInfo {

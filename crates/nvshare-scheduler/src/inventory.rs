@@ -39,14 +39,15 @@ pub fn discover(
                     "found a GPU"
                 );
             }
-            if gpus.is_empty() {
-                info!("NVML lists no GPUs on this machine");
+            let unavailable = gpus
+                .is_empty()
+                .then(|| "NVML lists no GPUs on this machine".to_owned());
+            if let Some(reason) = &unavailable {
+                info!("{reason}");
             }
             scheduler.know_gpus(gpus.iter().map(|g| (g.index, g.uuid, g.memory)));
             Inventory {
-                unavailable: gpus
-                    .is_empty()
-                    .then(|| "NVML lists no GPUs on this machine".into()),
+                unavailable,
                 gpus: gpus
                     .into_iter()
                     .map(|g| GpuInfo {
