@@ -63,6 +63,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         config.limits,
     )?
     .exit_when_idle(config.exit_when_idle)
+    .mirror_state(config.metrics_addr.is_some())
     .inventory(inventory);
     notify("READY=1");
     server.run()?;

@@ -95,13 +95,15 @@ pub struct Server {
     /// The GPUs found at start, and their health (updated by the XID
     /// watcher's thread).
     inventory: SharedInventory,
-    /// When the state gauges are next set from the policy's status.
-    mirror_due: Instant,
+    /// When the state gauges are next set from the policy's status; `None`
+    /// when no metrics are served (then they are never set).
+    mirror_due: Option<Instant>,
 }
 
 /// How often the state gauges (per GPU and per job) are set from the
 /// policy: a status costs allocations, so not after every message; the
-/// loop wakes at least this often while programs are connected.
+/// loop wakes at least this often while programs are connected (only when
+/// metrics are served).
 const MIRROR_EVERY: Duration = Duration::from_millis(500);
 
 /// The inventory the daemon found, shared with the thread that records XIDs.
@@ -158,8 +160,14 @@ impl Server {
             exit_when_idle: None,
             idle_since: Some(started),
             inventory: SharedInventory::default(),
-            mirror_due: started,
+            mirror_due: None,
         })
+    }
+
+    /// Keeps the state gauges set from the policy (when metrics are served).
+    pub fn mirror_state(mut self, enabled: bool) -> Self {
+        self.mirror_due = enabled.then_some(self.started);
+        self
     }
 
     /// Answers inventory requests from `inventory`.
@@ -220,10 +228,10 @@ impl Server {
             self.flush_dirty();
             self.observer
                 .set_load(self.scheduler.client_count(), self.scheduler.queue_len());
-            if now >= self.mirror_due {
+            if self.mirror_due.is_some_and(|due| now >= due) {
                 self.observer
                     .mirror_state(&self.scheduler.status(self.now()));
-                self.mirror_due = now + MIRROR_EVERY;
+                self.mirror_due = Some(now + MIRROR_EVERY);
             }
             if self.idle_long_enough(now) {
                 self.shut_down("idle");
@@ -263,8 +271,9 @@ impl Server {
             .chain(self.resume_accepting_at.map(since_start))
             .chain(self.idle_deadline().map(since_start))
             .chain(
-                (self.scheduler.client_count() > 0 || self.observer.mirrors_jobs())
-                    .then(|| since_start(self.mirror_due)),
+                self.mirror_due
+                    .filter(|_| self.scheduler.client_count() > 0 || self.observer.mirrors_jobs())
+                    .map(since_start),
             )
             .min();
         let earliest = match (deadline, shell) {
