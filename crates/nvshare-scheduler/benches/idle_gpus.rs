@@ -2,10 +2,12 @@
 //! programs handing one GPU back and forth under the exclusive policy while
 //! other GPUs are attached and idle, each with a holder that does nothing.
 //!
-//! Layouts: no other GPU; 255 others with one program each (a big node);
-//! 255 others attached by 4 programs of 64 GPUs each (the most a hostile
-//! client may attach, which also makes them gangs). Every event schedules
-//! every GPU: the ratio to "none" is what idle GPUs cost.
+//! Layouts, in pairs: one other GPU, then 255 others with one program each
+//! (a big node); two others attached by one program (a gang), then 255
+//! attached by 4 programs of 64 GPUs each (the most one client may attach,
+//! which also makes them gangs). An event schedules only the GPUs it
+//! touched or whose deadline passed: each pair's ratio, what 250-odd more
+//! idle GPUs cost, should stay near 1.
 //!
 //! Run: `cargo bench -p nvshare-scheduler --bench idle_gpus`
 //! (`NVSHARE_BENCH_HANDOFFS` sets the handoffs per run, default 20000).
@@ -25,12 +27,12 @@ fn idle_gpu(n: usize) -> GpuUuid {
     GpuUuid(bytes)
 }
 
-/// How the idle GPUs are attached.
+/// How many idle GPUs are attached, and how many GPUs each of the idle
+/// programs attaches (more than one makes them gangs).
 #[derive(Clone, Copy)]
-enum Layout {
-    None,
-    OneProgramEach,
-    SixtyFourPerProgram,
+struct Layout {
+    others: usize,
+    per_program: usize,
 }
 
 struct Bench {
@@ -104,24 +106,12 @@ fn run(layout: Layout, handoffs: u32) -> f64 {
         now: Duration::from_secs(1),
     };
     let mut next_client: ClientId = 100;
-    match layout {
-        Layout::None => {}
-        Layout::OneProgramEach => {
-            for n in 0..255 {
-                next_client += 1;
-                bench.connect(next_client);
-                bench.attach_and_hold(next_client, idle_gpu(n));
-            }
+    for n in 0..layout.others {
+        if n % layout.per_program == 0 {
+            next_client += 1;
+            bench.connect(next_client);
         }
-        Layout::SixtyFourPerProgram => {
-            for n in 0..255 {
-                if n % 64 == 0 {
-                    next_client += 1;
-                    bench.connect(next_client);
-                }
-                bench.attach_and_hold(next_client, idle_gpu(n));
-            }
-        }
+        bench.attach_and_hold(next_client, idle_gpu(n));
     }
     let (a, b) = (1, 2);
     for client in [a, b] {
@@ -156,14 +146,26 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
     println!("ns per handoff (release + grant + request) on one GPU, {handoffs} handoffs");
-    println!("{:<34} {:>12} {:>7}", "other GPUs", "ns", "ratio");
-    let alone = run(Layout::None, handoffs);
-    for (name, layout) in [
-        ("none", Layout::None),
-        ("255, one program each", Layout::OneProgramEach),
-        ("255, 64 per program (gangs)", Layout::SixtyFourPerProgram),
-    ] {
-        let ns = run(layout, handoffs);
-        println!("{name:<34} {ns:>12.0} {:>7.1}", ns / alone);
+    println!(
+        "{:<34} {:>12} {:>7}  (ratio to the row above it of the same kind)",
+        "other GPUs", "ns", "ratio"
+    );
+    let layout = |others, per_program| Layout {
+        others,
+        per_program,
+    };
+    // Each pair: a few idle GPUs, then 255 of the same kind; the ratio is
+    // what the 250-odd more idle GPUs cost.
+    let rows = [
+        ("1, one program", layout(1, 1)),
+        ("255, one program each", layout(255, 1)),
+        ("2, one program on both (gangs)", layout(2, 2)),
+        ("255, 64 per program (gangs)", layout(255, 64)),
+    ];
+    for pair in rows.chunks(2) {
+        let few = run(pair[0].1, handoffs);
+        let many = run(pair[1].1, handoffs);
+        println!("{:<34} {few:>12.0} {:>7.1}", pair[0].0, 1.0);
+        println!("{:<34} {many:>12.0} {:>7.1}", pair[1].0, many / few);
     }
 }

@@ -24,9 +24,9 @@
 //! then waits for a peer is left to the drain timeout (see `grant`). With
 //! no group and no program on several GPUs, none of this runs.
 
-use super::Scheduler;
 use super::member::Ticket;
 use super::{Action, grant};
+use super::{Client, Scheduler};
 use nvshare_proto::{ClientId, GpuUuid};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -48,18 +48,26 @@ impl Scheduler {
         }
     }
 
-    /// Runs the schedule of every GPU, then grants the gangs that are ready
-    /// everywhere, until nothing more can be granted.
+    /// Runs the schedule of every GPU due (see `sweep`), then grants the
+    /// gangs that are ready everywhere, until nothing more can be granted.
     pub(super) fn settle(&mut self, now: Duration, out: &mut Vec<Action>) {
         if self.recovering(now) {
             return;
         }
         loop {
-            self.line_up(now);
-            for d in self.domains.values_mut() {
-                grant::schedule(d, now, out);
+            self.sweep.wake_due(now);
+            if self.full_sweeps {
+                self.sweep.touch_all(self.domains.keys().copied());
             }
-            if !self.grant_ready_gangs(now, out) {
+            let gangs = self.line_up(now);
+            while let Some(gpu) = self.sweep.take_next() {
+                if let Some(d) = self.domains.get_mut(&gpu) {
+                    grant::schedule(d, now, out);
+                    self.sweep.set_wakeup(gpu, grant::next_deadline(d));
+                    self.sweep.set_queued(gpu, !d.queue.is_empty());
+                }
+            }
+            if !gangs || !self.grant_ready_gangs(now, out) {
                 break;
             }
         }
@@ -73,17 +81,19 @@ impl Scheduler {
     /// with several members waiting on one GPU is not granted as a whole
     /// (they could not all be at the head of that queue): its members line
     /// up one by one, and the drain timeout resolves what waits on whom.
-    fn line_up(&mut self, now: Duration) {
+    /// Returns whether there are gangs at all; where there are, every GPU
+    /// somebody waits on is due (its order may have changed).
+    fn line_up(&mut self, now: Duration) -> bool {
         let step = self.config.quantum;
-        if !self
-            .clients
-            .values()
-            .any(|c| c.group.is_some() || c.gpus.len() > 1)
-        {
+        if self.gang_makers.is_empty() {
             // No gangs (the common case, and the daemon's hot path): every
             // newcomer takes the next ticket; a queue is sorted only when
-            // one does (a priority may put it ahead of others).
-            for d in self.domains.values_mut() {
+            // one does (a priority may put it ahead of others). A newcomer's
+            // request made its GPU due, so only those are looked at.
+            for gpu in self.sweep.due() {
+                let Some(d) = self.domains.get_mut(&gpu) else {
+                    continue;
+                };
                 let mut issued = false;
                 for id in &d.queue {
                     if let Some(m) = d.members.get_mut(id) {
@@ -99,23 +109,25 @@ impl Scheduler {
                     d.sort_queue();
                 }
             }
-            return;
+            return false;
         }
-        let priorities = self.gang_priorities();
-        let keys: BTreeMap<ClientId, GangKey> = self
-            .clients
-            .keys()
-            .map(|&c| (c, self.gang_key(c)))
+        // Only GPUs somebody waits on matter here: the others, however
+        // many, cost nothing.
+        let queued: Vec<GpuUuid> = self
+            .sweep
+            .maybe_queued()
+            .into_iter()
+            .filter(|gpu| self.domains.get(gpu).is_some_and(|d| !d.queue.is_empty()))
             .collect();
-        let key_of = |c: &ClientId| keys.get(c).cloned().unwrap_or(GangKey::Solo(*c));
         // Per gang, per GPU it waits on: how many members, the oldest ticket.
         let mut waiting: BTreeMap<GangKey, BTreeMap<GpuUuid, (usize, Option<Ticket>)>> =
             BTreeMap::new();
-        for (gpu, d) in &self.domains {
+        for gpu in &queued {
+            let d = &self.domains[gpu];
             for id in &d.queue {
                 let ticket = d.members[id].ticket;
                 let (count, oldest) = waiting
-                    .entry(key_of(id))
+                    .entry(self.gang_key(*id))
                     .or_default()
                     .entry(*gpu)
                     .or_insert((0, ticket));
@@ -126,14 +138,21 @@ impl Scheduler {
                 };
             }
         }
+        let priorities = self.gang_priorities(waiting.keys());
+        let keys: BTreeMap<ClientId, GangKey> = queued
+            .iter()
+            .flat_map(|gpu| self.domains[gpu].queue.iter())
+            .map(|&c| (c, self.gang_key(c)))
+            .collect();
         let spans = |gpus: &BTreeMap<GpuUuid, (usize, Option<Ticket>)>| {
             gpus.len() > 1 && gpus.values().all(|&(count, _)| count == 1)
         };
-        for (gpu, d) in self.domains.iter_mut() {
+        for gpu in &queued {
+            let d = self.domains.get_mut(gpu).expect("queued GPUs exist");
             let queue: Vec<ClientId> = d.queue.iter().copied().collect();
             for id in queue {
-                let key = key_of(&id);
-                let gang = waiting.get_mut(&key).expect("every queued member counted");
+                let key = &keys[&id];
+                let gang = waiting.get_mut(key).expect("every queued member counted");
                 let spanning = spans(gang);
                 let m = d.members.get_mut(&id).expect("queued members are members");
                 if m.ticket.is_none() {
@@ -147,7 +166,7 @@ impl Scheduler {
                         .flatten();
                     let ticket = shared.unwrap_or_else(|| {
                         self.next_ticket += 1;
-                        let priority = priorities.get(&key).copied().unwrap_or(m.priority);
+                        let priority = priorities.get(key).copied().unwrap_or(m.priority);
                         Ticket::issue(now, priority, step, self.next_ticket)
                     });
                     m.ticket = Some(ticket);
@@ -162,35 +181,59 @@ impl Scheduler {
         // A spanning gang stands where its oldest member stands, in every
         // queue alike: then the gang with the oldest ticket is at the head
         // of every queue it waits in, and no two gangs wait for each other.
-        for (key, gpus) in &waiting {
-            if !spans(gpus) {
-                continue;
-            }
-            let oldest = gpus.values().filter_map(|&(_, t)| t).min();
-            for d in self.domains.values_mut() {
-                for id in d.queue.iter().filter(|c| key_of(c) == *key) {
-                    if let Some(m) = d.members.get_mut(id) {
-                        m.ticket = oldest.or(m.ticket);
-                    }
+        for gpu in &queued {
+            let d = self.domains.get_mut(gpu).expect("queued GPUs exist");
+            for id in &d.queue {
+                let gpus = &waiting[&keys[id]];
+                if !spans(gpus) {
+                    continue;
+                }
+                let oldest = gpus.values().filter_map(|&(_, t)| t).min();
+                if let Some(m) = d.members.get_mut(id) {
+                    m.ticket = oldest.or(m.ticket);
                 }
             }
-        }
-        for d in self.domains.values_mut() {
             d.sort_queue();
         }
+        // Gangs order every queue alike: each GPU somebody waits on is due.
+        self.sweep.touch_all(queued);
+        true
     }
 
-    /// The priority each gang stands in line with: the highest of its
+    /// The priority each of `gangs` stands in line with: the highest of its
     /// members' on any GPU. Its members must agree on one: with each its
     /// own, two gangs could each be ahead of the other on different GPUs.
-    fn gang_priorities(&self) -> BTreeMap<GangKey, i32> {
+    fn gang_priorities<'a>(
+        &self,
+        gangs: impl Iterator<Item = &'a GangKey>,
+    ) -> BTreeMap<GangKey, i32> {
         let mut priorities = BTreeMap::new();
-        for d in self.domains.values() {
-            for m in d.members.values() {
-                let entry = priorities
-                    .entry(self.gang_key(m.client))
-                    .or_insert(m.priority);
-                *entry = (*entry).max(m.priority);
+        for key in gangs {
+            let members: Vec<(ClientId, &Client)> = match key {
+                GangKey::Solo(client) => self
+                    .clients
+                    .get(client)
+                    .map(|c| (*client, c))
+                    .into_iter()
+                    .collect(),
+                GangKey::Group(group) => self
+                    .clients
+                    .iter()
+                    .filter(|(_, c)| c.group.as_ref() == Some(group))
+                    .map(|(&id, c)| (id, c))
+                    .collect(),
+            };
+            let highest = members
+                .iter()
+                .flat_map(|(id, c)| {
+                    c.gpus
+                        .iter()
+                        .filter_map(|gpu| self.domains.get(gpu)?.members.get(id))
+                })
+                .map(|m| m.priority)
+                .max();
+            if let Some(priority) = highest {
+                priorities.insert(key.clone(), priority);
             }
         }
         priorities
@@ -199,9 +242,13 @@ impl Scheduler {
     /// Grants every gang whose first waiting member on each of its GPUs is
     /// at the head of that GPU's queue and ready; returns whether any was.
     fn grant_ready_gangs(&mut self, now: Duration, out: &mut Vec<Action>) -> bool {
+        let queued: Vec<GpuUuid> = self.sweep.maybe_queued();
         // Per gang, per GPU: is its first waiting member there ready?
         let mut seats: BTreeMap<GangKey, BTreeMap<GpuUuid, (ClientId, bool)>> = BTreeMap::new();
-        for (gpu, d) in &self.domains {
+        for gpu in &queued {
+            let Some(d) = self.domains.get(gpu) else {
+                continue;
+            };
             for (place, id) in d.queue.iter().enumerate() {
                 let m = &d.members[id];
                 if !m.co_waiters {
@@ -224,6 +271,7 @@ impl Scheduler {
                 if let Some(d) = self.domains.get_mut(&gpu) {
                     tickets.extend(d.members.get(&client).and_then(|m| m.ticket));
                     d.grant(client, now, out);
+                    self.sweep.touch(gpu);
                 }
             }
             turns.push((key, tickets));
@@ -232,15 +280,19 @@ impl Scheduler {
         // ones (behind those who waited meanwhile), or a group with several
         // members on one GPU would keep its place in line for ever.
         for (key, tickets) in &turns {
-            let members: BTreeSet<ClientId> = self
-                .clients
-                .keys()
-                .copied()
-                .filter(|&c| self.gang_key(c) == *key)
-                .collect();
-            for d in self.domains.values_mut() {
-                for id in d.queue.iter().filter(|c| members.contains(c)) {
-                    if let Some(m) = d.members.get_mut(id)
+            for gpu in &queued {
+                let Some(d) = self.domains.get(gpu) else {
+                    continue;
+                };
+                let members: Vec<ClientId> = d
+                    .queue
+                    .iter()
+                    .copied()
+                    .filter(|&c| self.gang_key(c) == *key)
+                    .collect();
+                let d = self.domains.get_mut(gpu).expect("looked up above");
+                for id in members {
+                    if let Some(m) = d.members.get_mut(&id)
                         && m.ticket.is_some_and(|t| tickets.contains(&t))
                     {
                         m.ticket = None;

@@ -29,8 +29,30 @@ use super::{Action, Record};
 use nvshare_proto::{ClientId, ClientState, Policy, SchedulerBody};
 use std::time::Duration;
 
-/// Grants, drops and evicts on `d` as far as the state allows at `now`.
+/// The most passes one schedule takes before it settles. Each pass that
+/// decides something moves a member on (granted, asked to drop or evict,
+/// told to prepare), and a settled pass decides nothing, so a handful is
+/// all a GPU ever needs; the bound keeps a mistake from becoming a hang.
+const MAX_PASSES: usize = 16;
+
+/// Grants, drops and evicts on `d` as far as the state allows at `now`,
+/// until a pass decides nothing more: a GPU is scheduled again only when
+/// it changes or its deadline passes (see `sweep`), so a schedule must not
+/// leave for the next one what it could decide now (a drop for an
+/// overcommit makes a drain the queue's head may then be let in beside,
+/// or evictions to ask for).
 pub(super) fn schedule(d: &mut Domain, now: Duration, out: &mut Vec<Action>) {
+    for _ in 0..MAX_PASSES {
+        let decided = out.len();
+        schedule_pass(d, now, out);
+        if out.len() == decided {
+            return;
+        }
+    }
+}
+
+/// One pass of [`schedule`].
+fn schedule_pass(d: &mut Domain, now: Duration, out: &mut Vec<Action>) {
     if d.policy == Policy::Off {
         while let Some(&head) = d.queue.front() {
             d.grant(head, now, out);
@@ -339,24 +361,31 @@ fn stop_waiting_for_drains(d: &mut Domain, leaving: &[ClientId]) {
 }
 
 /// The earliest time at which a holder's quantum ending, or a drain
-/// becoming overdue, lets the head of `d`'s queue move on.
+/// becoming overdue, lets the head of `d`'s queue move on. Nothing else in
+/// a schedule depends on the time: until then, a GPU that does not change
+/// needs no schedule.
 pub(super) fn next_deadline(d: &Domain) -> Option<Duration> {
     if d.policy == Policy::Off {
         return None;
     }
     let head = *d.queue.front()?;
     let leaving = plan_leaving(d, head);
-    let waiting_on: Vec<Duration> = leaving
-        .iter()
-        .map(|id| &d.members[id])
-        .filter_map(|m| match m.state {
-            ClientState::Running if !m.idle_hint => Some(gives_way_at(d, m, head)),
-            ClientState::Releasing if !m.overdue_refused => m.drain_deadline(d.drain_timeout),
-            _ => None,
-        })
-        .collect();
-    // Drops happen together once every quantum in the way has ended.
-    waiting_on.into_iter().max()
+    let members = || leaving.iter().map(|id| &d.members[id]);
+    if members().any(|m| m.state == ClientState::Running) {
+        // The running holders in the way are dropped together once every
+        // quantum among them has ended; drains beside them are not let in
+        // beside before that (they are overdue only when all are drains).
+        return members()
+            .filter(|m| m.state == ClientState::Running && !m.idle_hint)
+            .map(|m| gives_way_at(d, m, head))
+            .max();
+    }
+    // Only drains in the way: the head is let in beside them once all are
+    // overdue (those already refused for want of room wait for a change).
+    members()
+        .filter(|m| !m.overdue_refused)
+        .filter_map(|m| m.drain_deadline(d.drain_timeout))
+        .max()
 }
 
 /// When the running holder `m` gives the GPU up for `head`: at once if it

@@ -24,6 +24,8 @@
 //!   had time to reconnect.
 //! - `settings`: per-GPU settings, the GPUs known at start, and the
 //!   status of every GPU.
+//! - `sweep`: which GPUs an event makes worth scheduling (those it touched,
+//!   those whose deadline passed), so idle GPUs cost an event nothing.
 //! - `waits`: why the next program on a GPU does not run yet (status).
 //! - `tests`: behaviour tests with simulated time.
 //!
@@ -39,6 +41,7 @@ mod messages;
 mod recovery;
 mod reserve;
 mod settings;
+mod sweep;
 #[cfg(test)]
 mod tests;
 mod waits;
@@ -51,6 +54,7 @@ use nvshare_proto::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+use sweep::Sweep;
 
 /// How the scheduler sizes and shares every GPU.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,9 +261,14 @@ pub enum Record {
 pub const MAX_GPUS_PER_CLIENT: usize = 64;
 
 /// The most GPUs (scheduling domains) served at once. A domain lives while
-/// a client is attached to it, so made-up GPU ids cannot pile up domains
-/// that every message then walks.
+/// a client is attached to it, so made-up GPU ids cannot pile up domains.
 pub const MAX_GPUS: usize = 256;
+
+/// Where NVML listed this machine's GPUs, the most GPUs it did not list that
+/// are served at once: enough for MIG instances (7 on each of 8 GPUs) or a
+/// daemon that sees fewer GPUs than its programs, while made-up ids cannot
+/// crowd out the GPUs that exist (those are always served).
+pub const MAX_UNLISTED_GPUS: usize = 64;
 
 /// The whole scheduling state of one daemon: one domain per GPU UUID.
 #[derive(Debug)]
@@ -275,6 +284,14 @@ pub struct Scheduler {
     known: BTreeMap<GpuUuid, settings::KnownGpu>,
     /// Settings an operator made for one GPU (see `settings`).
     overrides: BTreeMap<GpuUuid, settings::Overrides>,
+    /// The clients that make gangs (in a group, or on several GPUs): while
+    /// there are none, `gang` has nothing to do.
+    gang_makers: BTreeSet<ClientId>,
+    /// The GPUs due for scheduling (see `sweep`).
+    sweep: Sweep,
+    /// Whether every event schedules every GPU (the reference behaviour
+    /// that `sweep` must match; see [`Scheduler::with_full_sweeps`]).
+    full_sweeps: bool,
 }
 
 /// A connected hook client.
@@ -297,7 +314,19 @@ impl Scheduler {
             recovering_until: None,
             known: BTreeMap::new(),
             overrides: BTreeMap::new(),
+            gang_makers: BTreeSet::new(),
+            sweep: Sweep::default(),
+            full_sweeps: false,
         }
+    }
+
+    /// This scheduler, made to schedule every GPU on every event instead
+    /// of only those the event touched or whose deadline passed. It decides
+    /// exactly the same, only slower: tests run both side by side to show
+    /// that nothing due is ever skipped.
+    pub fn with_full_sweeps(mut self) -> Self {
+        self.full_sweeps = true;
+        self
     }
 
     /// Feeds one event at time `now`; returns what to do, in order.
@@ -317,10 +346,12 @@ impl Scheduler {
                     group,
                     gpus,
                 });
+                self.count_gang_maker(client);
             }
             Event::Message { client, msg } => self.on_message(client, msg, now, &mut out),
             Event::Disconnected { client } => {
                 if let Some(gone) = self.clients.remove(&client) {
+                    self.count_gang_maker(client);
                     // Gone from every GPU before anyone is scheduled: a
                     // schedule in between could grant it another GPU.
                     for gpu in gone.gpus {
@@ -352,6 +383,7 @@ impl Scheduler {
             d.quantum = quantum;
             d.priority_step = quantum;
         }
+        self.sweep.touch_all(self.domains.keys().copied());
         self.settle(now, &mut out);
         out
     }
@@ -365,6 +397,7 @@ impl Scheduler {
         for d in self.domains.values_mut() {
             settings::apply_policy(d, policy, now, &mut out);
         }
+        self.sweep.touch_all(self.domains.keys().copied());
         self.settle(now, &mut out);
         out
     }
@@ -376,7 +409,10 @@ impl Scheduler {
             // Nothing but the recovery's end moves a queue before it.
             return recovery_end;
         }
-        self.domains.values().filter_map(grant::next_deadline).min()
+        if self.full_sweeps {
+            return self.domains.values().filter_map(grant::next_deadline).min();
+        }
+        self.sweep.next_wakeup()
     }
 
     /// The host shadows clients keep for each GPU, in UUID order.
@@ -391,7 +427,14 @@ impl Scheduler {
 
     /// Clients waiting for a lock, summed over GPUs.
     pub fn queue_len(&self) -> usize {
-        self.domains.values().map(|d| d.queue.len()).sum()
+        // Asked after every round of events: only GPUs somebody may wait
+        // on are counted, not every GPU.
+        self.sweep
+            .maybe_queued()
+            .iter()
+            .filter_map(|gpu| self.domains.get(gpu))
+            .map(|d| d.queue.len())
+            .sum()
     }
 
     /// Handles one message of a connected client.
@@ -402,10 +445,14 @@ impl Scheduler {
         now: Duration,
         out: &mut Vec<Action>,
     ) {
+        let ClientMsg { gpu, body } = msg;
+        let new_unlisted = matches!(body, ClientBody::Attach { .. })
+            && !self.domains.contains_key(&gpu)
+            && !self.known.contains_key(&gpu);
+        let unlisted_full = new_unlisted.then(|| self.unlisted_gpus_full()).flatten();
         let Some(c) = self.clients.get_mut(&client) else {
             return;
         };
-        let ClientMsg { gpu, body } = msg;
         match body {
             ClientBody::Attach {
                 physical_memory,
@@ -413,23 +460,23 @@ impl Scheduler {
                 resident,
                 holding,
             } => {
-                let new_domain = !self.domains.contains_key(&gpu);
                 let refusal = if !c.gpus.contains(&gpu) && c.gpus.len() >= MAX_GPUS_PER_CLIENT {
                     Some(format!(
                         "this program attached {MAX_GPUS_PER_CLIENT} GPUs already, the most one program may use; {gpu} is refused"
                     ))
-                } else if new_domain && self.domains.len() >= MAX_GPUS {
-                    Some(format!(
-                        "the scheduler serves {MAX_GPUS} GPUs already, more than any node has; {gpu} is refused (is the program sending made-up GPU ids?)"
-                    ))
                 } else {
-                    None
+                    unlisted_full.map(|(limit, what)| {
+                        format!(
+                            "the scheduler serves {limit} {what} already; {gpu} is refused (is the program sending made-up GPU ids?)"
+                        )
+                    })
                 };
                 if let Some(message) = refusal {
                     out.push(protocol_error(client, message));
                     return;
                 }
                 c.gpus.insert(gpu);
+                self.count_gang_maker(client);
                 self.attach(
                     client,
                     gpu,
@@ -451,6 +498,7 @@ impl Scheduler {
             }
             ClientBody::Detach => {
                 c.gpus.remove(&gpu);
+                self.count_gang_maker(client);
                 self.leave(client, gpu, now, out);
             }
             body => {
@@ -458,8 +506,47 @@ impl Scheduler {
                     return;
                 };
                 messages::apply(d, client, body, now, out);
+                self.sweep.touch(gpu);
                 self.settle(now, out);
             }
+        }
+    }
+
+    /// If no more GPUs that NVML did not list may be served: how many there
+    /// are, and what they are. GPUs NVML listed are always served; without
+    /// NVML every GPU is unlisted.
+    fn unlisted_gpus_full(&self) -> Option<(usize, &'static str)> {
+        if self.known.is_empty() {
+            return (self.domains.len() >= MAX_GPUS)
+                .then_some((MAX_GPUS, "GPUs, more than any node has"));
+        }
+        let unlisted = self
+            .domains
+            .keys()
+            .filter(|gpu| !self.known.contains_key(gpu))
+            .count();
+        (unlisted >= MAX_UNLISTED_GPUS).then_some((
+            MAX_UNLISTED_GPUS,
+            "GPUs that NVML does not list (MIG instances, GPUs this daemon cannot see)",
+        ))
+    }
+
+    /// Counts `client` among the gang makers if it is one now. A client
+    /// that starts or stops making a gang changes how every queue is lined
+    /// up (marks left by a gang that is gone must be cleared before its
+    /// members can be granted alone), so every GPU is due then.
+    fn count_gang_maker(&mut self, client: ClientId) {
+        let makes_gang = self
+            .clients
+            .get(&client)
+            .is_some_and(|c| c.group.is_some() || c.gpus.len() > 1);
+        let changed = if makes_gang {
+            self.gang_makers.insert(client)
+        } else {
+            self.gang_makers.remove(&client)
+        };
+        if changed {
+            self.sweep.touch_all(self.domains.keys().copied());
         }
     }
 
@@ -500,6 +587,7 @@ impl Scheduler {
         if holding {
             recovery::claim(d, client, trusted, now, out);
         }
+        self.sweep.touch(gpu);
         self.settle(now, out);
     }
 
@@ -523,7 +611,10 @@ impl Scheduler {
             d.remove(client, now, out);
             if d.members.is_empty() {
                 self.domains.remove(&gpu);
+                self.sweep.forget(gpu);
                 out.push(Action::Record(Record::GpuForgotten { gpu }));
+            } else {
+                self.sweep.touch(gpu);
             }
         }
     }

@@ -39,7 +39,9 @@ impl Scheduler {
         match self.recovering_until {
             Some(until) if now < until => true,
             Some(_) => {
+                // Nothing was scheduled meanwhile: every GPU is due.
                 self.recovering_until = None;
+                self.sweep.touch_all(self.domains.keys().copied());
                 false
             }
             None => false,

@@ -159,6 +159,7 @@ impl Scheduler {
                 msg: SchedulerMsg::QuantumChanged { quantum_ms },
             }));
         }
+        self.sweep.touch(gpu);
         self.settle(now, &mut out);
         out
     }
@@ -170,6 +171,7 @@ impl Scheduler {
         if let Some(d) = self.domains.get_mut(&gpu) {
             apply_policy(d, policy, now, &mut out);
         }
+        self.sweep.touch(gpu);
         self.settle(now, &mut out);
         out
     }

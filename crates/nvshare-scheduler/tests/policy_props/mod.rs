@@ -18,7 +18,12 @@ use world::{CAPACITY, GPUS, Mem, World};
 /// `cases` random cases, after the saved failures: the test binary holds
 /// several modules, so proptest's default (a file beside the binary's
 /// root) would not find them; cargo runs tests in the package directory.
+/// `PROPTEST_CASES` in the environment overrides `cases` (a longer hunt).
 fn config(cases: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cases);
     ProptestConfig {
         cases,
         failure_persistence: Some(Box::new(

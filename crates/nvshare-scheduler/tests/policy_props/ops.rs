@@ -1,7 +1,7 @@
 //! Random scenario steps and how an obeying client plays each.
 
 use super::world::{CAPACITY, GPUS, Mem, World};
-use nvshare_proto::{ClientBody, ClientMsg, GpuUuid, Policy};
+use nvshare_proto::{ClientBody, ClientMsg, GpuUuid, JobSettings, Policy};
 use nvshare_scheduler::policy::Event;
 use proptest::prelude::*;
 use std::time::Duration;
@@ -51,11 +51,31 @@ pub enum Op {
     SetQuantum {
         ms: u64,
     },
+    /// A client of a multi-process job connects (gangs).
+    ConnectIn {
+        group: usize,
+    },
+    /// A client states its priority and weight on a GPU.
+    Settings {
+        who: usize,
+        gpu: usize,
+        priority: i32,
+        weight: u32,
+    },
+    SetGpuPolicy {
+        gpu: usize,
+        policy: Policy,
+    },
+    SetGpuQuantum {
+        gpu: usize,
+        ms: u64,
+    },
 }
 
 pub fn op(policies: Vec<Policy>) -> impl Strategy<Value = Op> {
     let who = 0usize..8;
     let gpu = 0usize..GPUS.len();
+    let policies_again = policies.clone();
     prop_oneof![
         2 => Just(Op::Connect),
         3 => (who.clone(), gpu.clone(), 0..=CAPACITY)
@@ -67,11 +87,17 @@ pub fn op(policies: Vec<Policy>) -> impl Strategy<Value = Op> {
             .prop_map(|(who, gpu, footprint)| Op::Resize { who, gpu, footprint }),
         3 => (who.clone(), gpu.clone(), 1..=CAPACITY / 2)
             .prop_map(|(who, gpu, bytes)| Op::Grow { who, gpu, bytes }),
-        1 => (who.clone(), gpu).prop_map(|(who, gpu)| Op::Detach { who, gpu }),
-        1 => who.prop_map(|who| Op::Disconnect { who }),
+        1 => (who.clone(), gpu.clone()).prop_map(|(who, gpu)| Op::Detach { who, gpu }),
+        1 => who.clone().prop_map(|who| Op::Disconnect { who }),
         5 => (0u64..2_000).prop_map(|ms| Op::Advance { ms }),
-        1 => proptest::sample::select(policies).prop_map(Op::SetPolicy),
+        1 => proptest::sample::select(policies_again).prop_map(Op::SetPolicy),
         1 => (1u64..1_500).prop_map(|ms| Op::SetQuantum { ms }),
+        1 => (0usize..2).prop_map(|group| Op::ConnectIn { group }),
+        1 => (who.clone(), gpu.clone(), -2i32..=2, 1u32..=3)
+            .prop_map(|(who, gpu, priority, weight)| Op::Settings { who, gpu, priority, weight }),
+        1 => (gpu.clone(), proptest::sample::select(policies))
+            .prop_map(|(gpu, policy)| Op::SetGpuPolicy { gpu, policy }),
+        1 => (gpu, 1u64..1_500).prop_map(|(gpu, ms)| Op::SetGpuQuantum { gpu, ms }),
     ]
 }
 
@@ -223,6 +249,7 @@ pub fn play(world: &mut World, op: Op) {
         }
         Op::SetPolicy(policy) => {
             world.policy = policy;
+            world.gpu_policies.clear();
             if policy == Policy::Off {
                 world.check_memory = false;
             }
@@ -235,6 +262,44 @@ pub fn play(world: &mut World, op: Op) {
             world.quantum = Duration::from_millis(ms);
             let (now, quantum) = (world.now, world.quantum);
             let actions = world.decide(|sched| sched.set_quantum(now, quantum));
+            world.apply(actions);
+            world.drain();
+        }
+        Op::ConnectIn { group } => {
+            world.connect_in(Some(format!("job-{group}")));
+        }
+        Op::Settings {
+            who,
+            gpu,
+            priority,
+            weight,
+        } => {
+            let (Some(id), gpu) = (world.pick(who), GPUS[gpu]) else {
+                return;
+            };
+            if world.clients[&id].contains_key(&gpu) {
+                let settings = JobSettings {
+                    memory_limit: None,
+                    priority,
+                    weight,
+                };
+                world.send(id, ClientBody::JobSettings(settings).on(gpu));
+            }
+        }
+        Op::SetGpuPolicy { gpu, policy } => {
+            if policy == Policy::Off {
+                world.check_memory = false;
+            }
+            let (now, gpu) = (world.now, GPUS[gpu]);
+            world.gpu_policies.insert(gpu, policy);
+            let actions = world.decide(|sched| sched.set_gpu_policy(now, gpu, policy));
+            world.apply(actions);
+            world.drain();
+        }
+        Op::SetGpuQuantum { gpu, ms } => {
+            let (now, gpu) = (world.now, GPUS[gpu]);
+            let quantum = Duration::from_millis(ms);
+            let actions = world.decide(|sched| sched.set_gpu_quantum(now, gpu, quantum));
             world.apply(actions);
             world.drain();
         }

@@ -33,8 +33,13 @@ pub struct Mem {
 /// The scheduler, the clients around it and the checks on what it does.
 pub struct World {
     pub sched: Scheduler,
+    /// The same scheduler scheduling every GPU on every event: whatever
+    /// `sched` decides, it must decide too (nothing due is skipped).
+    pub reference: Scheduler,
     pub now: Duration,
     pub policy: Policy,
+    /// Policies set for one GPU since `policy` was set for all.
+    pub gpu_policies: BTreeMap<GpuUuid, Policy>,
     pub quantum: Duration,
     /// Clients connected now, by id, with their GPUs.
     pub clients: BTreeMap<ClientId, BTreeMap<GpuUuid, Mem>>,
@@ -70,9 +75,11 @@ impl World {
             recovery_grace: RECOVERY_GRACE,
         };
         World {
-            sched: Scheduler::new(config),
+            sched: Scheduler::new(config.clone()),
+            reference: Scheduler::new(config).with_full_sweeps(),
             now: Duration::ZERO,
             policy,
+            gpu_policies: BTreeMap::new(),
             quantum,
             clients: BTreeMap::new(),
             gone: BTreeSet::new(),
@@ -83,6 +90,11 @@ impl World {
             check_memory: policy != Policy::Off,
             longest_wait: Duration::ZERO,
         }
+    }
+
+    /// The policy `gpu` runs under.
+    pub fn policy_of(&self, gpu: GpuUuid) -> Policy {
+        self.gpu_policies.get(&gpu).copied().unwrap_or(self.policy)
     }
 
     pub fn pick(&self, index: usize) -> Option<ClientId> {
@@ -127,14 +139,35 @@ impl World {
         self.apply(actions);
     }
 
-    /// Runs `step` on the scheduler and returns its decision.
+    /// Runs `step` on the scheduler and on its full-sweep reference, checks
+    /// that both decided the same, and returns the decision.
     pub fn decide(&mut self, step: impl Fn(&mut Scheduler) -> Vec<Action>) -> Vec<Action> {
-        step(&mut self.sched)
+        let actions = step(&mut self.sched);
+        let expected = step(&mut self.reference);
+        assert_eq!(
+            actions, expected,
+            "scheduling only the GPUs due decided otherwise than scheduling all at {:?}",
+            self.now
+        );
+        assert_eq!(
+            self.sched.queue_len(),
+            self.reference.queue_len(),
+            "the queues counted from the GPUs waited on are not all queues at {:?}",
+            self.now
+        );
+        actions
     }
 
-    /// The scheduler's next deadline.
+    /// The scheduler's next deadline, checked against the reference's.
     pub fn next_deadline(&self) -> Option<Duration> {
-        self.sched.next_deadline()
+        let deadline = self.sched.next_deadline();
+        assert_eq!(
+            deadline,
+            self.reference.next_deadline(),
+            "the deadline index disagrees with the GPUs' deadlines at {:?}",
+            self.now
+        );
+        deadline
     }
 
     pub fn drain(&mut self) {
@@ -225,6 +258,7 @@ impl World {
                         .filter(|m| m.holding)
                         .cloned()
                         .collect();
+                    let policy = self.policy_of(gpu);
                     let mem = self
                         .clients
                         .get_mut(&client)
@@ -242,7 +276,7 @@ impl World {
                     );
                     mem.room = room;
                     mem.dropping = false;
-                    check_grant(self.policy, self.check_memory, mem, &others);
+                    check_grant(policy, self.check_memory, mem, &others);
                     let since = mem.waiting_since.take().expect("granted without asking");
                     self.longest_wait = self.longest_wait.max(self.now - since);
                     mem.holding = true;
@@ -418,9 +452,12 @@ impl World {
                 );
             }
         }
-        if self.check_memory && self.policy == Policy::Auto {
+        if self.check_memory {
             // Invariant (6): the running holders' reservations fit together.
-            for gpu in GPUS {
+            for gpu in GPUS
+                .into_iter()
+                .filter(|&g| self.policy_of(g) == Policy::Auto)
+            {
                 let running: Vec<&Mem> = self
                     .clients
                     .values()

@@ -217,3 +217,29 @@ fn a_recovering_scheduler_says_so_for_every_waiting_program() {
         "{waits:?}"
     );
 }
+
+/// A drain in the way does not hold back the quantum's end of a holder
+/// beside it: the running holder is dropped when its quantum ends, not when
+/// the drain would be overdue (the daemon only ticks at `next_deadline`).
+#[test]
+fn a_drain_in_the_way_does_not_delay_the_quantum_end_of_a_holder_beside_it() {
+    let mut sim = Sim::new(Policy::Auto, 10 * GIB);
+    for client in [1, 2, 3] {
+        sim.join(client, if client == 3 { 8 * GIB } else { 4 * GIB });
+    }
+    assert_eq!(granted(&sim.request(1)), vec![1]);
+    assert_eq!(granted(&sim.request(2)), vec![2]);
+    sim.at(1.0);
+    // 3 does not fit beside either: both are in its way.
+    assert!(granted(&sim.request(3)).is_empty());
+    sim.at(25.0);
+    // 2 says it is idle: it is dropped at once, and its drain takes long.
+    assert_eq!(drops(&sim.msg(2, ClientBody::Idle.on(GPU))), vec![(2, 0)]);
+    assert_eq!(sim.state(2), ClientState::Releasing);
+    // 1's quantum ends at 30 s; 2's drain is overdue at 35 s, which
+    // matters only once it is alone in the way.
+    assert_eq!(sim.sched.next_deadline(), Some(QUANTUM));
+    sim.at(QUANTUM.as_secs_f64());
+    assert_eq!(drops(&sim.tick()).len(), 1);
+    assert_eq!(sim.state(1), ClientState::Releasing);
+}

@@ -220,3 +220,33 @@ fn gpus_are_forgotten_with_their_last_client_and_made_up_ones_are_bounded() {
     }
     assert!(sim.sched.status(sim.now).is_empty());
 }
+
+/// A GPU is scheduled only when it changes or its deadline passes: a
+/// quantum ending on a GPU that nothing else happened on is still acted on
+/// at its deadline, whatever other GPUs do meanwhile.
+#[test]
+fn a_quantum_ends_on_time_on_a_gpu_nothing_else_happens_on() {
+    let mut sim = Sim::new(Policy::Exclusive, 10 * GIB);
+    sim.join(1, GIB);
+    sim.join(2, GIB);
+    sim.connect(3);
+    for client in [1, 3] {
+        sim.msg(client, attach(OTHER_GPU, GIB, 0, false));
+    }
+    assert_eq!(
+        granted(&sim.msg(1, ClientBody::RequestLock.on(OTHER_GPU))),
+        vec![1]
+    );
+    assert!(granted(&sim.msg(3, ClientBody::RequestLock.on(OTHER_GPU))).is_empty());
+    sim.at(1.0);
+    assert_eq!(granted(&sim.request(2)), vec![2]);
+    sim.at(5.0);
+    sim.release(2, 0);
+    assert_eq!(sim.sched.next_deadline(), Some(QUANTUM));
+    sim.at(QUANTUM.as_secs_f64());
+    assert_eq!(drops(&sim.tick()), vec![(1, 0)]);
+    sim.at(QUANTUM.as_secs_f64() + 1.0);
+    let granted_after =
+        granted(&sim.msg(1, ClientBody::LockReleased { resident: 0 }.on(OTHER_GPU)));
+    assert_eq!(granted_after, vec![3]);
+}

@@ -167,3 +167,41 @@ fn gpus_are_named_by_index_when_known_and_by_uuid_within_bounds() {
         "a GPU a program uses may be set, listed by NVML or not"
     );
 }
+
+/// Made-up GPU ids cannot crowd out the GPUs that exist: where NVML listed
+/// them, unlisted ids are served only up to a bound, and a listed GPU is
+/// served whatever else is attached.
+#[test]
+fn made_up_gpu_ids_never_crowd_out_the_gpus_nvml_listed() {
+    let mut sim = Sim::new(Policy::Auto, 10 * GIB);
+    sim.sched.know_gpus([(0, GPU, 80 * GIB)]);
+    let mut refused = 0;
+    for client in 10..12u64 {
+        sim.connect(client);
+        for i in 0..MAX_GPUS_PER_CLIENT {
+            let mut uuid = [0xee; 16];
+            uuid[..8].copy_from_slice(&(client * 1000 + i as u64).to_le_bytes());
+            let out = sim.msg(client, attach(GpuUuid(uuid), 0, 0, false));
+            if let [(_, SchedulerMsg::Error(e))] = &sends(&out)[..] {
+                assert!(e.message.contains("NVML does not list"), "{}", e.message);
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(refused, 2 * MAX_GPUS_PER_CLIENT - MAX_UNLISTED_GPUS);
+    let out = join_on(&mut sim, 1, GPU, GIB);
+    assert!(
+        matches!(
+            sends(&out)[..],
+            [(
+                1,
+                SchedulerMsg::Gpu {
+                    body: SchedulerBody::Welcome { .. },
+                    ..
+                }
+            )]
+        ),
+        "{out:?}"
+    );
+    assert_eq!(granted(&sim.request(1)), vec![1]);
+}
