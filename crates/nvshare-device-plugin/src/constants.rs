@@ -84,4 +84,26 @@ pub mod env {
     /// does not say which pod an allocation is for), set by the pod spec
     /// from the downward API.
     pub const NVSHARE_NAME: &str = nvshare_proto::env::NAME;
+    /// The job's priority; set by the pod spec, e.g. from the
+    /// [`annotations::PRIORITY`](super::annotations::PRIORITY) annotation.
+    pub const NVSHARE_PRIORITY: &str = nvshare_proto::env::PRIORITY;
+    /// The job's weight; set by the pod spec, e.g. from an annotation.
+    pub const NVSHARE_WEIGHT: &str = nvshare_proto::env::WEIGHT;
+    /// The job's memory limit; set by the pod spec, e.g. from an annotation.
+    pub const NVSHARE_MEMORY_LIMIT: &str = nvshare_proto::env::MEMORY_LIMIT;
+}
+
+/// Pod annotations that carry a job's own settings. The kubelet does not
+/// tell a device plugin which pod it allocates for, so the plugin cannot
+/// read them; the pod spec hands each to the hook through the downward API
+/// (`valueFrom.fieldRef.fieldPath: metadata.annotations['...']`), and an
+/// annotation the pod lacks arrives as an empty value, which the hook
+/// takes as unset (see `docker/k8s/example-pod.yaml`).
+pub mod annotations {
+    /// `NVSHARE_PRIORITY`: `-1000` to `1000`, higher goes first.
+    pub const PRIORITY: &str = "nvshare.com/priority";
+    /// `NVSHARE_WEIGHT`: the time slice in quanta, `1` to `100`.
+    pub const WEIGHT: &str = "nvshare.com/weight";
+    /// `NVSHARE_MEMORY_LIMIT`: a size such as `10GiB`.
+    pub const MEMORY_LIMIT: &str = "nvshare.com/memory-limit";
 }

@@ -11,7 +11,7 @@ use clap::Parser;
 use nvshare_device_plugin::constants::{
     DEFAULT_DEVICE_PLUGIN_DIR, DEFAULT_HOST_LIB_DIR, IMAGE_BIN_DIR, IMAGE_REPOSITORY,
     IMAGE_STAGING_DIR, LIB_FILE_NAME, METRICS_PORT, RESOURCE_NAME, SCHEDULER_SOCKET,
-    SCHEDULER_SOCKET_DIR, env,
+    SCHEDULER_SOCKET_DIR, annotations, env,
 };
 use std::path::{Path, PathBuf};
 
@@ -261,6 +261,32 @@ fn the_example_pod_asks_for_a_share_and_names_its_job() {
             ]
             .contains(&name.as_str()),
             "the pod must not override the plugin's {name}"
+        );
+    }
+}
+
+#[test]
+fn the_example_pod_hands_its_annotations_to_the_hook() {
+    let pod = one("Pod");
+    let train = &pod["spec"]["containers"][0];
+    for (variable, annotation) in [
+        (env::NVSHARE_PRIORITY, annotations::PRIORITY),
+        (env::NVSHARE_WEIGHT, annotations::WEIGHT),
+        (env::NVSHARE_MEMORY_LIMIT, annotations::MEMORY_LIMIT),
+    ] {
+        let entry = train["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"].as_str() == Some(variable))
+            .unwrap_or_else(|| panic!("{variable} set from the pod"));
+        assert_eq!(
+            str_of(&entry["valueFrom"]["fieldRef"]["fieldPath"]),
+            format!("metadata.annotations['{annotation}']")
+        );
+        assert!(
+            pod["metadata"]["annotations"][annotation].is_string(),
+            "the example shows {annotation}"
         );
     }
 }

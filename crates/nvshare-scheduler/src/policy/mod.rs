@@ -13,7 +13,10 @@
 //! - `domain`: one GPU's state and the transitions of its lock.
 //! - `member`: one client's standing on one GPU.
 //! - `messages`: what each client message changes on its GPU.
-//! - `grant`: the decisions: whom to grant, drop or ask to evict.
+//! - `grant`: the decisions: whom to grant or drop, and how much memory
+//!   the head of the queue needs.
+//! - `evictions`: whom to ask memory back from (for a grant or a holder's
+//!   growth), least recently run first.
 //! - `gang`: tickets that order every queue alike, and granting the
 //!   members of a gang (a multi-process job, or one program's GPUs) that
 //!   wait together at the same time.
@@ -33,6 +36,7 @@
 //! method signatures in this file are what the shell calls. Keep them stable.
 
 mod domain;
+mod evictions;
 mod fetch;
 mod gang;
 mod grant;

@@ -13,7 +13,7 @@
 //! capacity together whenever more than one runs.
 
 use super::domain::Domain;
-use super::grant::ask_evictions;
+use super::evictions::ask_evictions;
 use super::{Action, member::Member};
 use nvshare_proto::{ClientId, ClientState, Policy, SchedulerBody};
 use std::time::Duration;

@@ -10,17 +10,6 @@ use crate::gate::device::DeviceGate;
 use nvshare_proto::{GpuUuid, SchedulerBody, SchedulerMsg};
 use std::sync::atomic::Ordering;
 
-/// A message for one device's worker thread, its GPU already found.
-#[derive(Debug)]
-pub(super) enum DeviceMsg {
-    Granted { room: u64 },
-    Reserved { room: u64 },
-    Drop { evict_bytes: u64 },
-    Evict { bytes: u64 },
-    Prepare { bytes: u64 },
-    Fetch { bytes: u64 },
-}
-
 /// What a scheduler message is for.
 enum Route {
     /// The reader thread applies it.
@@ -30,39 +19,31 @@ enum Route {
         quantum_ms: u64,
         client_id: u64,
     },
-    /// The device's worker thread applies it.
-    Device(GpuUuid, DeviceMsg),
+    /// The device's worker thread applies it (never a `Welcome`).
+    Device(GpuUuid, SchedulerBody),
     /// Connection-wide: logged.
     Notice(SchedulerMsg),
 }
 
 fn route(msg: SchedulerMsg) -> Route {
-    use DeviceMsg::*;
-    let (gpu, body) = match msg {
-        SchedulerMsg::Gpu { gpu, body } => (gpu, body),
-        notice => return Route::Notice(notice),
-    };
-    let msg = match body {
-        SchedulerBody::Welcome {
+    match msg {
+        SchedulerMsg::Gpu {
+            gpu,
+            body:
+                SchedulerBody::Welcome {
+                    capacity,
+                    quantum_ms,
+                    client_id,
+                },
+        } => Route::Welcome {
+            gpu,
             capacity,
             quantum_ms,
             client_id,
-        } => {
-            return Route::Welcome {
-                gpu,
-                capacity,
-                quantum_ms,
-                client_id,
-            };
-        }
-        SchedulerBody::LockGranted { room } => Granted { room },
-        SchedulerBody::Reserved { room } => Reserved { room },
-        SchedulerBody::DropLock { evict_bytes } => Drop { evict_bytes },
-        SchedulerBody::Evict { bytes } => Evict { bytes },
-        SchedulerBody::Prepare { bytes } => Prepare { bytes },
-        SchedulerBody::Fetch { bytes } => Fetch { bytes },
-    };
-    Route::Device(gpu, msg)
+        },
+        SchedulerMsg::Gpu { gpu, body } => Route::Device(gpu, body),
+        notice => Route::Notice(notice),
+    }
 }
 
 /// Applies one scheduler message received on the current connection.
@@ -84,8 +65,8 @@ pub(super) fn apply(gate: &'static Gate, msg: SchedulerMsg) {
             };
             // Before queueing: a shadow build queued ahead stops for it.
             match msg {
-                DeviceMsg::Drop { .. } | DeviceMsg::Evict { .. } => device.note_drop(),
-                DeviceMsg::Prepare { .. } => device.note_prepare(),
+                SchedulerBody::DropLock { .. } | SchedulerBody::Evict { .. } => device.note_drop(),
+                SchedulerBody::Prepare { .. } => device.note_prepare(),
                 _ => {}
             }
             let generation = gate.session.generation.load(Ordering::SeqCst);
@@ -97,12 +78,12 @@ pub(super) fn apply(gate: &'static Gate, msg: SchedulerMsg) {
 
 /// Queues `msg` for `device`'s worker thread, starting it on first use; if
 /// no thread can be started, applies the message on this thread instead.
-fn deliver(gate: &'static Gate, device: &'static DeviceGate, generation: u64, msg: DeviceMsg) {
+fn deliver(gate: &'static Gate, device: &'static DeviceGate, generation: u64, msg: SchedulerBody) {
     let Some(slot) = gate.session.mailboxes.get(device.ordinal as usize) else {
         return apply_device_msg(gate, device, generation, msg);
     };
     let mailbox = slot.get_or_init(|| {
-        let (sender, receiver) = std::sync::mpsc::channel::<(u64, DeviceMsg)>();
+        let (sender, receiver) = std::sync::mpsc::channel::<(u64, SchedulerBody)>();
         let spawned = std::thread::Builder::new()
             .name(format!("nvshare-gpu{}", device.ordinal))
             .spawn(move || {
@@ -122,13 +103,15 @@ fn deliver(gate: &'static Gate, device: &'static DeviceGate, generation: u64, ms
 }
 
 /// Applies a device's message received on connection `generation`.
-fn apply_device_msg(gate: &'static Gate, device: &DeviceGate, generation: u64, msg: DeviceMsg) {
+fn apply_device_msg(gate: &'static Gate, device: &DeviceGate, generation: u64, msg: SchedulerBody) {
     match msg {
-        DeviceMsg::Granted { room } => handle::grant(gate, device, room, generation),
-        DeviceMsg::Reserved { room } => handle::reserved(device, room),
-        DeviceMsg::Drop { evict_bytes } => handle::drop_lock(gate, device, evict_bytes),
-        DeviceMsg::Evict { bytes } => handle::evict(gate, device, bytes),
-        DeviceMsg::Prepare { bytes } => handle::prepare(gate, device, bytes),
-        DeviceMsg::Fetch { bytes } => handle::fetch(gate, device, bytes),
+        SchedulerBody::LockGranted { room } => handle::grant(gate, device, room, generation),
+        SchedulerBody::Reserved { room } => handle::reserved(device, room),
+        SchedulerBody::DropLock { evict_bytes } => handle::drop_lock(gate, device, evict_bytes),
+        SchedulerBody::Evict { bytes } => handle::evict(gate, device, bytes),
+        SchedulerBody::Prepare { bytes } => handle::prepare(gate, device, bytes),
+        SchedulerBody::Fetch { bytes } => handle::fetch(gate, device, bytes),
+        // Applied on the reader thread (see `route`).
+        SchedulerBody::Welcome { .. } => {}
     }
 }

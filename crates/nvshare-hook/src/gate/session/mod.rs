@@ -27,8 +27,7 @@ use super::{Gate, MAX_DEVICES};
 use crate::client::{self, Connection};
 use crate::config;
 use crate::engine;
-use dispatch::DeviceMsg;
-use nvshare_proto::{ClientBody, ClientMsg, JobSettings};
+use nvshare_proto::{ClientBody, ClientMsg, JobSettings, SchedulerBody};
 use parking_lot::Mutex;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -51,7 +50,7 @@ pub(crate) struct Session {
     /// Each device's worker thread's queue, by ordinal (started at the
     /// device's first grant, drop or eviction); each message carries the
     /// generation of the connection it came on.
-    mailboxes: [OnceLock<Sender<(u64, DeviceMsg)>>; MAX_DEVICES],
+    mailboxes: [OnceLock<Sender<(u64, SchedulerBody)>>; MAX_DEVICES],
 }
 
 impl Session {
