@@ -88,6 +88,18 @@ impl AllocationSettings {
     }
 }
 
+/// The response for one container given `bytes` of GPU memory (units of
+/// `nvshare.com/gpumem`): its memory limit, which the hook enforces and
+/// reports as the GPU's memory. The kubelet merges it with the share's
+/// response, which loads the hook.
+pub fn memory_response(bytes: u64) -> ContainerAllocateResponse {
+    let limit = format!("{}MiB", bytes >> 20);
+    ContainerAllocateResponse {
+        envs: HashMap::from([(env::NVSHARE_MEMORY_LIMIT.to_owned(), limit)]),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +132,18 @@ mod tests {
                 ("/var/run/nvshare", "/var/run/nvshare", true)
             ]
         );
+    }
+
+    #[test]
+    fn memory_units_become_the_containers_memory_limit() {
+        let r = memory_response(3 << 30);
+        assert_eq!(r.envs[env::NVSHARE_MEMORY_LIMIT], "3072MiB");
+        assert_eq!(
+            nvshare_proto::units::parse_size(&r.envs[env::NVSHARE_MEMORY_LIMIT]),
+            Ok(3 << 30),
+            "the hook reads it back as it was given"
+        );
+        assert!(r.mounts.is_empty() && !r.envs.contains_key(env::LD_PRELOAD));
     }
 
     #[test]

@@ -3,9 +3,10 @@
 use crate::allocation::AllocationSettings;
 use crate::constants::{
     DEFAULT_DEVICE_PLUGIN_DIR, DEFAULT_HOST_LIB_DIR, DEFAULT_REPLICAS, LIB_FILE_NAME,
-    SCHEDULER_SOCKET,
+    MEMORY_RESOURCE_NAME, MIN_MEMORY_UNIT, SCHEDULER_SOCKET,
 };
 use crate::gpus::GpuSource;
+use crate::inventory::MemoryResource;
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,6 +35,8 @@ pub struct Config {
     /// XID codes that do not make a GPU unhealthy (errors of one
     /// application, not of the GPU).
     pub ignored_xids: Vec<u64>,
+    /// How GPU memory is advertised as `nvshare.com/gpumem`, if it is.
+    pub memory_resource: Option<MemoryResource>,
 }
 
 /// The command line.
@@ -92,6 +95,18 @@ pub struct Cli {
     )]
     pub ignore_xids: Vec<u64>,
 
+    /// Also advertise each GPU's memory as the resource nvshare.com/gpumem,
+    /// in units of this size (e.g. 1GiB, at least 64MiB): a container that
+    /// asks for N units is given NVSHARE_MEMORY_LIMIT = N units, what the
+    /// hook lets it hold and shows it as the GPU's memory.
+    #[arg(long, env = "NVSHARE_MEMORY_UNIT", value_name = "SIZE", value_parser = parse_memory_unit)]
+    pub memory_unit: Option<u64>,
+
+    /// The memory of each GPU whose source does not report it (a fixed
+    /// list, a list file, nvidia-smi), for nvshare.com/gpumem (e.g. 80GiB).
+    #[arg(long, value_name = "SIZE", requires = "memory_unit", value_parser = nvshare_proto::units::parse_size)]
+    pub gpu_memory: Option<u64>,
+
     /// Seconds between GPU rescans (fractions allowed).
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
     pub rescan_interval: Duration,
@@ -143,10 +158,26 @@ impl Cli {
                 scheduler_socket: self.scheduler_socket,
             },
             ignored_xids: self.ignore_xids,
+            memory_resource: self.memory_unit.map(|unit| MemoryResource {
+                unit,
+                default_memory: self.gpu_memory,
+            }),
             host_lib_dir: self.host_lib_dir,
             log_filter,
         }
     }
+}
+
+/// A size of at least [`MIN_MEMORY_UNIT`].
+fn parse_memory_unit(text: &str) -> Result<u64, String> {
+    let unit = nvshare_proto::units::parse_size(text)?;
+    if unit < MIN_MEMORY_UNIT {
+        return Err(format!(
+            "{text:?} is smaller than {} MiB: every unit of every GPU is a device the kubelet lists, so {MEMORY_RESOURCE_NAME} needs units of at least that (e.g. 1GiB)",
+            MIN_MEMORY_UNIT >> 20
+        ));
+    }
+    Ok(unit)
 }
 
 /// Seconds, fractions allowed (`5`, `0.2`), or milliseconds (`200ms`).
@@ -221,5 +252,24 @@ mod tests {
         assert!(parse(&["--rescan-interval", "0"]).is_err());
         assert!(parse(&["--rescan-interval", "soon"]).is_err());
         assert!(parse(&["--gpu-uuids", "GPU-a", "--gpu-list-file", "/x"]).is_err());
+        assert!(parse(&["--memory-unit", "1MiB"]).is_err());
+        assert!(parse(&["--memory-unit", "lots"]).is_err());
+        assert!(
+            parse(&["--gpu-memory", "80GiB"]).is_err(),
+            "a GPU's memory means nothing without the memory resource"
+        );
+    }
+
+    #[test]
+    fn the_memory_resource_is_off_unless_a_unit_is_given() {
+        assert_eq!(parse(&[]).unwrap().memory_resource, None);
+        let config = parse(&["--memory-unit", "1GiB", "--gpu-memory", "80GiB"]).unwrap();
+        assert_eq!(
+            config.memory_resource,
+            Some(MemoryResource {
+                unit: 1 << 30,
+                default_memory: Some(80 << 30)
+            })
+        );
     }
 }

@@ -6,6 +6,11 @@
 /// The extended resource a pod requests: `nvshare.com/gpu: 1`.
 pub const RESOURCE_NAME: &str = "nvshare.com/gpu";
 
+/// The extended resource of a job's GPU memory, with `--memory-unit`:
+/// `nvshare.com/gpumem: 10` is ten units (10 GiB with `--memory-unit
+/// 1GiB`), set into the container as its memory limit.
+pub const MEMORY_RESOURCE_NAME: &str = "nvshare.com/gpumem";
+
 /// The device plugin API version this plugin implements.
 pub const API_VERSION: &str = "v1beta1";
 
@@ -17,6 +22,18 @@ pub const KUBELET_SOCKET_NAME: &str = "kubelet.sock";
 
 /// This plugin's socket, inside the device plugin directory.
 pub const PLUGIN_SOCKET_NAME: &str = "nvshare.sock";
+
+/// The socket of the memory resource ([`MEMORY_RESOURCE_NAME`]), inside
+/// the device plugin directory: the kubelet takes one resource per socket.
+pub const MEMORY_PLUGIN_SOCKET_NAME: &str = "nvshare-gpumem.sock";
+
+/// The smallest `--memory-unit`: the kubelet receives every unit of every
+/// GPU as a device in one message (64 MiB units of an 8-GPU H200 node are
+/// 18,000 devices, well within its 4 MiB message limit).
+pub const MIN_MEMORY_UNIT: u64 = 64 << 20;
+
+/// Marks a memory unit's device ID: `<GPU uuid>__mem<k>`.
+pub const MEMORY_DEVICE_MARK: &str = "mem";
 
 /// The scheduler's socket on the node and in every container (the hook's
 /// and the original nvshare's path for root).

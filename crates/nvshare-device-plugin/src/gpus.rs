@@ -11,6 +11,15 @@ use std::time::Duration;
 /// (a wedged driver can make it hang).
 const NVIDIA_SMI_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A GPU a scan found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundGpu {
+    /// Its uuid (`GPU-...`).
+    pub uuid: String,
+    /// Its memory in bytes, where the source tells (NVML does).
+    pub memory: Option<u64>,
+}
+
 /// A source of GPU uuids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GpuSource {
@@ -86,10 +95,16 @@ impl ScanError {
 }
 
 impl GpuSource {
-    /// The GPU uuids present now, in the source's order, without duplicates.
-    pub async fn scan(&self) -> Result<Vec<String>, ScanError> {
+    /// The GPUs present now, in the source's order, without duplicates.
+    pub async fn scan(&self) -> Result<Vec<FoundGpu>, ScanError> {
+        let without_memory = |uuids: Vec<String>| {
+            uuids
+                .into_iter()
+                .map(|uuid| FoundGpu { uuid, memory: None })
+                .collect()
+        };
         match self {
-            GpuSource::Fixed(uuids) => Ok(dedup(uuids.iter().map(String::as_str))),
+            GpuSource::Fixed(uuids) => Ok(without_memory(dedup(uuids.iter().map(String::as_str)))),
             GpuSource::File(path) => {
                 let text =
                     tokio::fs::read_to_string(path)
@@ -98,9 +113,9 @@ impl GpuSource {
                             path: path.clone(),
                             source,
                         })?;
-                Ok(parse_gpu_list(&text))
+                Ok(without_memory(parse_gpu_list(&text)))
             }
-            GpuSource::NvidiaSmi(program) => run_nvidia_smi(program).await,
+            GpuSource::NvidiaSmi(program) => Ok(without_memory(run_nvidia_smi(program).await?)),
             GpuSource::Nvml(library) => {
                 let library = library.clone();
                 // NVML's calls block (a wedged driver can make them hang):
@@ -110,8 +125,17 @@ impl GpuSource {
                 })
                 .await
                 .map_err(|error| ScanError::NvmlThread(error.to_string()))??;
-                let uuids: Vec<String> = found.iter().map(|gpu| gpu.uuid.to_string()).collect();
-                Ok(dedup(uuids.iter().map(String::as_str)))
+                let mut gpus: Vec<FoundGpu> = Vec::with_capacity(found.len());
+                for gpu in found {
+                    let uuid = gpu.uuid.to_string();
+                    if !gpus.iter().any(|g| g.uuid == uuid) {
+                        gpus.push(FoundGpu {
+                            uuid,
+                            memory: Some(gpu.memory),
+                        });
+                    }
+                }
+                Ok(gpus)
             }
         }
     }
@@ -208,8 +232,14 @@ mod tests {
     #[tokio::test]
     async fn nvml_lists_the_gpus_the_scheduler_sees() {
         // The fake NVML's defaults: one 16 GiB GPU.
-        let uuids = GpuSource::Nvml(fake_nvml()).scan().await.unwrap();
-        assert_eq!(uuids, ["GPU-46414b45-4355-4441-0000-000000000001"]);
+        let gpus = GpuSource::Nvml(fake_nvml()).scan().await.unwrap();
+        assert_eq!(
+            gpus,
+            [FoundGpu {
+                uuid: "GPU-46414b45-4355-4441-0000-000000000001".into(),
+                memory: Some(16 << 30),
+            }]
+        );
     }
 
     #[tokio::test]
@@ -262,7 +292,8 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
             result = source.scan().await;
         }
-        assert_eq!(result.unwrap(), ["GPU-x", "GPU-y"]);
+        let uuids: Vec<String> = result.unwrap().into_iter().map(|g| g.uuid).collect();
+        assert_eq!(uuids, ["GPU-x", "GPU-y"]);
     }
 
     #[tokio::test]

@@ -1,5 +1,7 @@
 //! The GPUs seen on the node, their health, and the virtual devices the
-//! kubelet sees: `replicas` shares of each GPU, with IDs `<uuid>__<k>`.
+//! kubelet sees: `replicas` shares of each GPU, with IDs `<uuid>__<k>`,
+//! and, with a memory unit, its memory in units, with IDs `<uuid>__mem<k>`
+//! (the `nvshare.com/gpumem` resource).
 //!
 //! A GPU once seen stays in the inventory: when a scan no longer finds it,
 //! its shares turn Unhealthy (the kubelet stops placing pods on them and
@@ -8,7 +10,8 @@
 //! until the plugin restarts (as NVIDIA's device plugin does: such a GPU
 //! usually needs a reset).
 
-use crate::constants::{DEVICE_ID_SEPARATOR, HEALTHY, UNHEALTHY};
+use crate::constants::{DEVICE_ID_SEPARATOR, HEALTHY, MEMORY_DEVICE_MARK, UNHEALTHY};
+use crate::gpus::FoundGpu;
 use std::collections::BTreeMap;
 
 /// One share of a physical GPU, as advertised to the kubelet.
@@ -44,6 +47,30 @@ pub fn parse_device_id(id: &str) -> Option<(&str, u32)> {
     Some((uuid, share.parse().ok()?))
 }
 
+/// The device ID of memory unit `unit` of GPU `gpu_uuid`.
+pub fn memory_device_id(gpu_uuid: &str, unit: u64) -> String {
+    format!("{gpu_uuid}{DEVICE_ID_SEPARATOR}{MEMORY_DEVICE_MARK}{unit}")
+}
+
+/// The GPU uuid and unit number in a memory device ID, if it has that shape.
+pub fn parse_memory_device_id(id: &str) -> Option<(&str, u64)> {
+    let (uuid, unit) = id.rsplit_once(DEVICE_ID_SEPARATOR)?;
+    let unit = unit.strip_prefix(MEMORY_DEVICE_MARK)?;
+    if uuid.is_empty() || unit.starts_with('+') {
+        return None;
+    }
+    Some((uuid, unit.parse().ok()?))
+}
+
+/// How GPU memory is advertised, if it is (`--memory-unit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryResource {
+    /// Bytes per device.
+    pub unit: u64,
+    /// The memory of GPUs whose source does not tell it (`--gpu-memory`).
+    pub default_memory: Option<u64>,
+}
+
 /// Every GPU seen since the plugin started, and whether it is present now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inventory {
@@ -51,6 +78,10 @@ pub struct Inventory {
     present: BTreeMap<String, bool>,
     /// GPUs with a critical XID error: the last code.
     failed: BTreeMap<String, u64>,
+    /// How memory is advertised, if it is.
+    memory_resource: Option<MemoryResource>,
+    /// The memory each GPU was last found with, where its source told.
+    memory: BTreeMap<String, u64>,
 }
 
 impl Inventory {
@@ -60,7 +91,75 @@ impl Inventory {
             replicas,
             present: BTreeMap::new(),
             failed: BTreeMap::new(),
+            memory_resource: None,
+            memory: BTreeMap::new(),
         }
+    }
+
+    /// This inventory, also advertising each GPU's memory as `resource`
+    /// says.
+    pub fn with_memory_resource(mut self, resource: MemoryResource) -> Self {
+        self.memory_resource = Some(resource);
+        self
+    }
+
+    /// Records a scan that found exactly `gpus`, with their memory where
+    /// the source told it. Returns whether anything the kubelet sees
+    /// changed.
+    pub fn observe_found(&mut self, gpus: &[FoundGpu]) -> bool {
+        let uuids: Vec<String> = gpus.iter().map(|g| g.uuid.clone()).collect();
+        let mut changed = self.observe(&uuids);
+        for gpu in gpus {
+            if let Some(memory) = gpu.memory {
+                let before = self.memory.insert(gpu.uuid.clone(), memory);
+                changed |= self.memory_resource.is_some() && before != Some(memory);
+            }
+        }
+        changed
+    }
+
+    /// The memory units GPU `uuid` is advertised with: none when its memory
+    /// is not known or memory is not advertised.
+    pub fn memory_units(&self, uuid: &str) -> u64 {
+        let Some(resource) = self.memory_resource else {
+            return 0;
+        };
+        let memory = self.memory.get(uuid).copied().or(resource.default_memory);
+        memory.map_or(0, |bytes| bytes / resource.unit)
+    }
+
+    /// The bytes one memory device stands for, if memory is advertised.
+    pub fn memory_unit(&self) -> Option<u64> {
+        self.memory_resource.map(|r| r.unit)
+    }
+
+    /// Every memory device, ordered by GPU uuid then unit number (none
+    /// without a memory unit).
+    pub fn memory_devices(&self) -> Vec<VirtualDevice> {
+        self.present
+            .keys()
+            .flat_map(|uuid| {
+                let healthy = self.is_healthy(uuid);
+                (0..self.memory_units(uuid)).map(move |unit| VirtualDevice {
+                    id: memory_device_id(uuid, unit),
+                    gpu_uuid: uuid.clone(),
+                    healthy,
+                })
+            })
+            .collect()
+    }
+
+    /// The memory device with this ID, if this inventory advertises it.
+    pub fn lookup_memory(&self, id: &str) -> Option<VirtualDevice> {
+        let (uuid, unit) = parse_memory_device_id(id)?;
+        self.present.get(uuid)?;
+        (unit < self.memory_units(uuid) && memory_device_id(uuid, unit) == id).then(|| {
+            VirtualDevice {
+                id: id.to_owned(),
+                gpu_uuid: uuid.to_owned(),
+                healthy: self.is_healthy(uuid),
+            }
+        })
     }
 
     /// Records a critical XID error `xid` of GPU `uuid`: its shares turn
@@ -244,5 +343,51 @@ mod tests {
                 prop_assert_eq!(device.healthy, later.contains(&device.gpu_uuid));
             }
         }
+    }
+
+    fn found(uuid: &str, memory: Option<u64>) -> FoundGpu {
+        FoundGpu {
+            uuid: uuid.into(),
+            memory,
+        }
+    }
+
+    #[test]
+    fn memory_is_advertised_in_units_from_the_scan_or_the_default() {
+        const GIB: u64 = 1 << 30;
+        let resource = MemoryResource {
+            unit: GIB,
+            default_memory: Some(2 * GIB),
+        };
+        let mut inv = Inventory::new(2).with_memory_resource(resource);
+        assert!(inv.observe_found(&[found("GPU-a", Some(3 * GIB + 5)), found("GPU-b", None)]));
+        let ids: Vec<String> = inv.memory_devices().into_iter().map(|d| d.id).collect();
+        assert_eq!(
+            ids,
+            [
+                "GPU-a__mem0",
+                "GPU-a__mem1",
+                "GPU-a__mem2",
+                "GPU-b__mem0",
+                "GPU-b__mem1"
+            ]
+        );
+        assert_eq!(inv.devices().len(), 4, "shares are advertised as before");
+        // Share and memory IDs never stand for each other.
+        assert_eq!(inv.lookup("GPU-a__mem0"), None);
+        assert_eq!(inv.lookup_memory("GPU-a__0"), None);
+        assert_eq!(inv.lookup_memory("GPU-a__mem3"), None);
+        assert_eq!(inv.lookup_memory("GPU-a__mem01"), None);
+        assert!(inv.lookup_memory("GPU-a__mem2").unwrap().healthy);
+        // The same scan changes nothing; a vanished GPU's units turn
+        // Unhealthy with its shares.
+        assert!(!inv.observe_found(&[found("GPU-a", Some(3 * GIB + 5)), found("GPU-b", None)]));
+        assert!(inv.observe_found(&[found("GPU-b", None)]));
+        assert!(!inv.lookup_memory("GPU-a__mem2").unwrap().healthy);
+        // Without a memory unit nothing is advertised.
+        let mut plain = Inventory::new(2);
+        assert!(plain.observe_found(&[found("GPU-a", Some(3 * GIB))]));
+        assert!(plain.memory_devices().is_empty());
+        assert_eq!(plain.lookup_memory("GPU-a__mem0"), None);
     }
 }

@@ -1,7 +1,9 @@
 //! The nvshare kubelet device plugin: advertises `--replicas` shares of every
 //! GPU on the node as the extended resource `nvshare.com/gpu`, and wires each
 //! container that gets a share to the node's nvshare scheduler (libnvshare.so
-//! preloaded, the scheduler socket mounted, the physical GPU made visible).
+//! preloaded, the scheduler socket mounted, the physical GPU made visible);
+//! with `--memory-unit`, also each GPU's memory as `nvshare.com/gpumem`,
+//! whose units a container asks for become its memory limit.
 //!
 //! # Layout
 //!
@@ -13,12 +15,14 @@
 //! - [`error`]: [`error::PluginError`], what can stop the plugin.
 //! - [`gpus`]: where the list of physical GPUs comes from (nvidia-smi, a
 //!   fixed list, or a file) and how that list is parsed.
-//! - [`inventory`]: GPUs seen so far, their health, and the virtual device IDs
-//!   (`<GPU uuid>__<k>`) derived from them. Pure, no I/O.
+//! - [`inventory`]: GPUs seen so far, their health and memory, and the
+//!   virtual device IDs (`<GPU uuid>__<k>`, `<GPU uuid>__mem<k>`) derived
+//!   from them. Pure, no I/O.
 //! - [`monitor`]: the task that rescans GPUs and publishes inventory changes.
 //! - [`allocation`]: what a container gets for its devices (mounts, envs).
 //! - [`preferred`]: which devices to suggest when the kubelet asks.
-//! - [`service`]: the `DevicePlugin` gRPC service the kubelet calls.
+//! - [`service`]: the `DevicePlugin` gRPC service the kubelet calls, one
+//!   per resource.
 //! - [`unix_channel`]: gRPC clients over Unix sockets (kubelet, tests).
 //! - [`socket_identity`]: telling a recreated socket file from the old one.
 //! - [`stop_signal`]: waiting for a one-shot stop flag.

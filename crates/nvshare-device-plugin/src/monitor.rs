@@ -96,7 +96,7 @@ impl Monitor {
             }
         };
         self.inventory.send_if_modified(|inventory| {
-            let changed = inventory.observe(&found);
+            let changed = inventory.observe_found(&found);
             if changed {
                 let gpus: Vec<String> = inventory
                     .gpus()

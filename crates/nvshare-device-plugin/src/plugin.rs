@@ -1,19 +1,21 @@
 //! The plugin's lifecycle. Forever, until shutdown: wait for the kubelet's
 //! socket, serve the DevicePlugin service on our socket, register, then
 //! watch both sockets; when the kubelet restarts (its socket is recreated,
-//! or ours is removed, as a starting kubelet does) start over.
+//! or ours is removed, as a starting kubelet does) start over. Each
+//! resource (shares, and memory with `--memory-unit`) has a lifecycle of
+//! its own, on its own socket, over the same inventory.
 
 use crate::allocation::AllocationSettings;
 use crate::api::RegisterRequest;
 use crate::api::device_plugin_server::DevicePluginServer;
 use crate::api::registration_client::RegistrationClient;
 use crate::config::Config;
-use crate::constants::{API_VERSION, KUBELET_SOCKET_NAME, PLUGIN_SOCKET_NAME, RESOURCE_NAME};
+use crate::constants::{API_VERSION, KUBELET_SOCKET_NAME};
 use crate::error::{PluginError, RegisterError};
 use crate::install::install_files;
 use crate::inventory::Inventory;
 use crate::monitor::Monitor;
-use crate::service::{DevicePluginService, plugin_options};
+use crate::service::{DevicePluginService, Resource, plugin_options};
 use crate::socket_identity::SocketIdentity;
 use crate::unix_channel;
 use std::path::{Path, PathBuf};
@@ -38,20 +40,33 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
     if !config.install.is_empty() {
         install_files(&config.install, &config.host_lib_dir)?;
     }
-    let (inventory_tx, inventory) = watch::channel(Inventory::new(config.replicas));
+    let mut empty = Inventory::new(config.replicas);
+    if let Some(resource) = config.memory_resource {
+        empty = empty.with_memory_resource(resource);
+    }
+    let (inventory_tx, inventory) = watch::channel(empty);
     let mut monitor = Monitor::new(config.gpu_source.clone(), inventory_tx);
     monitor.scan_once().await;
     monitor.watch_xids(&config.ignored_xids);
     let monitor = tokio::spawn(monitor.run(config.rescan_interval, shutdown.clone()));
 
-    let result = Lifecycle {
+    let lifecycle = |resource: Resource| Lifecycle {
         config: &config,
-        inventory,
+        resource,
+        inventory: inventory.clone(),
         kubelet_socket: config.device_plugin_dir.join(KUBELET_SOCKET_NAME),
-        plugin_socket: config.device_plugin_dir.join(PLUGIN_SOCKET_NAME),
-    }
-    .run(&mut shutdown)
-    .await;
+        plugin_socket: config.device_plugin_dir.join(resource.socket_name()),
+    };
+    let result = if config.memory_resource.is_some() {
+        let mut memory_shutdown = shutdown.clone();
+        let (shares, memory) = (lifecycle(Resource::Shares), lifecycle(Resource::Memory));
+        // The first error ends both: a plugin that cannot serve one of its
+        // resources exits (and is restarted) rather than limp on.
+        tokio::try_join!(shares.run(&mut shutdown), memory.run(&mut memory_shutdown),)
+            .map(|((), ())| ())
+    } else {
+        lifecycle(Resource::Shares).run(&mut shutdown).await
+    };
     // The monitor watches `shutdown` too; on an error it must be told.
     monitor.abort();
     let _ = monitor.await;
@@ -61,6 +76,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
 
 struct Lifecycle<'a> {
     config: &'a Config,
+    resource: Resource,
     inventory: watch::Receiver<Inventory>,
     kubelet_socket: PathBuf,
     plugin_socket: PathBuf,
@@ -79,6 +95,7 @@ impl Lifecycle<'_> {
                 return Ok(());
             };
             let server = RunningServer::start(
+                self.resource,
                 &self.plugin_socket,
                 self.inventory.clone(),
                 Arc::new(self.config.allocation.clone()),
@@ -132,11 +149,11 @@ impl Lifecycle<'_> {
         let mut delay = self.poll();
         let mut last_error = String::new();
         loop {
-            match register_once(&self.kubelet_socket).await {
+            match register_once(&self.kubelet_socket, self.resource).await {
                 Ok(()) => {
                     tracing::info!(
-                        resource = RESOURCE_NAME,
-                        endpoint = PLUGIN_SOCKET_NAME,
+                        resource = self.resource.name(),
+                        endpoint = self.resource.socket_name(),
                         "registered with the kubelet"
                     );
                     return None;
@@ -201,7 +218,7 @@ async fn sleep_or_shutdown(delay: Duration, shutdown: &mut watch::Receiver<bool>
     }
 }
 
-async fn register_once(kubelet_socket: &Path) -> Result<(), RegisterError> {
+async fn register_once(kubelet_socket: &Path, resource: Resource) -> Result<(), RegisterError> {
     let attempt = async {
         let channel = unix_channel::connect(kubelet_socket)
             .await
@@ -212,8 +229,8 @@ async fn register_once(kubelet_socket: &Path) -> Result<(), RegisterError> {
         RegistrationClient::new(channel)
             .register(RegisterRequest {
                 version: API_VERSION.to_owned(),
-                endpoint: PLUGIN_SOCKET_NAME.to_owned(),
-                resource_name: RESOURCE_NAME.to_owned(),
+                endpoint: resource.socket_name().to_owned(),
+                resource_name: resource.name().to_owned(),
                 options: Some(plugin_options()),
             })
             .await?;
@@ -234,6 +251,7 @@ struct RunningServer {
 
 impl RunningServer {
     fn start(
+        resource: Resource,
         socket: &Path,
         inventory: watch::Receiver<Inventory>,
         settings: Arc<AllocationSettings>,
@@ -253,7 +271,7 @@ impl RunningServer {
             ))
         })?;
         let (stop, stop_rx) = watch::channel(false);
-        let service = DevicePluginService::new(inventory, settings, stop_rx.clone());
+        let service = DevicePluginService::new(resource, inventory, settings, stop_rx.clone());
         let mut stop_signal = stop_rx;
         let task = tokio::spawn(
             tonic::transport::Server::builder()
@@ -262,7 +280,7 @@ impl RunningServer {
                     crate::stop_signal::stopped(&mut stop_signal).await;
                 }),
         );
-        tracing::info!(socket = %socket.display(), "serving the device plugin API");
+        tracing::info!(socket = %socket.display(), resource = resource.name(), "serving the device plugin API");
         Ok(RunningServer {
             stop,
             task,

@@ -3,8 +3,13 @@
 //! of the least used GPU (most shares still free); one asking for several
 //! gets shares of as many different GPUs as it can, since several shares of
 //! one GPU give a container nothing more under nvshare.
+//!
+//! Memory units (`nvshare.com/gpumem`) are the other way round: a
+//! container's units are taken from as few GPUs as possible, the GPU with
+//! the most free units first, so the memory a node's pods were promised
+//! stays with the GPUs that have it.
 
-use crate::inventory::parse_device_id;
+use crate::inventory::{parse_device_id, parse_memory_device_id};
 use std::collections::BTreeMap;
 
 /// Picks `size` devices from `available`, starting with `must_include`.
@@ -50,6 +55,39 @@ pub fn preferred_allocation(
     chosen
 }
 
+/// Picks `size` memory units from `available`, starting with
+/// `must_include`, then from the GPU with the most free units, then the
+/// next.
+pub fn preferred_memory(available: &[String], must_include: &[String], size: usize) -> Vec<String> {
+    let mut chosen: Vec<String> = Vec::new();
+    for id in must_include {
+        if !chosen.contains(id) {
+            chosen.push(id.clone());
+        }
+    }
+    let mut free: BTreeMap<&str, Vec<(u64, &String)>> = BTreeMap::new();
+    for id in available {
+        if !chosen.contains(id) {
+            let (gpu, unit) = parse_memory_device_id(id).unwrap_or((id, 0));
+            free.entry(gpu).or_default().push((unit, id));
+        }
+    }
+    let mut gpus: Vec<(&str, Vec<(u64, &String)>)> = free.into_iter().collect();
+    // Most free units first, then the smallest uuid.
+    gpus.sort_by_key(|(gpu, ids)| (std::cmp::Reverse(ids.len()), *gpu));
+    for (_, mut ids) in gpus {
+        ids.sort();
+        ids.dedup();
+        for (_, id) in ids {
+            if chosen.len() >= size {
+                return chosen;
+            }
+            chosen.push(id.clone());
+        }
+    }
+    chosen
+}
+
 /// The GPU a device ID belongs to; an ID of another shape is its own group.
 fn gpu_of(id: &str) -> &str {
     parse_device_id(id).map_or(id, |(uuid, _)| uuid)
@@ -78,6 +116,24 @@ mod tests {
         available.extend(ids("GPU-b", 0..5));
         let picked = preferred_allocation(&available, &ids("GPU-a", [3]), 2);
         assert_eq!(picked, ["GPU-a__3", "GPU-b__0"]);
+    }
+
+    #[test]
+    fn memory_units_come_from_the_gpu_with_the_most_free_first() {
+        use crate::inventory::memory_device_id;
+        let units =
+            |gpu: &str, n: u64| (0..n).map(|k| memory_device_id(gpu, k)).collect::<Vec<_>>();
+        let mut available = units("GPU-a", 3);
+        available.extend(units("GPU-b", 5));
+        assert_eq!(
+            preferred_memory(&available, &[], 2),
+            ["GPU-b__mem0", "GPU-b__mem1"]
+        );
+        let all_of_b_then_a = preferred_memory(&available, &[], 6);
+        assert_eq!(all_of_b_then_a[5], "GPU-a__mem0");
+        assert_eq!(preferred_memory(&available, &[], 20).len(), 8);
+        let kept = preferred_memory(&available, &units("GPU-a", 1), 2);
+        assert_eq!(kept, ["GPU-a__mem0", "GPU-b__mem0"]);
     }
 
     proptest! {

@@ -1,14 +1,18 @@
-//! The `DevicePlugin` gRPC service the kubelet calls on the plugin's socket.
+//! The `DevicePlugin` gRPC service the kubelet calls on the plugin's
+//! socket: one per resource ([`Resource`]), each on its own socket.
 
-use crate::allocation::AllocationSettings;
+use crate::allocation::{AllocationSettings, memory_response};
 use crate::api::device_plugin_server::DevicePlugin;
 use crate::api::{
     AllocateRequest, AllocateResponse, ContainerPreferredAllocationResponse, Device,
     DevicePluginOptions, Empty, ListAndWatchResponse, PreStartContainerRequest,
     PreStartContainerResponse, PreferredAllocationRequest, PreferredAllocationResponse,
 };
-use crate::inventory::Inventory;
-use crate::preferred::preferred_allocation;
+use crate::constants::{
+    MEMORY_PLUGIN_SOCKET_NAME, MEMORY_RESOURCE_NAME, PLUGIN_SOCKET_NAME, RESOURCE_NAME,
+};
+use crate::inventory::{Inventory, VirtualDevice};
+use crate::preferred::{preferred_allocation, preferred_memory};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -24,9 +28,54 @@ pub fn plugin_options() -> DevicePluginOptions {
     }
 }
 
+/// One of the extended resources the plugin advertises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// `nvshare.com/gpu`: shares of a GPU, which load the hook.
+    Shares,
+    /// `nvshare.com/gpumem`: units of GPU memory, which set the memory
+    /// limit (with `--memory-unit`).
+    Memory,
+}
+
+impl Resource {
+    /// The resource name pods ask for.
+    pub fn name(self) -> &'static str {
+        match self {
+            Resource::Shares => RESOURCE_NAME,
+            Resource::Memory => MEMORY_RESOURCE_NAME,
+        }
+    }
+
+    /// Its socket's file name in the kubelet's device plugin directory.
+    pub fn socket_name(self) -> &'static str {
+        match self {
+            Resource::Shares => PLUGIN_SOCKET_NAME,
+            Resource::Memory => MEMORY_PLUGIN_SOCKET_NAME,
+        }
+    }
+
+    /// The devices of this resource in `inventory`.
+    fn devices(self, inventory: &Inventory) -> Vec<VirtualDevice> {
+        match self {
+            Resource::Shares => inventory.devices(),
+            Resource::Memory => inventory.memory_devices(),
+        }
+    }
+
+    /// The device of this resource with ID `id`, if `inventory` has it.
+    fn lookup(self, inventory: &Inventory, id: &str) -> Option<VirtualDevice> {
+        match self {
+            Resource::Shares => inventory.lookup(id),
+            Resource::Memory => inventory.lookup_memory(id),
+        }
+    }
+}
+
 /// The service: reads the published inventory, never scans itself.
 #[derive(Clone)]
 pub struct DevicePluginService {
+    resource: Resource,
     inventory: watch::Receiver<Inventory>,
     settings: Arc<AllocationSettings>,
     /// Turns true when this server generation stops: open ListAndWatch
@@ -35,14 +84,16 @@ pub struct DevicePluginService {
 }
 
 impl DevicePluginService {
-    /// A service over `inventory`, allocating with `settings`, whose streams
-    /// end when `stop` turns true.
+    /// A service of `resource` over `inventory`, allocating with
+    /// `settings`, whose streams end when `stop` turns true.
     pub fn new(
+        resource: Resource,
         inventory: watch::Receiver<Inventory>,
         settings: Arc<AllocationSettings>,
         stop: watch::Receiver<bool>,
     ) -> Self {
         DevicePluginService {
+            resource,
             inventory,
             settings,
             stop,
@@ -50,9 +101,9 @@ impl DevicePluginService {
     }
 }
 
-fn list_response(inventory: &Inventory) -> ListAndWatchResponse {
-    let devices = inventory
-        .devices()
+fn list_response(resource: Resource, inventory: &Inventory) -> ListAndWatchResponse {
+    let devices = resource
+        .devices(inventory)
         .into_iter()
         .map(|d| Device {
             health: d.health().to_owned(),
@@ -85,9 +136,10 @@ impl DevicePlugin for DevicePluginService {
         let (tx, rx) = mpsc::channel(4);
         let mut inventory = self.inventory.clone();
         let mut stop = self.stop.clone();
+        let resource = self.resource;
         tokio::spawn(async move {
             loop {
-                let list = list_response(&inventory.borrow_and_update());
+                let list = list_response(resource, &inventory.borrow_and_update());
                 tracing::debug!(devices = list.devices.len(), "sending the device list");
                 if tx.send(Ok(list)).await.is_err() {
                     return; // the kubelet hung up
@@ -106,6 +158,10 @@ impl DevicePlugin for DevicePluginService {
         &self,
         request: Request<PreferredAllocationRequest>,
     ) -> Result<Response<PreferredAllocationResponse>, Status> {
+        let pick = match self.resource {
+            Resource::Shares => preferred_allocation,
+            Resource::Memory => preferred_memory,
+        };
         let container_responses = request
             .into_inner()
             .container_requests
@@ -118,11 +174,7 @@ impl DevicePlugin for DevicePluginService {
                     ))
                 })?;
                 Ok(ContainerPreferredAllocationResponse {
-                    device_i_ds: preferred_allocation(
-                        &c.available_device_i_ds,
-                        &c.must_include_device_i_ds,
-                        size,
-                    ),
+                    device_i_ds: pick(&c.available_device_i_ds, &c.must_include_device_i_ds, size),
                 })
             })
             .collect::<Result<_, Status>>()?;
@@ -136,15 +188,28 @@ impl DevicePlugin for DevicePluginService {
         request: Request<AllocateRequest>,
     ) -> Result<Response<AllocateResponse>, Status> {
         let request = request.into_inner();
-        self.settings
-            .check_ready()
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        if self.resource == Resource::Shares {
+            self.settings
+                .check_ready()
+                .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        }
         let inventory = self.inventory.borrow().clone();
         let mut container_responses = Vec::with_capacity(request.container_requests.len());
         for container in &request.container_requests {
-            let gpus = gpus_for(&inventory, &container.devices_ids)?;
-            tracing::info!(devices = ?container.devices_ids, gpus = ?gpus, "allocating");
-            container_responses.push(self.settings.container_response(&gpus));
+            let gpus = gpus_for(self.resource, &inventory, &container.devices_ids)?;
+            let response = match self.resource {
+                Resource::Shares => {
+                    tracing::info!(devices = ?container.devices_ids, gpus = ?gpus, "allocating");
+                    self.settings.container_response(&gpus)
+                }
+                Resource::Memory => {
+                    let unit = inventory.memory_unit().unwrap_or(0);
+                    let bytes = unit.saturating_mul(container.devices_ids.len() as u64);
+                    tracing::info!(units = container.devices_ids.len(), bytes, gpus = ?gpus, "allocating memory");
+                    memory_response(bytes)
+                }
+            };
+            container_responses.push(response);
         }
         Ok(Response::new(AllocateResponse {
             container_responses,
@@ -159,9 +224,13 @@ impl DevicePlugin for DevicePluginService {
     }
 }
 
-/// The physical GPUs behind `ids`, in order, without duplicates; a gRPC
-/// error naming the IDs that cannot be given out.
-fn gpus_for(inventory: &Inventory, ids: &[String]) -> Result<Vec<String>, Status> {
+/// The physical GPUs behind `ids` (devices of `resource`), in order, without
+/// duplicates; a gRPC error naming the IDs that cannot be given out.
+fn gpus_for(
+    resource: Resource,
+    inventory: &Inventory,
+    ids: &[String],
+) -> Result<Vec<String>, Status> {
     if ids.is_empty() {
         return Err(Status::invalid_argument(
             "a container request names no devices",
@@ -171,7 +240,7 @@ fn gpus_for(inventory: &Inventory, ids: &[String]) -> Result<Vec<String>, Status
     let mut unhealthy = Vec::new();
     let mut gpus = Vec::new();
     for id in ids {
-        match inventory.lookup(id) {
+        match resource.lookup(inventory, id) {
             None => unknown.push(id.as_str()),
             Some(device) if !device.healthy => unhealthy.push(id.as_str()),
             Some(device) => {
@@ -182,8 +251,13 @@ fn gpus_for(inventory: &Inventory, ids: &[String]) -> Result<Vec<String>, Status
         }
     }
     if !unknown.is_empty() {
+        let shape = match resource {
+            Resource::Shares => "<GPU uuid>__<share>",
+            Resource::Memory => "<GPU uuid>__mem<unit>",
+        };
         return Err(Status::invalid_argument(format!(
-            "unknown device IDs {unknown:?}: this plugin advertises <GPU uuid>__<share> IDs from ListAndWatch only"
+            "unknown device IDs {unknown:?}: this plugin advertises {} as {shape} IDs from ListAndWatch only",
+            resource.name()
         )));
     }
     if !unhealthy.is_empty() {
@@ -206,7 +280,12 @@ mod tests {
     fn shares_of_one_gpu_make_one_visible_gpu() {
         let mut inv = Inventory::new(4);
         inv.observe(&strings(&["GPU-a", "GPU-b"]));
-        let gpus = gpus_for(&inv, &strings(&["GPU-b__1", "GPU-a__0", "GPU-b__3"])).unwrap();
+        let gpus = gpus_for(
+            Resource::Shares,
+            &inv,
+            &strings(&["GPU-b__1", "GPU-a__0", "GPU-b__3"]),
+        )
+        .unwrap();
         assert_eq!(gpus, ["GPU-b", "GPU-a"]);
     }
 
@@ -214,15 +293,16 @@ mod tests {
     fn bad_ids_are_invalid_arguments_and_vanished_gpus_preconditions() {
         let mut inv = Inventory::new(2);
         inv.observe(&strings(&["GPU-a", "GPU-b"]));
-        let err = gpus_for(&inv, &strings(&["GPU-a__0", "GPU-x__0"])).unwrap_err();
+        let err =
+            gpus_for(Resource::Shares, &inv, &strings(&["GPU-a__0", "GPU-x__0"])).unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(err.message().contains("GPU-x__0"), "{}", err.message());
         assert_eq!(
-            gpus_for(&inv, &[]).unwrap_err().code(),
+            gpus_for(Resource::Shares, &inv, &[]).unwrap_err().code(),
             tonic::Code::InvalidArgument
         );
         inv.observe(&strings(&["GPU-a"]));
-        let err = gpus_for(&inv, &strings(&["GPU-b__1"])).unwrap_err();
+        let err = gpus_for(Resource::Shares, &inv, &strings(&["GPU-b__1"])).unwrap_err();
         assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     }
 }

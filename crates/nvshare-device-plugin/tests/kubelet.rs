@@ -8,7 +8,8 @@ use nvshare_device_plugin::api::{
     PreferredAllocationRequest,
 };
 use nvshare_device_plugin::constants::{
-    API_VERSION, CONTAINER_LIB_PATH, HEALTHY, PLUGIN_SOCKET_NAME, RESOURCE_NAME, UNHEALTHY, env,
+    API_VERSION, CONTAINER_LIB_PATH, HEALTHY, MEMORY_PLUGIN_SOCKET_NAME, MEMORY_RESOURCE_NAME,
+    PLUGIN_SOCKET_NAME, RESOURCE_NAME, UNHEALTHY, env,
 };
 use std::time::Duration;
 
@@ -345,5 +346,149 @@ async fn no_nvidia_smi_means_no_devices_but_a_registered_plugin() {
         "{}",
         plugin.log()
     );
+    kubelet.stop().await;
+}
+
+/// With `--memory-unit`, GPU memory is a second resource on a socket of its
+/// own: each GPU's memory in units, whose count a container asks for
+/// becomes its memory limit; shares work as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_units_are_a_second_resource_that_sets_the_memory_limit() {
+    let node = Node::new(&[GPU_A, GPU_B]);
+    let mut kubelet = FakeKubelet::start(&node);
+    let plugin = node.spawn_plugin(&["--memory-unit", "1GiB", "--gpu-memory", "4GiB"]);
+    let mut registered: Vec<(String, String)> = Vec::new();
+    for _ in 0..2 {
+        let r = kubelet.next_registration().await;
+        registered.push((r.resource_name, r.endpoint));
+    }
+    registered.sort();
+    assert_eq!(
+        registered,
+        [
+            (RESOURCE_NAME.to_owned(), PLUGIN_SOCKET_NAME.to_owned()),
+            (
+                MEMORY_RESOURCE_NAME.to_owned(),
+                MEMORY_PLUGIN_SOCKET_NAME.to_owned()
+            ),
+        ]
+    );
+    assert_eq!(MEMORY_RESOURCE_NAME, "nvshare.com/gpumem");
+
+    let mut memory = node.memory_client().await;
+    let mut stream = memory.list_and_watch(Empty {}).await.unwrap().into_inner();
+    let units: Vec<String> = next_list(&mut stream)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let expected: Vec<String> = [GPU_A, GPU_B]
+        .iter()
+        .flat_map(|gpu| (0..4).map(move |k| format!("{gpu}__mem{k}")))
+        .collect();
+    assert_eq!(units, expected, "4 GiB in 1 GiB units on each GPU");
+
+    let preferred = memory
+        .get_preferred_allocation(PreferredAllocationRequest {
+            container_requests: vec![ContainerPreferredAllocationRequest {
+                available_device_i_ds: units.clone(),
+                must_include_device_i_ds: vec![],
+                allocation_size: 3,
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let picked = &preferred.container_responses[0].device_i_ds;
+    assert_eq!(picked.len(), 3);
+    assert!(
+        picked.iter().all(|id| id.starts_with(GPU_A)),
+        "one GPU's units: {picked:?}"
+    );
+
+    let allocated = memory
+        .allocate(AllocateRequest {
+            container_requests: vec![ContainerAllocateRequest {
+                devices_ids: picked.clone(),
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let envs = &allocated.container_responses[0].envs;
+    assert_eq!(envs[env::NVSHARE_MEMORY_LIMIT], "3072MiB");
+    assert!(
+        !envs.contains_key(env::LD_PRELOAD),
+        "the share loads the hook"
+    );
+
+    // Share IDs are not memory units, and the other way round.
+    let refused = memory
+        .allocate(AllocateRequest {
+            container_requests: vec![ContainerAllocateRequest {
+                devices_ids: ids(GPU_A, 0..1),
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains(MEMORY_RESOURCE_NAME),
+        "{}",
+        refused.message()
+    );
+    let mut shares = node.plugin_client().await;
+    let refused = shares
+        .allocate(AllocateRequest {
+            container_requests: vec![ContainerAllocateRequest {
+                devices_ids: vec![format!("{GPU_A}__mem0")],
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+
+    // A vanished GPU's units turn Unhealthy with its shares.
+    node.set_gpus(&[GPU_B]);
+    let after = next_list(&mut stream).await;
+    for (id, health) in &after {
+        let want = if id.starts_with(GPU_A) {
+            UNHEALTHY
+        } else {
+            HEALTHY
+        };
+        assert_eq!(health, want, "{id}");
+    }
+
+    let status = plugin.terminate();
+    assert!(status.success(), "SIGTERM exits 0: {status}");
+    assert!(!node.plugin_dir().join(MEMORY_PLUGIN_SOCKET_NAME).exists());
+    kubelet.stop().await;
+}
+
+/// NVML tells each GPU's memory: no `--gpu-memory` is needed then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_units_follow_the_memory_nvml_reports() {
+    let node = Node::new(&[]);
+    let mut kubelet = FakeKubelet::start(&node);
+    let nvml = cuda_programs::artifacts::artifact("libnvidia_ml.so");
+    let nvml = nvml.display().to_string();
+    let _plugin = node.spawn_plugin_with(
+        &["--nvml-library", &nvml, "--memory-unit", "4GiB"],
+        Setup {
+            no_gpu_list_file: true,
+            ..Setup::default()
+        },
+    );
+    kubelet.next_registration().await;
+    kubelet.next_registration().await;
+    let mut memory = node.memory_client().await;
+    let mut stream = memory.list_and_watch(Empty {}).await.unwrap().into_inner();
+    // The fake NVML's one GPU has 16 GiB.
+    let gpu = "GPU-46414b45-4355-4441-0000-000000000001";
+    let expected: Vec<(String, String)> = (0..4)
+        .map(|k| (format!("{gpu}__mem{k}"), HEALTHY.to_owned()))
+        .collect();
+    assert_eq!(next_list(&mut stream).await, expected);
     kubelet.stop().await;
 }

@@ -7,7 +7,9 @@
 use nvshare_device_plugin::api::device_plugin_client::DevicePluginClient;
 use nvshare_device_plugin::api::registration_server::{Registration, RegistrationServer};
 use nvshare_device_plugin::api::{Empty, ListAndWatchResponse, RegisterRequest};
-use nvshare_device_plugin::constants::{KUBELET_SOCKET_NAME, PLUGIN_SOCKET_NAME};
+use nvshare_device_plugin::constants::{
+    KUBELET_SOCKET_NAME, MEMORY_PLUGIN_SOCKET_NAME, PLUGIN_SOCKET_NAME,
+};
 use nvshare_device_plugin::unix_channel;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -109,6 +111,7 @@ impl Node {
             .args(&args)
             .env_remove("NVSHARE_SOCK")
             .env_remove("NVSHARE_REPLICAS")
+            .env_remove("NVSHARE_MEMORY_UNIT")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -122,15 +125,25 @@ impl Node {
 
     /// A DevicePlugin client on the plugin's socket, waiting for it.
     pub async fn plugin_client(&self) -> DevicePluginClient<Channel> {
+        self.client_on(&self.plugin_socket()).await
+    }
+
+    /// A DevicePlugin client on the memory resource's socket, waiting for it.
+    pub async fn memory_client(&self) -> DevicePluginClient<Channel> {
+        self.client_on(&self.plugin_dir().join(MEMORY_PLUGIN_SOCKET_NAME))
+            .await
+    }
+
+    async fn client_on(&self, socket: &Path) -> DevicePluginClient<Channel> {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            if let Ok(channel) = unix_channel::connect(&self.plugin_socket()).await {
+            if let Ok(channel) = unix_channel::connect(socket).await {
                 return DevicePluginClient::new(channel);
             }
             assert!(
                 Instant::now() < deadline,
                 "the plugin never served {}",
-                self.plugin_socket().display()
+                socket.display()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
