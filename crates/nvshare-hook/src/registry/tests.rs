@@ -1,3 +1,5 @@
+//! Tests of the registry: footprints per device, lookups by address, its invariants.
+
 use super::*;
 use proptest::prelude::*;
 

@@ -1,3 +1,5 @@
+//! Tests of the real-function table: names unique and sorted, lookups by name and version.
+
 use super::*;
 use std::ffi::CStr;
 

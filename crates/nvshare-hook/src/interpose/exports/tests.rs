@@ -1,3 +1,5 @@
+//! Tests of the exports: each entry point has a distinct wrapper that the lookups hand out.
+
 use super::*;
 use crate::driver::real::{ENTRY_POINTS, by_name};
 

@@ -1,3 +1,5 @@
+//! Tests of the program's own mapped handles: which are swappable, how access merges.
+
 use super::*;
 
 use nvshare_proto::units::MIB;
