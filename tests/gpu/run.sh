@@ -46,6 +46,7 @@ CHECKS=(
   swap_four_12g:150
   swap_deterministic_training:180
   swap_expandable_segments:180
+  swap_cuda_graph:120
   ddp_two_gpus:300
   ddp_two_jobs:300
 )

@@ -343,6 +343,30 @@ mod tests {
                 prop_assert_eq!(device.healthy, later.contains(&device.gpu_uuid));
             }
         }
+
+        #[test]
+        fn every_memory_unit_looks_up_to_itself_and_never_as_a_share(
+            gpus in proptest::collection::vec(("GPU-[a-f0-9-]{1,12}", proptest::option::of(0u64..40)), 0..5),
+            unit in 1u64..8,
+            default_memory in proptest::option::of(0u64..40),
+        ) {
+            let found: Vec<FoundGpu> = gpus
+                .iter()
+                .map(|(uuid, memory)| FoundGpu { uuid: uuid.clone(), memory: *memory })
+                .collect();
+            let mut inv = Inventory::new(2).with_memory_resource(MemoryResource { unit, default_memory });
+            inv.observe_found(&found);
+            let units = inv.memory_devices();
+            for device in &units {
+                prop_assert_eq!(inv.lookup_memory(&device.id), Some(device.clone()));
+                prop_assert_eq!(inv.lookup(&device.id), None);
+            }
+            for device in inv.devices() {
+                prop_assert_eq!(inv.lookup_memory(&device.id), None);
+            }
+            let counted: u64 = inv.gpus().map(|(uuid, _)| inv.memory_units(uuid)).sum();
+            prop_assert_eq!(units.len() as u64, counted);
+        }
     }
 
     fn found(uuid: &str, memory: Option<u64>) -> FoundGpu {

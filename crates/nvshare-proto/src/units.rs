@@ -19,8 +19,9 @@ pub const GIB: u64 = 1 << 30;
 
 /// Parses a byte size: a number (fractions allowed) with an optional unit.
 ///
-/// Units are case-insensitive: `B`; binary `KiB MiB GiB TiB` and their short
-/// forms `K M G T` (as `free -h` and Docker use them); decimal `KB MB GB TB`.
+/// Units are case-insensitive: `B`; binary `KiB MiB GiB TiB PiB EiB` and
+/// their short forms `K M G T P E` (as `free -h` and Docker use them);
+/// decimal `KB MB GB TB PB EB`. Every size [`Bytes`] prints parses back.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
     if trimmed.starts_with('-') {
@@ -45,10 +46,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "m" | "mib" => 1 << 20,
         "g" | "gib" => 1 << 30,
         "t" | "tib" => 1 << 40,
+        "p" | "pib" => 1 << 50,
+        "e" | "eib" => 1 << 60,
         "kb" => 1_000,
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
         "tb" => 1_000_000_000_000,
+        "pb" => 1_000_000_000_000_000,
+        "eb" => 1_000_000_000_000_000_000,
         _ => return Err(bad()),
     };
     let bytes = value * multiplier as f64;
@@ -146,6 +151,20 @@ mod tests {
         assert_eq!(format!("{:#}", Bytes(1536)), "1.5 KiB");
         assert_eq!(format!("{:#}", Bytes((80 << 30) - (80 << 20))), "79.9 GiB");
         assert_eq!(format!("{:#}", Bytes(u64::MAX)), "16.0 EiB");
+    }
+
+    #[test]
+    fn printed_sizes_parse_back() {
+        // The fuzz target `units` found "8.7EiB" refused.
+        assert_eq!(parse_size("2PiB"), Ok(2 << 50));
+        assert_eq!(parse_size("1.5e"), Ok(3 << 59));
+        assert_eq!(parse_size("3PB"), Ok(3_000_000_000_000_000));
+        for bytes in [1u64 << 20, 5 << 40, 3 << 50, 9 << 60] {
+            let again = parse_size(&Bytes(bytes).to_string()).unwrap();
+            assert!(again.abs_diff(bytes) <= bytes / 20, "{bytes} -> {again}");
+        }
+        // The largest sizes print as 16.0 EiB, past what a u64 holds.
+        assert!(parse_size("16EiB").is_err());
     }
 
     #[test]

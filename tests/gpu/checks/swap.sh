@@ -234,3 +234,32 @@ check_swap_expandable_segments() {
   PYTORCH_CUDA_ALLOC_CONF=$conf same_training native hooked "${args[@]}"
   pass "expandable segments: identical loss and parameter hash while swapped out $outs times and in $ins times ($segments segments swappable): $SAME"
 }
+
+# Proves: CUDA graphs captured before a swap-out replay correctly after the
+# swap-in (issue 16): tests/gpu/py/graph_swap.py captures a 1 GiB in-place
+# add and a small network's forward pass once, then replays them for
+# SWAP_GRAPH_SECONDS while a second program holding all but 8 MiB of a 4 GiB
+# virtual GPU (quantum 1 s) takes turns with it, so each switch moves the
+# graphs' memory out and back; the counter, every element of the buffer and
+# the forward output (against eager execution) must come out right, and the
+# program must have been swapped out and in at least twice.
+check_swap_cuda_graph() {
+  python_has torch || skip "torch is not importable here"
+  local cap=4 rc=0
+  need_free_gib $((cap + 8))
+  with_scheduler --memory-capacity "${cap}GiB" --quantum 1
+  start_forcer "$cap"
+  await_forcer
+  NVSHARE_LOG=debug prog 120 hooked hooked swap graph "$PY" "$GPU_DIR/py/graph_swap.py" \
+    --mib 1024 --seconds "${SWAP_GRAPH_SECONDS:-8}" || rc=$?
+  stop_forcer
+  ctl_status "$SOCK" "$CHECK_DIR/final.json" || true
+  ((rc == 0)) || fail "$(why_failed hooked "$rc") bad=$(value hooked bad) counter=$(value hooked counter) replays=$(value hooked replays)"
+  forcer_verified
+  local outs ins
+  outs=$(moves_in hooked evicted)
+  ins=$(moves_in hooked restored)
+  ((outs >= 2 && ins >= 2)) ||
+    fail "the graphs' program was swapped out $outs and in $ins times (want >= 2 each): too few switches to prove anything"
+  pass "$(value hooked replays) graph replays verified across $outs swap-outs and $ins swap-ins (forward diff $(value hooked forward_max_diff))"
+}
