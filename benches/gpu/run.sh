@@ -41,6 +41,7 @@ BENCHES=(
   oversubscription:300
   multi_gpu_pairs:240
   slab_waste:300
+  launch_paired:900
 )
 
 if [[ ${1:-} == __check ]]; then
@@ -96,7 +97,7 @@ check_artifacts >>"$LOG" 2>&1 || ARTIFACTS_OK=0
 build() {
   local t0 prog
   t0=$(now)
-  for prog in launch_loop uvm_populate pinned_bw swap_job; do
+  for prog in launch_loop launch_worker uvm_populate pinned_bw swap_job; do
     nvcc_build "$BUILD/$prog" "$BENCH_DIR/cuda/$prog.cu" || echo "BUILD FAILED: $prog"
   done
   echo "build took $(elapsed "$t0") s"
