@@ -42,6 +42,7 @@ BENCHES=(
   multi_gpu_pairs:240
   slab_waste:300
   launch_paired:900
+  stream_probe:120
 )
 
 if [[ ${1:-} == __check ]]; then
@@ -100,6 +101,10 @@ build() {
   for prog in launch_loop launch_worker uvm_populate pinned_bw swap_job; do
     nvcc_build "$BUILD/$prog" "$BENCH_DIR/cuda/$prog.cu" || echo "BUILD FAILED: $prog"
   done
+  local link
+  link=$(libcuda_link_args)
+  # shellcheck disable=SC2086  # $link is one or two words on purpose
+  nvcc_build "$BUILD/stream_probe" "$BENCH_DIR/cuda/stream_probe.cu" $link || echo "BUILD FAILED: stream_probe"
   echo "build took $(elapsed "$t0") s"
 }
 build >>"$LOG" 2>&1

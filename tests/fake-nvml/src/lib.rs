@@ -2,7 +2,7 @@
 //! (`tests/fake-cuda`) as NVML reports them, so that GPU discovery (the
 //! scheduler's inventory, the device plugin) is tested without a GPU.
 //!
-//! It reads the fake driver's own settings, so a daemon and the programs
+//! It reads the fake driver's own settings (`tests/fake-gpus`), so a daemon and the programs
 //! started with the same environment see the same GPUs: `FAKE_CUDA_DEVICES`
 //! (count, default 1) and `FAKE_CUDA_MEMORY` (bytes each, default 16 GiB).
 //! UUIDs and names are the fake driver's (`FAKECUDA` + the index + 1;
@@ -42,10 +42,6 @@ const NVML_ERROR_UNKNOWN: nvmlReturn_t = 999;
 /// `nvmlEventTypeXidCriticalError`.
 const EVENT_XID_CRITICAL: c_ulonglong = 0x8;
 
-/// The fake driver's limits and defaults (tests/fake-cuda/src/config.rs).
-const MAX_DEVICES: usize = 8;
-const DEFAULT_MEMORY: u64 = 16 << 30;
-
 /// `nvmlMemory_t`.
 #[repr(C)]
 pub struct nvmlMemory_t {
@@ -80,17 +76,11 @@ static INITIALIZED: AtomicU32 = AtomicU32::new(0);
 /// How far the XID file has been reported.
 static XID_OFFSET: Mutex<u64> = Mutex::new(0);
 
-/// The device count and memory from the fake driver's variables.
+/// The device count and memory from the fake driver's variables (its
+/// defaults where they are wrong: the fake driver refuses to start then,
+/// with the reason).
 fn devices() -> (usize, u64) {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let count = var("FAKE_CUDA_DEVICES")
-        .and_then(|text| text.trim().parse::<usize>().ok())
-        .filter(|n| (1..=MAX_DEVICES).contains(n))
-        .unwrap_or(1);
-    let memory = var("FAKE_CUDA_MEMORY")
-        .and_then(|text| nvshare_proto::units::parse_size(&text).ok())
-        .unwrap_or(DEFAULT_MEMORY);
-    (count, memory)
+    fake_gpus::from_env().unwrap_or((1, fake_gpus::DEFAULT_MEMORY))
 }
 
 /// Runs an entry point's body: NVML's "uninitialized" before `nvmlInit`,
@@ -114,17 +104,7 @@ fn index_of(device: *mut c_void) -> Option<usize> {
 
 /// The fake driver's UUID of `index` as NVML spells it.
 fn uuid_text(index: usize) -> String {
-    let mut bytes = *b"FAKECUDA\0\0\0\0\0\0\0\0";
-    bytes[8..].copy_from_slice(&(index as u64 + 1).to_be_bytes());
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "GPU-{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    fake_gpus::uuid_text(index)
 }
 
 /// Copies `text` and a NUL into the caller's `length`-byte buffer.

@@ -6,11 +6,12 @@ use crate::driver::{self, driver};
 use crate::ffi::*;
 use crate::guard::{entry, write_out};
 
-/// The UUID of device `index`: fixed bytes, distinct per device.
+/// The UUID of device `index`: fixed bytes, distinct per device (the fake
+/// NVML's too).
 pub fn device_uuid(index: usize) -> CUuuid {
-    let mut bytes = *b"FAKECUDA\0\0\0\0\0\0\0\0";
-    bytes[8..].copy_from_slice(&(index as u64 + 1).to_be_bytes());
-    CUuuid { bytes }
+    CUuuid {
+        bytes: fake_gpus::uuid_bytes(index),
+    }
 }
 
 /// # Safety
