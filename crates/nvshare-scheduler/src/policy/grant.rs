@@ -30,30 +30,10 @@ use super::{Action, Record};
 use nvshare_proto::{ClientId, ClientState, Policy, SchedulerBody};
 use std::time::Duration;
 
-/// The most passes one schedule takes before it settles. Each pass that
-/// decides something moves a member on (granted, asked to drop or evict,
-/// told to prepare), and a settled pass decides nothing, so a handful is
-/// all a GPU ever needs; the bound keeps a mistake from becoming a hang.
-const MAX_PASSES: usize = 16;
-
-/// Grants, drops and evicts on `d` as far as the state allows at `now`,
-/// until a pass decides nothing more: a GPU is scheduled again only when
-/// it changes or its deadline passes (see `sweep`), so a schedule must not
-/// leave for the next one what it could decide now (a drop for an
-/// overcommit makes a drain the queue's head may then be let in beside,
-/// or evictions to ask for).
+/// Grants, drops and evicts on `d` as far as the state allows at `now`.
+/// A GPU is scheduled only when it changes or its deadline passes (see
+/// `sweep`): what this decides must not depend on anything else.
 pub(super) fn schedule(d: &mut Domain, now: Duration, out: &mut Vec<Action>) {
-    for _ in 0..MAX_PASSES {
-        let decided = out.len();
-        schedule_pass(d, now, out);
-        if out.len() == decided {
-            return;
-        }
-    }
-}
-
-/// One pass of [`schedule`].
-fn schedule_pass(d: &mut Domain, now: Duration, out: &mut Vec<Action>) {
     if d.policy == Policy::Off {
         while let Some(&head) = d.queue.front() {
             d.grant(head, now, out);
@@ -232,7 +212,10 @@ fn overcommitted_holders(d: &Domain) -> Vec<ClientId> {
         .filter(|m| m.state == ClientState::Running)
         .collect();
     running.sort_by_key(|m| (m.granted_at, m.client));
-    let mut footprint = d.holders().fold(0u64, |sum, m| {
+    // Only the running holders: those already releasing are on their way
+    // out (counted, each schedule would drop one more holder than the fit
+    // needs, until one ran alone).
+    let mut footprint = running.iter().fold(0u64, |sum, m| {
         sum.saturating_add(m.reservation().min(d.capacity))
     });
     let mut victims = Vec::new();

@@ -187,6 +187,35 @@ fn holders_that_outgrow_the_capacity_together_part_at_once() {
     assert!(granted(&out).is_empty());
 }
 
+/// An overcommit drops only as many holders as the fit needs, once: the
+/// holder dropped is on its way out, and the next event on the GPU does
+/// not drop another one because the first has not released yet.
+#[test]
+fn an_overcommit_drops_only_what_the_fit_needs_and_only_once() {
+    let mut sim = Sim::new(Policy::Auto, 10 * GIB);
+    for (client, at) in [(1, 0.0), (2, 1.0), (3, 2.0)] {
+        sim.at(at);
+        sim.join(client, 2 * GIB);
+        assert_eq!(granted(&sim.request(client)), vec![client]);
+        sim.fully_resident(client, 2 * GIB);
+    }
+    sim.at(3.0);
+    // 2 and 3 grow: 2 + 4 + 6 GiB on a 10 GiB GPU; dropping the newest (3)
+    // is enough.
+    sim.fully_resident(2, 4 * GIB);
+    let out = sim.fully_resident(3, 6 * GIB);
+    assert_eq!(drops(&out).iter().map(|d| d.0).collect::<Vec<_>>(), vec![3]);
+    // 3 takes its time to release; whatever else happens meanwhile, 2 keeps
+    // running beside 1.
+    sim.at(4.0);
+    let out = sim.fully_resident(1, 2 * GIB);
+    assert!(drops(&out).is_empty(), "{out:?}");
+    let out = sim.tick();
+    assert!(drops(&out).is_empty(), "{out:?}");
+    assert_eq!(sim.state(2), ClientState::Running);
+    assert_eq!(sim.state(3), ClientState::Releasing);
+}
+
 /// The `Prepare` hints in `actions`: (client, bytes).
 fn prepares(actions: &[Action]) -> Vec<(ClientId, u64)> {
     sends(actions)
