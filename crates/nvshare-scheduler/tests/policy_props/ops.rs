@@ -232,7 +232,13 @@ pub fn play(world: &mut World, op: Op) {
             let (Some(id), gpu) = (world.pick(who), GPUS[gpu]) else {
                 return;
             };
-            if world.clients.get_mut(&id).unwrap().remove(&gpu).is_some() {
+            if world.clients[&id].contains_key(&gpu) {
+                // The client's answers held back go first, and the scheduler
+                // may answer them about this GPU: the model forgets the GPU
+                // after they are delivered, before the Detach.
+                world.deliver_held(id);
+                world.drain();
+                world.clients.get_mut(&id).unwrap().remove(&gpu);
                 world.send(id, ClientBody::Detach.on(gpu));
             }
         }

@@ -122,15 +122,19 @@ impl World {
     }
 
     pub fn send(&mut self, client: ClientId, msg: ClientMsg) {
-        // Its own answers held back go first: a client's messages arrive in
-        // the order it sent them.
+        self.deliver_held(client);
+        self.feed(Event::Message { client, msg });
+        self.drain();
+    }
+
+    /// Delivers `client`'s answers held back: they go before anything it
+    /// sends next, as a client's messages arrive in the order it sent them.
+    pub fn deliver_held(&mut self, client: ClientId) {
         let (held, rest): (Vec<_>, Vec<_>) = self.late.drain(..).partition(|(c, _)| *c == client);
         self.late = rest;
         for (client, msg) in held {
             self.feed(Event::Message { client, msg });
         }
-        self.feed(Event::Message { client, msg });
-        self.drain();
     }
 
     pub fn feed(&mut self, event: Event) {
