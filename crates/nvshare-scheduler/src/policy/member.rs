@@ -212,15 +212,19 @@ impl Member {
 
     /// Memory it will occupy once its outstanding evictions and fetches are
     /// done (the part of the evictions already reported freed is already
-    /// out of `resident`).
+    /// out of `resident`). An eviction asked for more than is resident
+    /// takes what its fetches bring too: the hook applies a program's
+    /// messages in order, so a fetch asked before an eviction has landed
+    /// when the eviction runs (counted otherwise, the same bytes would be
+    /// asked for again at every schedule).
     pub fn resident_after_evictions(&self) -> u64 {
         let leaving = self
             .pending_evict()
             .saturating_add(self.drop_evict)
             .saturating_sub(self.evict_progress);
         self.resident
-            .saturating_sub(leaving)
             .saturating_add(self.incoming())
+            .saturating_sub(leaving)
     }
 
     /// When its time slice (`weight` quanta of `quantum`) ends.

@@ -167,3 +167,21 @@ fn nothing_is_fetched_for_a_program_with_nothing_swapped_out() {
     );
     assert!(fetches(&sim.request(2)).is_empty());
 }
+
+/// Memory a waiting program is still fetching is asked back once, not at
+/// every schedule: an eviction asked for it counts against what the fetch
+/// brings.
+#[test]
+fn memory_being_fetched_is_asked_back_once() {
+    let (mut sim, out) = twelve_and_twelve_on_sixteen();
+    assert_eq!(fetches(&out), vec![(2, 4 * GIB)]);
+    // 1 grows past its room while 2's fetch is under way: 14 + 4 GiB on a
+    // 16 GiB GPU; 2 is asked to give 2 GiB back.
+    let out = sim.fully_resident(1, 14 * GIB);
+    assert_eq!(evicts(&out), vec![(2, 2 * GIB)]);
+    // Nothing changed that needs more: the next events ask nothing again.
+    let out = sim.fully_resident(1, 14 * GIB);
+    assert!(evicts(&out).is_empty(), "{out:?}");
+    sim.at(1.0);
+    assert!(evicts(&sim.tick()).is_empty());
+}
