@@ -104,7 +104,10 @@ impl GpuSource {
                 .collect()
         };
         match self {
-            GpuSource::Fixed(uuids) => Ok(without_memory(dedup(uuids.iter().map(String::as_str)))),
+            GpuSource::Fixed(uuids) => Ok(without_memory(first_of_each(
+                uuids.iter().cloned(),
+                String::as_str,
+            ))),
             GpuSource::File(path) => {
                 let text =
                     tokio::fs::read_to_string(path)
@@ -125,17 +128,11 @@ impl GpuSource {
                 })
                 .await
                 .map_err(|error| ScanError::NvmlThread(error.to_string()))??;
-                let mut gpus: Vec<FoundGpu> = Vec::with_capacity(found.len());
-                for gpu in found {
-                    let uuid = gpu.uuid.to_string();
-                    if !gpus.iter().any(|g| g.uuid == uuid) {
-                        gpus.push(FoundGpu {
-                            uuid,
-                            memory: Some(gpu.memory),
-                        });
-                    }
-                }
-                Ok(gpus)
+                let gpus = found.into_iter().map(|gpu| FoundGpu {
+                    uuid: gpu.uuid.to_string(),
+                    memory: Some(gpu.memory),
+                });
+                Ok(first_of_each(gpus, |gpu| gpu.uuid.as_str()))
             }
         }
     }
@@ -178,8 +175,9 @@ pub fn parse_gpu_list(text: &str) -> Vec<String> {
         .lines()
         .map(|line| line.split('#').next().unwrap_or(""))
         .map(|line| line.split(',').next().unwrap_or("").trim())
-        .filter(|uuid| is_plausible_uuid(uuid));
-    dedup(uuids)
+        .filter(|uuid| is_plausible_uuid(uuid))
+        .map(str::to_owned);
+    first_of_each(uuids, String::as_str)
 }
 
 /// A uuid must be usable inside a device ID and inside the comma-separated
@@ -192,11 +190,15 @@ fn is_plausible_uuid(uuid: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
-fn dedup<'a>(uuids: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let mut seen = Vec::<String>::new();
-    for uuid in uuids {
-        if !seen.iter().any(|s| s == uuid) {
-            seen.push(uuid.to_owned());
+/// The first of `items` with each `key` (a uuid, a device ID), in order.
+pub(crate) fn first_of_each<T>(
+    items: impl IntoIterator<Item = T>,
+    key: impl Fn(&T) -> &str,
+) -> Vec<T> {
+    let mut seen = Vec::<T>::new();
+    for item in items {
+        if !seen.iter().any(|s| key(s) == key(&item)) {
+            seen.push(item);
         }
     }
     seen

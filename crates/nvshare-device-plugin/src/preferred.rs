@@ -9,6 +9,7 @@
 //! the most free units first, so the memory a node's pods were promised
 //! stays with the GPUs that have it.
 
+use crate::gpus::first_of_each;
 use crate::inventory::{parse_device_id, parse_memory_device_id};
 use std::collections::BTreeMap;
 
@@ -18,12 +19,7 @@ pub fn preferred_allocation(
     must_include: &[String],
     size: usize,
 ) -> Vec<String> {
-    let mut chosen: Vec<String> = Vec::new();
-    for id in must_include {
-        if !chosen.contains(id) {
-            chosen.push(id.clone());
-        }
-    }
+    let mut chosen = first_of_each(must_include.iter().cloned(), String::as_str);
     // Free shares per GPU, each list sorted so picks are deterministic.
     let mut free: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
     for id in available {
@@ -59,12 +55,7 @@ pub fn preferred_allocation(
 /// `must_include`, then from the GPU with the most free units, then the
 /// next.
 pub fn preferred_memory(available: &[String], must_include: &[String], size: usize) -> Vec<String> {
-    let mut chosen: Vec<String> = Vec::new();
-    for id in must_include {
-        if !chosen.contains(id) {
-            chosen.push(id.clone());
-        }
-    }
+    let mut chosen = first_of_each(must_include.iter().cloned(), String::as_str);
     let mut free: BTreeMap<&str, Vec<(u64, &String)>> = BTreeMap::new();
     for id in available {
         if !chosen.contains(id) {

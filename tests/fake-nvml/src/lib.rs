@@ -102,11 +102,6 @@ fn index_of(device: *mut c_void) -> Option<usize> {
     (index < devices().0).then_some(index)
 }
 
-/// The fake driver's UUID of `index` as NVML spells it.
-fn uuid_text(index: usize) -> String {
-    fake_gpus::uuid_text(index)
-}
-
 /// Copies `text` and a NUL into the caller's `length`-byte buffer.
 ///
 /// # Safety
@@ -235,7 +230,7 @@ pub unsafe extern "C" fn nvmlDeviceGetUUID(
 ) -> nvmlReturn_t {
     entry(true, || match index_of(device) {
         // SAFETY: the caller's contract, passed on.
-        Some(index) => unsafe { write_text(&uuid_text(index), uuid, length) },
+        Some(index) => unsafe { write_text(&fake_gpus::uuid_text(index), uuid, length) },
         None => NVML_ERROR_INVALID_ARGUMENT,
     })
 }

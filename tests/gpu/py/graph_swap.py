@@ -19,12 +19,7 @@ import time
 
 import torch
 
-CHUNK = 16 << 20
-
-
-def pattern(start, end):
-    index = torch.arange(start, end, dtype=torch.int64, device="cuda")
-    return index.remainder_(977).to(torch.int32)
+from mem_worker import CHUNK, pattern  # the buffer pattern i % 977, in chunks
 
 
 def capture(fn):

@@ -116,7 +116,6 @@ impl Scheduler {
         let queued: Vec<GpuUuid> = self
             .sweep
             .maybe_queued()
-            .into_iter()
             .filter(|gpu| self.domains.get(gpu).is_some_and(|d| !d.queue.is_empty()))
             .collect();
         // Per gang, per GPU it waits on: how many members, the oldest ticket.
@@ -242,7 +241,7 @@ impl Scheduler {
     /// Grants every gang whose first waiting member on each of its GPUs is
     /// at the head of that GPU's queue and ready; returns whether any was.
     fn grant_ready_gangs(&mut self, now: Duration, out: &mut Vec<Action>) -> bool {
-        let queued: Vec<GpuUuid> = self.sweep.maybe_queued();
+        let queued: Vec<GpuUuid> = self.sweep.maybe_queued().collect();
         // Per gang, per GPU: is its first waiting member there ready?
         let mut seats: BTreeMap<GangKey, BTreeMap<GpuUuid, (ClientId, bool)>> = BTreeMap::new();
         for gpu in &queued {

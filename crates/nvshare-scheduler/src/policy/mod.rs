@@ -435,8 +435,7 @@ impl Scheduler {
         // on are counted, not every GPU.
         self.sweep
             .maybe_queued()
-            .iter()
-            .filter_map(|gpu| self.domains.get(gpu))
+            .filter_map(|gpu| self.domains.get(&gpu))
             .map(|d| d.queue.len())
             .sum()
     }

@@ -56,14 +56,14 @@ impl Sweep {
     }
 
     /// The GPUs due now, in UUID order (the order a full sweep takes).
-    pub fn due(&self) -> Vec<GpuUuid> {
-        self.dirty.iter().copied().collect()
+    pub fn due(&self) -> impl Iterator<Item = GpuUuid> + '_ {
+        self.dirty.iter().copied()
     }
 
     /// The GPUs somebody may wait on: those with a queue at their last
     /// schedule and those due now (a request since), in UUID order.
-    pub fn maybe_queued(&self) -> Vec<GpuUuid> {
-        self.queued.union(&self.dirty).copied().collect()
+    pub fn maybe_queued(&self) -> impl Iterator<Item = GpuUuid> + '_ {
+        self.queued.union(&self.dirty).copied()
     }
 
     /// Records, after `gpu`'s schedule, whether somebody waits on it.
@@ -140,11 +140,11 @@ mod tests {
         let mut sweep = Sweep::default();
         sweep.set_queued(gpu(4), true);
         sweep.touch(gpu(5));
-        assert_eq!(sweep.maybe_queued(), vec![gpu(4), gpu(5)]);
+        assert_eq!(sweep.maybe_queued().collect::<Vec<_>>(), [gpu(4), gpu(5)]);
         sweep.forget(gpu(4));
         sweep.set_queued(gpu(5), false);
-        assert_eq!(sweep.maybe_queued(), vec![gpu(5)]);
+        assert_eq!(sweep.maybe_queued().collect::<Vec<_>>(), [gpu(5)]);
         assert_eq!(sweep.take_next(), Some(gpu(5)));
-        assert!(sweep.maybe_queued().is_empty());
+        assert_eq!(sweep.maybe_queued().next(), None);
     }
 }
